@@ -1,0 +1,484 @@
+//! `manifest.json`: what a label store is, where its shards are, and how good its labels are.
+//!
+//! The manifest is the store's table of contents and its identity: a student run compares the
+//! dataset fingerprint in it against its own data before it trusts a single record.
+
+use crate::error::FormatError;
+use crate::record::ValueCodec;
+use serde::{Deserialize, Serialize};
+
+/// Value of the `format` key.
+pub const FORMAT_NAME: &str = "distill-label-store";
+
+/// Current on-disk format version (manifest and shard files). A reader refuses newer versions;
+/// adding optional manifest keys does not change it (readers ignore keys they do not know).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A half-open range of sample indices `[start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SampleRange {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl SampleRange {
+    /// Number of samples in the range.
+    pub fn len(&self) -> u32 {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// Whether the range holds no sample.
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// Whether `index` lies in the range.
+    pub fn contains(&self, index: u32) -> bool {
+        (self.start..self.end).contains(&index)
+    }
+}
+
+impl std::fmt::Display for SampleRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}..{}", self.start, self.end)
+    }
+}
+
+/// One teacher model that produced the labels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TeacherInfo {
+    /// File name as given (no directory).
+    pub file: String,
+    /// Lower-case hex SHA-256 of the model file.
+    pub sha256: String,
+    /// Model input shape; -1 for dynamic dimensions.
+    pub input_shape: Vec<i64>,
+    pub classes: u32,
+}
+
+/// Identity of the dataset split the store was made from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetFingerprint {
+    /// Reader that produced the samples (`mnist-idx`, `cifar10`, `image-folder`, `synthetic`, …).
+    pub format: String,
+    /// Split name (`train`, `test`, …).
+    pub split: String,
+    pub samples: u64,
+    /// xxh3-64 (hex) over the labels in sample order.
+    pub labels_xxh3: String,
+    /// xxh3-64 (hex) over the sample bytes in sample order.
+    pub content_xxh3: String,
+}
+
+impl DatasetFingerprint {
+    /// Names the first field in which `self` (the store's) and `data` (the data at hand) differ,
+    /// or `None` when they are the same dataset.
+    pub fn mismatch(&self, data: &DatasetFingerprint) -> Option<String> {
+        let fields: [(&str, String, String); 5] = [
+            ("format", self.format.clone(), data.format.clone()),
+            ("split", self.split.clone(), data.split.clone()),
+            (
+                "samples",
+                self.samples.to_string(),
+                data.samples.to_string(),
+            ),
+            (
+                "labels_xxh3",
+                self.labels_xxh3.clone(),
+                data.labels_xxh3.clone(),
+            ),
+            (
+                "content_xxh3",
+                self.content_xxh3.clone(),
+                data.content_xxh3.clone(),
+            ),
+        ];
+        fields
+            .into_iter()
+            .find(|(_, a, b)| a != b)
+            .map(|(f, a, b)| format!("dataset.{f} differs: the store has {a}, the data has {b}"))
+    }
+}
+
+/// One shard file of a store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    /// Path relative to the store directory.
+    pub file: String,
+    /// Samples the shard holds, for every epoch.
+    pub samples: SampleRange,
+    /// Records in the shard (`samples.len() × epochs`).
+    pub records: u64,
+    pub chunks: u32,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// `xxh3:` + hex of the shard's index checksum, which covers every chunk checksum.
+    pub checksum: String,
+}
+
+/// Running sums the writer keeps per chunk; FORMAT.md fixes their order in chunk headers.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct QualitySums {
+    /// Records seen.
+    pub records: f64,
+    /// Σ top-k probability mass at τ = 1 of the stored labels.
+    pub top_mass: f64,
+    /// Σ entropy (nats) at τ = 1 of the stored labels.
+    pub entropy: f64,
+    /// Records whose full logits were available to measure reconstruction error.
+    pub kl_records: f64,
+    /// Σ KL(full softmax ‖ stored) at τ = 1.
+    pub kl_tau1: f64,
+    /// Σ KL(full softmax ‖ stored) at τ = 4.
+    pub kl_tau4: f64,
+    /// Un-mixed records with a ground-truth label.
+    pub labelled: f64,
+    /// Of those, records whose teacher top-1 equals the ground truth.
+    pub correct: f64,
+}
+
+impl QualitySums {
+    /// Number of f64 slots in a chunk header.
+    pub const SLOTS: usize = 8;
+
+    /// The sums in their on-disk order.
+    pub fn to_array(&self) -> [f64; Self::SLOTS] {
+        [
+            self.records,
+            self.top_mass,
+            self.entropy,
+            self.kl_records,
+            self.kl_tau1,
+            self.kl_tau4,
+            self.labelled,
+            self.correct,
+        ]
+    }
+
+    /// The sums from their on-disk order.
+    pub fn from_array(a: [f64; Self::SLOTS]) -> Self {
+        QualitySums {
+            records: a[0],
+            top_mass: a[1],
+            entropy: a[2],
+            kl_records: a[3],
+            kl_tau1: a[4],
+            kl_tau4: a[5],
+            labelled: a[6],
+            correct: a[7],
+        }
+    }
+
+    /// Adds another set of sums.
+    pub fn add(&mut self, o: &QualitySums) {
+        let mut a = self.to_array();
+        for (x, y) in a.iter_mut().zip(o.to_array()) {
+            *x += y;
+        }
+        *self = Self::from_array(a);
+    }
+}
+
+/// Label quality figures measured while writing.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    pub records: u64,
+    /// Mean probability mass of the stored top-k at τ = 1.
+    pub mean_top_k_mass: f64,
+    /// Mean entropy (nats) of the stored distribution at τ = 1.
+    pub mean_entropy: f64,
+    /// Mean KL(full teacher softmax ‖ stored distribution) at τ = 1, when measured.
+    pub reconstruction_kl_tau1: Option<f64>,
+    /// Same at τ = 4.
+    pub reconstruction_kl_tau4: Option<f64>,
+    /// Teacher top-1 accuracy on un-mixed records with ground truth, when there were any.
+    pub teacher_top1_accuracy: Option<f64>,
+    /// Number of records the accuracy is measured on.
+    pub teacher_accuracy_records: u64,
+}
+
+impl Quality {
+    /// Turns sums into means.
+    pub fn from_sums(s: &QualitySums) -> Self {
+        let mean = |x: f64, n: f64| if n > 0.0 { x / n } else { 0.0 };
+        let opt = |x: f64, n: f64| (n > 0.0).then(|| x / n);
+        Quality {
+            records: s.records as u64,
+            mean_top_k_mass: mean(s.top_mass, s.records),
+            mean_entropy: mean(s.entropy, s.records),
+            reconstruction_kl_tau1: opt(s.kl_tau1, s.kl_records),
+            reconstruction_kl_tau4: opt(s.kl_tau4, s.kl_records),
+            teacher_top1_accuracy: opt(s.correct, s.labelled),
+            teacher_accuracy_records: s.labelled as u64,
+        }
+    }
+}
+
+/// The whole `manifest.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT_NAME`].
+    pub format: String,
+    pub format_version: u32,
+    /// Program and version that wrote the store, e.g. `distill 0.1.0`.
+    pub creator: String,
+    /// RFC 3339 UTC time the store was started (kept across resumes).
+    pub created: String,
+    pub teachers: Vec<TeacherInfo>,
+    pub dataset: DatasetFingerprint,
+    /// The augmentation recipe, as given (free-form JSON).
+    pub recipe: serde_json::Value,
+    pub seed: u64,
+    pub epochs: u32,
+    pub classes: u32,
+    pub k: u32,
+    pub codec: ValueCodec,
+    /// Records per chunk in every epoch stream.
+    pub chunk_records: u32,
+    /// Samples covered by this store (a shard store covers part of the dataset).
+    pub samples: SampleRange,
+    /// Shard files in sample order; together they cover `samples` exactly.
+    pub shards: Vec<ShardEntry>,
+    pub quality: Quality,
+    /// Other facts the writer wants to record (teacher pre-processing, …).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Manifest {
+    /// Parses and checks a manifest.
+    pub fn from_json(text: &str) -> Result<Self, FormatError> {
+        // Look at the version before the full schema, so a newer store gets the right error.
+        let raw: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| FormatError::invalid("manifest", e.to_string()))?;
+        if let Some(v) = raw.get("format_version").and_then(|v| v.as_u64())
+            && v > u64::from(FORMAT_VERSION)
+        {
+            return Err(FormatError::invalid(
+                "format_version",
+                format!(
+                    "store format version {v} is newer than this reader's {FORMAT_VERSION}: upgrade distill"
+                ),
+            ));
+        }
+        let m: Manifest = serde_json::from_value(raw)
+            .map_err(|e| FormatError::invalid("manifest", e.to_string()))?;
+        m.check()?;
+        Ok(m)
+    }
+
+    /// Pretty JSON text, newline-terminated.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("manifest serializes");
+        s.push('\n');
+        s
+    }
+
+    /// Total records (`samples × epochs`).
+    pub fn records(&self) -> u64 {
+        u64::from(self.samples.len()) * u64::from(self.epochs)
+    }
+
+    /// Checks internal consistency: names, versions, ranges, and that shards tile `samples`.
+    pub fn check(&self) -> Result<(), FormatError> {
+        self.check_fields()?;
+        self.check_shards()
+    }
+
+    /// Checks everything but the shard list (what a writer's draft must satisfy).
+    pub fn check_fields(&self) -> Result<(), FormatError> {
+        if self.format != FORMAT_NAME {
+            return Err(FormatError::invalid(
+                "format",
+                format!("{:?} is not {FORMAT_NAME:?}", self.format),
+            ));
+        }
+        if self.format_version == 0 || self.format_version > FORMAT_VERSION {
+            return Err(FormatError::invalid(
+                "format_version",
+                format!(
+                    "{} is not supported (this reader knows 1..={FORMAT_VERSION})",
+                    self.format_version
+                ),
+            ));
+        }
+        crate::record::RecordLayout::new(self.classes, self.k, self.codec)?;
+        if self.epochs == 0 {
+            return Err(FormatError::invalid("epochs", "must be at least 1"));
+        }
+        if self.chunk_records == 0 {
+            return Err(FormatError::invalid("chunk_records", "must be at least 1"));
+        }
+        if self.samples.is_empty() || u64::from(self.samples.end) > self.dataset.samples {
+            return Err(FormatError::invalid(
+                "samples",
+                format!(
+                    "range {} is empty or beyond the dataset's {} samples",
+                    self.samples, self.dataset.samples
+                ),
+            ));
+        }
+        for t in &self.teachers {
+            if t.classes != self.classes {
+                return Err(FormatError::invalid(
+                    "teachers",
+                    format!(
+                        "teacher {} has {} classes, the store {}",
+                        t.file, t.classes, self.classes
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the shards tile `samples` in order, without gap or overlap.
+    pub fn check_shards(&self) -> Result<(), FormatError> {
+        let mut at = self.samples.start;
+        for (i, s) in self.shards.iter().enumerate() {
+            if s.samples.start != at || s.samples.is_empty() {
+                let what = if s.samples.start > at {
+                    format!("gap: samples {at}..{} are in no shard", s.samples.start)
+                } else {
+                    format!("shard {} ({}) overlaps or is out of order", i, s.samples)
+                };
+                return Err(FormatError::invalid(format!("shards[{i}]"), what));
+            }
+            let want = u64::from(s.samples.len()) * u64::from(self.epochs);
+            if s.records != want {
+                return Err(FormatError::invalid(
+                    format!("shards[{i}].records"),
+                    format!(
+                        "{} but {} samples × {} epochs = {want}",
+                        s.records,
+                        s.samples.len(),
+                        self.epochs
+                    ),
+                ));
+            }
+            at = s.samples.end;
+        }
+        if at != self.samples.end {
+            return Err(FormatError::invalid(
+                "shards",
+                format!("samples {at}..{} are in no shard", self.samples.end),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// RFC 3339 UTC time now, to the second.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn manifest() -> Manifest {
+        Manifest {
+            format: FORMAT_NAME.into(),
+            format_version: FORMAT_VERSION,
+            creator: "test".into(),
+            created: now_rfc3339(),
+            teachers: vec![],
+            dataset: DatasetFingerprint {
+                format: "synthetic".into(),
+                split: "train".into(),
+                samples: 100,
+                labels_xxh3: "0".into(),
+                content_xxh3: "0".into(),
+            },
+            recipe: serde_json::json!({"name": "none"}),
+            seed: 1,
+            epochs: 2,
+            classes: 10,
+            k: 3,
+            codec: ValueCodec::Q8,
+            chunk_records: 16,
+            samples: SampleRange { start: 0, end: 100 },
+            shards: vec![
+                ShardEntry {
+                    file: "a".into(),
+                    samples: SampleRange { start: 0, end: 40 },
+                    records: 80,
+                    chunks: 6,
+                    bytes: 1,
+                    checksum: "xxh3:0".into(),
+                },
+                ShardEntry {
+                    file: "b".into(),
+                    samples: SampleRange {
+                        start: 40,
+                        end: 100,
+                    },
+                    records: 120,
+                    chunks: 8,
+                    bytes: 1,
+                    checksum: "xxh3:0".into(),
+                },
+            ],
+            quality: Quality::default(),
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let m = manifest();
+        let back = Manifest::from_json(&m.to_json()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(m.records(), 200);
+    }
+
+    #[test]
+    fn gaps_overlaps_and_versions_are_named() {
+        let mut m = manifest();
+        m.shards[1].samples.start = 50;
+        m.shards[1].records = 100;
+        let e = m.check().unwrap_err().to_string();
+        assert!(e.contains("gap: samples 40..50"), "{e}");
+        let mut m = manifest();
+        m.shards[1].samples.start = 30;
+        m.shards[1].records = 140;
+        assert!(m.check().unwrap_err().to_string().contains("overlaps"));
+        let mut m = manifest();
+        m.format_version = FORMAT_VERSION + 1;
+        let e = Manifest::from_json(&m.to_json()).unwrap_err().to_string();
+        assert!(e.contains("newer"), "{e}");
+        let mut m = manifest();
+        m.k = 11;
+        assert!(m.check().unwrap_err().to_string().contains("k = 11"));
+    }
+
+    #[test]
+    fn fingerprint_mismatch_names_the_field() {
+        let a = manifest().dataset;
+        let mut b = a.clone();
+        assert_eq!(a.mismatch(&b), None);
+        b.labels_xxh3 = "ff".into();
+        let e = a.mismatch(&b).unwrap();
+        assert!(e.starts_with("dataset.labels_xxh3"), "{e}");
+    }
+
+    #[test]
+    fn quality_means() {
+        let s = QualitySums {
+            records: 4.0,
+            top_mass: 2.0,
+            entropy: 4.0,
+            kl_records: 2.0,
+            kl_tau1: 0.2,
+            kl_tau4: 0.4,
+            labelled: 0.0,
+            correct: 0.0,
+        };
+        let q = Quality::from_sums(&s);
+        assert_eq!(q.mean_top_k_mass, 0.5);
+        assert_eq!(q.reconstruction_kl_tau4, Some(0.2));
+        assert_eq!(q.teacher_top1_accuracy, None);
+        assert_eq!(QualitySums::from_array(s.to_array()), s);
+    }
+}

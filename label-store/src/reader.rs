@@ -1,0 +1,427 @@
+//! Reading a finished store: memory-mapped shards, random access, sequential epochs, and an
+//! epoch prefetcher that decompresses ahead on a background thread.
+//!
+//! A store is opened only through its `manifest.json`, and every shard's footer is checked
+//! against it before any record is returned. Chunk payloads are checked (xxh3) each time they
+//! are decompressed. Nothing here ever writes.
+
+use crate::error::{Result, StoreError, corrupt, format, io};
+use crate::shard::{Footer, parse_footer, read_chunk};
+use crate::writer::{MANIFEST_FILE, WRITING_FILE};
+use formats::{Manifest, Record, RecordLayout, SampleRange};
+use memmap2::Mmap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The bytes of a shard: a read-only memory map, or an owned buffer (tests, small files).
+pub enum ShardBytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for ShardBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ShardBytes::Mapped(m) => m,
+            ShardBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// One opened shard file.
+pub struct Shard {
+    pub path: PathBuf,
+    pub bytes: ShardBytes,
+    pub footer: Footer,
+}
+
+impl Shard {
+    /// Maps `path` read-only and checks its footer.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(io(path))?;
+        // SAFETY: finished shards are immutable (the writer renames a file into place only after
+        // its last byte is written and never opens it again); a store is shared read-only.
+        let map = unsafe { Mmap::map(&file) }.map_err(io(path))?;
+        Self::from_bytes(path, ShardBytes::Mapped(map))
+    }
+
+    /// Checks the footer of shard bytes already in memory.
+    pub fn from_bytes(path: &Path, bytes: ShardBytes) -> Result<Self> {
+        let footer = parse_footer(path, &bytes)?;
+        Ok(Shard {
+            path: path.to_path_buf(),
+            bytes,
+            footer,
+        })
+    }
+
+    /// Decompresses chunk `i` (footer index position) into `rows`, checking its checksums.
+    pub fn chunk_rows(&self, i: usize, scratch: &mut Vec<u8>, rows: &mut [u8]) -> Result<()> {
+        let e = &self.footer.index[i];
+        let row = self.footer.info.layout().row_bytes();
+        read_chunk(&self.bytes, e, row, scratch, rows).map_err(|what| {
+            corrupt(
+                &self.path,
+                format!(
+                    "chunk {i} (epoch {}, samples {}): {what}",
+                    e.epoch,
+                    e.samples()
+                ),
+            )
+        })?;
+        Ok(())
+    }
+}
+
+/// An opened, checked, read-only label store.
+pub struct LabelStore {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub layout: RecordLayout,
+    pub shards: Vec<Shard>,
+    /// The last chunk `get` decompressed: (shard, chunk, rows).
+    cache: Mutex<Option<(usize, usize, Arc<Vec<u8>>)>>,
+}
+
+impl LabelStore {
+    /// Opens the store in `dir`: parses `manifest.json`, maps every shard, and checks each footer
+    /// against the manifest (range, epochs, classes, k, codec, chunking, size, checksum).
+    pub fn open(dir: &Path) -> Result<Self> {
+        let mpath = dir.join(MANIFEST_FILE);
+        let text = match fs::read_to_string(&mpath) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let why = if dir.join(WRITING_FILE).exists() {
+                    "its writer has not finished (resume the run that writes it)"
+                } else {
+                    "not a label store"
+                };
+                return Err(StoreError::Invalid(format!(
+                    "{}: no {MANIFEST_FILE}: {why}",
+                    dir.display()
+                )));
+            }
+            Err(e) => return Err(io(&mpath)(e)),
+        };
+        let manifest = Manifest::from_json(&text).map_err(format(mpath.display().to_string()))?;
+        let mut shards = Vec::with_capacity(manifest.shards.len());
+        for entry in &manifest.shards {
+            let path = dir.join(&entry.file);
+            if !path.exists() {
+                return Err(StoreError::Invalid(format!(
+                    "{}: shard {} (samples {}) is missing",
+                    dir.display(),
+                    entry.file,
+                    entry.samples
+                )));
+            }
+            let shard = Shard::open(&path)?;
+            check_shard_against_manifest(&manifest, entry, &shard)?;
+            shards.push(shard);
+        }
+        let layout = RecordLayout::new(manifest.classes, manifest.k, manifest.codec)
+            .map_err(format(mpath.display().to_string()))?;
+        Ok(LabelStore {
+            dir: dir.to_path_buf(),
+            manifest,
+            layout,
+            shards,
+            cache: Mutex::new(None),
+        })
+    }
+
+    /// Epochs in the store.
+    pub fn epochs(&self) -> u32 {
+        self.manifest.epochs
+    }
+
+    /// Samples covered by the store.
+    pub fn samples(&self) -> SampleRange {
+        self.manifest.samples
+    }
+
+    /// Total records.
+    pub fn records(&self) -> u64 {
+        self.manifest.records()
+    }
+
+    fn locate(&self, epoch: u32, sample: u32) -> Result<(usize, usize)> {
+        if epoch >= self.epochs() || !self.samples().contains(sample) {
+            return Err(StoreError::Invalid(format!(
+                "record (epoch {epoch}, sample {sample}) is outside the store (epochs 0..{}, samples {})",
+                self.epochs(),
+                self.samples()
+            )));
+        }
+        let s = self
+            .shards
+            .partition_point(|s| s.footer.info.samples.end <= sample);
+        let info = &self.shards[s].footer.info;
+        let j = (sample - info.samples.start) / info.chunk_records;
+        Ok((
+            s,
+            self.shards[s].footer.by_epoch[epoch as usize][j as usize] as usize,
+        ))
+    }
+
+    /// The record of (`epoch`, `sample`). Keeps the last decompressed chunk, so runs of nearby
+    /// samples decompress once; for whole epochs use [`LabelStore::decode_epoch`].
+    pub fn get(&self, epoch: u32, sample: u32) -> Result<Record> {
+        let (s, c) = self.locate(epoch, sample)?;
+        let rows = {
+            let mut cache = self.cache.lock().expect("cache lock");
+            match &*cache {
+                Some((cs, cc, rows)) if *cs == s && *cc == c => rows.clone(),
+                _ => {
+                    let e = &self.shards[s].footer.index[c];
+                    let mut rows = vec![0u8; e.raw_len as usize];
+                    self.shards[s].chunk_rows(c, &mut Vec::new(), &mut rows)?;
+                    let rows = Arc::new(rows);
+                    *cache = Some((s, c, rows.clone()));
+                    rows
+                }
+            }
+        };
+        let first = self.shards[s].footer.index[c].first;
+        let r = self.layout.row_bytes();
+        let at = (sample - first) as usize * r;
+        self.layout
+            .decode(&rows[at..at + r])
+            .map_err(format(self.record_context(s, epoch, sample)))
+    }
+
+    fn record_context(&self, shard: usize, epoch: u32, sample: u32) -> String {
+        format!(
+            "{}: record (epoch {epoch}, sample {sample})",
+            self.shards[shard].path.display()
+        )
+    }
+
+    /// Decompresses all of `epoch` into memory, row-major, for fast access in any order.
+    pub fn decode_epoch(&self, epoch: u32) -> Result<DecodedEpoch> {
+        if epoch >= self.epochs() {
+            return Err(StoreError::Invalid(format!(
+                "epoch {epoch} is not in the store (it has {})",
+                self.epochs()
+            )));
+        }
+        let r = self.layout.row_bytes();
+        let start = self.samples().start;
+        let mut rows = vec![0u8; self.samples().len() as usize * r];
+        let mut scratch = Vec::new();
+        for (s, shard) in self.shards.iter().enumerate() {
+            for &c in &shard.footer.by_epoch[epoch as usize] {
+                let e = &shard.footer.index[c as usize];
+                let at = (e.first - start) as usize * r;
+                self.shards[s].chunk_rows(
+                    c as usize,
+                    &mut scratch,
+                    &mut rows[at..at + e.raw_len as usize],
+                )?;
+            }
+        }
+        Ok(DecodedEpoch {
+            epoch,
+            samples: self.samples(),
+            layout: self.layout,
+            rows,
+        })
+    }
+
+    /// Iterates over the records of `epoch` in sample order, one chunk in memory at a time.
+    pub fn epoch_iter(&self, epoch: u32) -> Result<EpochIter<'_>> {
+        if epoch >= self.epochs() {
+            return Err(StoreError::Invalid(format!(
+                "epoch {epoch} is not in the store (it has {})",
+                self.epochs()
+            )));
+        }
+        Ok(EpochIter {
+            store: self,
+            epoch,
+            shard: 0,
+            chunk: 0,
+            rows: Vec::new(),
+            scratch: Vec::new(),
+            pos: 0,
+            first: 0,
+        })
+    }
+
+    /// Starts a background thread that decodes `epochs` in turn, at most one ahead of the
+    /// consumer, so that reading an epoch in any order never waits on zstd after the first.
+    pub fn prefetch(self: &Arc<Self>, epochs: Vec<u32>) -> Prefetcher {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let store = Arc::clone(self);
+        let handle = std::thread::Builder::new()
+            .name("label-prefetch".into())
+            .spawn(move || {
+                for e in epochs {
+                    let decoded = store.decode_epoch(e);
+                    let failed = decoded.is_err();
+                    if tx.send(decoded).is_err() || failed {
+                        break;
+                    }
+                }
+            })
+            .expect("spawn prefetch thread");
+        Prefetcher {
+            rx,
+            _handle: handle,
+        }
+    }
+}
+
+pub(crate) fn check_shard_against_manifest(
+    m: &Manifest,
+    entry: &formats::ShardEntry,
+    shard: &Shard,
+) -> Result<()> {
+    let i = &shard.footer.info;
+    let checks: [(&str, String, String); 8] = [
+        ("samples", entry.samples.to_string(), i.samples.to_string()),
+        ("epochs", m.epochs.to_string(), i.epochs.to_string()),
+        ("classes", m.classes.to_string(), i.classes.to_string()),
+        ("k", m.k.to_string(), i.k.to_string()),
+        ("codec", m.codec.name().into(), i.codec.name().into()),
+        (
+            "chunk_records",
+            m.chunk_records.to_string(),
+            i.chunk_records.to_string(),
+        ),
+        (
+            "bytes",
+            entry.bytes.to_string(),
+            shard.bytes.len().to_string(),
+        ),
+        (
+            "checksum",
+            entry.checksum.clone(),
+            format!("xxh3:{:016x}", shard.footer.index_xxh3),
+        ),
+    ];
+    for (field, want, got) in checks {
+        if want != got {
+            return Err(corrupt(
+                &shard.path,
+                format!(
+                    "manifest and shard disagree on {field}: manifest says {want}, shard has {got}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One epoch decompressed into memory.
+pub struct DecodedEpoch {
+    pub epoch: u32,
+    pub samples: SampleRange,
+    layout: RecordLayout,
+    rows: Vec<u8>,
+}
+
+impl DecodedEpoch {
+    /// The encoded row of `sample`.
+    pub fn row(&self, sample: u32) -> &[u8] {
+        let r = self.layout.row_bytes();
+        let at = (sample - self.samples.start) as usize * r;
+        &self.rows[at..at + r]
+    }
+
+    /// Decodes the record of `sample` into `rec`, reusing its buffers.
+    pub fn get_into(&self, sample: u32, rec: &mut Record) -> Result<()> {
+        if !self.samples.contains(sample) {
+            return Err(StoreError::Invalid(format!(
+                "sample {sample} is outside the store's samples {}",
+                self.samples
+            )));
+        }
+        self.layout
+            .decode_into(self.row(sample), rec)
+            .map_err(format(format!(
+                "record (epoch {}, sample {sample})",
+                self.epoch
+            )))
+    }
+
+    /// The record of `sample`.
+    pub fn get(&self, sample: u32) -> Result<Record> {
+        let mut rec = Record::empty(self.layout.k as usize);
+        self.get_into(sample, &mut rec)?;
+        Ok(rec)
+    }
+
+    /// Bytes held in memory.
+    pub fn memory_bytes(&self) -> usize {
+        self.rows.len()
+    }
+}
+
+/// Decoded epochs arriving from a background thread, in the order requested.
+pub struct Prefetcher {
+    rx: crossbeam_channel::Receiver<Result<DecodedEpoch>>,
+    _handle: std::thread::JoinHandle<()>,
+}
+
+impl Prefetcher {
+    /// The next epoch; blocks only if the background thread has not finished it yet.
+    pub fn next_epoch(&self) -> Option<Result<DecodedEpoch>> {
+        self.rx.recv().ok()
+    }
+}
+
+/// Records of one epoch in sample order.
+pub struct EpochIter<'a> {
+    store: &'a LabelStore,
+    epoch: u32,
+    shard: usize,
+    chunk: usize,
+    rows: Vec<u8>,
+    scratch: Vec<u8>,
+    pos: usize,
+    first: u32,
+}
+
+impl Iterator for EpochIter<'_> {
+    type Item = Result<(u32, Record)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let r = self.store.layout.row_bytes();
+        while self.pos * r >= self.rows.len() {
+            let shard = self.store.shards.get(self.shard)?;
+            let chunks = &shard.footer.by_epoch[self.epoch as usize];
+            let Some(&c) = chunks.get(self.chunk) else {
+                self.shard += 1;
+                self.chunk = 0;
+                continue;
+            };
+            let e = &shard.footer.index[c as usize];
+            self.rows.resize(e.raw_len as usize, 0);
+            if let Err(err) = shard.chunk_rows(c as usize, &mut self.scratch, &mut self.rows) {
+                // Stop after reporting: the rest of the epoch cannot be trusted to be in order.
+                self.shard = usize::MAX;
+                self.rows.clear();
+                return Some(Err(err));
+            }
+            self.first = e.first;
+            self.pos = 0;
+            self.chunk += 1;
+        }
+        let sample = self.first + self.pos as u32;
+        let row = &self.rows[self.pos * r..(self.pos + 1) * r];
+        self.pos += 1;
+        Some(
+            self.store
+                .layout
+                .decode(row)
+                .map(|rec| (sample, rec))
+                .map_err(format(format!(
+                    "record (epoch {}, sample {sample})",
+                    self.epoch
+                ))),
+        )
+    }
+}

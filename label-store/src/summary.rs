@@ -1,0 +1,97 @@
+//! What `distill inspect` shows about a store: sizes, shape, provenance, label quality, and the
+//! histogram of teacher top-1 classes (a full read of every record).
+
+use crate::error::Result;
+use crate::reader::LabelStore;
+use crate::writer::MANIFEST_FILE;
+use formats::{Quality, SampleRange, TeacherInfo};
+use serde::Serialize;
+
+/// A readable summary of a store.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub records: u64,
+    pub epochs: u32,
+    pub samples: u32,
+    pub sample_range: SampleRange,
+    pub classes: u32,
+    pub k: u32,
+    pub codec: String,
+    pub shards: usize,
+    pub chunks: u64,
+    /// Shard files plus the manifest.
+    pub bytes_on_disk: u64,
+    pub bytes_per_record: f64,
+    /// Dense f32 logits (`4 × classes` bytes per record) over `bytes_per_record`.
+    pub compression_vs_dense_f32: f64,
+    pub teachers: Vec<TeacherInfo>,
+    pub recipe: serde_json::Value,
+    pub seed: u64,
+    pub dataset: formats::DatasetFingerprint,
+    pub created: String,
+    pub quality: Quality,
+    /// How many records have each class as the teacher's top-1.
+    pub top1_histogram: Vec<u64>,
+}
+
+/// Summarizes `store`, reading every record once for the top-1 histogram.
+pub fn summarize(store: &LabelStore) -> Result<Summary> {
+    let m = &store.manifest;
+    let manifest_bytes = std::fs::metadata(store.dir.join(MANIFEST_FILE))
+        .map(|md| md.len())
+        .unwrap_or(0);
+    let bytes_on_disk = store
+        .shards
+        .iter()
+        .map(|s| s.bytes.len() as u64)
+        .sum::<u64>()
+        + manifest_bytes;
+    let records = store.records();
+    let bytes_per_record = bytes_on_disk as f64 / records as f64;
+    let mut hist = vec![0u64; m.classes as usize];
+    let r = store.layout.row_bytes();
+    let index_at = formats::AUG_BYTES;
+    let wide = store.layout.index_bytes() == 4;
+    for e in 0..store.epochs() {
+        let epoch = store.decode_epoch(e)?;
+        for s in store.samples().start..store.samples().end {
+            let row = epoch.row(s);
+            debug_assert_eq!(row.len(), r);
+            // The top-1 index is the first index of the row; decode_epoch checked checksums and
+            // the index is range-checked here.
+            let c = if wide {
+                u32::from_le_bytes(row[index_at..index_at + 4].try_into().expect("4 bytes"))
+            } else {
+                u32::from(u16::from_le_bytes([row[index_at], row[index_at + 1]]))
+            };
+            if let Some(h) = hist.get_mut(c as usize) {
+                *h += 1;
+            }
+        }
+    }
+    Ok(Summary {
+        records,
+        epochs: m.epochs,
+        samples: m.samples.len(),
+        sample_range: m.samples,
+        classes: m.classes,
+        k: m.k,
+        codec: m.codec.name().into(),
+        shards: store.shards.len(),
+        chunks: store
+            .shards
+            .iter()
+            .map(|s| s.footer.index.len() as u64)
+            .sum(),
+        bytes_on_disk,
+        bytes_per_record,
+        compression_vs_dense_f32: 4.0 * f64::from(m.classes) / bytes_per_record,
+        teachers: m.teachers.clone(),
+        recipe: m.recipe.clone(),
+        seed: m.seed,
+        dataset: m.dataset.clone(),
+        created: m.created.clone(),
+        quality: m.quality.clone(),
+        top1_histogram: hist,
+    })
+}

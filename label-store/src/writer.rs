@@ -1,0 +1,580 @@
+//! Writing a store: one shard file of sample range `[start, end)` for all epochs, then its
+//! manifest, atomically; and resuming a killed writer from its last complete chunk.
+//!
+//! Files in the store directory while writing:
+//! - `writing.json`: the manifest draft (everything but shards and quality). Its presence means
+//!   "unfinished"; `resume` checks a new run against it.
+//! - `shard-SSSSSSSSSS-EEEEEEEEEE.dls.partial`: header and complete chunks, appended as epoch
+//!   streams fill. No footer, so no reader accepts it.
+//!
+//! `finish` appends the footer, fsyncs, renames the shard to `.dls`, writes `manifest.json` through
+//! a temporary name and rename, and removes `writing.json`. A reader opens a store only through
+//! `manifest.json`, so a store killed at any moment is either complete or refused.
+//!
+//! Chunk boundaries are fixed sample positions and chunks are written in the order they fill, so
+//! a resumed writer given the same record sequence (minus what was already on disk) writes the
+//! same bytes as an uninterrupted one.
+
+use crate::error::{Result, StoreError, corrupt, format, io};
+use crate::shard::{
+    CHUNK_HEADER_BYTES, ChunkHeader, FILE_HEADER_BYTES, IndexEntry, ShardInfo, check_file_header,
+    encode_footer, file_header, parse_footer, rows_to_columns,
+};
+use formats::{Manifest, Quality, QualitySums, Record, RecordLayout, SampleRange, ShardEntry};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Name of the draft file that marks an unfinished store.
+pub const WRITING_FILE: &str = "writing.json";
+/// Name of the manifest of a finished store.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Default zstd level: level 3 already reaches within 2% of level 9's size on label records
+/// (BENCHMARKS.md) at several times the speed.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+/// Default records per chunk. Measured (BENCHMARKS.md): 16,384 records of 1,000 classes and
+/// k = 10 compress to 34.0 B/record against 36.7 at 4,096, because zstd's entropy tables then
+/// see long runs of each byte column; decompressing one chunk (≈1.1 MB) takes about a millisecond.
+pub const DEFAULT_CHUNK_RECORDS: u32 = 16_384;
+
+/// File name of the shard holding `samples`.
+pub fn shard_file_name(samples: SampleRange) -> String {
+    format!("shard-{:010}-{:010}.dls", samples.start, samples.end)
+}
+
+/// What the caller measured about one record from the full teacher output.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RecordQuality {
+    /// KL(full softmax ‖ stored) at τ = 1 and τ = 4, when the full logits were at hand.
+    pub reconstruction_kl: Option<(f64, f64)>,
+    /// For un-mixed records with ground truth: whether the teacher's top-1 was right.
+    pub teacher_correct: Option<bool>,
+}
+
+/// How to treat an existing store directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Start a new store; an existing one (finished or not) is an error.
+    Create,
+    /// Continue an unfinished store from its last complete chunk (or start one if none exists).
+    Resume,
+    /// Delete an existing store's files first.
+    Overwrite,
+}
+
+struct EpochStream {
+    next: u32,
+    rows: Vec<u8>,
+    stats: QualitySums,
+}
+
+/// Appends the chunks of one shard file.
+pub struct ShardWriter {
+    path: PathBuf,
+    file: File,
+    info: ShardInfo,
+    layout: RecordLayout,
+    streams: Vec<EpochStream>,
+    index: Vec<IndexEntry>,
+    /// Sums over written chunks, in file order.
+    written: QualitySums,
+    offset: u64,
+    cols: Vec<u8>,
+    compressor: zstd::bulk::Compressor<'static>,
+    failed: bool,
+}
+
+impl ShardWriter {
+    /// Creates (truncating) a partial shard file at `path`.
+    pub fn create(path: &Path, info: ShardInfo, level: i32) -> Result<Self> {
+        let mut file = File::create(path).map_err(io(path))?;
+        file.write_all(&file_header()).map_err(io(path))?;
+        Self::new(path, file, info, level, FILE_HEADER_BYTES as u64)
+    }
+
+    fn new(path: &Path, file: File, info: ShardInfo, level: i32, offset: u64) -> Result<Self> {
+        let layout = info.layout();
+        let streams = (0..info.epochs)
+            .map(|_| EpochStream {
+                next: info.samples.start,
+                rows: Vec::new(),
+                stats: QualitySums::default(),
+            })
+            .collect();
+        Ok(ShardWriter {
+            path: path.to_path_buf(),
+            file,
+            info,
+            layout,
+            streams,
+            index: Vec::new(),
+            written: QualitySums::default(),
+            offset,
+            cols: Vec::new(),
+            compressor: zstd::bulk::Compressor::new(level).map_err(io(path))?,
+            failed: false,
+        })
+    }
+
+    /// Re-opens a partial shard file, keeps its complete chunks and cuts off anything after the
+    /// last one (a chunk being written when the process died).
+    pub fn resume(path: &Path, info: ShardInfo, level: i32) -> Result<Self> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io(path))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io(path))?;
+        if bytes.len() < FILE_HEADER_BYTES {
+            // Died before the header was written: start over.
+            drop(file);
+            return Self::create(path, info, level);
+        }
+        check_file_header(path, &bytes)?;
+        let mut w = Self::new(path, file, info, level, FILE_HEADER_BYTES as u64)?;
+        let row = w.layout.row_bytes();
+        let mut at = FILE_HEADER_BYTES;
+        while let Ok(h) = ChunkHeader::decode(&bytes[at..]) {
+            let Some(stream) = w.streams.get(h.epoch as usize) else {
+                break;
+            };
+            let j = (stream.next - info.samples.start) / info.chunk_records;
+            let expect = info.chunk_samples(j);
+            let start = at + CHUNK_HEADER_BYTES;
+            let payload = bytes.get(start..start + h.payload_len as usize);
+            let good = stream.next < info.samples.end
+                && h.first == expect.start
+                && h.count == expect.len()
+                && h.raw_len as usize == h.count as usize * row
+                && payload.is_some_and(|p| xxh3_64(p) == h.payload_xxh3);
+            if !good {
+                break;
+            }
+            w.streams[h.epoch as usize].next = expect.end;
+            w.index.push(IndexEntry {
+                epoch: h.epoch,
+                first: h.first,
+                count: h.count,
+                raw_len: h.raw_len,
+                offset: at as u64,
+                payload_len: h.payload_len,
+                payload_xxh3: h.payload_xxh3,
+            });
+            w.written.add(&h.stats);
+            at = start + h.payload_len as usize;
+        }
+        if at < bytes.len() {
+            tracing::info!(
+                path = %path.display(),
+                kept = at,
+                dropped = bytes.len() - at,
+                "resume: cut an incomplete chunk off the end"
+            );
+        }
+        w.file.set_len(at as u64).map_err(io(path))?;
+        w.file.seek(SeekFrom::Start(at as u64)).map_err(io(path))?;
+        w.offset = at as u64;
+        Ok(w)
+    }
+
+    /// The next sample index epoch `epoch` expects (the shard's end when the epoch is complete).
+    pub fn next_sample(&self, epoch: u32) -> u32 {
+        self.streams[epoch as usize].next
+    }
+
+    /// The shard this writer fills.
+    pub fn info(&self) -> &ShardInfo {
+        &self.info
+    }
+
+    /// Appends the record of (`epoch`, `sample`). Within an epoch samples must come in order
+    /// without gaps; epochs may interleave freely. A rejected record changes nothing.
+    pub fn append(
+        &mut self,
+        epoch: u32,
+        sample: u32,
+        rec: &Record,
+        quality: &RecordQuality,
+    ) -> Result<()> {
+        if self.failed {
+            return Err(StoreError::Invalid(format!(
+                "{}: an earlier write failed; resume the store to continue",
+                self.path.display()
+            )));
+        }
+        let info = self.info;
+        let Some(stream) = self.streams.get_mut(epoch as usize) else {
+            return Err(StoreError::Invalid(format!(
+                "record for epoch {epoch}, but the store has {} epochs",
+                info.epochs
+            )));
+        };
+        if sample != stream.next {
+            let why = if stream.next == info.samples.end {
+                format!("epoch {epoch} is complete (samples {})", info.samples)
+            } else {
+                format!("expected sample {} next", stream.next)
+            };
+            return Err(StoreError::Invalid(format!(
+                "record (epoch {epoch}, sample {sample}) appended out of order: {why}"
+            )));
+        }
+        let row = self.layout.row_bytes();
+        let at = stream.rows.len();
+        stream.rows.resize(at + row, 0);
+        if let Err(e) = self.layout.encode(rec, &mut stream.rows[at..]) {
+            stream.rows.truncate(at);
+            return Err(format(format!("record (epoch {epoch}, sample {sample})"))(
+                e,
+            ));
+        }
+        let classes = self.layout.classes as usize;
+        let s = &mut stream.stats;
+        s.records += 1.0;
+        s.top_mass += f64::from(rec.label.top_mass(classes, 1.0));
+        s.entropy += rec.label.entropy(classes);
+        if let Some((kl1, kl4)) = quality.reconstruction_kl {
+            s.kl_records += 1.0;
+            s.kl_tau1 += kl1;
+            s.kl_tau4 += kl4;
+        }
+        if let Some(ok) = quality.teacher_correct {
+            s.labelled += 1.0;
+            s.correct += f64::from(u8::from(ok));
+        }
+        stream.next += 1;
+        let j = (sample - info.samples.start) / info.chunk_records;
+        if stream.next == info.chunk_samples(j).end {
+            self.flush(epoch)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, epoch: u32) -> Result<()> {
+        let row = self.layout.row_bytes();
+        let stream = &mut self.streams[epoch as usize];
+        let count = (stream.rows.len() / row) as u32;
+        let first = stream.next - count;
+        rows_to_columns(&stream.rows, row, &mut self.cols);
+        let payload = self
+            .compressor
+            .compress(&self.cols)
+            .map_err(io(&self.path))?;
+        let h = ChunkHeader {
+            epoch,
+            first,
+            count,
+            raw_len: stream.rows.len() as u32,
+            payload_len: payload.len() as u32,
+            payload_xxh3: xxh3_64(&payload),
+            stats: stream.stats,
+        };
+        let write = |f: &mut File| -> std::io::Result<()> {
+            f.write_all(&h.encode())?;
+            f.write_all(&payload)
+        };
+        if let Err(e) = write(&mut self.file) {
+            self.failed = true;
+            return Err(io(&self.path)(e));
+        }
+        self.index.push(IndexEntry {
+            epoch,
+            first,
+            count,
+            raw_len: h.raw_len,
+            offset: self.offset,
+            payload_len: h.payload_len,
+            payload_xxh3: h.payload_xxh3,
+        });
+        self.written.add(&stream.stats);
+        self.offset += (CHUNK_HEADER_BYTES + payload.len()) as u64;
+        stream.rows.clear();
+        stream.stats = QualitySums::default();
+        Ok(())
+    }
+
+    /// Writes the footer, fsyncs, and renames the file to `final_path`. Every epoch must be
+    /// complete. Returns the shard's manifest entry (with `file` set to the final file name) and
+    /// the quality sums over all its chunks.
+    pub fn finish(mut self, final_path: &Path) -> Result<(ShardEntry, QualitySums)> {
+        for (e, s) in self.streams.iter().enumerate() {
+            if s.next != self.info.samples.end {
+                return Err(StoreError::Invalid(format!(
+                    "cannot finish {}: epoch {e} is missing samples {}..{}",
+                    self.path.display(),
+                    s.next,
+                    self.info.samples.end
+                )));
+            }
+        }
+        let (footer, checksum) = encode_footer(&self.info, &self.index, self.offset);
+        let p = self.path.clone();
+        self.file.write_all(&footer).map_err(io(&p))?;
+        self.file.sync_all().map_err(io(&p))?;
+        fs::rename(&p, final_path).map_err(io(final_path))?;
+        let bytes = self.offset + footer.len() as u64;
+        Ok((
+            ShardEntry {
+                file: file_name(final_path),
+                samples: self.info.samples,
+                records: u64::from(self.info.samples.len()) * u64::from(self.info.epochs),
+                chunks: self.index.len() as u32,
+                bytes,
+                checksum: format!("xxh3:{checksum:016x}"),
+            },
+            self.written,
+        ))
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Writes a store directory holding one shard: the whole dataset, or with `--shard I/N` a
+/// contiguous part of it that `merge` later joins with the others.
+pub struct StoreWriter {
+    dir: PathBuf,
+    draft: Manifest,
+    shard: Option<ShardWriter>,
+    /// Set when resuming a store whose shard was already renamed before the crash.
+    finished_shard: Option<(ShardEntry, QualitySums)>,
+}
+
+impl StoreWriter {
+    /// Opens `dir` for writing the records `draft` describes (`draft.shards` and `draft.quality`
+    /// are filled by [`StoreWriter::finish`]).
+    pub fn open(dir: &Path, mut draft: Manifest, mode: OpenMode, level: i32) -> Result<Self> {
+        draft.shards.clear();
+        draft.quality = Quality::default();
+        draft
+            .check_fields()
+            .map_err(format(dir.join(WRITING_FILE).display().to_string()))?;
+        let info = ShardInfo {
+            epochs: draft.epochs,
+            samples: draft.samples,
+            classes: draft.classes,
+            k: draft.k,
+            codec: draft.codec,
+            chunk_records: draft.chunk_records,
+        };
+        let name = shard_file_name(draft.samples);
+        let final_path = dir.join(&name);
+        let partial = dir.join(format!("{name}.partial"));
+        let state = dir.join(WRITING_FILE);
+        let manifest = dir.join(MANIFEST_FILE);
+        if mode == OpenMode::Overwrite {
+            remove_store_files(dir)?;
+        }
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let unfinished = state.exists();
+        if manifest.exists() {
+            return Err(StoreError::Invalid(format!(
+                "{} already holds a finished label store: choose another output or overwrite it",
+                dir.display()
+            )));
+        }
+        if unfinished && mode == OpenMode::Create {
+            return Err(StoreError::Invalid(format!(
+                "{} holds an unfinished label store: resume it or overwrite it",
+                dir.display()
+            )));
+        }
+        if unfinished {
+            let text = fs::read_to_string(&state).map_err(io(&state))?;
+            let old: Manifest = serde_json::from_str(&text)
+                .map_err(|e| corrupt(&state, format!("not a manifest draft: {e}")))?;
+            if let Some(diff) = draft_mismatch(&old, &draft) {
+                return Err(StoreError::Invalid(format!(
+                    "cannot resume {}: {diff}",
+                    dir.display()
+                )));
+            }
+            draft.created = old.created;
+            if final_path.exists() && !partial.exists() {
+                let done = finished_shard(&final_path, &info)?;
+                return Ok(StoreWriter {
+                    dir: dir.to_path_buf(),
+                    draft,
+                    shard: None,
+                    finished_shard: Some(done),
+                });
+            }
+            let shard = if partial.exists() {
+                ShardWriter::resume(&partial, info, level)?
+            } else {
+                ShardWriter::create(&partial, info, level)?
+            };
+            return Ok(StoreWriter {
+                dir: dir.to_path_buf(),
+                draft,
+                shard: Some(shard),
+                finished_shard: None,
+            });
+        }
+        write_atomic(&state, draft.to_json().as_bytes())?;
+        let shard = ShardWriter::create(&partial, info, level)?;
+        Ok(StoreWriter {
+            dir: dir.to_path_buf(),
+            draft,
+            shard: Some(shard),
+            finished_shard: None,
+        })
+    }
+
+    /// The next sample index epoch `epoch` expects; a resumed run skips records below it.
+    pub fn next_sample(&self, epoch: u32) -> u32 {
+        match &self.shard {
+            Some(s) => s.next_sample(epoch),
+            None => self.draft.samples.end,
+        }
+    }
+
+    /// The manifest draft (with the original creation time when resuming).
+    pub fn draft(&self) -> &Manifest {
+        &self.draft
+    }
+
+    /// Appends one record; see [`ShardWriter::append`].
+    pub fn append(
+        &mut self,
+        epoch: u32,
+        sample: u32,
+        rec: &Record,
+        quality: &RecordQuality,
+    ) -> Result<()> {
+        match &mut self.shard {
+            Some(s) => s.append(epoch, sample, rec, quality),
+            None => Err(StoreError::Invalid(format!(
+                "record (epoch {epoch}, sample {sample}) appended to a store whose shard is complete"
+            ))),
+        }
+    }
+
+    /// Finishes the shard and writes `manifest.json`. Returns the final manifest.
+    pub fn finish(self) -> Result<Manifest> {
+        let (entry, sums) = match (self.shard, self.finished_shard) {
+            (Some(s), _) => {
+                let final_path = self.dir.join(shard_file_name(self.draft.samples));
+                s.finish(&final_path)?
+            }
+            (None, Some(done)) => done,
+            (None, None) => unreachable!("a writer has a shard or a finished one"),
+        };
+        let mut m = self.draft;
+        m.shards = vec![entry];
+        m.quality = Quality::from_sums(&sums);
+        m.check().map_err(format("finished manifest"))?;
+        write_atomic(&self.dir.join(MANIFEST_FILE), m.to_json().as_bytes())?;
+        let state = self.dir.join(WRITING_FILE);
+        fs::remove_file(&state).map_err(io(&state))?;
+        sync_dir(&self.dir)?;
+        Ok(m)
+    }
+}
+
+/// Reads a complete shard left by a writer that died between renaming it and writing the
+/// manifest, and checks it is the shard `info` describes.
+fn finished_shard(path: &Path, info: &ShardInfo) -> Result<(ShardEntry, QualitySums)> {
+    let bytes = fs::read(path).map_err(io(path))?;
+    let footer = parse_footer(path, &bytes)?;
+    if footer.info != *info {
+        return Err(corrupt(
+            path,
+            "shard does not match the store being resumed",
+        ));
+    }
+    let mut sums = QualitySums::default();
+    for (i, e) in footer.index.iter().enumerate() {
+        let h = ChunkHeader::decode(&bytes[e.offset as usize..])
+            .map_err(|w| corrupt(path, format!("chunk {i}: {w}")))?;
+        sums.add(&h.stats);
+    }
+    Ok((
+        ShardEntry {
+            file: file_name(path),
+            samples: info.samples,
+            records: u64::from(info.samples.len()) * u64::from(info.epochs),
+            chunks: footer.index.len() as u32,
+            bytes: bytes.len() as u64,
+            checksum: format!("xxh3:{:016x}", footer.index_xxh3),
+        },
+        sums,
+    ))
+}
+
+/// Names the first manifest field in which a resumed run differs from the original.
+fn draft_mismatch(old: &Manifest, new: &Manifest) -> Option<String> {
+    if let Some(d) = old.dataset.mismatch(&new.dataset) {
+        return Some(d);
+    }
+    let a = serde_json::to_value(old).ok()?;
+    let b = serde_json::to_value(new).ok()?;
+    let (a, b) = (a.as_object()?, b.as_object()?);
+    for (key, va) in a {
+        if matches!(key.as_str(), "created" | "creator" | "shards" | "quality") {
+            continue;
+        }
+        if b.get(key) != Some(va) {
+            return Some(format!(
+                "{key} differs: the unfinished store has {va}, this run has {}",
+                b.get(key)
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "nothing".into())
+            ));
+        }
+    }
+    None
+}
+
+/// Removes the files a store writer creates (and nothing else) from `dir`.
+pub fn remove_store_files(dir: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name == MANIFEST_FILE
+            || name == WRITING_FILE
+            || name == format!("{MANIFEST_FILE}.tmp")
+            || name == format!("{WRITING_FILE}.tmp")
+            || (name.starts_with("shard-")
+                && (name.ends_with(".dls") || name.ends_with(".dls.partial")));
+        if ours {
+            fs::remove_file(entry.path()).map_err(io(entry.path()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through `path.tmp`, fsync and rename, then fsyncs the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(match path.extension() {
+        Some(e) => format!("{}.tmp", e.to_string_lossy()),
+        None => "tmp".into(),
+    });
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}

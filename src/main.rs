@@ -1,0 +1,399 @@
+//! The `distill` command line. It parses arguments and calls the libraries; no pipeline logic
+//! lives here.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use formats::{AugParams, MixKind, PixelBox};
+use label_store::{LabelStore, Summary, VerifyReport};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Offline knowledge distillation: label a dataset once with ONNX teachers, train many students
+/// from the stored soft labels.
+#[derive(Parser)]
+#[command(name = "distill", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Summarize a label store; check it with --verify; dump records with --records.
+    Inspect(InspectArgs),
+    /// Join shard stores (written with disjoint sample ranges) into one store, without copying
+    /// record bytes: shard files are hard-linked into OUT, or referenced by relative path.
+    Merge(MergeArgs),
+}
+
+#[derive(clap::Args)]
+struct InspectArgs {
+    /// The store directory (holding manifest.json).
+    store: PathBuf,
+    /// Check every footer, chunk checksum and record, and the manifest against the shards;
+    /// exit with status 1 on any fault.
+    #[arg(long)]
+    verify: bool,
+    /// Dump records A..B (end exclusive): in (epoch, sample) order over the whole store, or
+    /// samples A..B of one epoch with --epoch.
+    #[arg(long, value_name = "A..B", value_parser = parse_range)]
+    records: Option<(u64, u64)>,
+    /// With --records: the epoch whose samples to dump.
+    #[arg(long)]
+    epoch: Option<u32>,
+    /// Temperature of the probabilities shown by --records.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct MergeArgs {
+    /// Shard stores to join, in any order.
+    #[arg(required = true)]
+    shards: Vec<PathBuf>,
+    /// Directory of the merged store.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print the merged manifest as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("{s:?} is not a range A..B"))?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{a:?} is not a number"))?;
+    let b: u64 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?} is not a number"))?;
+    if b < a {
+        return Err(format!("range {a}..{b} ends before it starts"));
+    }
+    Ok((a, b))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => inspect(a),
+        Command::Merge(a) => merge(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn inspect(a: InspectArgs) -> Result<ExitCode> {
+    if a.temperature <= 0.0 || !a.temperature.is_finite() {
+        bail!(
+            "--temperature must be a positive number, got {}",
+            a.temperature
+        );
+    }
+    if a.epoch.is_some() && a.records.is_none() {
+        bail!("--epoch selects the epoch of --records; give --records A..B too");
+    }
+    // Verify first and on its own: a damaged store may not even open.
+    let report = a.verify.then(|| label_store::verify(&a.store));
+    let opened = LabelStore::open(&a.store);
+    let store = match (opened, &report) {
+        (Ok(s), _) => Some(s),
+        (Err(e), Some(_)) => {
+            tracing::debug!("store does not open: {e}");
+            None
+        }
+        (Err(e), None) => return Err(e).context(format!("opening {}", a.store.display())),
+    };
+    let summary = match &store {
+        Some(s) => Some(label_store::summarize(s).context("reading the store")?),
+        None => None,
+    };
+    let dump = match (&store, a.records) {
+        (Some(s), Some(range)) => Some(dump_records(s, range, a.epoch, a.temperature)?),
+        _ => None,
+    };
+    let failed = report.as_ref().is_some_and(|r| !r.ok);
+    if a.json {
+        let mut obj = match &summary {
+            Some(s) => serde_json::to_value(s)?,
+            None => serde_json::json!({}),
+        };
+        if let Some(r) = &report {
+            obj["verify"] = serde_json::to_value(r)?;
+        }
+        if let Some(d) = dump {
+            obj["dump"] = serde_json::Value::Array(d);
+        }
+        println!("{}", serde_json::to_string_pretty(&obj)?);
+    } else {
+        if let Some(s) = &summary {
+            print_summary(&a.store, s);
+        }
+        if let Some(d) = &dump {
+            print_dump(d);
+        }
+        if let Some(r) = &report {
+            print_verify(r);
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Records as JSON values: epoch, sample, classes, probabilities at τ, stored logits, aug.
+fn dump_records(
+    store: &LabelStore,
+    (a, b): (u64, u64),
+    epoch: Option<u32>,
+    tau: f32,
+) -> Result<Vec<serde_json::Value>> {
+    let samples = store.samples();
+    let n = u64::from(samples.len());
+    let total = store.records();
+    let keys: Vec<(u32, u32)> = match epoch {
+        Some(e) => {
+            if e >= store.epochs() {
+                bail!("--epoch {e}: the store has epochs 0..{}", store.epochs());
+            }
+            if b > n {
+                bail!("--records {a}..{b}: epoch {e} has {n} samples");
+            }
+            (a..b).map(|s| (e, samples.start + s as u32)).collect()
+        }
+        None => {
+            if b > total {
+                bail!("--records {a}..{b}: the store has {total} records");
+            }
+            (a..b)
+                .map(|r| ((r / n) as u32, samples.start + (r % n) as u32))
+                .collect()
+        }
+    };
+    let classes = store.manifest.classes as usize;
+    keys.into_iter()
+        .map(|(e, s)| {
+            let rec = store.get(e, s)?;
+            let r = rec.label.probabilities(classes, tau);
+            Ok(serde_json::json!({
+                "epoch": e,
+                "sample": s,
+                "classes": rec.label.indices,
+                "probabilities": r.top,
+                "tail_probability_each": r.tail_each,
+                "tail_classes": r.tail_count,
+                "logits": rec.label.logits,
+                "tail_logits": rec.label.tail,
+                "temperature": tau,
+                "aug": rec.aug,
+            }))
+        })
+        .collect()
+}
+
+fn merge(a: MergeArgs) -> Result<ExitCode> {
+    let m = label_store::merge(&a.shards, &a.out)
+        .with_context(|| format!("merging into {}", a.out.display()))?;
+    if a.json {
+        println!("{}", m.to_json());
+    } else {
+        println!(
+            "merged {} shards: {} samples × {} epochs = {} records into {}",
+            m.shards.len(),
+            m.samples.len(),
+            m.epochs,
+            m.records(),
+            a.out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+fn print_summary(path: &std::path::Path, s: &Summary) {
+    println!("label store {}  (created {})", path.display(), s.created);
+    println!(
+        "  records      {} = {} epochs × {} samples ({})",
+        s.records, s.epochs, s.samples, s.sample_range
+    );
+    println!(
+        "  labels       {} classes, top-{}, codec {}, {} shard(s), {} chunks",
+        s.classes, s.k, s.codec, s.shards, s.chunks
+    );
+    println!(
+        "  on disk      {} ({} bytes), {:.2} B/record, {:.1}x smaller than dense f32 logits ({} B/record)",
+        human_bytes(s.bytes_on_disk),
+        s.bytes_on_disk,
+        s.bytes_per_record,
+        s.compression_vs_dense_f32,
+        4 * s.classes
+    );
+    let d = &s.dataset;
+    println!(
+        "  dataset      {} split {:?}, {} samples, labels xxh3 {}, content xxh3 {}",
+        d.format, d.split, d.samples, d.labels_xxh3, d.content_xxh3
+    );
+    if s.teachers.is_empty() {
+        println!("  teachers     (none recorded)");
+    }
+    for t in &s.teachers {
+        println!(
+            "  teacher      {} sha256 {} input {:?}, {} classes",
+            t.file, t.sha256, t.input_shape, t.classes
+        );
+    }
+    println!("  recipe       {}", s.recipe);
+    println!("  seed         {}", s.seed);
+    let q = &s.quality;
+    println!(
+        "  quality      mean top-{} mass {:.4}, mean entropy {:.4} nats (τ = 1)",
+        s.k, q.mean_top_k_mass, q.mean_entropy
+    );
+    match (q.reconstruction_kl_tau1, q.reconstruction_kl_tau4) {
+        (Some(a), Some(b)) => println!(
+            "               reconstruction KL(teacher ‖ stored): {a:.6} nats at τ = 1, {b:.6} at τ = 4"
+        ),
+        _ => println!("               reconstruction KL: not measured by the writer"),
+    }
+    match q.teacher_top1_accuracy {
+        Some(acc) => println!(
+            "               teacher top-1 accuracy {:.2}% on {} un-mixed records",
+            100.0 * acc,
+            q.teacher_accuracy_records
+        ),
+        None => println!("               teacher top-1 accuracy: no un-mixed labelled records"),
+    }
+    let mut order: Vec<usize> = (0..s.top1_histogram.len()).collect();
+    order.sort_by_key(|&c| (std::cmp::Reverse(s.top1_histogram[c]), c));
+    let seen = s.top1_histogram.iter().filter(|&&n| n > 0).count();
+    let top: Vec<String> = order
+        .iter()
+        .take(10)
+        .filter(|&&c| s.top1_histogram[c] > 0)
+        .map(|&c| {
+            format!(
+                "{c}: {} ({:.1}%)",
+                s.top1_histogram[c],
+                100.0 * s.top1_histogram[c] as f64 / s.records as f64
+            )
+        })
+        .collect();
+    println!(
+        "  top-1        {seen} of {} classes are some record's top-1; most often {}",
+        s.classes,
+        top.join(", ")
+    );
+}
+
+fn fmt_box(b: &PixelBox) -> String {
+    format!("({},{}) {}x{}", b.x, b.y, b.w, b.h)
+}
+
+fn fmt_aug(a: &AugParams) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = &a.crop {
+        parts.push(format!("crop {}", fmt_box(c)));
+    }
+    if a.flip {
+        parts.push("flip".into());
+    }
+    if let Some(m) = &a.mix {
+        let how = match m.kind {
+            MixKind::Mixup { lambda_q } => {
+                format!("mixup λ={:.4}", f32::from(lambda_q) / 65535.0)
+            }
+            MixKind::Cutmix { region } => format!("cutmix region {}", fmt_box(&region)),
+        };
+        let pc = m
+            .partner_crop
+            .map(|c| format!(" crop {}", fmt_box(&c)))
+            .unwrap_or_default();
+        let pf = if m.partner_flip { " flip" } else { "" };
+        parts.push(format!("{how} with sample {}{pc}{pf}", m.partner));
+    }
+    if let Some(c) = &a.cutout {
+        parts.push(format!("cutout {}", fmt_box(c)));
+    }
+    if parts.is_empty() {
+        "no augmentation".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn print_dump(d: &[serde_json::Value]) {
+    for r in d {
+        let classes = r["classes"].as_array().cloned().unwrap_or_default();
+        let probs = r["probabilities"].as_array().cloned().unwrap_or_default();
+        let top: Vec<String> = classes
+            .iter()
+            .zip(&probs)
+            .map(|(c, p)| format!("{c}:{:.4}", p.as_f64().unwrap_or(0.0)))
+            .collect();
+        let aug: AugParams = serde_json::from_value(r["aug"].clone()).unwrap_or_default();
+        println!(
+            "epoch {} sample {} (τ = {}): {} | tail {} × {:.3e} | {}",
+            r["epoch"],
+            r["sample"],
+            r["temperature"],
+            top.join(" "),
+            r["tail_classes"],
+            r["tail_probability_each"].as_f64().unwrap_or(0.0),
+            fmt_aug(&aug)
+        );
+    }
+}
+
+fn print_verify(r: &VerifyReport) {
+    if r.ok {
+        println!(
+            "verify: OK ({} chunks, {} records checked)",
+            r.chunks_checked, r.records_checked
+        );
+    } else {
+        println!(
+            "verify: {} fault(s) ({} chunks, {} records checked):",
+            r.errors.len(),
+            r.chunks_checked,
+            r.records_checked
+        );
+        for e in &r.errors {
+            println!("  {e}");
+        }
+    }
+}
