@@ -123,9 +123,19 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
         }
         (Err(e), None) => return Err(e).context(format!("opening {}", a.store.display())),
     };
+    // Text dumps show only the records; JSON always carries the summary keys.
+    let want_summary = a.json || a.records.is_none();
     let summary = match &store {
-        Some(s) => Some(label_store::summarize(s).context("reading the store")?),
-        None => None,
+        Some(s) if want_summary => match label_store::summarize(s) {
+            Ok(sum) => Some(sum),
+            // Under --verify the report names the fault; the summary is what cannot be shown.
+            Err(e) if report.is_some() => {
+                tracing::debug!("summary skipped: {e}");
+                None
+            }
+            Err(e) => return Err(e).context("reading the store"),
+        },
+        _ => None,
     };
     let dump = match (&store, a.records) {
         (Some(s), Some(range)) => Some(dump_records(s, range, a.epoch, a.temperature)?),
@@ -370,7 +380,7 @@ fn print_dump(d: &[serde_json::Value]) {
             "epoch {} sample {} (τ = {}): {} | tail {} × {:.3e} | {}",
             r["epoch"],
             r["sample"],
-            r["temperature"],
+            r["temperature"].as_f64().unwrap_or(1.0),
             top.join(" "),
             r["tail_classes"],
             r["tail_probability_each"].as_f64().unwrap_or(0.0),

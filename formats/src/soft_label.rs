@@ -259,6 +259,29 @@ impl SoftLabel {
         }
     }
 
+    /// Probability mass of the top-k classes and entropy (nats) of the rebuilt distribution, both
+    /// at τ = 1, computed in one pass without allocating (the writer calls it for every record).
+    pub fn mass_and_entropy(&self, classes: usize) -> (f64, f64) {
+        let n = classes.saturating_sub(self.k()) as f64;
+        // Σ exp(l) and Σ l·exp(l) over the top-k, then the tail's n equal terms:
+        // H = ln Z − Σ p·l, with p = exp(l)/Z.
+        let (mut z, mut zl) = (0.0f64, 0.0f64);
+        for &l in &self.logits {
+            let l = f64::from(l);
+            let e = l.exp();
+            z += e;
+            zl += e * l;
+        }
+        let top = z;
+        if let Some(t) = self.tail_logit(classes, 1.0) {
+            let t = f64::from(t);
+            let e = n * t.exp();
+            z += e;
+            zl += e * t;
+        }
+        (top / z, z.ln() - zl / z)
+    }
+
     /// Probability mass of the top-k classes at temperature `tau`.
     pub fn top_mass(&self, classes: usize, tau: f32) -> f32 {
         let r = self.probabilities(classes, tau);
@@ -267,10 +290,7 @@ impl SoftLabel {
 
     /// Entropy (nats) of the rebuilt distribution at τ = 1.
     pub fn entropy(&self, classes: usize) -> f64 {
-        let r = self.probabilities(classes, 1.0);
-        let h = |p: f64| if p > 0.0 { -p * p.ln() } else { 0.0 };
-        r.top.iter().map(|&p| h(f64::from(p))).sum::<f64>()
-            + r.tail_count as f64 * h(f64::from(r.tail_each))
+        self.mass_and_entropy(classes).1
     }
 
     /// KL(full softmax ‖ rebuilt distribution) at temperature `tau`, in nats: the reconstruction
@@ -392,6 +412,19 @@ mod tests {
         assert!(s.validate(2).is_err(), "index 2 out of range for 2 classes");
         s.logits[1] = 0.5;
         assert!(s.validate(3).is_err(), "increasing logits");
+    }
+
+    #[test]
+    fn mass_and_entropy_by_hand() {
+        // Two classes stored of three, no tail spread: p = softmax([0, -1, t]).
+        let z = [2.0f32, 1.0, 0.0];
+        let s = SoftLabel::from_logits(&z, 2).unwrap();
+        let p = softmax(&z, 1.0);
+        let h: f64 = p.iter().map(|q| -q * q.ln()).sum();
+        let (mass, ent) = s.mass_and_entropy(3);
+        assert!((mass - (p[0] + p[1])).abs() < 1e-6);
+        assert!((ent - h).abs() < 1e-6);
+        assert!((f64::from(s.top_mass(3, 1.0)) - mass).abs() < 1e-6);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use clap::Parser;
 use formats::ValueCodec;
-use label_store::synth::{Measure, SynthConfig, write_store};
+use label_store::synth::{Measure, SynthConfig, WriteOptions, write_store};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -46,16 +46,14 @@ fn main() -> anyhow::Result<()> {
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let t = Instant::now();
-    let m = write_store(
-        &a.out,
-        &cfg,
-        a.epochs,
-        a.codec,
-        a.chunk_records,
-        Measure::Every(a.measure_every),
+    let opts = WriteOptions {
+        epochs: a.epochs,
+        codec: a.codec,
+        chunk_records: a.chunk_records,
+        measure: Measure::Every(a.measure_every),
         threads,
-        |_| {},
-    )?;
+    };
+    let m = write_store(&a.out, &cfg, &opts, |_| {})?;
     let bytes: u64 = m.shards.iter().map(|s| s.bytes).sum();
     println!(
         "wrote {} records ({} samples × {} epochs) to {} in {:.1}s: {bytes} bytes, {:.2} B/record",

@@ -75,14 +75,16 @@ impl Shard {
     }
 }
 
+/// The last chunk `get` decompressed: (shard, chunk, rows).
+type ChunkCache = Mutex<Option<(usize, usize, Arc<Vec<u8>>)>>;
+
 /// An opened, checked, read-only label store.
 pub struct LabelStore {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub layout: RecordLayout,
     pub shards: Vec<Shard>,
-    /// The last chunk `get` decompressed: (shard, chunk, rows).
-    cache: Mutex<Option<(usize, usize, Arc<Vec<u8>>)>>,
+    cache: ChunkCache,
 }
 
 impl LabelStore {

@@ -392,16 +392,23 @@ pub fn parse_footer(file: &Path, bytes: &[u8]) -> Result<Footer> {
     })
 }
 
+/// Rows per block of the cache-blocked transposes: a block of rows (64 × row bytes) stays in L1
+/// while each column receives 64 contiguous bytes.
+const TRANSPOSE_BLOCK: usize = 64;
+
 /// Transposes `n` rows of `r` bytes into `r` byte columns of `n` (the payload before zstd).
 /// Bytes at the same offset of every record sit together, which is what lets zstd's entropy
 /// coder see that, say, the high byte of a class index takes only four values.
 pub fn rows_to_columns(rows: &[u8], r: usize, out: &mut Vec<u8>) {
     let n = rows.len() / r;
     out.clear();
-    out.resize(rows.len(), 0);
-    for (i, row) in rows.chunks_exact(r).enumerate() {
-        for (j, &b) in row.iter().enumerate() {
-            out[j * n + i] = b;
+    out.resize(n * r, 0);
+    for i0 in (0..n).step_by(TRANSPOSE_BLOCK) {
+        let block = &rows[i0 * r..(i0 + TRANSPOSE_BLOCK).min(n) * r];
+        for (j, col) in out.chunks_exact_mut(n).enumerate() {
+            for (dst, row) in col[i0..].iter_mut().zip(block.chunks_exact(r)) {
+                *dst = row[j];
+            }
         }
     }
 }
@@ -409,9 +416,16 @@ pub fn rows_to_columns(rows: &[u8], r: usize, out: &mut Vec<u8>) {
 /// Inverse of [`rows_to_columns`], writing into `rows` (exactly as long as `cols`).
 pub fn columns_to_rows(cols: &[u8], r: usize, rows: &mut [u8]) {
     let n = cols.len() / r;
-    for (j, col) in cols.chunks_exact(n.max(1)).enumerate().take(r) {
-        for (i, &b) in col.iter().enumerate() {
-            rows[i * r + j] = b;
+    if n == 0 {
+        return;
+    }
+    for i0 in (0..n).step_by(TRANSPOSE_BLOCK) {
+        let i1 = (i0 + TRANSPOSE_BLOCK).min(n);
+        let block = &mut rows[i0 * r..i1 * r];
+        for (j, col) in cols.chunks_exact(n).enumerate() {
+            for (row, &b) in block.chunks_exact_mut(r).zip(&col[i0..i1]) {
+                row[j] = b;
+            }
         }
     }
 }
@@ -449,7 +463,7 @@ pub fn decompress(
     scratch: &mut Vec<u8>,
     rows: &mut [u8],
 ) -> std::result::Result<(), String> {
-    if rows.len() != raw_len || raw_len % row_bytes != 0 {
+    if rows.len() != raw_len || !raw_len.is_multiple_of(row_bytes) {
         return Err(format!(
             "raw length {raw_len} is not a whole number of rows"
         ));
@@ -479,6 +493,20 @@ mod tests {
         let mut back = vec![0; 60];
         columns_to_rows(&cols, 6, &mut back);
         assert_eq!(back, rows);
+        // Sizes around the block size, against the definition.
+        for n in [1usize, 63, 64, 65, 200] {
+            let r = 7;
+            let rows: Vec<u8> = (0..n * r).map(|i| (i * 31 % 251) as u8).collect();
+            rows_to_columns(&rows, r, &mut cols);
+            for i in 0..n {
+                for j in 0..r {
+                    assert_eq!(cols[j * n + i], rows[i * r + j]);
+                }
+            }
+            let mut back = vec![0; n * r];
+            columns_to_rows(&cols, r, &mut back);
+            assert_eq!(back, rows);
+        }
     }
 
     #[test]

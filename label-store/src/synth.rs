@@ -190,19 +190,33 @@ pub enum Measure {
     None,
 }
 
+/// How [`write_store`] writes.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteOptions {
+    pub epochs: u32,
+    pub codec: ValueCodec,
+    pub chunk_records: u32,
+    pub measure: Measure,
+    /// Threads generating records.
+    pub threads: usize,
+}
+
 /// Writes a whole synthetic store to `dir` (all epochs interleaved block by block, as a
-/// labelling pipeline that decodes each image once would), generating records on `threads`
-/// threads. `on_block` is called with the number of records written after each block.
+/// labelling pipeline that decodes each image once would). `on_block` is called with the number
+/// of records written after each block.
 pub fn write_store(
     dir: &Path,
     cfg: &SynthConfig,
-    epochs: u32,
-    codec: ValueCodec,
-    chunk_records: u32,
-    measure: Measure,
-    threads: usize,
+    opts: &WriteOptions,
     mut on_block: impl FnMut(u64),
 ) -> Result<Manifest> {
+    let WriteOptions {
+        epochs,
+        codec,
+        chunk_records,
+        measure,
+        threads,
+    } = *opts;
     let mut w = StoreWriter::open(
         dir,
         draft(cfg, epochs, codec, chunk_records),

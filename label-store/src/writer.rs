@@ -234,8 +234,9 @@ impl ShardWriter {
         let classes = self.layout.classes as usize;
         let s = &mut stream.stats;
         s.records += 1.0;
-        s.top_mass += f64::from(rec.label.top_mass(classes, 1.0));
-        s.entropy += rec.label.entropy(classes);
+        let (mass, entropy) = rec.label.mass_and_entropy(classes);
+        s.top_mass += mass;
+        s.entropy += entropy;
         if let Some((kl1, kl4)) = quality.reconstruction_kl {
             s.kl_records += 1.0;
             s.kl_tau1 += kl1;

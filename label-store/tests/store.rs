@@ -46,7 +46,7 @@ fn sequence(range: SampleRange) -> Vec<(u32, u32)> {
 fn quality(e: u32, s: u32) -> RecordQuality {
     RecordQuality {
         reconstruction_kl: Some((f64::from(s) * 1e-3, f64::from(e) * 1e-2)),
-        teacher_correct: Some(s % 3 == 0),
+        teacher_correct: Some(s.is_multiple_of(3)),
     }
 }
 
