@@ -3,9 +3,8 @@
 //! are hard-linked into the output directory, or referenced by relative path where a hard link
 //! is impossible (another file system).
 
-use crate::error::{Result, StoreError, corrupt, format, io};
-use crate::reader::{LabelStore, Shard};
-use crate::shard::ChunkHeader;
+use crate::error::{Result, StoreError, format, io};
+use crate::reader::LabelStore;
 use crate::writer::{MANIFEST_FILE, write_atomic};
 use formats::{Manifest, Quality, QualitySums, SampleRange};
 use std::path::{Component, Path, PathBuf};
@@ -68,7 +67,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<Manifest> {
     let mut sums = QualitySums::default();
     for s in &stores {
         for (entry, shard) in s.manifest.shards.iter().zip(&s.shards) {
-            sums.add(&shard_sums(shard)?);
+            sums.add(&shard.quality_sums()?);
             let mut e = entry.clone();
             e.file = place(&shard.path, out)?;
             shards.push(e);
@@ -84,17 +83,6 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<Manifest> {
     // The result must open like any store.
     LabelStore::open(out)?;
     Ok(m)
-}
-
-/// Quality sums over all chunk headers of a shard.
-pub fn shard_sums(shard: &Shard) -> Result<QualitySums> {
-    let mut sums = QualitySums::default();
-    for (i, e) in shard.footer.index.iter().enumerate() {
-        let h = ChunkHeader::decode(&shard.bytes[e.offset as usize..])
-            .map_err(|w| corrupt(&shard.path, format!("chunk {i}: {w}")))?;
-        sums.add(&h.stats);
-    }
-    Ok(sums)
 }
 
 fn incompatibility(a: &Manifest, b: &Manifest) -> Option<String> {

@@ -6,9 +6,9 @@
 //! are decompressed. Nothing here ever writes.
 
 use crate::error::{Result, StoreError, corrupt, format, io};
-use crate::shard::{Footer, parse_footer, read_chunk};
+use crate::shard::{ChunkHeader, Footer, parse_footer, read_chunk};
 use crate::writer::{MANIFEST_FILE, WRITING_FILE};
-use formats::{Manifest, Record, RecordLayout, SampleRange};
+use formats::{Manifest, QualitySums, Record, RecordLayout, SampleRange};
 use memmap2::Mmap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -55,6 +55,17 @@ impl Shard {
             bytes,
             footer,
         })
+    }
+
+    /// Quality sums over all chunk headers, in file order.
+    pub fn quality_sums(&self) -> Result<QualitySums> {
+        let mut sums = QualitySums::default();
+        for (i, e) in self.footer.index.iter().enumerate() {
+            let h = ChunkHeader::decode(&self.bytes[e.offset as usize..])
+                .map_err(|w| corrupt(&self.path, format!("chunk {i}: {w}")))?;
+            sums.add(&h.stats);
+        }
+        Ok(sums)
     }
 
     /// Decompresses chunk `i` (footer index position) into `rows`, checking its checksums.

@@ -18,7 +18,7 @@
 use crate::error::{Result, StoreError, corrupt, format, io};
 use crate::shard::{
     CHUNK_HEADER_BYTES, ChunkHeader, FILE_HEADER_BYTES, IndexEntry, ShardInfo, check_file_header,
-    encode_footer, file_header, parse_footer, rows_to_columns,
+    encode_footer, file_header, rows_to_columns,
 };
 use formats::{Manifest, Quality, QualitySums, Record, RecordLayout, SampleRange, ShardEntry};
 use std::fs::{self, File, OpenOptions};
@@ -482,30 +482,23 @@ impl StoreWriter {
 /// Reads a complete shard left by a writer that died between renaming it and writing the
 /// manifest, and checks it is the shard `info` describes.
 fn finished_shard(path: &Path, info: &ShardInfo) -> Result<(ShardEntry, QualitySums)> {
-    let bytes = fs::read(path).map_err(io(path))?;
-    let footer = parse_footer(path, &bytes)?;
-    if footer.info != *info {
+    let shard = crate::reader::Shard::open(path)?;
+    if shard.footer.info != *info {
         return Err(corrupt(
             path,
             "shard does not match the store being resumed",
         ));
-    }
-    let mut sums = QualitySums::default();
-    for (i, e) in footer.index.iter().enumerate() {
-        let h = ChunkHeader::decode(&bytes[e.offset as usize..])
-            .map_err(|w| corrupt(path, format!("chunk {i}: {w}")))?;
-        sums.add(&h.stats);
     }
     Ok((
         ShardEntry {
             file: file_name(path),
             samples: info.samples,
             records: u64::from(info.samples.len()) * u64::from(info.epochs),
-            chunks: footer.index.len() as u32,
-            bytes: bytes.len() as u64,
-            checksum: format!("xxh3:{:016x}", footer.index_xxh3),
+            chunks: shard.footer.index.len() as u32,
+            bytes: shard.bytes.len() as u64,
+            checksum: format!("xxh3:{:016x}", shard.footer.index_xxh3),
         },
-        sums,
+        shard.quality_sums()?,
     ))
 }
 
