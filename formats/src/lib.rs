@@ -5,7 +5,9 @@
 //! labelling and the training stage depend on it, so anything both must agree on lives here.
 //! `FORMAT.md` next to this crate is the normative description of the on-disk layout.
 
+pub mod apply;
 pub mod aug;
+pub mod augment;
 pub mod error;
 pub mod manifest;
 pub mod record;
@@ -19,3 +21,4 @@ pub use manifest::{
 };
 pub use record::{Q8_STEP, Record, RecordLayout, ValueCodec};
 pub use soft_label::{Reconstruction, SoftLabel, TAIL_TEMPERATURES};
+pub mod dataset;

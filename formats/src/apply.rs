@@ -1,0 +1,316 @@
+//! `apply`: the one implementation of turning (realized parameters, source images) into the
+//! augmented input, called by the labelling stage and by the training stage alike.
+//!
+//! Bit-identical everywhere: crops are resized with fixed-point integer bilinear interpolation
+//! (half-pixel centres, 8-bit weights) into u8, and the only float work is a per-element
+//! `v / 255`, mixup's `λ·a + (1−λ)·b` and copies, each the same IEEE operations in the same order
+//! for every element, so results do not depend on threads, SIMD width or the machine.
+
+use crate::aug::{AugParams, MixKind, PixelBox};
+use crate::dataset::Image;
+use crate::error::FormatError;
+
+/// Augments `primary` (and `partner` when the record is mixed) into `out`, f32 CHW in [0, 1],
+/// `channels × out_h × out_w` long. Normalization is the caller's.
+pub fn apply(
+    params: &AugParams,
+    primary: &Image,
+    partner: Option<&Image>,
+    out_w: u32,
+    out_h: u32,
+    out: &mut [f32],
+) -> Result<(), FormatError> {
+    let c = usize::from(primary.channels);
+    let plane = out_w as usize * out_h as usize;
+    if out.len() != c * plane || out_w == 0 || out_h == 0 {
+        return Err(FormatError::invalid(
+            "output",
+            format!("buffer of {} floats for {c}x{out_h}x{out_w}", out.len()),
+        ));
+    }
+    let mut a = vec![0u8; c * plane];
+    resize_crop(
+        primary,
+        params.crop,
+        params.flip,
+        out_w,
+        out_h,
+        &mut a,
+        "crop",
+    )?;
+    for (o, &v) in out.iter_mut().zip(&a) {
+        *o = f32::from(v) / 255.0;
+    }
+    if let Some(m) = &params.mix {
+        let p = partner.ok_or_else(|| {
+            FormatError::invalid(
+                "mix",
+                format!(
+                    "the record mixes with sample {} but no partner image was given",
+                    m.partner
+                ),
+            )
+        })?;
+        if p.channels != primary.channels {
+            return Err(FormatError::invalid(
+                "mix",
+                format!(
+                    "partner has {} channels, the primary {}",
+                    p.channels, primary.channels
+                ),
+            ));
+        }
+        let mut b = vec![0u8; c * plane];
+        resize_crop(
+            p,
+            m.partner_crop,
+            m.partner_flip,
+            out_w,
+            out_h,
+            &mut b,
+            "partner_crop",
+        )?;
+        match m.kind {
+            MixKind::Mixup { lambda_q } => {
+                let lam = f32::from(lambda_q) / 65535.0;
+                let rest = 1.0 - lam;
+                for (o, &v) in out.iter_mut().zip(&b) {
+                    *o = lam * *o + rest * (f32::from(v) / 255.0);
+                }
+            }
+            MixKind::Cutmix { region } => {
+                check_box(&region, out_w, out_h, "cutmix region")?;
+                for_box(&region, out_w, c, plane, |i| {
+                    out[i] = f32::from(b[i]) / 255.0
+                });
+            }
+        }
+    }
+    if let Some(cut) = &params.cutout {
+        check_box(cut, out_w, out_h, "cutout")?;
+        for_box(cut, out_w, c, plane, |i| out[i] = 0.0);
+    }
+    Ok(())
+}
+
+fn check_box(b: &PixelBox, w: u32, h: u32, what: &str) -> Result<(), FormatError> {
+    if b.fits(w, h) {
+        Ok(())
+    } else {
+        Err(FormatError::invalid(
+            what,
+            format!(
+                "box ({},{}) {}x{} lies outside the {w}x{h} output",
+                b.x, b.y, b.w, b.h
+            ),
+        ))
+    }
+}
+
+/// Calls `f` with the CHW index of every element inside `b`.
+fn for_box(b: &PixelBox, out_w: u32, c: usize, plane: usize, mut f: impl FnMut(usize)) {
+    for ch in 0..c {
+        for y in b.y..b.y + b.h {
+            let row = ch * plane + usize::from(y) * out_w as usize;
+            for x in b.x..b.x + b.w {
+                f(row + usize::from(x));
+            }
+        }
+    }
+}
+
+/// Source positions of output pixels along one axis: (index, next index, weight of next / 256).
+fn axis_table(start: u32, len: u32, out: u32) -> Vec<(u32, u32, u32)> {
+    (0..out)
+        .map(|d| {
+            // Centre of output pixel d in source coordinates, 16.16 fixed point:
+            // (d + 0.5) · len / out − 0.5.
+            let num =
+                (2 * i64::from(d) + 1) * i64::from(len) * 65536 / (2 * i64::from(out)) - 32768;
+            let fp = num.clamp(0, i64::from(len - 1) * 65536);
+            let i = (fp >> 16) as u32;
+            let frac = ((fp & 0xffff) >> 8) as u32;
+            let next = (i + 1).min(len - 1);
+            (start + i, start + next, frac)
+        })
+        .collect()
+}
+
+/// Crops `img` to `crop` (whole image if `None`), resizes to `out_w` × `out_h` with fixed-point
+/// bilinear interpolation, flips if asked, and writes u8 CHW into `dst`.
+fn resize_crop(
+    img: &Image,
+    crop: Option<PixelBox>,
+    flip: bool,
+    out_w: u32,
+    out_h: u32,
+    dst: &mut [u8],
+    what: &str,
+) -> Result<(), FormatError> {
+    let b = crop.unwrap_or(PixelBox {
+        x: 0,
+        y: 0,
+        w: img.width.min(65535) as u16,
+        h: img.height.min(65535) as u16,
+    });
+    if b.w == 0 || b.h == 0 || !b.fits(img.width, img.height) {
+        return Err(FormatError::invalid(
+            what,
+            format!(
+                "box ({},{}) {}x{} lies outside the {}x{} image",
+                b.x, b.y, b.w, b.h, img.width, img.height
+            ),
+        ));
+    }
+    let xs = axis_table(u32::from(b.x), u32::from(b.w), out_w);
+    let ys = axis_table(u32::from(b.y), u32::from(b.h), out_h);
+    let c = usize::from(img.channels);
+    let stride = img.width as usize * c;
+    let plane = out_w as usize * out_h as usize;
+    for (dy, &(y0, y1, fy)) in ys.iter().enumerate() {
+        let (r0, r1) = (y0 as usize * stride, y1 as usize * stride);
+        for dx in 0..out_w as usize {
+            let sx = if flip { out_w as usize - 1 - dx } else { dx };
+            let (x0, x1, fx) = xs[sx];
+            let (c0, c1) = (x0 as usize * c, x1 as usize * c);
+            let w00 = (256 - fx) * (256 - fy);
+            let w01 = fx * (256 - fy);
+            let w10 = (256 - fx) * fy;
+            let w11 = fx * fy;
+            for ch in 0..c {
+                let p = |r: usize, col: usize| u32::from(img.data[r + col + ch]);
+                let v = p(r0, c0) * w00 + p(r0, c1) * w01 + p(r1, c0) * w10 + p(r1, c1) * w11;
+                dst[ch * plane + dy * out_w as usize + dx] = ((v + 32768) >> 16) as u8;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aug::Mix;
+
+    fn gradient(w: u32, h: u32, c: u8) -> Image {
+        let data = (0..h)
+            .flat_map(|y| {
+                (0..w).flat_map(move |x| {
+                    (0..c).map(move |ch| ((x * 7 + y * 3 + u32::from(ch) * 50) % 256) as u8)
+                })
+            })
+            .collect();
+        Image::new(w, h, c, data).unwrap()
+    }
+
+    #[test]
+    fn identity_resize_is_exact() {
+        let img = gradient(9, 7, 3);
+        let mut out = vec![0.0; 3 * 9 * 7];
+        apply(&AugParams::default(), &img, None, 9, 7, &mut out).unwrap();
+        for y in 0..7 {
+            for x in 0..9 {
+                for ch in 0..3 {
+                    let want = f32::from(img.at(x, y, ch)) / 255.0;
+                    assert_eq!(out[(ch as usize * 7 + y as usize) * 9 + x as usize], want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn flip_crop_mix_cutout_by_hand() {
+        let img = gradient(8, 8, 1);
+        // Crop the 4x4 box at (2, 2) to 4x4 (exact copy), flipped.
+        let p = AugParams {
+            crop: Some(PixelBox::new(2, 2, 4, 4)),
+            flip: true,
+            ..Default::default()
+        };
+        let mut out = vec![0.0; 16];
+        apply(&p, &img, None, 4, 4, &mut out).unwrap();
+        assert_eq!(out[0], f32::from(img.at(5, 2, 0)) / 255.0);
+        assert_eq!(out[3], f32::from(img.at(2, 2, 0)) / 255.0);
+        // Mixup of a constant 200 image with a constant 100 image at λ = 1/4 (quantized).
+        let a = Image::new(4, 4, 1, vec![200; 16]).unwrap();
+        let b = Image::new(4, 4, 1, vec![100; 16]).unwrap();
+        let q = 16384u16;
+        let lam = f32::from(q) / 65535.0;
+        let p = AugParams {
+            mix: Some(Mix {
+                partner: 1,
+                partner_crop: None,
+                partner_flip: false,
+                kind: MixKind::Mixup { lambda_q: q },
+            }),
+            cutout: Some(PixelBox::new(0, 0, 1, 1)),
+            ..Default::default()
+        };
+        apply(&p, &a, Some(&b), 4, 4, &mut out).unwrap();
+        assert_eq!(out[0], 0.0, "cutout is applied last");
+        assert_eq!(
+            out[5],
+            lam * (200.0 / 255.0) + (1.0 - lam) * (100.0 / 255.0)
+        );
+        // Cutmix: the region takes the partner's pixels.
+        let p = AugParams {
+            mix: Some(Mix {
+                kind: MixKind::Cutmix {
+                    region: PixelBox::new(1, 1, 2, 2),
+                },
+                ..p.mix.unwrap()
+            }),
+            ..Default::default()
+        };
+        apply(&p, &a, Some(&b), 4, 4, &mut out).unwrap();
+        assert_eq!(out[0], 200.0 / 255.0);
+        assert_eq!(out[5], 100.0 / 255.0);
+        assert_eq!(out[15], 200.0 / 255.0);
+    }
+
+    #[test]
+    fn upscale_interpolates_between_pixels() {
+        // 2x1 → 4x1: half-pixel centres give 0.25/0.75 mixes at the inner pixels.
+        let img = Image::new(2, 1, 1, vec![0, 255]).unwrap();
+        let mut out = vec![0.0; 4];
+        apply(&AugParams::default(), &img, None, 4, 1, &mut out).unwrap();
+        let v: Vec<u8> = out.iter().map(|x| (x * 255.0).round() as u8).collect();
+        assert_eq!(v, vec![0, 64, 191, 255]);
+    }
+
+    #[test]
+    fn bad_boxes_are_errors() {
+        let img = gradient(8, 8, 1);
+        let mut out = vec![0.0; 16];
+        let p = AugParams {
+            crop: Some(PixelBox::new(6, 0, 4, 4)),
+            ..Default::default()
+        };
+        let e = apply(&p, &img, None, 4, 4, &mut out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("crop") && e.contains("outside the 8x8 image"),
+            "{e}"
+        );
+        let p = AugParams {
+            cutout: Some(PixelBox::new(3, 3, 2, 2)),
+            ..Default::default()
+        };
+        assert!(apply(&p, &img, None, 4, 4, &mut out).is_err());
+        let p = AugParams {
+            mix: Some(Mix {
+                partner: 3,
+                partner_crop: None,
+                partner_flip: false,
+                kind: MixKind::Mixup { lambda_q: 1 },
+            }),
+            ..Default::default()
+        };
+        let e = apply(&p, &img, None, 4, 4, &mut out)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sample 3"), "{e}");
+        assert!(apply(&AugParams::default(), &img, None, 4, 4, &mut out[..3]).is_err());
+    }
+}

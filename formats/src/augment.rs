@@ -1,0 +1,480 @@
+//! Augmentation recipes and the sampling of realized parameters.
+//!
+//! [`Sampler::sample`] is a pure function of (recipe, seed, epoch, sample index, image sizes):
+//! every draw comes from ChaCha8 keyed by the seed with the stream `epoch << 32 | index`, so the
+//! parameters of a record never depend on thread order or batch position, and the mix partner is
+//! drawn the same way. The result is an [`AugParams`] holding realized values; the store keeps
+//! it, and both stages hand it to [`crate::apply::apply`].
+//!
+//! The vocabulary is timm's, as USI uses it: random-resized crop (scale, log-uniform ratio, ten
+//! attempts then a centre crop), horizontal flip, random erasing ("cutout", one box, erased to 0),
+//! mixup (λ ~ Beta(α, α), a pixel blend) and cutmix (λ ~ Beta(α, α), a box of side √(1−λ) centred
+//! uniformly and clipped; the realized weight comes from the clipped area), a switch probability
+//! between them and a probability of mixing at all.
+
+use crate::aug::{AugParams, Mix, MixKind, PixelBox};
+use crate::error::FormatError;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Beta, Distribution};
+use serde::{Deserialize, Serialize};
+
+/// Random-resized crop settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CropConfig {
+    /// Range of the crop's area as a fraction of the image.
+    pub scale: [f32; 2],
+    /// Range of the crop's width / height (sampled log-uniformly).
+    pub ratio: [f32; 2],
+}
+
+/// Random erasing settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CutoutConfig {
+    pub prob: f32,
+    /// Range of the erased area as a fraction of the output.
+    pub scale: [f32; 2],
+    pub ratio: [f32; 2],
+}
+
+/// Mixup / cutmix settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixConfig {
+    /// Probability that a record is mixed at all.
+    pub prob: f32,
+    /// Probability of cutmix rather than mixup when both alphas are positive.
+    pub switch_prob: f32,
+    /// Beta(α, α) of mixup's λ; 0 disables mixup.
+    pub mixup_alpha: f32,
+    /// Beta(α, α) of cutmix's λ; 0 disables cutmix.
+    pub cutmix_alpha: f32,
+    /// Draw partners only from the same block of this many samples in a per-seed permutation of
+    /// the dataset, so a pipeline that decodes one block can label several epochs of it.
+    #[serde(default)]
+    pub partner_block: Option<u32>,
+}
+
+/// A named set of augmentations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub name: String,
+    #[serde(default)]
+    pub crop: Option<CropConfig>,
+    /// Probability of a horizontal flip.
+    #[serde(default)]
+    pub flip: f32,
+    #[serde(default)]
+    pub cutout: Option<CutoutConfig>,
+    #[serde(default)]
+    pub mix: Option<MixConfig>,
+}
+
+const IMAGENET_CROP: CropConfig = CropConfig {
+    scale: [0.08, 1.0],
+    ratio: [3.0 / 4.0, 4.0 / 3.0],
+};
+
+impl Recipe {
+    /// No augmentation: the whole image resized to the output size.
+    pub fn none() -> Self {
+        Recipe {
+            name: "none".into(),
+            crop: None,
+            flip: 0.0,
+            cutout: None,
+            mix: None,
+        }
+    }
+
+    /// Random-resized crop (scale 0.08–1, ratio 3/4–4/3) and flip 0.5.
+    pub fn light() -> Self {
+        Recipe {
+            name: "light".into(),
+            crop: Some(IMAGENET_CROP),
+            flip: 0.5,
+            ..Self::none()
+        }
+    }
+
+    /// `light` plus mixup (α 0.8) / cutmix (α 1.0) on every record, switch 0.5: USI's recipe.
+    pub fn usi() -> Self {
+        Recipe {
+            name: "usi".into(),
+            mix: Some(MixConfig {
+                prob: 1.0,
+                switch_prob: 0.5,
+                mixup_alpha: 0.8,
+                cutmix_alpha: 1.0,
+                partner_block: None,
+            }),
+            ..Self::light()
+        }
+    }
+
+    /// A named recipe (`none`, `light`, `usi`) or a TOML file with the fields of [`Recipe`].
+    pub fn load(name_or_path: &str) -> Result<Self, FormatError> {
+        let r = match name_or_path {
+            "none" => Self::none(),
+            "light" => Self::light(),
+            "usi" => Self::usi(),
+            path => {
+                let p = std::path::Path::new(path);
+                let text = std::fs::read_to_string(p).map_err(FormatError::io(p))?;
+                toml::from_str(&text)
+                    .map_err(|e| FormatError::data(p, format!("not a recipe: {e}")))?
+            }
+        };
+        r.validate()?;
+        Ok(r)
+    }
+
+    /// Checks every probability, range and α, naming the field that is wrong.
+    pub fn validate(&self) -> Result<(), FormatError> {
+        let prob = |f: &str, p: f32| {
+            if (0.0..=1.0).contains(&p) {
+                Ok(())
+            } else {
+                Err(FormatError::invalid(f, format!("{p} is not a probability")))
+            }
+        };
+        let range = |f: &str, r: [f32; 2], max: f32| {
+            if r[0] > 0.0 && r[0] <= r[1] && r[1] <= max && r.iter().all(|v| v.is_finite()) {
+                Ok(())
+            } else {
+                Err(FormatError::invalid(
+                    f,
+                    format!("[{}, {}] must satisfy 0 < min ≤ max ≤ {max}", r[0], r[1]),
+                ))
+            }
+        };
+        prob("flip", self.flip)?;
+        if let Some(c) = &self.crop {
+            range("crop.scale", c.scale, 1.0)?;
+            range("crop.ratio", c.ratio, f32::MAX)?;
+        }
+        if let Some(c) = &self.cutout {
+            prob("cutout.prob", c.prob)?;
+            range("cutout.scale", c.scale, 1.0)?;
+            range("cutout.ratio", c.ratio, f32::MAX)?;
+        }
+        if let Some(m) = &self.mix {
+            prob("mix.prob", m.prob)?;
+            prob("mix.switch_prob", m.switch_prob)?;
+            for (f, a) in [
+                ("mix.mixup_alpha", m.mixup_alpha),
+                ("mix.cutmix_alpha", m.cutmix_alpha),
+            ] {
+                if !(a >= 0.0 && a.is_finite()) {
+                    return Err(FormatError::invalid(f, format!("{a} must be ≥ 0")));
+                }
+            }
+            if m.mixup_alpha == 0.0 && m.cutmix_alpha == 0.0 && m.prob > 0.0 {
+                return Err(FormatError::invalid(
+                    "mix",
+                    "mixup_alpha and cutmix_alpha are both 0 but prob > 0",
+                ));
+            }
+            if m.partner_block.is_some_and(|b| b < 2) {
+                return Err(FormatError::invalid(
+                    "mix.partner_block",
+                    "must be at least 2",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The RNG of one record.
+pub fn record_rng(seed: u64, epoch: u32, index: u32) -> ChaCha8Rng {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    r.set_stream((u64::from(epoch) << 32) | u64::from(index));
+    r
+}
+
+fn to_u16(v: u32, what: &str) -> Result<u16, FormatError> {
+    u16::try_from(v).map_err(|_| FormatError::invalid(what, format!("{v} does not fit 16 bits")))
+}
+
+/// Samples the parameters of records for one recipe, seed, dataset size and output size.
+pub struct Sampler {
+    recipe: Recipe,
+    seed: u64,
+    samples: u32,
+    out: (u32, u32),
+    /// With partner blocks: the per-seed permutation and its inverse.
+    order: Option<(Vec<u32>, Vec<u32>)>,
+}
+
+impl Sampler {
+    /// A sampler for `samples` samples and outputs of `out_w` × `out_h` pixels.
+    pub fn new(
+        recipe: &Recipe,
+        seed: u64,
+        samples: u32,
+        out_w: u32,
+        out_h: u32,
+    ) -> Result<Self, FormatError> {
+        recipe.validate()?;
+        if samples == 0 {
+            return Err(FormatError::invalid("samples", "the dataset is empty"));
+        }
+        to_u16(out_w, "output width")?;
+        to_u16(out_h, "output height")?;
+        let order = match recipe.mix.as_ref().and_then(|m| m.partner_block) {
+            Some(_) => {
+                // Fisher–Yates from a stream no record uses (epoch u32::MAX is never sampled).
+                let mut r = record_rng(seed, u32::MAX, u32::MAX);
+                let mut perm: Vec<u32> = (0..samples).collect();
+                for i in (1..perm.len()).rev() {
+                    let j = r.random_range(0..=i);
+                    perm.swap(i, j);
+                }
+                let mut inv = vec![0u32; perm.len()];
+                for (pos, &s) in perm.iter().enumerate() {
+                    inv[s as usize] = pos as u32;
+                }
+                Some((perm, inv))
+            }
+            None => None,
+        };
+        Ok(Sampler {
+            recipe: recipe.clone(),
+            seed,
+            samples,
+            out: (out_w, out_h),
+            order,
+        })
+    }
+
+    /// With `partner_block`: the sample order a block-wise labelling pipeline should follow
+    /// (consecutive runs of `partner_block` in it share their partners).
+    pub fn labelling_order(&self) -> Option<&[u32]> {
+        self.order.as_ref().map(|(p, _)| p.as_slice())
+    }
+
+    /// The realized augmentation of (`epoch`, `index`); `dims(i)` gives the (width, height) of
+    /// sample `i` (the primary and, when mixed, the partner).
+    pub fn sample(
+        &self,
+        epoch: u32,
+        index: u32,
+        dims: &dyn Fn(u32) -> Result<(u32, u32), FormatError>,
+    ) -> Result<AugParams, FormatError> {
+        if index >= self.samples {
+            return Err(FormatError::invalid(
+                "index",
+                format!("sample {index} is beyond the {} samples", self.samples),
+            ));
+        }
+        let r = &mut record_rng(self.seed, epoch, index);
+        let rec = &self.recipe;
+        let crop = match &rec.crop {
+            Some(c) => Some(self.crop(r, c, dims(index)?, index)?),
+            None => None,
+        };
+        let flip = r.random::<f32>() < rec.flip;
+        let mut mix = None;
+        if let Some(m) = &rec.mix
+            && r.random::<f32>() < m.prob
+            && self.samples > 1
+        {
+            let partner = self.partner(r, index, m);
+            let partner_crop = match &rec.crop {
+                Some(c) => Some(self.crop(r, c, dims(partner)?, partner)?),
+                None => None,
+            };
+            let partner_flip = r.random::<f32>() < rec.flip;
+            let cutmix = if m.mixup_alpha > 0.0 && m.cutmix_alpha > 0.0 {
+                r.random::<f32>() < m.switch_prob
+            } else {
+                m.cutmix_alpha > 0.0
+            };
+            let kind = if cutmix {
+                let lam = beta(r, m.cutmix_alpha);
+                MixKind::Cutmix {
+                    region: self.cutmix_box(r, lam),
+                }
+            } else {
+                let lam = beta(r, m.mixup_alpha);
+                MixKind::Mixup {
+                    lambda_q: (lam * 65535.0).round().clamp(0.0, 65535.0) as u16,
+                }
+            };
+            mix = Some(Mix {
+                partner,
+                partner_crop,
+                partner_flip,
+                kind,
+            });
+        }
+        let cutout = match &rec.cutout {
+            Some(c) if r.random::<f32>() < c.prob => self.cutout(r, c),
+            _ => None,
+        };
+        Ok(AugParams {
+            crop,
+            flip,
+            cutout,
+            mix,
+        })
+    }
+
+    fn partner(&self, r: &mut ChaCha8Rng, index: u32, m: &MixConfig) -> u32 {
+        match (&self.order, m.partner_block) {
+            (Some((perm, inv)), Some(block)) => {
+                let pos = inv[index as usize];
+                let start = pos / block * block;
+                let end = (start + block).min(self.samples);
+                if end - start < 2 {
+                    // A last block of one sample mixes with the block before it.
+                    let other = r.random_range(0..start);
+                    return perm[other as usize];
+                }
+                let j = r.random_range(start..end - 1);
+                perm[(if j >= pos { j + 1 } else { j }) as usize]
+            }
+            _ => {
+                let j = r.random_range(0..self.samples - 1);
+                if j >= index { j + 1 } else { j }
+            }
+        }
+    }
+
+    /// timm's `RandomResizedCrop.get_params`.
+    fn crop(
+        &self,
+        r: &mut ChaCha8Rng,
+        c: &CropConfig,
+        (w, h): (u32, u32),
+        index: u32,
+    ) -> Result<PixelBox, FormatError> {
+        if w == 0 || h == 0 || w > 65535 || h > 65535 {
+            return Err(FormatError::invalid(
+                "image size",
+                format!("sample {index} is {w}x{h}; sides must be 1..=65535"),
+            ));
+        }
+        let area = f64::from(w) * f64::from(h);
+        let (lr0, lr1) = (f64::from(c.ratio[0]).ln(), f64::from(c.ratio[1]).ln());
+        for _ in 0..10 {
+            let target = area * uniform(r, f64::from(c.scale[0]), f64::from(c.scale[1]));
+            let ratio = uniform(r, lr0, lr1).exp();
+            let cw = (target * ratio).sqrt().round() as u32;
+            let ch = (target / ratio).sqrt().round() as u32;
+            if cw > 0 && ch > 0 && cw <= w && ch <= h {
+                let x = r.random_range(0..=w - cw);
+                let y = r.random_range(0..=h - ch);
+                return Ok(PixelBox::new(x as u16, y as u16, cw as u16, ch as u16));
+            }
+        }
+        // Fallback: centre crop at the nearest allowed ratio.
+        let in_ratio = f64::from(w) / f64::from(h);
+        let (cw, ch) = if in_ratio < f64::from(c.ratio[0]) {
+            (
+                w,
+                ((f64::from(w) / f64::from(c.ratio[0])).round() as u32).clamp(1, h),
+            )
+        } else if in_ratio > f64::from(c.ratio[1]) {
+            (
+                ((f64::from(h) * f64::from(c.ratio[1])).round() as u32).clamp(1, w),
+                h,
+            )
+        } else {
+            (w, h)
+        };
+        Ok(PixelBox::new(
+            ((w - cw) / 2) as u16,
+            ((h - ch) / 2) as u16,
+            cw as u16,
+            ch as u16,
+        ))
+    }
+
+    /// timm's `rand_bbox`: a box of side √(1−λ) of the output, centred uniformly, clipped.
+    fn cutmix_box(&self, r: &mut ChaCha8Rng, lam: f64) -> PixelBox {
+        let (w, h) = (self.out.0 as i64, self.out.1 as i64);
+        let cut = (1.0 - lam).sqrt();
+        let (cw, ch) = ((w as f64 * cut) as i64, (h as f64 * cut) as i64);
+        let (cx, cy) = (r.random_range(0..w), r.random_range(0..h));
+        let (x0, x1) = ((cx - cw / 2).clamp(0, w), (cx + cw / 2).clamp(0, w));
+        let (y0, y1) = ((cy - ch / 2).clamp(0, h), (cy + ch / 2).clamp(0, h));
+        PixelBox::new(x0 as u16, y0 as u16, (x1 - x0) as u16, (y1 - y0) as u16)
+    }
+
+    /// timm's `RandomErasing` box (one box, ten attempts).
+    fn cutout(&self, r: &mut ChaCha8Rng, c: &CutoutConfig) -> Option<PixelBox> {
+        let (w, h) = self.out;
+        let area = f64::from(w) * f64::from(h);
+        let (lr0, lr1) = (f64::from(c.ratio[0]).ln(), f64::from(c.ratio[1]).ln());
+        for _ in 0..10 {
+            let target = area * uniform(r, f64::from(c.scale[0]), f64::from(c.scale[1]));
+            let ratio = uniform(r, lr0, lr1).exp();
+            let eh = (target * ratio).sqrt().round() as u32;
+            let ew = (target / ratio).sqrt().round() as u32;
+            if ew > 0 && eh > 0 && ew < w && eh < h {
+                let x = r.random_range(0..=w - ew);
+                let y = r.random_range(0..=h - eh);
+                return Some(PixelBox::new(x as u16, y as u16, ew as u16, eh as u16));
+            }
+        }
+        None
+    }
+}
+
+fn uniform(r: &mut ChaCha8Rng, a: f64, b: f64) -> f64 {
+    if a == b { a } else { r.random_range(a..b) }
+}
+
+fn beta(r: &mut ChaCha8Rng, alpha: f32) -> f64 {
+    Beta::new(f64::from(alpha), f64::from(alpha))
+        .expect("validated alpha > 0")
+        .sample(r)
+}
+
+/// The hard label of a record for cross-entropy: `primary` with weight `primary_weight`, the
+/// rest on `partner` (λ·y_i + (1−λ)·y_j; for cutmix λ comes from the real box area).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MixedLabel {
+    pub primary: u32,
+    pub partner: Option<u32>,
+    pub primary_weight: f32,
+}
+
+impl MixedLabel {
+    /// The mixed label of a record with `params`, whose primary has label `primary` and partner
+    /// (if mixed) `partner_label`, for an output of `out_w` × `out_h`.
+    pub fn new(
+        params: &AugParams,
+        primary: u32,
+        partner_label: u32,
+        out_w: u32,
+        out_h: u32,
+    ) -> Self {
+        match &params.mix {
+            Some(m) => MixedLabel {
+                primary,
+                partner: Some(partner_label),
+                primary_weight: m.primary_weight(out_w, out_h),
+            },
+            None => MixedLabel {
+                primary,
+                partner: None,
+                primary_weight: 1.0,
+            },
+        }
+    }
+
+    /// The label as a dense distribution over `classes`.
+    pub fn dense_into(&self, out: &mut [f32]) {
+        out.fill(0.0);
+        out[self.primary as usize] += self.primary_weight;
+        if let Some(p) = self.partner {
+            out[p as usize] += 1.0 - self.primary_weight;
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Image folders in the ImageNet layout: `ROOT/SPLIT/CLASS/*.{jpg,jpeg,png}` (or
+//! `ROOT/CLASS/…` when `ROOT/SPLIT` does not exist). Classes are the sub-folder names in sorted
+//! order; files are sorted by name within a class.
+//!
+//! Every image is decoded to RGB: grayscale is replicated into three channels, alpha dropped,
+//! 16-bit samples scaled to 8 bits. Files with other extensions are an error (hidden files such
+//! as `.DS_Store` are skipped), as is an empty class folder. The content fingerprint hashes each
+//! file's relative path and size, not its bytes: reading a whole ImageNet to fingerprint it would
+//! take longer than labelling it.
+
+use super::{Dataset, Image};
+use crate::error::FormatError;
+use crate::manifest::DatasetFingerprint;
+use std::path::{Path, PathBuf};
+use xxhash_rust::xxh3::Xxh3;
+
+/// An image-folder split.
+pub struct ImageFolder {
+    files: Vec<PathBuf>,
+    labels: Vec<u32>,
+    names: Vec<String>,
+    fingerprint: DatasetFingerprint,
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .is_some_and(|e| matches!(e.as_str(), "jpg" | "jpeg" | "png"))
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, FormatError> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(FormatError::io(dir))?
+        .map(|e| e.map(|e| e.path()).map_err(FormatError::io(dir)))
+        .collect::<Result<_, _>>()?;
+    v.retain(|p| {
+        !p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+    });
+    v.sort();
+    Ok(v)
+}
+
+impl ImageFolder {
+    /// Opens `root/split` (or `root` itself when it has no `split` sub-folder).
+    pub fn open(root: &Path, split: &str) -> Result<Self, FormatError> {
+        let base = if root.join(split).is_dir() {
+            root.join(split)
+        } else {
+            root.to_path_buf()
+        };
+        let class_dirs: Vec<PathBuf> = sorted_entries(&base)?
+            .into_iter()
+            .filter(|p| p.is_dir())
+            .collect();
+        if class_dirs.is_empty() {
+            return Err(FormatError::data(
+                &base,
+                "no class sub-folders (expected SPLIT/CLASS/*.jpg)",
+            ));
+        }
+        let (mut files, mut labels, mut names) = (Vec::new(), Vec::new(), Vec::new());
+        let mut h = Xxh3::new();
+        for (c, dir) in class_dirs.iter().enumerate() {
+            let before = files.len();
+            for f in sorted_entries(dir)? {
+                if f.is_dir() {
+                    return Err(FormatError::data(
+                        &f,
+                        "nested folders inside a class folder",
+                    ));
+                }
+                if !is_image(&f) {
+                    return Err(FormatError::data(
+                        &f,
+                        "not a JPEG or PNG file (only .jpg, .jpeg and .png are read)",
+                    ));
+                }
+                let size = std::fs::metadata(&f).map_err(FormatError::io(&f))?.len();
+                let rel = f.strip_prefix(&base).unwrap_or(&f);
+                h.update(rel.to_string_lossy().as_bytes());
+                h.update(&[0]);
+                h.update(&size.to_le_bytes());
+                files.push(f);
+                labels.push(c as u32);
+            }
+            if files.len() == before {
+                return Err(FormatError::data(dir, "empty class folder"));
+            }
+            names.push(
+                dir.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+        }
+        let mut lh = Xxh3::new();
+        for l in &labels {
+            lh.update(&l.to_le_bytes());
+        }
+        let fingerprint = DatasetFingerprint {
+            format: "image-folder".into(),
+            split: split.into(),
+            samples: files.len() as u64,
+            labels_xxh3: format!("{:016x}", lh.digest()),
+            content_xxh3: format!("{:016x}", h.digest()),
+        };
+        Ok(ImageFolder {
+            files,
+            labels,
+            names,
+            fingerprint,
+        })
+    }
+
+    /// Path of sample `index`.
+    pub fn path(&self, index: u32) -> &Path {
+        &self.files[index as usize]
+    }
+
+    fn reader(
+        &self,
+        index: u32,
+    ) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>, FormatError> {
+        let p = self.path(index);
+        image::ImageReader::open(p)
+            .map_err(FormatError::io(p))?
+            .with_guessed_format()
+            .map_err(FormatError::io(p))
+    }
+}
+
+impl Dataset for ImageFolder {
+    fn format(&self) -> &'static str {
+        "image-folder"
+    }
+    fn len(&self) -> u32 {
+        self.files.len() as u32
+    }
+    fn classes(&self) -> u32 {
+        self.names.len() as u32
+    }
+    fn class_names(&self) -> Option<&[String]> {
+        Some(&self.names)
+    }
+    fn label(&self, index: u32) -> u32 {
+        self.labels[index as usize]
+    }
+    fn channels(&self) -> u8 {
+        3
+    }
+    fn dims(&self, index: u32) -> Result<(u32, u32), FormatError> {
+        self.reader(index)?.into_dimensions().map_err(|e| {
+            FormatError::data(
+                self.path(index),
+                format!("sample {index}: cannot read image size: {e}"),
+            )
+        })
+    }
+    fn image(&self, index: u32) -> Result<Image, FormatError> {
+        let img = self.reader(index)?.decode().map_err(|e| {
+            FormatError::data(
+                self.path(index),
+                format!("sample {index}: cannot decode: {e}"),
+            )
+        })?;
+        let rgb = img.to_rgb8();
+        let (w, h) = rgb.dimensions();
+        Image::new(w, h, 3, rgb.into_raw())
+    }
+    fn fingerprint(&self) -> &DatasetFingerprint {
+        &self.fingerprint
+    }
+}
