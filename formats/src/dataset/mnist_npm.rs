@@ -88,7 +88,7 @@ pub fn convert(tgz: &[u8], dir: &Path) -> Result<(), FormatError> {
         }
         let parsed: Digits =
             serde_json::from_str(&text).map_err(|e| bad(format!("{name}: {e}")))?;
-        if parsed.data.len() % 784 != 0 {
+        if !parsed.data.len().is_multiple_of(784) {
             return Err(bad(format!(
                 "{name}: {} values is not a multiple of 784",
                 parsed.data.len()
