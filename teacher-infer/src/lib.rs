@@ -4,8 +4,10 @@
 //! It depends on `formats` and `label-store` only, never on `student-train`.
 
 pub mod error;
+pub mod pipeline;
 pub mod runtime;
 pub mod session;
 
 pub use error::InferError;
+pub use pipeline::{Ensemble, LabelConfig, LabelSummary, label};
 pub use session::{Device, TeacherSession};

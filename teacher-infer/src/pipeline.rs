@@ -1,0 +1,428 @@
+//! `distill label`: loader threads sample and apply the augmentation of each (epoch, sample),
+//! assemble normalized batches, this thread runs the teachers, and a writer thread computes
+//! top-k and quality figures and appends records in order. Bounded channels between the stages
+//! keep memory flat.
+//!
+//! Batches are cut block by block: a block of `batch` samples is labelled for every epoch
+//! before the next block, so the store's epoch streams fill together (and so a resumed run, which
+//! skips records already on disk, repeats the same sequence).
+
+use crate::error::InferError;
+use crate::session::{Device, TeacherSession};
+use formats::augment::{MixedLabel, Recipe, Sampler};
+use formats::dataset::Dataset;
+use formats::loader::Loader;
+use formats::{
+    AugParams, FORMAT_NAME, FORMAT_VERSION, Manifest, Quality, Record, SampleRange, SoftLabel,
+    ValueCodec,
+};
+use label_store::{OpenMode, RecordQuality, StoreWriter};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How several teachers' outputs become one label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ensemble {
+    /// Mean of the teachers' probabilities (stored as its logarithm).
+    Probs,
+    /// Mean of the teachers' logits.
+    Logits,
+}
+
+/// Everything one labelling run needs.
+pub struct LabelConfig {
+    pub teachers: Vec<PathBuf>,
+    pub data: Arc<dyn Dataset>,
+    pub out: PathBuf,
+    pub epochs: u32,
+    pub k: u32,
+    pub recipe: Recipe,
+    pub seed: u64,
+    pub batch: usize,
+    /// Loader threads.
+    pub threads: usize,
+    /// ONNX Runtime intra-op threads (0: its default).
+    pub session_threads: usize,
+    pub device: Device,
+    /// Teacher input (width, height); `None`: the model's fixed size, else the images' size.
+    pub size: Option<(u32, u32)>,
+    /// Input = (pixel / 255 · scale − mean[c]) / std[c].
+    pub scale: f32,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    /// `(i, n)`: label only the i-th of n contiguous sample ranges.
+    pub shard: Option<(u32, u32)>,
+    pub mode: OpenMode,
+    pub codec: ValueCodec,
+    pub chunk_records: u32,
+    pub ensemble: Ensemble,
+    /// `--ort-lib`: the ONNX Runtime library to load instead of searching.
+    pub ort_lib: Option<PathBuf>,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LabelSummary {
+    pub out: PathBuf,
+    pub records: u64,
+    /// Records labelled by this run (fewer than `records` when resuming).
+    pub labelled: u64,
+    pub seconds: f64,
+    pub images_per_sec: f64,
+    pub samples: SampleRange,
+    pub quality: Quality,
+}
+
+/// The sample range of shard `i` of `n` over `len` samples.
+pub fn shard_range(len: u32, shard: Option<(u32, u32)>) -> Result<SampleRange, InferError> {
+    let Some((i, n)) = shard else {
+        return Ok(SampleRange { start: 0, end: len });
+    };
+    if n == 0 || i >= n || n > len {
+        return Err(InferError::Model {
+            file: PathBuf::from("--shard"),
+            what: format!("shard {i}/{n} is not one of 0..{n} over {len} samples"),
+        });
+    }
+    let at = |j: u32| (u64::from(len) * u64::from(j) / u64::from(n)) as u32;
+    Ok(SampleRange {
+        start: at(i),
+        end: at(i + 1),
+    })
+}
+
+struct Batch {
+    epoch: u32,
+    start: u32,
+    pixels: Vec<f32>,
+    aug: Vec<AugParams>,
+    truth: Vec<MixedLabel>,
+}
+
+/// Runs the teachers over the dataset and writes (or resumes) the store.
+pub fn label(cfg: &LabelConfig, mut progress: impl FnMut(u64)) -> Result<LabelSummary, InferError> {
+    let t0 = Instant::now();
+    let env = &crate::runtime::environment(cfg.ort_lib.as_deref())?.1;
+    let mut sessions = cfg
+        .teachers
+        .iter()
+        .map(|p| TeacherSession::open(env, p, cfg.device, cfg.session_threads))
+        .collect::<Result<Vec<_>, _>>()?;
+    let data = &cfg.data;
+    let classes = sessions[0].classes;
+    for s in &sessions {
+        if s.classes != classes {
+            return Err(model_err(
+                s,
+                format!(
+                    "has {} classes, {} has {classes}",
+                    s.classes,
+                    sessions[0].file.display()
+                ),
+            ));
+        }
+    }
+    if data.classes() != classes {
+        return Err(model_err(
+            &sessions[0],
+            format!(
+                "has {classes} classes, the dataset {} ({} labels)",
+                data.classes(),
+                data.fingerprint().format
+            ),
+        ));
+    }
+    let c = u32::from(data.channels());
+    let (w, h) = match cfg.size {
+        Some(s) => s,
+        None => {
+            let shape = &sessions[0].input_shape;
+            if shape[2] > 0 && shape[3] > 0 {
+                (shape[3] as u32, shape[2] as u32)
+            } else {
+                data.dims(0).map_err(|e| InferError::Model {
+                    file: PathBuf::from("dataset"),
+                    what: e.to_string(),
+                })?
+            }
+        }
+    };
+    for s in &sessions {
+        s.check_input(c, h, w)?;
+    }
+    for (name, v) in [("--mean", &cfg.mean), ("--std", &cfg.std)] {
+        if v.len() != c as usize {
+            return Err(InferError::Model {
+                file: PathBuf::from(name),
+                what: format!("{} values for {c} channels", v.len()),
+            });
+        }
+    }
+    if cfg.std.contains(&0.0) {
+        return Err(InferError::Model {
+            file: PathBuf::from("--std"),
+            what: "a standard deviation of 0".into(),
+        });
+    }
+    let range = shard_range(data.len(), cfg.shard)?;
+    let sampler = Arc::new(
+        Sampler::new(&cfg.recipe, cfg.seed, data.len(), w, h).map_err(|e| InferError::Model {
+            file: PathBuf::from("--aug"),
+            what: e.to_string(),
+        })?,
+    );
+    let draft = draft_manifest(cfg, &sessions, range, classes, (w, h));
+    let mut writer = StoreWriter::open(&cfg.out, draft, cfg.mode, label_store::DEFAULT_ZSTD_LEVEL)
+        .map_err(|e| store_err(&cfg.out, e))?;
+
+    // Batches still to do, block by block.
+    let mut todo: Vec<(u32, u32, u32)> = Vec::new();
+    let bs = cfg.batch.max(1) as u32;
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + bs).min(range.end);
+        for e in 0..cfg.epochs {
+            let from = writer.next_sample(e).max(start);
+            if from < end {
+                todo.push((e, from, end));
+            }
+        }
+        start = end;
+    }
+    let labelled: u64 = todo.iter().map(|&(_, a, b)| u64::from(b - a)).sum();
+
+    let plane = (w * h) as usize;
+    let loader = {
+        let (data, sampler, todo) = (Arc::clone(data), Arc::clone(&sampler), todo.clone());
+        let (scale, mean, std) = (cfg.scale, cfg.mean.clone(), cfg.std.clone());
+        Loader::new(
+            todo.len(),
+            cfg.threads,
+            2,
+            move |i| -> Result<Batch, String> {
+                let (epoch, a, b) = todo[i];
+                let n = (b - a) as usize;
+                let per = c as usize * plane;
+                let mut pixels = vec![0f32; n * per];
+                let (mut aug, mut truth) = (Vec::with_capacity(n), Vec::with_capacity(n));
+                let dims = |j: u32| data.dims(j);
+                for (k, s) in (a..b).enumerate() {
+                    let p = sampler
+                        .sample(epoch, s, &dims)
+                        .map_err(|e| format!("sample {s} (epoch {epoch}): {e}"))?;
+                    let img = data.image(s).map_err(|e| e.to_string())?;
+                    let partner = match p.mix {
+                        Some(m) => Some(data.image(m.partner).map_err(|e| e.to_string())?),
+                        None => None,
+                    };
+                    let out = &mut pixels[k * per..(k + 1) * per];
+                    formats::apply::apply(&p, &img, partner.as_ref(), w, h, out)
+                        .map_err(|e| format!("sample {s} (epoch {epoch}): {e}"))?;
+                    for (ch, plane_px) in out.chunks_exact_mut(plane).enumerate() {
+                        let (m, sd) = (mean[ch], std[ch]);
+                        for v in plane_px {
+                            *v = (*v * scale - m) / sd;
+                        }
+                    }
+                    let partner_label = p.mix.map_or(0, |m| data.label(m.partner));
+                    truth.push(MixedLabel::new(&p, data.label(s), partner_label, w, h));
+                    aug.push(p);
+                }
+                Ok(Batch {
+                    epoch,
+                    start: a,
+                    pixels,
+                    aug,
+                    truth,
+                })
+            },
+        )
+    };
+
+    // Writer thread: top-k, quality, append in order.
+    let (tx, rx) = crossbeam_channel::bounded::<(Batch, Vec<f32>)>(2);
+    let k = cfg.k as usize;
+    let out_dir = cfg.out.clone();
+    let writer_thread = std::thread::Builder::new()
+        .name("label-writer".into())
+        .spawn(move || -> Result<StoreWriter, InferError> {
+            let cl = classes as usize;
+            for (b, logits) in rx {
+                for (j, row) in logits.chunks_exact(cl).enumerate() {
+                    let s = b.start + j as u32;
+                    let label = SoftLabel::from_logits(row, k).map_err(|e| InferError::Run {
+                        file: out_dir.clone(),
+                        what: format!("teacher output for sample {s} (epoch {}): {e}", b.epoch),
+                    })?;
+                    let t = &b.truth[j];
+                    let top1 = label.indices[0];
+                    let q = RecordQuality {
+                        reconstruction_kl: Some((
+                            label.kl_from_full(row, 1.0),
+                            label.kl_from_full(row, 4.0),
+                        )),
+                        teacher_correct: t.partner.is_none().then_some(top1 == t.primary),
+                    };
+                    let rec = Record {
+                        aug: b.aug[j],
+                        label,
+                    };
+                    writer
+                        .append(b.epoch, s, &rec, &q)
+                        .map_err(|e| store_err(&out_dir, e))?;
+                }
+            }
+            Ok(writer)
+        })
+        .expect("spawn writer thread");
+
+    let mut done = 0u64;
+    let mut failure = None;
+    let mut each = Vec::new();
+    let mut mean = Vec::new();
+    for item in loader {
+        let b = match item {
+            Ok(b) => b,
+            Err(what) => {
+                failure = Some(InferError::Model {
+                    file: PathBuf::from("dataset"),
+                    what,
+                });
+                break;
+            }
+        };
+        let n = b.aug.len();
+        let chw = [c as usize, h as usize, w as usize];
+        let mut step = || -> Result<Vec<f32>, InferError> {
+            if sessions.len() == 1 {
+                sessions[0].run(&b.pixels, n, chw, &mut mean)?;
+                return Ok(std::mem::take(&mut mean));
+            }
+            mean.clear();
+            mean.resize(n * classes as usize, 0.0);
+            for s in sessions.iter_mut() {
+                s.run(&b.pixels, n, chw, &mut each)?;
+                combine(&mut mean, &each, classes as usize, cfg.ensemble);
+            }
+            finish_ensemble(&mut mean, sessions.len(), cfg.ensemble);
+            Ok(std::mem::take(&mut mean))
+        };
+        match step() {
+            Ok(logits) => {
+                if tx.send((b, logits)).is_err() {
+                    break; // the writer stopped with an error; it is reported below
+                }
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+        done += n as u64;
+        progress(done);
+    }
+    drop(tx);
+    let writer = writer_thread.join().expect("writer thread")?;
+    if let Some(e) = failure {
+        // Chunks already complete stay on disk: `--resume` continues from them.
+        return Err(e);
+    }
+    let m = writer.finish().map_err(|e| store_err(&cfg.out, e))?;
+    let seconds = t0.elapsed().as_secs_f64();
+    Ok(LabelSummary {
+        out: cfg.out.clone(),
+        records: m.records(),
+        labelled,
+        seconds,
+        images_per_sec: labelled as f64 / seconds,
+        samples: m.samples,
+        quality: m.quality,
+    })
+}
+
+/// Adds one teacher's output to the running ensemble sum.
+fn combine(sum: &mut [f32], logits: &[f32], classes: usize, how: Ensemble) {
+    match how {
+        Ensemble::Logits => {
+            for (s, &l) in sum.iter_mut().zip(logits) {
+                *s += l;
+            }
+        }
+        Ensemble::Probs => {
+            for (srow, lrow) in sum
+                .chunks_exact_mut(classes)
+                .zip(logits.chunks_exact(classes))
+            {
+                let m = lrow.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let z: f32 = lrow.iter().map(|&l| (l - m).exp()).sum();
+                for (s, &l) in srow.iter_mut().zip(lrow) {
+                    *s += (l - m).exp() / z;
+                }
+            }
+        }
+    }
+}
+
+/// Turns the ensemble sum into the stored logits (mean logits, or log of mean probabilities).
+fn finish_ensemble(sum: &mut [f32], teachers: usize, how: Ensemble) {
+    let inv = 1.0 / teachers as f32;
+    for s in sum.iter_mut() {
+        *s *= inv;
+        if how == Ensemble::Probs {
+            // Probabilities that underflowed to 0 get the smallest positive logit gap f32 allows.
+            *s = s.max(f32::MIN_POSITIVE).ln();
+        }
+    }
+}
+
+fn model_err(s: &TeacherSession, what: String) -> InferError {
+    InferError::Model {
+        file: s.file.clone(),
+        what,
+    }
+}
+
+fn store_err(out: &std::path::Path, e: label_store::StoreError) -> InferError {
+    InferError::Run {
+        file: out.to_path_buf(),
+        what: e.to_string(),
+    }
+}
+
+fn draft_manifest(
+    cfg: &LabelConfig,
+    sessions: &[TeacherSession],
+    range: SampleRange,
+    classes: u32,
+    (w, h): (u32, u32),
+) -> Manifest {
+    let mut extra = serde_json::Map::new();
+    extra.insert(
+        "teacher_input".into(),
+        serde_json::json!({
+            "width": w, "height": h, "scale": cfg.scale, "mean": cfg.mean, "std": cfg.std,
+            "ensemble": cfg.ensemble,
+        }),
+    );
+    Manifest {
+        format: FORMAT_NAME.into(),
+        format_version: FORMAT_VERSION,
+        creator: concat!("distill ", env!("CARGO_PKG_VERSION")).into(),
+        created: formats::manifest::now_rfc3339(),
+        teachers: sessions.iter().map(TeacherSession::info).collect(),
+        dataset: cfg.data.fingerprint().clone(),
+        recipe: serde_json::to_value(&cfg.recipe).unwrap_or_default(),
+        seed: cfg.seed,
+        epochs: cfg.epochs,
+        classes,
+        k: cfg.k,
+        codec: cfg.codec,
+        chunk_records: cfg.chunk_records,
+        samples: range,
+        shards: vec![],
+        quality: Quality::default(),
+        extra,
+    }
+}

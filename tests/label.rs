@@ -1,0 +1,325 @@
+//! `distill label` end to end on a small IDX dataset with linear teachers written as ONNX.
+
+use formats::apply::apply;
+use formats::augment::{Recipe, Sampler};
+use formats::dataset::{self, write_idx};
+use formats::onnx::{Attr, Dim, ElemType, InitData, Initializer, Model, Node, ValueInfo};
+use label_store::LabelStore;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use teacher_infer::{Device, TeacherSession};
+
+const N: usize = 400;
+const SIDE: usize = 12;
+
+/// Ten classes of 12×12 images: class c lights row c and column c, plus noise.
+fn write_data(dir: &Path) {
+    let mut images = Vec::with_capacity(N * SIDE * SIDE);
+    let mut labels = Vec::with_capacity(N);
+    for i in 0..N {
+        let c = (i * 7) % 10;
+        labels.push(c as u8);
+        for y in 0..SIDE {
+            for x in 0..SIDE {
+                let on = y == c || x == c;
+                let noise = ((i * 31 + y * 17 + x * 13) % 50) as u8;
+                images.push(if on { 200 + noise } else { noise });
+            }
+        }
+    }
+    write_idx(
+        &dir.join("train-images-idx3-ubyte"),
+        &dir.join("train-labels-idx1-ubyte"),
+        SIDE as u32,
+        SIDE as u32,
+        &images,
+        &labels,
+    )
+    .unwrap();
+}
+
+/// A linear teacher: logits = scale · (flatten(x) · T) + shift, T[k, c] = 1 on class c's cross.
+fn write_teacher(path: &Path, scale: f32, shift: f32) {
+    let d = SIDE * SIDE;
+    let mut w = vec![0f32; d * 10];
+    for c in 0..10 {
+        for y in 0..SIDE {
+            for x in 0..SIDE {
+                if y == c || x == c {
+                    w[(y * SIDE + x) * 10 + c] = scale;
+                }
+            }
+        }
+    }
+    let b: Vec<f32> = (0..10).map(|c| shift + c as f32 * 0.01).collect();
+    let m = Model {
+        graph_name: "linear".into(),
+        producer: "distill-tests".into(),
+        opset: 17,
+        nodes: vec![
+            Node::new("Flatten", "flat", &["image"], &["x"]).attr("axis", Attr::Int(1)),
+            Node::new("MatMul", "mm", &["x", "W"], &["xw"]),
+            Node::new("Add", "add", &["xw", "b"], &["logits"]),
+        ],
+        initializers: vec![
+            Initializer {
+                name: "W".into(),
+                dims: vec![d as i64, 10],
+                data: InitData::Float(w),
+            },
+            Initializer {
+                name: "b".into(),
+                dims: vec![10],
+                data: InitData::Float(b),
+            },
+        ],
+        inputs: vec![ValueInfo {
+            name: "image".into(),
+            elem: ElemType::Float,
+            dims: vec![
+                Dim::Symbolic("batch".into()),
+                Dim::Fixed(1),
+                Dim::Fixed(SIDE as i64),
+                Dim::Fixed(SIDE as i64),
+            ],
+        }],
+        outputs: vec![ValueInfo {
+            name: "logits".into(),
+            elem: ElemType::Float,
+            dims: vec![Dim::Symbolic("batch".into()), Dim::Fixed(10)],
+        }],
+    };
+    std::fs::write(path, m.to_bytes()).unwrap();
+}
+
+struct Setup {
+    _t: tempfile::TempDir,
+    root: PathBuf,
+    data: PathBuf,
+    teacher: PathBuf,
+    teacher2: PathBuf,
+}
+
+fn setup() -> Setup {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().to_path_buf();
+    let data = root.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_data(&data);
+    let teacher = root.join("t1.onnx");
+    write_teacher(&teacher, 0.05, 0.0);
+    let teacher2 = root.join("t2.onnx");
+    write_teacher(&teacher2, 0.03, 1.0);
+    Setup {
+        _t: t,
+        root,
+        data,
+        teacher,
+        teacher2,
+    }
+}
+
+fn distill(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Runs `distill label` with the test's defaults; a flag in `extra` replaces its default
+/// (`--teacher` adds a teacher).
+fn label(s: &Setup, out: &str, extra: &[&str]) -> Output {
+    let out = s.root.join(out);
+    let defaults = [
+        ("--teacher", s.teacher.to_str().unwrap()),
+        ("--data", s.data.to_str().unwrap()),
+        ("--out", out.to_str().unwrap()),
+        ("--epochs", "2"),
+        ("--topk", "5"),
+        ("--aug", "usi"),
+        ("--seed", "3"),
+        ("--batch", "32"),
+        ("--mean", "0.5"),
+        ("--std", "0.25"),
+    ];
+    let mut args = vec!["label", "--json"];
+    for (flag, value) in defaults {
+        if flag == "--teacher" || !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
+    args.extend_from_slice(extra);
+    distill(&args)
+}
+
+fn ok(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn records_match_a_direct_session_call_on_the_replayed_input() {
+    let s = setup();
+    let v = ok(&label(&s, "store", &[]));
+    assert_eq!(v["records"], 800);
+    assert_eq!(v["labelled"], 800);
+    let store = LabelStore::open(&s.root.join("store")).unwrap();
+    assert_eq!(store.manifest.teachers.len(), 1);
+    assert_eq!(store.manifest.teachers[0].classes, 10);
+    let data = dataset::open(&s.data, None, "train").unwrap();
+    assert_eq!(&store.manifest.dataset, data.fingerprint());
+
+    let env = &teacher_infer::runtime::environment(None).unwrap().1;
+    let mut session = TeacherSession::open(env, &s.teacher, Device::Cpu, 1).unwrap();
+    let sampler = Sampler::new(&Recipe::usi(), 3, N as u32, SIDE as u32, SIDE as u32).unwrap();
+    let dims = |j: u32| data.dims(j);
+    for (e, i) in [(0u32, 0u32), (0, 5), (1, 77), (1, 399), (0, 250)] {
+        let rec = store.get(e, i).unwrap();
+        // The stored parameters are the ones the sampler draws for (seed, epoch, sample)…
+        assert_eq!(rec.aug, sampler.sample(e, i, &dims).unwrap());
+        // …and the stored label is what the teacher says about the replayed input.
+        let partner = rec.aug.mix.map(|m| data.image(m.partner).unwrap());
+        let mut x = vec![0f32; SIDE * SIDE];
+        apply(
+            &rec.aug,
+            &data.image(i).unwrap(),
+            partner.as_ref(),
+            SIDE as u32,
+            SIDE as u32,
+            &mut x,
+        )
+        .unwrap();
+        for v in &mut x {
+            *v = (*v - 0.5) / 0.25;
+        }
+        let mut logits = Vec::new();
+        session.run(&x, 1, [1, SIDE, SIDE], &mut logits).unwrap();
+        let want = formats::SoftLabel::from_logits(&logits, 5).unwrap();
+        assert_eq!(rec.label.indices, want.indices, "epoch {e} sample {i}");
+        for (a, b) in rec.label.logits.iter().zip(&want.logits) {
+            assert!((a - b).abs() <= formats::Q8_STEP / 2.0 + 1e-4, "{a} vs {b}");
+        }
+    }
+    let q = &store.manifest.quality;
+    assert_eq!(q.teacher_accuracy_records, 0, "usi mixes every record");
+    assert!(q.reconstruction_kl_tau1.is_some());
+
+    // Without augmentation, the template teacher is right on these easy images.
+    let v = ok(&label(&s, "plain", &["--aug", "none"]));
+    let acc = v["quality"]["teacher_top1_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.95, "teacher accuracy {acc}");
+    assert_eq!(v["quality"]["teacher_accuracy_records"], 800);
+}
+
+#[test]
+fn ensembles_are_the_mean_of_single_teachers() {
+    let s = setup();
+    let t2 = s.teacher2.to_str().unwrap().to_string();
+    ok(&label(
+        &s,
+        "both",
+        &["--teacher", &t2, "--ensemble", "logits", "--aug", "light"],
+    ));
+    let both = LabelStore::open(&s.root.join("both")).unwrap();
+    assert_eq!(both.manifest.teachers.len(), 2);
+    let env = &teacher_infer::runtime::environment(None).unwrap().1;
+    let data = dataset::open(&s.data, None, "train").unwrap();
+    let mut s1 = TeacherSession::open(env, &s.teacher, Device::Cpu, 1).unwrap();
+    let mut s2 = TeacherSession::open(env, &s.teacher2, Device::Cpu, 1).unwrap();
+    for i in [0u32, 9, 123] {
+        let rec = both.get(1, i).unwrap();
+        let mut x = vec![0f32; SIDE * SIDE];
+        apply(
+            &rec.aug,
+            &data.image(i).unwrap(),
+            None,
+            SIDE as u32,
+            SIDE as u32,
+            &mut x,
+        )
+        .unwrap();
+        for v in &mut x {
+            *v = (*v - 0.5) / 0.25;
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        s1.run(&x, 1, [1, SIDE, SIDE], &mut a).unwrap();
+        s2.run(&x, 1, [1, SIDE, SIDE], &mut b).unwrap();
+        let mean: Vec<f32> = a.iter().zip(&b).map(|(p, q)| (p + q) / 2.0).collect();
+        let want = formats::SoftLabel::from_logits(&mean, 5).unwrap();
+        assert_eq!(rec.label.indices, want.indices);
+    }
+    let e = distill(&[
+        "label",
+        "--teacher",
+        s.teacher.to_str().unwrap(),
+        "--data",
+        s.data.to_str().unwrap(),
+        "--out",
+        s.root.join("both").to_str().unwrap(),
+    ]);
+    assert_eq!(e.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&e.stderr).contains("already holds a finished"));
+}
+
+#[test]
+fn shards_merged_equal_one_run() {
+    let s = setup();
+    ok(&label(&s, "whole", &[]));
+    ok(&label(&s, "s0", &["--shard", "0/3"]));
+    ok(&label(&s, "s1", &["--shard", "1/3"]));
+    ok(&label(&s, "s2", &["--shard", "2/3"]));
+    let parts: Vec<String> = ["s2", "s0", "s1"]
+        .iter()
+        .map(|p| s.root.join(p).to_str().unwrap().to_string())
+        .collect();
+    let merged = s.root.join("merged");
+    let o = distill(&[
+        "merge",
+        &parts[0],
+        &parts[1],
+        &parts[2],
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (
+        LabelStore::open(&merged).unwrap(),
+        LabelStore::open(&s.root.join("whole")).unwrap(),
+    );
+    for e in 0..2 {
+        let (x, y) = (a.decode_epoch(e).unwrap(), b.decode_epoch(e).unwrap());
+        for i in 0..N as u32 {
+            assert_eq!(x.row(i), y.row(i), "epoch {e} sample {i}");
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_are_named() {
+    let s = setup();
+    let bad = s.root.join("bad.onnx");
+    std::fs::write(&bad, b"nope").unwrap();
+    let o = distill(&[
+        "label",
+        "--teacher",
+        bad.to_str().unwrap(),
+        "--data",
+        s.data.to_str().unwrap(),
+        "--out",
+        s.root.join("x").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.onnx"));
+    let o = label(&s, "y", &["--size", "16"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("height 12 (model) vs 16"),
+        "{err}"
+    );
+    let o = label(&s, "z", &["--mean", "0.5,0.5"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("2 values for 1 channels"));
+    let o = label(&s, "w", &["--device", "cuda"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("cuda:0"), "{err}");
+    assert!(!s.root.join("w").join("manifest.json").exists());
+}
