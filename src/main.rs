@@ -143,6 +143,9 @@ struct LabelArgs {
     /// Value codec: q8 or f16.
     #[arg(long, default_value = "q8")]
     codec: String,
+    /// Records per chunk of each epoch stream: the unit of compression, checksums and resume.
+    #[arg(long, default_value_t = label_store::DEFAULT_CHUNK_RECORDS)]
+    chunk_records: u32,
     /// Ensemble of several teachers: mean of probabilities (probs) or of logits (logits).
     #[arg(long, default_value = "probs")]
     ensemble: String,
@@ -449,7 +452,7 @@ fn label(a: LabelArgs) -> Result<ExitCode> {
         shard,
         mode,
         codec: a.codec.parse()?,
-        chunk_records: label_store::DEFAULT_CHUNK_RECORDS,
+        chunk_records: a.chunk_records,
         ensemble: match a.ensemble.as_str() {
             "probs" => Ensemble::Probs,
             "logits" => Ensemble::Logits,

@@ -323,3 +323,148 @@ fn bad_inputs_are_named() {
     assert!(!o.status.success() && err.contains("cuda:0"), "{err}");
     assert!(!s.root.join("w").join("manifest.json").exists());
 }
+
+#[test]
+fn killed_run_resumes_to_the_uninterrupted_store() {
+    let s = setup();
+    let flags = ["--epochs", "60", "--chunk-records", "50", "--batch", "16"];
+    ok(&label(&s, "reference", &flags));
+    let out = s.root.join("killed");
+    let mut args: Vec<String> = vec!["label".into()];
+    for (f, v) in [
+        ("--teacher", s.teacher.to_str().unwrap()),
+        ("--data", s.data.to_str().unwrap()),
+        ("--out", out.to_str().unwrap()),
+        ("--topk", "5"),
+        ("--aug", "usi"),
+        ("--seed", "3"),
+        ("--mean", "0.5"),
+        ("--std", "0.25"),
+        ("--threads", "1"),
+    ] {
+        args.extend([f.to_string(), v.to_string()]);
+    }
+    args.extend(flags.iter().map(|f| f.to_string()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial = out.join("shard-0000000000-0000000400.dls.partial");
+    let t0 = std::time::Instant::now();
+    while std::fs::metadata(&partial).map_or(0, |m| m.len()) < 20_000 {
+        assert!(
+            t0.elapsed().as_secs() < 60,
+            "the labeller never wrote a chunk"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !out.join("manifest.json").exists(),
+        "finished before the kill"
+    );
+    let o = distill(&["inspect", out.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has not finished"));
+    // Resuming against changed data is refused, naming the field.
+    let other = s.root.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    write_data(&other);
+    let mut img = std::fs::read(other.join("train-images-idx3-ubyte")).unwrap();
+    img[100] ^= 1;
+    std::fs::write(other.join("train-images-idx3-ubyte"), img).unwrap();
+    let mut changed = args.clone();
+    let at = changed.iter().position(|a| a == "--data").unwrap();
+    changed[at + 1] = other.to_str().unwrap().into();
+    changed.push("--resume".into());
+    let o = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(&changed)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("dataset.content_xxh3 differs"),
+        "{err}"
+    );
+    // The real resume.
+    args.push("--resume".into());
+    let o = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(&args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v = ok(&o);
+    assert!(
+        v["labelled"].as_u64().unwrap() < 24_000,
+        "resume relabelled everything: {v}"
+    );
+    let name = "shard-0000000000-0000000400.dls";
+    assert_eq!(
+        std::fs::read(out.join(name)).unwrap(),
+        std::fs::read(s.root.join("reference").join(name)).unwrap()
+    );
+    let strip = |p: PathBuf| {
+        let mut m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p.join("manifest.json")).unwrap())
+                .unwrap();
+        m["created"] = serde_json::Value::Null;
+        m
+    };
+    assert_eq!(strip(out), strip(s.root.join("reference")));
+}
+
+#[test]
+fn nan_logits_stop_with_the_sample() {
+    let s = setup();
+    // log of a normalized input is NaN wherever the input is negative.
+    let d = (SIDE * SIDE) as i64;
+    let m = Model {
+        graph_name: "nan".into(),
+        producer: "distill-tests".into(),
+        opset: 17,
+        nodes: vec![
+            Node::new("Flatten", "flat", &["image"], &["x"]).attr("axis", Attr::Int(1)),
+            Node::new("Log", "log", &["x"], &["lx"]),
+            Node::new("MatMul", "mm", &["lx", "W"], &["logits"]),
+        ],
+        initializers: vec![Initializer {
+            name: "W".into(),
+            dims: vec![d, 10],
+            data: InitData::Float(vec![0.01; (d * 10) as usize]),
+        }],
+        inputs: vec![ValueInfo {
+            name: "image".into(),
+            elem: ElemType::Float,
+            dims: vec![
+                Dim::Symbolic("batch".into()),
+                Dim::Fixed(1),
+                Dim::Fixed(SIDE as i64),
+                Dim::Fixed(SIDE as i64),
+            ],
+        }],
+        outputs: vec![ValueInfo {
+            name: "logits".into(),
+            elem: ElemType::Float,
+            dims: vec![Dim::Symbolic("batch".into()), Dim::Fixed(10)],
+        }],
+    };
+    let nan = s.root.join("nan.onnx");
+    std::fs::write(&nan, m.to_bytes()).unwrap();
+    // In an ensemble (the helper's teacher plus this one), under both ensemble modes.
+    for how in ["probs", "logits"] {
+        let o = label(
+            &s,
+            how,
+            &["--teacher", nan.to_str().unwrap(), "--ensemble", how],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "NaN logits were stored");
+        assert!(
+            err.contains("nan.onnx") && err.contains("sample 0 (epoch 0)") && err.contains("NaN"),
+            "{err}"
+        );
+        assert!(!s.root.join(how).join("manifest.json").exists());
+    }
+}

@@ -295,16 +295,36 @@ pub fn label(cfg: &LabelConfig, mut progress: impl FnMut(u64)) -> Result<LabelSu
         };
         let n = b.aug.len();
         let chw = [c as usize, h as usize, w as usize];
+        let cl = classes as usize;
+        // Every teacher's output is checked before it is combined: an ensemble must not hide a
+        // NaN from one of its members.
+        let finite = |s: &TeacherSession, logits: &[f32]| -> Result<(), InferError> {
+            match logits.iter().position(|v| !v.is_finite()) {
+                None => Ok(()),
+                Some(at) => Err(model_err(
+                    s,
+                    format!(
+                        "logit {} of class {} for sample {} (epoch {}): teacher outputs must be finite",
+                        logits[at],
+                        at % cl,
+                        b.start + (at / cl) as u32,
+                        b.epoch
+                    ),
+                )),
+            }
+        };
         let mut step = || -> Result<Vec<f32>, InferError> {
             if sessions.len() == 1 {
                 sessions[0].run(&b.pixels, n, chw, &mut mean)?;
+                finite(&sessions[0], &mean)?;
                 return Ok(std::mem::take(&mut mean));
             }
             mean.clear();
-            mean.resize(n * classes as usize, 0.0);
+            mean.resize(n * cl, 0.0);
             for s in sessions.iter_mut() {
                 s.run(&b.pixels, n, chw, &mut each)?;
-                combine(&mut mean, &each, classes as usize, cfg.ensemble);
+                finite(s, &each)?;
+                combine(&mut mean, &each, cl, cfg.ensemble);
             }
             finish_ensemble(&mut mean, sessions.len(), cfg.ensemble);
             Ok(std::mem::take(&mut mean))
