@@ -166,21 +166,27 @@ fn resize_crop(
     let ys = axis_table(u32::from(b.y), u32::from(b.h), out_h);
     let c = usize::from(img.channels);
     let stride = img.width as usize * c;
-    let plane = out_w as usize * out_h as usize;
+    let (ow, plane) = (out_w as usize, out_w as usize * out_h as usize);
+    // Column table in output order (flip applied), byte offsets within a source row.
+    let cols: Vec<(usize, usize, u32)> = (0..ow)
+        .map(|dx| {
+            let (x0, x1, fx) = xs[if flip { ow - 1 - dx } else { dx }];
+            (x0 as usize * c, x1 as usize * c, fx)
+        })
+        .collect();
+    // v = (p00(256−fx) + p01·fx)(256−fy) + (p10(256−fx) + p11·fx)·fy, exactly the bilinear sum
+    // of FORMAT.md §4.1 regrouped (integer arithmetic, so the grouping changes nothing).
     for (dy, &(y0, y1, fy)) in ys.iter().enumerate() {
-        let (r0, r1) = (y0 as usize * stride, y1 as usize * stride);
-        for dx in 0..out_w as usize {
-            let sx = if flip { out_w as usize - 1 - dx } else { dx };
-            let (x0, x1, fx) = xs[sx];
-            let (c0, c1) = (x0 as usize * c, x1 as usize * c);
-            let w00 = (256 - fx) * (256 - fy);
-            let w01 = fx * (256 - fy);
-            let w10 = (256 - fx) * fy;
-            let w11 = fx * fy;
-            for ch in 0..c {
-                let p = |r: usize, col: usize| u32::from(img.data[r + col + ch]);
-                let v = p(r0, c0) * w00 + p(r0, c1) * w01 + p(r1, c0) * w10 + p(r1, c1) * w11;
-                dst[ch * plane + dy * out_w as usize + dx] = ((v + 32768) >> 16) as u8;
+        let row0 = &img.data[y0 as usize * stride..][..stride];
+        let row1 = &img.data[y1 as usize * stride..][..stride];
+        let (wy0, wy1) = (256 - fy, fy);
+        for ch in 0..c {
+            let out = &mut dst[ch * plane + dy * ow..][..ow];
+            for (o, &(a, b, fx)) in out.iter_mut().zip(&cols) {
+                let wx0 = 256 - fx;
+                let top = u32::from(row0[a + ch]) * wx0 + u32::from(row0[b + ch]) * fx;
+                let bot = u32::from(row1[a + ch]) * wx0 + u32::from(row1[b + ch]) * fx;
+                *o = ((top * wy0 + bot * wy1 + 32768) >> 16) as u8;
             }
         }
     }

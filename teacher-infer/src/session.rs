@@ -84,6 +84,11 @@ impl TeacherSession {
                 .with_intra_threads(threads)
                 .map_err(|e| model(format!("threads: {e}")))?;
         }
+        // Idle ONNX Runtime threads spin by default, taking the cores the loader and writer
+        // threads need; labelling runs them side by side, so they sleep instead.
+        b = b
+            .with_intra_op_spinning(false)
+            .map_err(|e| model(format!("spinning: {e}")))?;
         if let Device::Cuda(n) = device {
             // Best effort: an error here shows up below if the EP then cannot load.
             if let Err(e) = crate::runtime::preload_cuda() {
