@@ -76,6 +76,22 @@ struct InspectArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Render records A..B (numbered as in --records) replayed from --data, captioned with the
+    /// teacher's top-3 classes, into the PNG given by --out.
+    #[arg(long, value_name = "A..B", value_parser = parse_range, requires_all = ["data", "out"])]
+    show: Option<(u64, u64)>,
+    /// The dataset the store was labelled from (for --show).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Dataset format, when detection is not wanted (for --show).
+    #[arg(long)]
+    format: Option<String>,
+    /// Split of --data (default: the split the store records).
+    #[arg(long)]
+    split: Option<String>,
+    /// PNG file written by --show.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -220,8 +236,11 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
             a.temperature
         );
     }
-    if a.epoch.is_some() && a.records.is_none() {
-        bail!("--epoch selects the epoch of --records; give --records A..B too");
+    if a.epoch.is_some() && a.records.is_none() && a.show.is_none() {
+        bail!("--epoch selects the epoch of --records or --show; give one of them too");
+    }
+    if let Some(range) = a.show {
+        return show(&a, range);
     }
     // Verify first and on its own: a damaged store may not even open.
     let report = a.verify.then(|| label_store::verify(&a.store));
@@ -283,6 +302,78 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
     })
 }
 
+/// The (epoch, sample) of records A..B: in (epoch, sample) order over the store, or samples A..B
+/// of one epoch.
+fn record_keys(
+    store: &LabelStore,
+    (a, b): (u64, u64),
+    epoch: Option<u32>,
+) -> Result<Vec<(u32, u32)>> {
+    let samples = store.samples();
+    let n = u64::from(samples.len());
+    let total = store.records();
+    Ok(match epoch {
+        Some(e) => {
+            if e >= store.epochs() {
+                bail!("--epoch {e}: the store has epochs 0..{}", store.epochs());
+            }
+            if b > n {
+                bail!("records {a}..{b}: epoch {e} has {n} samples");
+            }
+            (a..b).map(|s| (e, samples.start + s as u32)).collect()
+        }
+        None => {
+            if b > total {
+                bail!("records {a}..{b}: the store has {total} records");
+            }
+            (a..b)
+                .map(|r| ((r / n) as u32, samples.start + (r % n) as u32))
+                .collect()
+        }
+    })
+}
+
+/// `inspect --show`: the grid of replayed inputs.
+fn show(a: &InspectArgs, range: (u64, u64)) -> Result<ExitCode> {
+    let store =
+        LabelStore::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
+    let keys = record_keys(&store, range, a.epoch)?;
+    let data_path = a.data.as_ref().context("--show needs --data")?;
+    let format = a
+        .format
+        .as_deref()
+        .map(str::parse::<formats::dataset::DataFormat>)
+        .transpose()?;
+    let split = a
+        .split
+        .clone()
+        .unwrap_or_else(|| store.manifest.dataset.split.clone());
+    let data = formats::dataset::open(data_path, format, &split)?;
+    let input = store.manifest.extra.get("teacher_input");
+    let dim = |k: &str| {
+        input
+            .and_then(|t| t.get(k))
+            .and_then(|v| v.as_u64())
+            .map(|v| v as u32)
+    };
+    let (w, h) = match (dim("width"), dim("height")) {
+        (Some(w), Some(h)) => (w, h),
+        _ => data.dims(keys[0].1)?,
+    };
+    let grid = label_store::show::render_grid(&store, data.as_ref(), &keys, w, h)?;
+    let out = a.out.as_ref().context("--show needs --out")?;
+    grid.save(out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "wrote {} ({} records, {}x{} px)",
+        out.display(),
+        keys.len(),
+        grid.width(),
+        grid.height()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Records as JSON values: epoch, sample, classes, probabilities at τ, stored logits, aug.
 fn dump_records(
     store: &LabelStore,
@@ -290,28 +381,7 @@ fn dump_records(
     epoch: Option<u32>,
     tau: f32,
 ) -> Result<Vec<serde_json::Value>> {
-    let samples = store.samples();
-    let n = u64::from(samples.len());
-    let total = store.records();
-    let keys: Vec<(u32, u32)> = match epoch {
-        Some(e) => {
-            if e >= store.epochs() {
-                bail!("--epoch {e}: the store has epochs 0..{}", store.epochs());
-            }
-            if b > n {
-                bail!("--records {a}..{b}: epoch {e} has {n} samples");
-            }
-            (a..b).map(|s| (e, samples.start + s as u32)).collect()
-        }
-        None => {
-            if b > total {
-                bail!("--records {a}..{b}: the store has {total} records");
-            }
-            (a..b)
-                .map(|r| ((r / n) as u32, samples.start + (r % n) as u32))
-                .collect()
-        }
-    };
+    let keys = record_keys(store, (a, b), epoch)?;
     let classes = store.manifest.classes as usize;
     keys.into_iter()
         .map(|(e, s)| {

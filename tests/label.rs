@@ -468,3 +468,74 @@ fn nan_logits_stop_with_the_sample() {
         assert!(!s.root.join(how).join("manifest.json").exists());
     }
 }
+
+#[test]
+fn show_renders_the_replayed_inputs() {
+    let s = setup();
+    ok(&label(&s, "store", &[]));
+    let store_dir = s.root.join("store");
+    let png = s.root.join("grid.png");
+    let o = distill(&[
+        "inspect",
+        store_dir.to_str().unwrap(),
+        "--data",
+        s.data.to_str().unwrap(),
+        "--show",
+        "398..404",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("6 records"));
+    let grid = image::open(&png).unwrap().to_rgb8();
+    // 12 px inputs are enlarged 10× (to 120 px), tiles are 128 wide, three to a row.
+    assert_eq!(grid.width(), 3 * 128);
+    // The first tile shows record 398 = (epoch 0, sample 398), replayed.
+    let store = LabelStore::open(&store_dir).unwrap();
+    let data = dataset::open(&s.data, None, "train").unwrap();
+    let rec = store.get(0, 398).unwrap();
+    let partner = rec.aug.mix.map(|m| data.image(m.partner).unwrap());
+    let mut x = vec![0f32; SIDE * SIDE];
+    apply(
+        &rec.aug,
+        &data.image(398).unwrap(),
+        partner.as_ref(),
+        SIDE as u32,
+        SIDE as u32,
+        &mut x,
+    )
+    .unwrap();
+    for (px, py) in [(0usize, 0usize), (5, 7), (11, 11)] {
+        let want = (x[py * SIDE + px] * 255.0).round() as u8;
+        let got = grid.get_pixel(4 + px as u32 * 10 + 5, 4 + py as u32 * 10 + 5);
+        assert_eq!(got.0, [want; 3], "pixel ({px}, {py})");
+    }
+    // The third record is (epoch 1, sample 0): its tile is not blank.
+    let tile = (2 * 128 + 4..2 * 128 + 124).flat_map(|x| (4..124).map(move |y| (x, y)));
+    assert!(
+        tile.clone()
+            .any(|(x, y)| grid.get_pixel(x, y).0 != [255; 3])
+    );
+    // Data that is not what the store was labelled from is refused.
+    let other = s.root.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    write_data(&other);
+    let mut lab = std::fs::read(other.join("train-labels-idx1-ubyte")).unwrap();
+    lab[8] = (lab[8] + 1) % 10;
+    std::fs::write(other.join("train-labels-idx1-ubyte"), lab).unwrap();
+    let o = distill(&[
+        "inspect",
+        store_dir.to_str().unwrap(),
+        "--data",
+        other.to_str().unwrap(),
+        "--show",
+        "0..2",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("dataset.labels_xxh3 differs"),
+        "{err}"
+    );
+}

@@ -11,6 +11,7 @@ pub mod error;
 pub mod merge;
 pub mod reader;
 pub mod shard;
+pub mod show;
 pub mod summary;
 pub mod synth;
 pub mod verify;
