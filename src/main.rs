@@ -135,6 +135,12 @@ struct LabelArgs {
     /// cpu, cuda or cuda:N. Asking for CUDA and not getting it is an error.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// CUDA: let cuDNN prefer NHWC kernels (fastest for fp16 convolution teachers).
+    #[arg(long)]
+    prefer_nhwc: bool,
+    /// CUDA: TF32 tensor-core math for fp32 teachers.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    tf32: bool,
     /// Teacher input size, N or WxH (default: the model's fixed size, else the images' size).
     #[arg(long)]
     size: Option<String>,
@@ -507,6 +513,10 @@ fn label(a: LabelArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         session_threads: a.session_threads,
         device: a.device.parse().map_err(anyhow::Error::msg)?,
+        cuda: teacher_infer::CudaOptions {
+            prefer_nhwc: a.prefer_nhwc,
+            tf32: a.tf32,
+        },
         size,
         scale: a.scale,
         mean: if a.mean.is_empty() {

@@ -169,6 +169,7 @@ fn main() {
                 threads: cores,
                 session_threads: 0,
                 device: Device::Cpu,
+                cuda: Default::default(),
                 size: None,
                 scale: 1.0,
                 mean: vec![0.1307],

@@ -10,4 +10,4 @@ pub mod session;
 
 pub use error::InferError;
 pub use pipeline::{Ensemble, LabelConfig, LabelSummary, label};
-pub use session::{Device, TeacherSession};
+pub use session::{CudaOptions, Device, TeacherSession};

@@ -46,6 +46,8 @@ pub struct LabelConfig {
     /// ONNX Runtime intra-op threads (0: its default).
     pub session_threads: usize,
     pub device: Device,
+    /// CUDA execution provider options (ignored on the CPU).
+    pub cuda: crate::session::CudaOptions,
     /// Teacher input (width, height); `None`: the model's fixed size, else the images' size.
     pub size: Option<(u32, u32)>,
     /// Input = (pixel / 255 · scale − mean[c]) / std[c].
@@ -108,7 +110,7 @@ pub fn label(cfg: &LabelConfig, mut progress: impl FnMut(u64)) -> Result<LabelSu
     let mut sessions = cfg
         .teachers
         .iter()
-        .map(|p| TeacherSession::open(env, p, cfg.device, cfg.session_threads))
+        .map(|p| TeacherSession::open_with(env, p, cfg.device, cfg.session_threads, cfg.cuda))
         .collect::<Result<Vec<_>, _>>()?;
     let data = &cfg.data;
     let classes = sessions[0].classes;
