@@ -1,0 +1,229 @@
+//! The losses of the KD literature, each a small pure function of tensors.
+//!
+//! Teacher distributions arrive as dense probabilities at the temperature in use, rebuilt from
+//! the stored top-k exactly as FORMAT.md §5 says (`SoftLabel::dense_into`). Targets for
+//! cross-entropy are dense too: one-hot, or mixed (λ·y_i + (1−λ)·y_j) for mixup/cutmix records.
+
+use burn::tensor::Tensor;
+use burn::tensor::activation::log_softmax;
+
+/// Mean over the batch of `−Σ_c y_c · log softmax(s)_c`.
+pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+    (log_softmax(logits, 1) * targets).sum_dim(1).mean().neg()
+}
+
+/// Mean over the batch of `KL(p_t ‖ softmax(s/τ)) = Σ_c p_t (ln p_t − log softmax(s/τ))`.
+/// Classes with `p_t = 0` contribute nothing.
+pub fn kl_teacher_student(logits: Tensor<2>, teacher: Tensor<2>, tau: f32) -> Tensor<1> {
+    let log_q = log_softmax(logits.div_scalar(tau), 1);
+    let log_p = teacher.clone().clamp_min(1e-30).log();
+    (teacher * (log_p - log_q)).sum_dim(1).mean()
+}
+
+/// Which loss a student trains with.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase", tag = "name")]
+pub enum LossKind {
+    /// Cross-entropy on (mixed) hard labels.
+    Ce,
+    /// Hinton: `(1 − w)·CE + w·τ²·KL(p_t^τ ‖ p_s^τ)`.
+    Kd { weight: f32, tau: f32 },
+    /// USI: `CE + w·KL(p_t ‖ p_s)` at τ = 1 (w = 5 by default); `kd_only` drops the CE term.
+    Usi { weight: f32, kd_only: bool },
+    /// Early-stopped KD: `kd` for epochs below `until`, then `ce`.
+    Eskd { weight: f32, tau: f32, until: u32 },
+}
+
+impl LossKind {
+    /// Checks the hyper-parameters, naming the flag that is out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        let kd = |weight: f32, tau: f32| {
+            if !(tau > 0.0 && tau.is_finite()) {
+                return Err(format!("--temperature {tau} must be > 0"));
+            }
+            if !(0.0..=1.0).contains(&weight) {
+                return Err(format!("--kd-weight {weight} must lie in [0, 1] for kd"));
+            }
+            Ok(())
+        };
+        match *self {
+            LossKind::Ce => Ok(()),
+            LossKind::Kd { weight, tau } | LossKind::Eskd { weight, tau, .. } => kd(weight, tau),
+            LossKind::Usi { weight, .. } => {
+                if weight >= 0.0 && weight.is_finite() {
+                    Ok(())
+                } else {
+                    Err(format!("--kd-weight {weight} must be ≥ 0 for usi"))
+                }
+            }
+        }
+    }
+
+    /// The temperature the teacher distribution is needed at in `epoch`, or `None` when the
+    /// loss uses no teacher then.
+    pub fn teacher_tau(&self, epoch: u32) -> Option<f32> {
+        match *self {
+            LossKind::Ce => None,
+            LossKind::Kd { tau, .. } => Some(tau),
+            LossKind::Usi { .. } => Some(1.0),
+            LossKind::Eskd { tau, until, .. } => (epoch < until).then_some(tau),
+        }
+    }
+
+    /// The loss of one batch in `epoch`: `targets` dense hard (mixed) labels, `teacher` the
+    /// teacher distribution at [`LossKind::teacher_tau`] (ignored when that is `None`).
+    pub fn loss(
+        &self,
+        epoch: u32,
+        logits: Tensor<2>,
+        targets: Tensor<2>,
+        teacher: Option<Tensor<2>>,
+    ) -> Tensor<1> {
+        let teacher = || {
+            teacher
+                .clone()
+                .expect("a teacher distribution for this loss")
+        };
+        match *self {
+            LossKind::Ce => cross_entropy(logits, targets),
+            LossKind::Kd { weight, tau } => kd(logits, targets, teacher(), weight, tau),
+            LossKind::Eskd { weight, tau, until } => {
+                if epoch < until {
+                    kd(logits, targets, teacher(), weight, tau)
+                } else {
+                    cross_entropy(logits, targets)
+                }
+            }
+            LossKind::Usi { weight, kd_only } => {
+                let kl = kl_teacher_student(logits.clone(), teacher(), 1.0).mul_scalar(weight);
+                if kd_only {
+                    kl
+                } else {
+                    cross_entropy(logits, targets) + kl
+                }
+            }
+        }
+    }
+}
+
+/// `(1 − w)·CE + w·τ²·KL(p_t^τ ‖ p_s^τ)`.
+pub fn kd(
+    logits: Tensor<2>,
+    targets: Tensor<2>,
+    teacher: Tensor<2>,
+    w: f32,
+    tau: f32,
+) -> Tensor<1> {
+    let ce = cross_entropy(logits.clone(), targets).mul_scalar(1.0 - w);
+    ce + kl_teacher_student(logits, teacher, tau).mul_scalar(w * tau * tau)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    fn t(v: &[f32], c: usize) -> Tensor<2> {
+        let dev = Device::flex();
+        Tensor::<2>::from_data(TensorData::new(v.to_vec(), [v.len() / c, c]), &dev)
+    }
+
+    fn scalar(x: Tensor<1>) -> f64 {
+        f64::from(x.into_data().try_to_vec::<f32>().unwrap()[0])
+    }
+
+    // Hand-computed (Python, float64): logits [1, 2, 3], teacher p = [0.2, 0.3, 0.5].
+    const CE: f64 = 0.407_605_964_444_380_1;
+    const CE_MIXED: f64 = 1.007_605_964_444_38;
+    const KL1: f64 = 0.077_952_950_379_806_6;
+    const KL4: f64 = 0.014_685_070_341_104_639;
+
+    #[test]
+    fn cross_entropy_by_hand() {
+        let s = t(&[1.0, 2.0, 3.0], 3);
+        assert!((scalar(cross_entropy(s.clone(), t(&[0.0, 0.0, 1.0], 3))) - CE).abs() < 1e-6);
+        assert!((scalar(cross_entropy(s, t(&[0.3, 0.0, 0.7], 3))) - CE_MIXED).abs() < 1e-6);
+    }
+
+    #[test]
+    fn kl_and_kd_by_hand() {
+        let s = || t(&[1.0, 2.0, 3.0], 3);
+        let p = || t(&[0.2, 0.3, 0.5], 3);
+        let y = || t(&[0.0, 0.0, 1.0], 3);
+        assert!((scalar(kl_teacher_student(s(), p(), 1.0)) - KL1).abs() < 1e-6);
+        assert!((scalar(kl_teacher_student(s(), p(), 4.0)) - KL4).abs() < 1e-6);
+        let want = 0.1 * CE + 0.9 * 16.0 * KL4;
+        let kd = LossKind::Kd {
+            weight: 0.9,
+            tau: 4.0,
+        };
+        assert!((scalar(kd.loss(0, s(), y(), Some(p()))) - want).abs() < 1e-5);
+        let usi = LossKind::Usi {
+            weight: 5.0,
+            kd_only: false,
+        };
+        assert!((scalar(usi.loss(0, s(), y(), Some(p()))) - (CE + 5.0 * KL1)).abs() < 1e-5);
+        let only = LossKind::Usi {
+            weight: 5.0,
+            kd_only: true,
+        };
+        assert!((scalar(only.loss(0, s(), y(), Some(p()))) - 5.0 * KL1).abs() < 1e-5);
+        let eskd = LossKind::Eskd {
+            weight: 0.9,
+            tau: 4.0,
+            until: 2,
+        };
+        assert!((scalar(eskd.loss(1, s(), y(), Some(p()))) - want).abs() < 1e-5);
+        assert!((scalar(eskd.loss(2, s(), y(), None)) - CE).abs() < 1e-6);
+        assert_eq!(eskd.teacher_tau(2), None);
+        assert_eq!(usi.teacher_tau(0), Some(1.0));
+    }
+
+    #[test]
+    fn batch_means_and_zero_teacher_mass() {
+        // Two rows: the second has a teacher with a zero entry, which contributes nothing.
+        let s = t(&[1.0, 2.0, 3.0, 0.0, 0.0, 0.0], 3);
+        let p = t(&[0.2, 0.3, 0.5, 0.0, 0.5, 0.5], 3);
+        let row2 = 0.5f64 * (0.5f64.ln() + 3f64.ln()) * 2.0;
+        let got = scalar(kl_teacher_student(s, p, 1.0));
+        assert!((got - (KL1 + row2) / 2.0).abs() < 1e-6, "{got}");
+    }
+
+    #[test]
+    fn hyper_parameters_are_checked() {
+        assert!(
+            LossKind::Kd {
+                weight: 1.5,
+                tau: 4.0
+            }
+            .validate()
+            .unwrap_err()
+            .contains("--kd-weight")
+        );
+        assert!(
+            LossKind::Kd {
+                weight: 0.5,
+                tau: 0.0
+            }
+            .validate()
+            .unwrap_err()
+            .contains("--temperature")
+        );
+        assert!(
+            LossKind::Usi {
+                weight: -1.0,
+                kd_only: false
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            LossKind::Usi {
+                weight: 5.0,
+                kd_only: false
+            }
+            .validate()
+            .is_ok()
+        );
+    }
+}
