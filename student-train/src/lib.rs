@@ -2,8 +2,9 @@
 //! through crossbeam channels, with the losses of the KD literature.
 //!
 //! It depends on `formats` and `label-store` only, never on `teacher-infer`. Built so far: the
-//! losses; models, the loader and the training loop come next (issue 6).
+//! losses and the mlp and lenet5 models; the other families, the loader and the training loop come next (issue 6).
 
 pub mod loss;
+pub mod models;
 
 pub use loss::LossKind;
