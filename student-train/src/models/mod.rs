@@ -3,10 +3,12 @@
 pub mod lenet5;
 pub mod mlp;
 pub mod norm;
+pub mod resnet;
 
 pub use lenet5::{Lenet5, Lenet5Config};
 pub use mlp::{Mlp, MlpConfig};
 pub use norm::NormKind;
+pub use resnet::{Resnet, ResnetConfig};
 
 use burn::module::Module;
 use burn::tensor::Tensor;
@@ -18,6 +20,7 @@ use burn::tensor::Tensor;
 pub enum Student {
     Mlp(Mlp),
     Lenet5(Lenet5),
+    Resnet(Resnet),
 }
 
 impl Student {
@@ -26,6 +29,7 @@ impl Student {
         match self {
             Student::Mlp(m) => m.forward(x),
             Student::Lenet5(m) => m.forward(x),
+            Student::Resnet(m) => m.forward(x),
         }
     }
 }
@@ -60,7 +64,7 @@ mod tests {
     fn one_step_reduces_the_loss_for_every_family_and_norm() {
         let device = Device::flex().autodiff();
         for norm in [NormKind::None, NormKind::Batch, NormKind::Layer] {
-            let students = [
+            let students = vec![
                 Student::Mlp(
                     MlpConfig {
                         inputs: 784,
@@ -82,6 +86,8 @@ mod tests {
                     }
                     .init(&device),
                 ),
+                Student::Resnet(ResnetConfig::cifar(20, 1, 10, 0.5, norm).init(&device)),
+                Student::Resnet(ResnetConfig::resnet18(1, 10, 0.125, norm).init(&device)),
             ];
             for mut model in students {
                 let (x, y) = batch(&device);
