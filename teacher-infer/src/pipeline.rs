@@ -103,7 +103,8 @@ struct Batch {
     truth: Vec<MixedLabel>,
 }
 
-/// Runs the teachers over the dataset and writes (or resumes) the store.
+/// Runs the teachers over the dataset and writes (or resumes) the store. `progress` is called
+/// with the number of records of the shard that are done (on disk or labelled).
 pub fn label(cfg: &LabelConfig, mut progress: impl FnMut(u64)) -> Result<LabelSummary, InferError> {
     let t0 = Instant::now();
     let env = &crate::runtime::environment(cfg.ort_lib.as_deref())?.1;
@@ -194,6 +195,9 @@ pub fn label(cfg: &LabelConfig, mut progress: impl FnMut(u64)) -> Result<LabelSu
         start = end;
     }
     let labelled: u64 = todo.iter().map(|&(_, a, b)| u64::from(b - a)).sum();
+    // Records a resumed run finds already on disk count as done for the progress callback.
+    let already = u64::from(range.len()) * u64::from(cfg.epochs) - labelled;
+    progress(already);
 
     let plane = (w * h) as usize;
     let loader = {
@@ -343,7 +347,7 @@ pub fn label(cfg: &LabelConfig, mut progress: impl FnMut(u64)) -> Result<LabelSu
             }
         }
         done += n as u64;
-        progress(done);
+        progress(already + done);
     }
     drop(tx);
     let writer = writer_thread.join().expect("writer thread")?;
