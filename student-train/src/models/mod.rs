@@ -63,6 +63,8 @@ mod tests {
     #[test]
     fn one_step_reduces_the_loss_for_every_family_and_norm() {
         let device = Device::flex().autodiff();
+        // Fixed initialization, so the test checks the models, not the luck of a draw.
+        device.seed(7);
         for norm in [NormKind::None, NormKind::Batch, NormKind::Layer] {
             let students = vec![
                 Student::Mlp(
@@ -96,7 +98,7 @@ mod tests {
                 for _ in 0..3 {
                     let loss = cross_entropy(model.forward(x.clone()), y.clone());
                     let grads = GradientsParams::from_grads(loss.backward(), &model);
-                    model = optim.step(0.05, model, grads);
+                    model = optim.step(0.01, model, grads);
                 }
                 let after = value(cross_entropy(model.forward(x.clone()), y.clone()));
                 assert!(after < before, "{norm:?}: loss {before} -> {after}");
