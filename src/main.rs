@@ -344,6 +344,9 @@ fn show(a: &InspectArgs, range: (u64, u64)) -> Result<ExitCode> {
     let store =
         LabelStore::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
     let keys = record_keys(&store, range, a.epoch)?;
+    if keys.is_empty() {
+        bail!("--show {}..{} selects no record", range.0, range.1);
+    }
     let data_path = a.data.as_ref().context("--show needs --data")?;
     let format = a
         .format

@@ -7,7 +7,9 @@
 //! it, and both stages hand it to [`crate::apply::apply`].
 //!
 //! The vocabulary is timm's, as USI uses it: random-resized crop (scale, log-uniform ratio, ten
-//! attempts then a centre crop), horizontal flip, random erasing ("cutout", one box, erased to 0),
+//! attempts then a centre crop), horizontal flip, random erasing ("cutout": one box;
+//! unlike timm, which erases each source before mixing and in normalized space, it is erased
+//! after mixing, to pixel value 0),
 //! mixup (λ ~ Beta(α, α), a pixel blend) and cutmix (λ ~ Beta(α, α), a box of side √(1−λ) centred
 //! uniformly and clipped; the realized weight comes from the clipped area), a switch probability
 //! between them and a probability of mixing at all.
@@ -222,6 +224,12 @@ impl Sampler {
         recipe.validate()?;
         if samples == 0 {
             return Err(FormatError::invalid("samples", "the dataset is empty"));
+        }
+        if out_w == 0 || out_h == 0 {
+            return Err(FormatError::invalid(
+                "output size",
+                format!("{out_w}x{out_h} has no pixels"),
+            ));
         }
         to_u16(out_w, "output width")?;
         to_u16(out_h, "output height")?;

@@ -167,7 +167,8 @@ impl RecordLayout {
         match self.codec {
             ValueCodec::F16 => {
                 for &l in &label.logits[1..] {
-                    out[at..at + 2].copy_from_slice(&f16::from_f32(-l).to_le_bytes());
+                    let gap = (-l).min(f32::from(f16::MAX));
+                    out[at..at + 2].copy_from_slice(&f16::from_f32(gap).to_le_bytes());
                     at += 2;
                 }
                 for t in label.tail {
@@ -186,7 +187,8 @@ impl RecordLayout {
                     at += 1;
                 }
                 let [t1, t4] = label.tail;
-                let kth = *label.logits.last().expect("k >= 1");
+                // Relative to the *decoded* k-th logit (FORMAT.md §4.3), the only one a decoder has.
+                let kth = -f32::from(prev) * Q8_STEP;
                 out[at] = quant(kth - t1, Q8_TAIL_STEP);
                 out[at + 1] = quant(t1 - t4, Q8_TAIL_STEP);
                 at += 2;
@@ -345,6 +347,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn q8_tail_is_relative_to_the_decoded_kth_logit() {
+        // k-th gap 50 saturates at 255 · 0.125 = 31.875; the tail 5 nats below it must still
+        // decode 5 nats below the *decoded* k-th logit, as FORMAT.md §4.3 says.
+        let l = RecordLayout::new(10, 2, ValueCodec::Q8).unwrap();
+        let rec = Record {
+            aug: AugParams::default(),
+            label: SoftLabel {
+                indices: vec![0, 1],
+                logits: vec![0.0, -50.0],
+                tail: [-55.0, -56.0],
+            },
+        };
+        let mut row = vec![0; l.row_bytes()];
+        l.encode(&rec, &mut row).unwrap();
+        let back = l.decode(&row).unwrap();
+        assert_eq!(back.label.logits[1], -31.875);
+        assert_eq!(
+            back.label.tail,
+            [-31.875 - 15.9375, -31.875 - 15.9375 - 1.0]
+        );
     }
 
     #[test]

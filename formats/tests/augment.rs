@@ -197,6 +197,11 @@ cutmix_alpha = 1.0
         .to_string();
     assert!(e.contains("r.toml") && e.contains("flp"), "{e}");
     assert!(Recipe::load("nonexistent-recipe.toml").is_err());
+    let e = Sampler::new(&Recipe::usi(), 0, 10, 0, 224)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("no pixels"), "{e}");
     for name in ["none", "light", "usi"] {
         assert_eq!(Recipe::load(name).unwrap().name, name);
     }

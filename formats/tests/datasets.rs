@@ -163,6 +163,19 @@ fn npy_arrays() {
     .unwrap();
     write_npy(&t.path().join("train_labels.npy"), "<i8", &[2], &neg).unwrap();
     assert!(err(dataset::open(t.path(), None, "train")).contains("negative label"));
+    // Malformed headers are errors, not panics.
+    for header in [
+        "{'descr': \u{e9}|u1', 'fortran_order': False, 'shape': (2,), }",
+        "{'descr': '<i8', 'fortran_order': False, 'shape': ), }",
+        "{'descr': '<i8', 'fortran_order': False, 'shape': (99999999999999999999,), }",
+    ] {
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        b.extend_from_slice(header.as_bytes());
+        std::fs::write(t.path().join("train_labels.npy"), &b).unwrap();
+        let e = err(dataset::open(t.path(), None, "train"));
+        assert!(e.contains("train_labels.npy"), "{e}");
+    }
 }
 
 fn save(img: image::DynamicImage, path: &Path) {

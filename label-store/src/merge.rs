@@ -89,7 +89,7 @@ fn incompatibility(a: &Manifest, b: &Manifest) -> Option<String> {
     if let Some(d) = a.dataset.mismatch(&b.dataset) {
         return Some(d);
     }
-    let fields: [(&str, String, String); 9] = [
+    let fields: [(&str, String, String); 10] = [
         (
             "format_version",
             a.format_version.to_string(),
@@ -107,6 +107,7 @@ fn incompatibility(a: &Manifest, b: &Manifest) -> Option<String> {
             a.chunk_records.to_string(),
             b.chunk_records.to_string(),
         ),
+        ("extra", json(&a.extra), json(&b.extra)),
     ];
     fields
         .into_iter()

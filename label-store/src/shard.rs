@@ -219,10 +219,16 @@ impl ShardInfo {
     /// Samples of chunk `j` of an epoch stream: chunks are cut every `chunk_records` samples
     /// from the shard's first sample, so their boundaries never depend on timing.
     pub fn chunk_samples(&self, j: u32) -> SampleRange {
-        let start = self.samples.start + j * self.chunk_records;
+        // Saturating: a crafted footer must give a wrong range (then rejected), not an overflow.
+        let start = self
+            .samples
+            .start
+            .saturating_add(j.saturating_mul(self.chunk_records));
         SampleRange {
             start,
-            end: (start + self.chunk_records).min(self.samples.end),
+            end: start
+                .saturating_add(self.chunk_records)
+                .min(self.samples.end),
         }
     }
 }
@@ -369,7 +375,9 @@ pub fn parse_footer(file: &Path, bytes: &[u8]) -> Result<Footer> {
                 e.raw_len
             )));
         }
-        let end = e.offset + CHUNK_HEADER_BYTES as u64 + u64::from(e.payload_len);
+        let end = e
+            .offset
+            .saturating_add(CHUNK_HEADER_BYTES as u64 + u64::from(e.payload_len));
         if e.offset != end_of_prev || end > index_offset {
             return Err(bad(format!(
                 "{where_}: offset {} is not where the previous chunk ends ({end_of_prev})",

@@ -51,6 +51,11 @@ pub fn render_grid(
     if keys.is_empty() {
         return Err(StoreError::Invalid("no records to show".into()));
     }
+    if out_w == 0 || out_h == 0 || out_w > 4096 || out_h > 4096 {
+        return Err(StoreError::Invalid(format!(
+            "input size {out_w}x{out_h} is not something to draw (1..=4096 per side)"
+        )));
+    }
     // Small inputs (MNIST, CIFAR) are enlarged so captions fit under them.
     let scale = 112u32.div_ceil(out_w.max(out_h)).max(1);
     let (tw, th) = (out_w * scale, out_h * scale);
@@ -70,6 +75,13 @@ pub fn render_grid(
             .image(s)
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let partner = match rec.aug.mix {
+            Some(m) if m.partner >= data.len() => {
+                return Err(StoreError::Invalid(format!(
+                    "record (epoch {e}, sample {s}) mixes with sample {}, beyond the dataset's {}",
+                    m.partner,
+                    data.len()
+                )));
+            }
             Some(m) => Some(
                 data.image(m.partner)
                     .map_err(|e| StoreError::Invalid(e.to_string()))?,

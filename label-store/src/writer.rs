@@ -260,10 +260,14 @@ impl ShardWriter {
         let count = (stream.rows.len() / row) as u32;
         let first = stream.next - count;
         rows_to_columns(&stream.rows, row, &mut self.cols);
-        let payload = self
-            .compressor
-            .compress(&self.cols)
-            .map_err(io(&self.path))?;
+        let payload = self.compressor.compress(&self.cols);
+        let payload = match payload {
+            Ok(p) => p,
+            Err(e) => {
+                self.failed = true;
+                return Err(io(&self.path)(e));
+            }
+        };
         let h = ChunkHeader {
             epoch,
             first,
@@ -301,6 +305,12 @@ impl ShardWriter {
     /// complete. Returns the shard's manifest entry (with `file` set to the final file name) and
     /// the quality sums over all its chunks.
     pub fn finish(mut self, final_path: &Path) -> Result<(ShardEntry, QualitySums)> {
+        if self.failed {
+            return Err(StoreError::Invalid(format!(
+                "cannot finish {}: an earlier write failed; resume the store to continue",
+                self.path.display()
+            )));
+        }
         for (e, s) in self.streams.iter().enumerate() {
             if s.next != self.info.samples.end {
                 return Err(StoreError::Invalid(format!(
@@ -356,6 +366,15 @@ impl StoreWriter {
         draft
             .check_fields()
             .map_err(format(dir.join(WRITING_FILE).display().to_string()))?;
+        let row = formats::RecordLayout::new(draft.classes, draft.k, draft.codec)
+            .map_err(format("manifest draft"))?
+            .row_bytes();
+        if u64::from(draft.chunk_records) * row as u64 > u64::from(u32::MAX) {
+            return Err(StoreError::Invalid(format!(
+                "chunk_records {} × {row}-byte rows exceeds the 4 GiB a chunk may hold",
+                draft.chunk_records
+            )));
+        }
         let info = ShardInfo {
             epochs: draft.epochs,
             samples: draft.samples,

@@ -121,6 +121,12 @@ impl ImageFolder {
         &self,
         index: u32,
     ) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>, FormatError> {
+        if index as usize >= self.files.len() {
+            return Err(FormatError::invalid(
+                "index",
+                format!("sample {index} is beyond the {} samples", self.files.len()),
+            ));
+        }
         let p = self.path(index);
         image::ImageReader::open(p)
             .map_err(FormatError::io(p))?

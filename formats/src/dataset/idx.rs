@@ -47,12 +47,13 @@ fn parse(path: &Path, bytes: &[u8], want_dims: usize) -> Result<(Vec<usize>, usi
     let dims: Vec<usize> = (0..want_dims)
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4")) as usize)
         .collect();
-    let want = dims.iter().product::<usize>();
-    if bytes.len() - header != want {
+    let want = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if want != Some(bytes.len() - header) || dims[1..].iter().any(|&d| d > 65535) {
         return Err(FormatError::data(
             path,
             format!(
-                "IDX dimensions {dims:?} need {want} bytes of data, the file has {} (truncated or corrupt)",
+                "IDX dimensions {dims:?} need {} bytes of data (sides up to 65535), the file has {} (truncated or corrupt)",
+                want.map_or("too many".into(), |v| v.to_string()),
                 bytes.len() - header
             ),
         ));

@@ -51,7 +51,10 @@ pub(crate) fn parse_header(path: &Path, b: &[u8]) -> Result<NpyHeader, FormatErr
         Ok(rest[colon + 1..].trim_start())
     };
     let d = value_after("descr")?;
-    let quote = d.chars().next().ok_or_else(|| bad("empty descr"))?;
+    let quote = match d.chars().next() {
+        Some(q @ ('\'' | '"')) => q,
+        _ => return Err(bad("descr is not a quoted string")),
+    };
     let end = d[1..]
         .find(quote)
         .ok_or_else(|| bad("unterminated descr"))?;
@@ -62,6 +65,9 @@ pub(crate) fn parse_header(path: &Path, b: &[u8]) -> Result<NpyHeader, FormatErr
         ));
     }
     let s = value_after("shape")?;
+    if !s.starts_with('(') {
+        return Err(bad("shape is not a tuple"));
+    }
     let close = s.find(')').ok_or_else(|| bad("malformed shape"))?;
     let shape = s[1..close]
         .split(',')
@@ -106,12 +112,11 @@ fn read_labels(path: &Path) -> Result<Vec<u32>, FormatError> {
         }
     };
     let data = &b[h.data_offset.min(b.len())..];
-    if data.len() != n * size {
+    if n.checked_mul(size) != Some(data.len()) {
         return Err(FormatError::data(
             path,
             format!(
-                "{n} labels need {} bytes, the file has {}",
-                n * size,
+                "{n} labels of {size} bytes do not fill the file's {} bytes",
                 data.len()
             ),
         ));
@@ -161,13 +166,16 @@ impl NpyArrays {
             }
         };
         let pixels = b[h.data_offset.min(b.len())..].to_vec();
-        if pixels.len() != n * hh * w * c || hh == 0 || w == 0 {
+        let need = [n, hh, w, c]
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d));
+        if need != Some(pixels.len()) || hh == 0 || w == 0 || hh > 65535 || w > 65535 {
             return Err(FormatError::data(
                 &ipath,
                 format!(
-                    "shape {:?} needs {} bytes, the file has {}",
+                    "shape {:?} needs {} bytes (sides 1..=65535), the file has {}",
                     h.shape,
-                    n * hh * w * c,
+                    need.map_or("too many".into(), |v| v.to_string()),
                     pixels.len()
                 ),
             ));
