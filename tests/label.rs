@@ -38,6 +38,29 @@ fn write_data(dir: &Path) {
     .unwrap();
 }
 
+/// The teachers' input: `[batch, 1, SIDE, SIDE]` floats named `image`.
+fn image_input() -> ValueInfo {
+    ValueInfo {
+        name: "image".into(),
+        elem: ElemType::Float,
+        dims: vec![
+            Dim::Symbolic("batch".into()),
+            Dim::Fixed(1),
+            Dim::Fixed(SIDE as i64),
+            Dim::Fixed(SIDE as i64),
+        ],
+    }
+}
+
+/// The teachers' output: `[batch, 10]` logits.
+fn logits_output() -> ValueInfo {
+    ValueInfo {
+        name: "logits".into(),
+        elem: ElemType::Float,
+        dims: vec![Dim::Symbolic("batch".into()), Dim::Fixed(10)],
+    }
+}
+
 /// A linear teacher: logits = scale · (flatten(x) · T) + shift, T[k, c] = 1 on class c's cross.
 fn write_teacher(path: &Path, scale: f32, shift: f32) {
     let d = SIDE * SIDE;
@@ -73,21 +96,8 @@ fn write_teacher(path: &Path, scale: f32, shift: f32) {
                 data: InitData::Float(b),
             },
         ],
-        inputs: vec![ValueInfo {
-            name: "image".into(),
-            elem: ElemType::Float,
-            dims: vec![
-                Dim::Symbolic("batch".into()),
-                Dim::Fixed(1),
-                Dim::Fixed(SIDE as i64),
-                Dim::Fixed(SIDE as i64),
-            ],
-        }],
-        outputs: vec![ValueInfo {
-            name: "logits".into(),
-            elem: ElemType::Float,
-            dims: vec![Dim::Symbolic("batch".into()), Dim::Fixed(10)],
-        }],
+        inputs: vec![image_input()],
+        outputs: vec![logits_output()],
     };
     std::fs::write(path, m.to_bytes()).unwrap();
 }
@@ -434,21 +444,8 @@ fn nan_logits_stop_with_the_sample() {
             dims: vec![d, 10],
             data: InitData::Float(vec![0.01; (d * 10) as usize]),
         }],
-        inputs: vec![ValueInfo {
-            name: "image".into(),
-            elem: ElemType::Float,
-            dims: vec![
-                Dim::Symbolic("batch".into()),
-                Dim::Fixed(1),
-                Dim::Fixed(SIDE as i64),
-                Dim::Fixed(SIDE as i64),
-            ],
-        }],
-        outputs: vec![ValueInfo {
-            name: "logits".into(),
-            elem: ElemType::Float,
-            dims: vec![Dim::Symbolic("batch".into()), Dim::Fixed(10)],
-        }],
+        inputs: vec![image_input()],
+        outputs: vec![logits_output()],
     };
     let nan = s.root.join("nan.onnx");
     std::fs::write(&nan, m.to_bytes()).unwrap();
