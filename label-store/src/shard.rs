@@ -32,6 +32,11 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// How a shard's index checksum is written in manifests: `xxh3:` and 16 hex digits.
+pub fn checksum_text(index_xxh3: u64) -> String {
+    format!("xxh3:{index_xxh3:016x}")
+}
+
 /// The 16-byte file header.
 pub fn file_header() -> [u8; FILE_HEADER_BYTES] {
     let mut h = [0u8; FILE_HEADER_BYTES];

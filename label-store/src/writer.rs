@@ -327,17 +327,26 @@ impl ShardWriter {
         self.file.sync_all().map_err(io(&p))?;
         fs::rename(&p, final_path).map_err(io(final_path))?;
         let bytes = self.offset + footer.len() as u64;
-        Ok((
-            ShardEntry {
-                file: file_name(final_path),
-                samples: self.info.samples,
-                records: u64::from(self.info.samples.len()) * u64::from(self.info.epochs),
-                chunks: self.index.len() as u32,
-                bytes,
-                checksum: format!("xxh3:{checksum:016x}"),
-            },
-            self.written,
-        ))
+        let entry = shard_entry(final_path, &self.info, self.index.len(), bytes, checksum);
+        Ok((entry, self.written))
+    }
+}
+
+/// The manifest entry of the finished shard at `path`.
+fn shard_entry(
+    path: &Path,
+    info: &ShardInfo,
+    chunks: usize,
+    bytes: u64,
+    index_xxh3: u64,
+) -> ShardEntry {
+    ShardEntry {
+        file: file_name(path),
+        samples: info.samples,
+        records: u64::from(info.samples.len()) * u64::from(info.epochs),
+        chunks: chunks as u32,
+        bytes,
+        checksum: crate::shard::checksum_text(index_xxh3),
     }
 }
 
@@ -508,17 +517,14 @@ fn finished_shard(path: &Path, info: &ShardInfo) -> Result<(ShardEntry, QualityS
             "shard does not match the store being resumed",
         ));
     }
-    Ok((
-        ShardEntry {
-            file: file_name(path),
-            samples: info.samples,
-            records: u64::from(info.samples.len()) * u64::from(info.epochs),
-            chunks: shard.footer.index.len() as u32,
-            bytes: shard.bytes.len() as u64,
-            checksum: format!("xxh3:{:016x}", shard.footer.index_xxh3),
-        },
-        shard.quality_sums()?,
-    ))
+    let entry = shard_entry(
+        path,
+        info,
+        shard.footer.index.len(),
+        shard.bytes.len() as u64,
+        shard.footer.index_xxh3,
+    );
+    Ok((entry, shard.quality_sums()?))
 }
 
 /// Names the first manifest field in which a resumed run differs from the original.

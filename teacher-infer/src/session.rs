@@ -5,7 +5,6 @@ use crate::error::InferError;
 use formats::TeacherInfo;
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Where a teacher runs.
@@ -169,10 +168,7 @@ impl TeacherSession {
             )));
         }
         let fixed_batch = (input_shape[0] > 0).then_some(input_shape[0] as usize);
-        let sha256 = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = formats::sha256_hex(&bytes);
         Ok(TeacherSession {
             file: path.to_path_buf(),
             sha256,

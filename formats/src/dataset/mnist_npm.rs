@@ -9,7 +9,7 @@
 
 use super::idx::write_idx;
 use crate::error::FormatError;
-use sha2::{Digest, Sha256};
+use crate::manifest::sha256_hex;
 use std::io::Read;
 use std::path::Path;
 
@@ -36,14 +36,6 @@ pub const FILES: [(&str, &str); 4] = [
         "1dc09ebaaeee3019a0fc294d290041c5510b71c5938151e3583cee3a71ad0285",
     ),
 ];
-
-/// Lower-case hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// Whether `dir` already holds the four IDX files with the expected checksums.
 pub fn is_complete(dir: &Path) -> bool {
