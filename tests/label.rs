@@ -2,105 +2,15 @@
 
 use formats::apply::apply;
 use formats::augment::{Recipe, Sampler};
-use formats::dataset::{self, write_idx};
-use formats::onnx::{Attr, Dim, ElemType, InitData, Initializer, Model, Node, ValueInfo};
+use formats::dataset;
+use formats::onnx::{Attr, InitData, Initializer, Model, Node};
 use label_store::LabelStore;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
+
+mod common;
+use common::*;
 use teacher_infer::{Device, TeacherSession};
-
-const N: usize = 400;
-const SIDE: usize = 12;
-
-/// Ten classes of 12×12 images: class c lights row c and column c, plus noise.
-fn write_data(dir: &Path) {
-    let mut images = Vec::with_capacity(N * SIDE * SIDE);
-    let mut labels = Vec::with_capacity(N);
-    for i in 0..N {
-        let c = (i * 7) % 10;
-        labels.push(c as u8);
-        for y in 0..SIDE {
-            for x in 0..SIDE {
-                let on = y == c || x == c;
-                let noise = ((i * 31 + y * 17 + x * 13) % 50) as u8;
-                images.push(if on { 200 + noise } else { noise });
-            }
-        }
-    }
-    write_idx(
-        &dir.join("train-images-idx3-ubyte"),
-        &dir.join("train-labels-idx1-ubyte"),
-        SIDE as u32,
-        SIDE as u32,
-        &images,
-        &labels,
-    )
-    .unwrap();
-}
-
-/// The teachers' input: `[batch, 1, SIDE, SIDE]` floats named `image`.
-fn image_input() -> ValueInfo {
-    ValueInfo {
-        name: "image".into(),
-        elem: ElemType::Float,
-        dims: vec![
-            Dim::Symbolic("batch".into()),
-            Dim::Fixed(1),
-            Dim::Fixed(SIDE as i64),
-            Dim::Fixed(SIDE as i64),
-        ],
-    }
-}
-
-/// The teachers' output: `[batch, 10]` logits.
-fn logits_output() -> ValueInfo {
-    ValueInfo {
-        name: "logits".into(),
-        elem: ElemType::Float,
-        dims: vec![Dim::Symbolic("batch".into()), Dim::Fixed(10)],
-    }
-}
-
-/// A linear teacher: logits = scale · (flatten(x) · T) + shift, T[k, c] = 1 on class c's cross.
-fn write_teacher(path: &Path, scale: f32, shift: f32) {
-    let d = SIDE * SIDE;
-    let mut w = vec![0f32; d * 10];
-    for c in 0..10 {
-        for y in 0..SIDE {
-            for x in 0..SIDE {
-                if y == c || x == c {
-                    w[(y * SIDE + x) * 10 + c] = scale;
-                }
-            }
-        }
-    }
-    let b: Vec<f32> = (0..10).map(|c| shift + c as f32 * 0.01).collect();
-    let m = Model {
-        graph_name: "linear".into(),
-        producer: "distill-tests".into(),
-        opset: 17,
-        nodes: vec![
-            Node::new("Flatten", "flat", &["image"], &["x"]).attr("axis", Attr::Int(1)),
-            Node::new("MatMul", "mm", &["x", "W"], &["xw"]),
-            Node::new("Add", "add", &["xw", "b"], &["logits"]),
-        ],
-        initializers: vec![
-            Initializer {
-                name: "W".into(),
-                dims: vec![d as i64, 10],
-                data: InitData::Float(w),
-            },
-            Initializer {
-                name: "b".into(),
-                dims: vec![10],
-                data: InitData::Float(b),
-            },
-        ],
-        inputs: vec![image_input()],
-        outputs: vec![logits_output()],
-    };
-    std::fs::write(path, m.to_bytes()).unwrap();
-}
 
 struct Setup {
     _t: tempfile::TempDir,
@@ -129,13 +39,6 @@ fn setup() -> Setup {
     }
 }
 
-fn distill(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_distill"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 /// Runs `distill label` with the test's defaults; a flag in `extra` replaces its default
 /// (`--teacher` adds a teacher).
 fn label(s: &Setup, out: &str, extra: &[&str]) -> Output {
@@ -160,11 +63,6 @@ fn label(s: &Setup, out: &str, extra: &[&str]) -> Output {
     }
     args.extend_from_slice(extra);
     distill(&args)
-}
-
-fn ok(o: &Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 #[test]

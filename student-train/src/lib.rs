@@ -1,10 +1,19 @@
 //! The training stage: trains burn students against a label store, streaming stored soft labels
 //! through crossbeam channels, with the losses of the KD literature.
 //!
-//! It depends on `formats` and `label-store` only, never on `teacher-infer`. Built so far: the
-//! losses and the mlp and lenet5 models; the other families, the loader and the training loop come next (issue 6).
+//! It depends on `formats` and `label-store` only, never on `teacher-infer`.
 
+pub mod checkpoint;
+pub mod device;
+pub mod error;
+pub mod export;
 pub mod loss;
 pub mod models;
+pub mod optim;
+pub mod run;
+pub mod stream;
 
+pub use device::DeviceChoice;
+pub use error::TrainError;
 pub use loss::LossKind;
+pub use run::{EpochMetrics, EvalReport, Evaluator, RunData, TrainConfig, train};

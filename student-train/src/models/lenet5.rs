@@ -24,14 +24,14 @@ pub struct Lenet5Config {
 /// The LeNet-5 network.
 #[derive(Module, Debug)]
 pub struct Lenet5 {
-    conv1: Conv2d,
-    norm1: Norm,
-    conv2: Conv2d,
-    norm2: Norm,
-    pool: MaxPool2d,
-    fc1: Linear,
-    fc2: Linear,
-    fc3: Linear,
+    pub(crate) conv1: Conv2d,
+    pub(crate) norm1: Norm,
+    pub(crate) conv2: Conv2d,
+    pub(crate) norm2: Norm,
+    pub(crate) pool: MaxPool2d,
+    pub(crate) fc1: Linear,
+    pub(crate) fc2: Linear,
+    pub(crate) fc3: Linear,
 }
 
 fn scaled(n: usize, w: f32) -> usize {

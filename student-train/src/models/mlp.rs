@@ -8,6 +8,9 @@ use burn::tensor::{Device, Tensor};
 
 use super::norm::NormKind;
 
+/// Epsilon of the MLP's LayerNorm (burn's default, named so the ONNX export uses the same).
+pub const LAYER_NORM_EPS: f64 = 1e-5;
+
 /// MLP hyper-parameters.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MlpConfig {
@@ -23,10 +26,10 @@ pub struct MlpConfig {
 /// The MLP.
 #[derive(Module, Debug)]
 pub struct Mlp {
-    layers: Vec<Linear>,
-    batch: Vec<BatchNorm>,
-    layer: Vec<LayerNorm>,
-    head: Linear,
+    pub(crate) layers: Vec<Linear>,
+    pub(crate) batch: Vec<BatchNorm>,
+    pub(crate) layer: Vec<LayerNorm>,
+    pub(crate) head: Linear,
 }
 
 impl MlpConfig {
@@ -40,7 +43,11 @@ impl MlpConfig {
             layers.push(LinearConfig::new(d, h).init(device));
             match self.norm {
                 NormKind::Batch => batch.push(BatchNormConfig::new(h).init(device)),
-                NormKind::Layer => layer.push(LayerNormConfig::new(h).init(device)),
+                NormKind::Layer => layer.push(
+                    LayerNormConfig::new(h)
+                        .with_epsilon(LAYER_NORM_EPS)
+                        .init(device),
+                ),
                 NormKind::None => {}
             }
             d = h;

@@ -34,6 +34,115 @@ impl Student {
     }
 }
 
+/// A student architecture as the CLI names it (`mlp`, `lenet5`, `resnet20`, `resnet56`,
+/// `resnet18`), with its width multiplier and normalization, before the input is known.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelSpec {
+    pub family: String,
+    pub width: f32,
+    pub norm: NormKind,
+}
+
+/// The families [`ModelSpec::family`] accepts.
+pub const FAMILIES: &[&str] = &["mlp", "lenet5", "resnet20", "resnet56", "resnet18"];
+
+/// What a student is built for: image channels, height, width, and classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InputShape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub classes: usize,
+}
+
+impl ModelSpec {
+    /// Checks the family name, the width and that the family can take `input`, naming what does
+    /// not fit.
+    pub fn check(&self, input: &InputShape) -> Result<(), String> {
+        if !FAMILIES.contains(&self.family.as_str()) {
+            return Err(format!(
+                "unknown model {:?} (one of {})",
+                self.family,
+                FAMILIES.join(", ")
+            ));
+        }
+        if !(self.width > 0.0 && self.width <= 64.0) {
+            return Err(format!("--width {} must lie in (0, 64]", self.width));
+        }
+        if input.channels == 0 || input.classes < 2 {
+            return Err(format!(
+                "{} channels and {} classes: a classifier needs at least 1 channel and 2 classes",
+                input.channels, input.classes
+            ));
+        }
+        let (h, w) = (input.height, input.width);
+        let fits = match self.family.as_str() {
+            // Two 5×5 convolutions and two 2×2 pools must leave a map of at least 1×1, and the
+            // classifier is sized for square inputs.
+            "lenet5" => h == w && h >= 12,
+            "resnet18" => h >= 32 && w >= 32,
+            _ => h >= 8 && w >= 8,
+        };
+        if !fits {
+            let need = match self.family.as_str() {
+                "lenet5" => "square images of at least 12x12",
+                "resnet18" => "images of at least 32x32",
+                _ => "images of at least 8x8",
+            };
+            return Err(format!(
+                "model {} does not fit {}x{}x{} images: it needs {need}",
+                self.family, input.channels, h, w
+            ));
+        }
+        Ok(())
+    }
+
+    /// Builds the student for `input` on `device` (after [`ModelSpec::check`]).
+    pub fn init(
+        &self,
+        input: &InputShape,
+        device: &burn::tensor::Device,
+    ) -> Result<Student, String> {
+        self.check(input)?;
+        let InputShape {
+            channels, classes, ..
+        } = *input;
+        let (width, norm) = (self.width, self.norm);
+        Ok(match self.family.as_str() {
+            "mlp" => Student::Mlp(
+                MlpConfig {
+                    inputs: channels * input.height * input.width,
+                    classes,
+                    hidden: 256,
+                    depth: 2,
+                    width,
+                    norm,
+                }
+                .init(device),
+            ),
+            "lenet5" => Student::Lenet5(
+                Lenet5Config {
+                    channels,
+                    size: input.height,
+                    classes,
+                    width,
+                    norm,
+                }
+                .init(device),
+            ),
+            "resnet20" => Student::Resnet(
+                ResnetConfig::cifar(20, channels, classes, width, norm).init(device),
+            ),
+            "resnet56" => Student::Resnet(
+                ResnetConfig::cifar(56, channels, classes, width, norm).init(device),
+            ),
+            _ => {
+                Student::Resnet(ResnetConfig::resnet18(channels, classes, width, norm).init(device))
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

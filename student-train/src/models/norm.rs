@@ -31,8 +31,8 @@ impl std::str::FromStr for NormKind {
 /// A normalization layer over `channels` feature maps (or nothing).
 #[derive(Module, Debug)]
 pub struct Norm {
-    batch: Option<BatchNorm>,
-    layer: Option<GroupNorm>,
+    pub(crate) batch: Option<BatchNorm>,
+    pub(crate) layer: Option<GroupNorm>,
 }
 
 impl Norm {

@@ -65,12 +65,12 @@ impl ResnetConfig {
 /// conv 3×3 → norm → ReLU → conv 3×3 → norm, plus the shortcut, then ReLU.
 #[derive(Module, Debug)]
 pub struct BasicBlock {
-    conv1: Conv2d,
-    norm1: Norm,
-    conv2: Conv2d,
-    norm2: Norm,
-    shortcut: Option<Conv2d>,
-    shortcut_norm: Option<Norm>,
+    pub(crate) conv1: Conv2d,
+    pub(crate) norm1: Norm,
+    pub(crate) conv2: Conv2d,
+    pub(crate) norm2: Norm,
+    pub(crate) shortcut: Option<Conv2d>,
+    pub(crate) shortcut_norm: Option<Norm>,
 }
 
 fn conv(cin: usize, cout: usize, k: usize, stride: usize, device: &Device) -> Conv2d {
@@ -109,12 +109,12 @@ impl BasicBlock {
 /// A ResNet.
 #[derive(Module, Debug)]
 pub struct Resnet {
-    stem: Conv2d,
-    stem_norm: Norm,
-    stem_pool: Option<MaxPool2d>,
-    blocks: Vec<BasicBlock>,
-    pool: AdaptiveAvgPool2d,
-    head: Linear,
+    pub(crate) stem: Conv2d,
+    pub(crate) stem_norm: Norm,
+    pub(crate) stem_pool: Option<MaxPool2d>,
+    pub(crate) blocks: Vec<BasicBlock>,
+    pub(crate) pool: AdaptiveAvgPool2d,
+    pub(crate) head: Linear,
 }
 
 impl ResnetConfig {

@@ -1,0 +1,482 @@
+//! `distill train` and `distill eval`: flags to a [`student_train::TrainConfig`], datasets and
+//! stores opened, progress bars, and the printed results.
+
+use anyhow::{Context, Result, bail};
+use formats::dataset::{DataFormat, Dataset};
+use label_store::LabelStore;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use student_train::models::{InputShape, ModelSpec, NormKind};
+use student_train::optim::{OptimConfig, OptimizerKind, Schedule};
+use student_train::run::{EpochMetrics, Progress, student_checkpoint};
+use student_train::{Evaluator, LossKind, RunData, TrainConfig};
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Dataset directory (MNIST IDX, CIFAR binary, npy arrays or image folders).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Dataset format, when detection is not wanted.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Split to train on.
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// Split evaluated after each epoch (test_accuracy); `none` skips evaluation.
+    #[arg(long, default_value = "test")]
+    pub test_split: String,
+    /// Label store of the training split (from `distill label`). Without it only `--loss ce`
+    /// works (hard labels, augmentation sampled live from --aug).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Teacher labels of the test split (`distill label --split test --aug none`): adds
+    /// test_agreement and test_kl to the metrics.
+    #[arg(long)]
+    pub eval_labels: Option<PathBuf>,
+    /// Student architecture: mlp, lenet5, resnet20, resnet56, resnet18. Repeat to train several
+    /// students from one stream (each batch is decoded and augmented once).
+    #[arg(long = "model", required = true)]
+    pub models: Vec<String>,
+    /// Width multiplier of every layer.
+    #[arg(long, default_value_t = 1.0)]
+    pub width: f32,
+    /// Normalization layers: batch, layer or none.
+    #[arg(long, default_value = "batch")]
+    pub norm: String,
+    /// Loss: ce, kd, usi or eskd.
+    #[arg(long, default_value = "kd")]
+    pub loss: String,
+    /// Weight of the distillation term: w of (1 − w)·CE + w·τ²·KL for kd/eskd (default 0.9),
+    /// the KL factor for usi (default 5).
+    #[arg(long)]
+    pub kd_weight: Option<f32>,
+    /// Distillation temperature τ for kd and eskd.
+    #[arg(long, default_value_t = 4.0)]
+    pub temperature: f32,
+    /// usi: drop the cross-entropy term.
+    #[arg(long)]
+    pub kd_only: bool,
+    /// eskd: distil for epochs below this, then train on hard labels.
+    #[arg(long)]
+    pub kd_until_epoch: Option<u32>,
+    /// Optimizer: sgd or adamw.
+    #[arg(long, default_value = "sgd")]
+    pub optimizer: String,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Nesterov momentum.
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Weight decay (L2 for SGD, decoupled for AdamW).
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f32,
+    /// LR schedule: cosine, step or constant.
+    #[arg(long, default_value = "cosine")]
+    pub schedule: String,
+    /// Step schedule: epochs between decays.
+    #[arg(long, default_value_t = 30)]
+    pub lr_step_every: u32,
+    /// Step schedule: decay factor.
+    #[arg(long, default_value_t = 0.1)]
+    pub lr_step_gamma: f64,
+    /// Epochs of linear LR warm-up.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_epochs: f64,
+    /// Clip each parameter's gradient to this L2 norm.
+    #[arg(long)]
+    pub clip_grad_norm: Option<f32>,
+    /// Student epochs (epoch e replays store epoch e mod E).
+    #[arg(long, default_value_t = 10)]
+    pub epochs: u32,
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Seed of initialization and sample order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Per-channel input mean after pixel/255, comma-separated (default 0.5).
+    #[arg(long, value_delimiter = ',')]
+    pub mean: Vec<f32>,
+    /// Per-channel input std, comma-separated (default 0.5).
+    #[arg(long, value_delimiter = ',')]
+    pub std: Vec<f32>,
+    /// Augmentation when training without a store: none, light, usi or a TOML file.
+    #[arg(long, default_value = "none")]
+    pub aug: String,
+    /// Backend: cpu (burn-flex), ndarray, tch:cpu, tch:cuda:N (needs the `tch` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Loader threads (default: the cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Run directory to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// Run directory (of one student).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Evaluate the checkpoint after this many epochs instead of the final student.
+    #[arg(long)]
+    pub epoch: Option<u32>,
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub format: Option<String>,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Teacher labels of the same split made with --aug none: adds agreement and kl.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Backend, as for train.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Opens a dataset split, naming the path on failure.
+pub fn open_data(path: &Path, format: Option<&str>, split: &str) -> Result<Arc<dyn Dataset>> {
+    let format = format.map(str::parse::<DataFormat>).transpose()?;
+    let data = formats::dataset::open(path, format, split)
+        .with_context(|| format!("opening {} (split {split})", path.display()))?;
+    Ok(Arc::from(data))
+}
+
+fn open_store(path: &Path) -> Result<Arc<LabelStore>> {
+    Ok(Arc::new(
+        LabelStore::open(path).with_context(|| format!("opening {}", path.display()))?,
+    ))
+}
+
+fn threads(t: Option<usize>) -> usize {
+    t.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The [`LossKind`] the flags describe.
+pub fn loss_kind(a: &TrainArgs) -> Result<LossKind> {
+    let kd_w = a.kd_weight.unwrap_or(0.9);
+    let loss = match a.loss.as_str() {
+        "ce" => LossKind::Ce,
+        "kd" => LossKind::Kd {
+            weight: kd_w,
+            tau: a.temperature,
+        },
+        "usi" => LossKind::Usi {
+            weight: a.kd_weight.unwrap_or(5.0),
+            kd_only: a.kd_only,
+        },
+        "eskd" => LossKind::Eskd {
+            weight: kd_w,
+            tau: a.temperature,
+            until: a
+                .kd_until_epoch
+                .context("--loss eskd needs --kd-until-epoch")?,
+        },
+        other => bail!("--loss {other:?}: expected ce, kd, usi or eskd"),
+    };
+    if a.kd_only && !matches!(loss, LossKind::Usi { .. }) {
+        bail!("--kd-only applies to --loss usi");
+    }
+    Ok(loss)
+}
+
+/// The full training configuration from the flags and the opened data.
+pub fn train_config(a: &TrainArgs, data: &dyn Dataset) -> Result<TrainConfig> {
+    let norm: NormKind = a.norm.parse().map_err(anyhow::Error::msg)?;
+    let (w, h) = data.dims(0).context("reading the first image's size")?;
+    let c = usize::from(data.channels());
+    let per_channel = |v: &[f32], default: f32| {
+        if v.is_empty() {
+            vec![default; c]
+        } else {
+            v.to_vec()
+        }
+    };
+    let optimizer = match a.optimizer.as_str() {
+        "sgd" => OptimizerKind::Sgd {
+            momentum: a.momentum,
+            nesterov: a.nesterov,
+        },
+        "adamw" => OptimizerKind::Adamw {
+            beta1: 0.9,
+            beta2: 0.999,
+        },
+        other => bail!("--optimizer {other:?}: expected sgd or adamw"),
+    };
+    let schedule = match a.schedule.as_str() {
+        "cosine" => Schedule::Cosine { min_factor: 0.0 },
+        "step" => Schedule::Step {
+            every: a.lr_step_every,
+            gamma: a.lr_step_gamma,
+        },
+        "constant" => Schedule::Constant,
+        other => bail!("--schedule {other:?}: expected cosine, step or constant"),
+    };
+    Ok(TrainConfig {
+        data: a.data.display().to_string(),
+        split: a.split.clone(),
+        labels: a.labels.as_ref().map(|p| p.display().to_string()),
+        eval_labels: a.eval_labels.as_ref().map(|p| p.display().to_string()),
+        models: a
+            .models
+            .iter()
+            .map(|m| ModelSpec {
+                family: m.clone(),
+                width: a.width,
+                norm,
+            })
+            .collect(),
+        input: InputShape {
+            channels: c,
+            height: h as usize,
+            width: w as usize,
+            classes: data.classes() as usize,
+        },
+        loss: loss_kind(a)?,
+        optim: OptimConfig {
+            optimizer,
+            lr: a.lr,
+            weight_decay: a.weight_decay,
+            schedule,
+            warmup_epochs: a.warmup_epochs,
+            clip_grad_norm: a.clip_grad_norm,
+        },
+        epochs: a.epochs,
+        batch: a.batch,
+        seed: a.seed,
+        mean: per_channel(&a.mean, 0.5),
+        std: per_channel(&a.std, 0.5),
+        aug: if a.labels.is_some() {
+            None
+        } else {
+            Some(formats::augment::Recipe::load(&a.aug)?)
+        },
+        device: a.device.parse().map_err(anyhow::Error::msg)?,
+        threads: threads(a.threads),
+    })
+}
+
+/// A progress bar per epoch, and a line of metrics after each.
+pub struct Bars {
+    bar: Option<indicatif::ProgressBar>,
+    hidden: bool,
+    epochs: u32,
+}
+
+impl Bars {
+    /// Bars for a run of `epochs` epochs; `hidden` draws nothing (for --json).
+    pub fn new(hidden: bool, epochs: u32) -> Self {
+        Bars {
+            bar: None,
+            hidden,
+            epochs,
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn epoch_start(&mut self, epoch: u32, steps: usize) {
+        let bar = indicatif::ProgressBar::new(steps as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "epoch {prefix} {bar:30} {pos}/{len} batches  {per_sec}  ETA {eta}  loss {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, self.epochs));
+        if self.hidden {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        self.bar = Some(bar);
+    }
+
+    fn step(&mut self, loss: f64) {
+        if let Some(b) = &self.bar {
+            b.inc(1);
+            b.set_message(format!("{loss:.4}"));
+        }
+    }
+
+    fn epoch_end(&mut self, metrics: &[EpochMetrics]) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        if self.hidden {
+            return;
+        }
+        for m in metrics {
+            let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
+            eprintln!(
+                "epoch {:>3}  loss {:.4}  lr {:.4}  {:>7.0} img/s  loader wait {:>5.1}%  test acc {}  agreement {}  kl {}",
+                m.epoch + 1,
+                m.train_loss,
+                m.lr,
+                m.images_per_sec,
+                100.0 * m.loader_wait_fraction,
+                pct(m.test_accuracy),
+                pct(m.test_agreement),
+                m.test_kl.map_or("-".into(), |v| format!("{v:.4}")),
+            );
+        }
+    }
+}
+
+/// `distill train`.
+pub fn train(a: TrainArgs) -> Result<ExitCode> {
+    let train_data = open_data(&a.data, a.format.as_deref(), &a.split)?;
+    let cfg = train_config(&a, train_data.as_ref())?;
+    let test = match a.test_split.as_str() {
+        "none" => None,
+        split => Some(open_data(&a.data, a.format.as_deref(), split)?),
+    };
+    let data = RunData {
+        train: train_data,
+        labels: a.labels.as_deref().map(open_store).transpose()?,
+        test,
+        eval_labels: a.eval_labels.as_deref().map(open_store).transpose()?,
+    };
+    let mut bars = Bars::new(a.json, a.epochs);
+    let summary = student_train::train(&cfg, &data, &a.out, a.resume, &mut bars)
+        .with_context(|| format!("training into {}", a.out.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        for s in &summary.students {
+            let acc = s
+                .last
+                .as_ref()
+                .and_then(|m| m.test_accuracy)
+                .map_or("n/a".into(), |v| format!("{:.2}%", 100.0 * v));
+            println!(
+                "trained {} ({} epochs) in {:.1}s: test accuracy {acc}; student in {}",
+                s.model.family,
+                cfg.epochs,
+                summary.seconds,
+                s.dir.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `distill eval`.
+pub fn eval(a: EvalArgs) -> Result<ExitCode> {
+    let ck = student_checkpoint(&a.run, a.epoch)?;
+    let data = open_data(&a.data, a.format.as_deref(), &a.split)?;
+    let input = ck.meta.input;
+    let want = (input.channels, input.classes);
+    let got = (usize::from(data.channels()), data.classes() as usize);
+    if want != got {
+        bail!(
+            "{}: the student takes {} channels and predicts {} classes; {} (split {}) has {} and {}",
+            ck.path.display(),
+            want.0,
+            want.1,
+            a.data.display(),
+            a.split,
+            got.0,
+            got.1
+        );
+    }
+    let device: student_train::DeviceChoice = a.device.parse().map_err(anyhow::Error::msg)?;
+    let device = device.inference().map_err(anyhow::Error::msg)?;
+    let model = ck.student(&device)?;
+    let labels = a.labels.as_deref().map(open_store).transpose()?;
+    let ev = Evaluator::new(
+        data,
+        labels,
+        (input.width as u32, input.height as u32),
+        &ck.meta.mean,
+        &ck.meta.std,
+        a.batch,
+        threads(None),
+    )?;
+    let r = ev.evaluate(&model, &device)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!(
+            "{}: accuracy {:.2}% on {} samples",
+            ck.path.display(),
+            100.0 * r.accuracy,
+            r.samples
+        );
+        if let (Some(ag), Some(kl)) = (r.agreement, r.kl) {
+            print!(
+                ", top-1 agreement {:.2}%, KL(teacher ‖ student) {kl:.4} nats",
+                100.0 * ag
+            );
+        }
+        println!();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// Run directory (of one student).
+    pub run: PathBuf,
+    /// ONNX file to write.
+    #[arg(long)]
+    pub onnx: PathBuf,
+    /// Export the checkpoint after this many epochs (e.g. an early-stopped teacher) instead of
+    /// the final student.
+    #[arg(long)]
+    pub epoch: Option<u32>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `distill export`.
+pub fn export(a: ExportArgs) -> Result<ExitCode> {
+    let ck = student_checkpoint(&a.run, a.epoch)?;
+    let device = student_train::DeviceChoice::Cpu
+        .inference()
+        .map_err(anyhow::Error::msg)?;
+    let model = ck.student(&device)?;
+    let bytes = student_train::export::to_onnx(&model, &ck.meta)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("exporting {}", ck.path.display()))?;
+    student_train::checkpoint::write_atomic(&a.onnx, &bytes, |p| std::fs::File::create(p))?;
+    let i = ck.meta.input;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "onnx": a.onnx, "checkpoint": ck.path, "epochs_done": ck.meta.epochs_done,
+                "model": ck.meta.model, "input": [i.channels, i.height, i.width],
+                "classes": i.classes, "bytes": bytes.len(),
+            })
+        );
+    } else {
+        println!(
+            "exported {} ({} after {} epochs) to {}: input [batch, {}, {}, {}] pixels in [0, 1], output [batch, {}] logits, opset 17, {} bytes",
+            ck.meta.model.family,
+            ck.path.display(),
+            ck.meta.epochs_done,
+            a.onnx.display(),
+            i.channels,
+            i.height,
+            i.width,
+            i.classes,
+            bytes.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,204 @@
+//! Checkpoint files: a student's parameters and optimizer state after an epoch, in one
+//! checksummed container written atomically.
+//!
+//! Layout (little-endian): magic `DSTLCKPT`, version u32, meta length u32, model length u64,
+//! optimizer length u64, xxh3-64 of everything after this 40-byte header, then the meta JSON,
+//! the model's burnpack bytes and the optimizer's burnpack bytes. The file is written to a
+//! temporary name, synced and renamed, so a crash or a full disk leaves the previous checkpoint
+//! as it was and never a half-written file under a checkpoint's name.
+
+use crate::error::TrainError;
+use crate::models::{InputShape, ModelSpec, Student};
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use xxhash_rust::xxh3::xxh3_64;
+
+const MAGIC: &[u8; 8] = b"DSTLCKPT";
+const VERSION: u32 = 1;
+const HEADER: usize = 40;
+
+/// What a checkpoint says about itself.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CheckpointMeta {
+    /// Epochs completed when it was written.
+    pub epochs_done: u32,
+    pub model: ModelSpec,
+    pub input: InputShape,
+    /// Per-channel normalization the student was trained with (kept inside exported graphs).
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+/// A checkpoint read back from disk.
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub meta: CheckpointMeta,
+    model: Vec<u8>,
+    optim: Vec<u8>,
+}
+
+/// The file name of the checkpoint after `epochs_done` epochs.
+pub fn file_name(epochs_done: u32) -> String {
+    format!("epoch-{epochs_done:04}.ckpt")
+}
+
+/// Serializes `model` (and `optim` when given) after `meta.epochs_done` epochs into `path`.
+pub fn save(
+    path: &Path,
+    meta: &CheckpointMeta,
+    model: &Student,
+    optim: Option<&ModuleOptimizer>,
+) -> Result<(), TrainError> {
+    let what = |e: burn::store::RecordError| TrainError::corrupt(path, e.to_string());
+    // burn folds BatchNorm running statistics in lazily (per thread) and a module's record
+    // reads them unsynchronized; `valid()` synchronizes them first, so the checkpoint holds
+    // what inference uses.
+    let model_bytes = model.valid().into_record().into_bytes().map_err(what)?;
+    let optim_bytes = match optim {
+        Some(o) => Some(o.into_bytes().map_err(what)?),
+        None => None,
+    };
+    let meta_json = serde_json::to_vec(meta).expect("checkpoint meta serializes");
+    let bytes = encode(
+        &meta_json,
+        &model_bytes,
+        optim_bytes.as_deref().unwrap_or(&[]),
+    );
+    write_atomic(path, &bytes, |p| File::create(p))
+}
+
+fn encode(meta: &[u8], model: &[u8], optim: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(meta.len() + model.len() + optim.len());
+    body.extend_from_slice(meta);
+    body.extend_from_slice(model);
+    body.extend_from_slice(optim);
+    let mut out = Vec::with_capacity(HEADER + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(model.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(optim.len() as u64).to_le_bytes());
+    out.extend_from_slice(&xxh3_64(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Writes `bytes` to a temporary file beside `path` (opened by `create`), syncs it and renames
+/// it over `path`. On any failure the temporary file is removed and `path` is untouched.
+pub fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+    create: impl Fn(&Path) -> std::io::Result<File>,
+) -> Result<(), TrainError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let written = (|| {
+        let mut f = create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(TrainError::Io {
+            file: path.to_path_buf(),
+            source: e,
+        });
+    }
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        TrainError::Io {
+            file: path.to_path_buf(),
+            source: e,
+        }
+    })?;
+    // Make the rename itself durable.
+    if let Some(dir) = path.parent()
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+impl Checkpoint {
+    /// Reads and checks the checkpoint at `path` (magic, version, lengths, checksum, meta).
+    pub fn read(path: &Path) -> Result<Self, TrainError> {
+        let bytes = fs::read(path).map_err(TrainError::io(path))?;
+        let bad = |what: String| TrainError::corrupt(path, what);
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+            return Err(bad(
+                "not a distill checkpoint (bad magic or too short)".into()
+            ));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
+        let version = u32_at(8);
+        if version != VERSION {
+            return Err(bad(format!(
+                "checkpoint version {version}, this build reads {VERSION}"
+            )));
+        }
+        let (m, model, optim) = (u32_at(12) as u64, u64_at(16), u64_at(24));
+        let body = &bytes[HEADER..];
+        let want = m.checked_add(model).and_then(|s| s.checked_add(optim));
+        if want != Some(body.len() as u64) {
+            return Err(bad(format!(
+                "truncated or padded: header promises {} body bytes, file has {}",
+                want.map_or("too many".into(), |w| w.to_string()),
+                body.len()
+            )));
+        }
+        if xxh3_64(body) != u64_at(32) {
+            return Err(bad("checksum mismatch: the checkpoint is corrupt".into()));
+        }
+        let (m, model) = (m as usize, model as usize);
+        let meta: CheckpointMeta =
+            serde_json::from_slice(&body[..m]).map_err(|e| bad(format!("meta: {e}")))?;
+        Ok(Checkpoint {
+            path: path.to_path_buf(),
+            meta,
+            model: body[m..m + model].to_vec(),
+            optim: body[m + model..].to_vec(),
+        })
+    }
+
+    /// Whether it holds optimizer state (training checkpoints do; final students do not).
+    pub fn has_optimizer(&self) -> bool {
+        !self.optim.is_empty()
+    }
+
+    /// Builds the student it holds on `device`.
+    pub fn student(&self, device: &Device) -> Result<Student, TrainError> {
+        let model = self
+            .meta
+            .model
+            .init(&self.meta.input, device)
+            .map_err(|e| TrainError::corrupt(&self.path, e))?;
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(self.model.clone()))
+            .map_err(|e| TrainError::corrupt(&self.path, format!("model: {e}")))?;
+        model
+            .try_load_record(record)
+            .map_err(|e| TrainError::corrupt(&self.path, format!("model: {e}")))
+    }
+
+    /// Restores the optimizer state it holds into `optim`.
+    pub fn optimizer(&self, optim: ModuleOptimizer) -> Result<ModuleOptimizer, TrainError> {
+        if self.optim.is_empty() {
+            return Err(TrainError::corrupt(
+                &self.path,
+                "holds no optimizer state (a final student, not a training checkpoint)",
+            ));
+        }
+        optim
+            .from_bytes(Bytes::from_bytes_vec(self.optim.clone()))
+            .map_err(|e| TrainError::corrupt(&self.path, format!("optimizer: {e}")))
+    }
+}

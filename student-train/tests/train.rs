@@ -1,0 +1,455 @@
+//! The training stage on a small learnable dataset with a label store written here: the loader's
+//! pixels against `apply`, a short run above an accuracy floor, resume, several students from
+//! one stream, and the bad inputs of issue 6.
+
+use formats::apply::apply;
+use formats::augment::{CropConfig, MixConfig, MixedLabel, Recipe, Sampler};
+use formats::dataset::{self, Dataset, write_npy};
+use formats::manifest::{FORMAT_NAME, FORMAT_VERSION, Quality};
+use formats::{Manifest, Record, SampleRange, SoftLabel, ValueCodec};
+use label_store::LabelStore;
+use label_store::writer::{OpenMode, RecordQuality, StoreWriter};
+use std::path::Path;
+use std::sync::Arc;
+use student_train::checkpoint;
+use student_train::models::{InputShape, ModelSpec, NormKind};
+use student_train::optim::{OptimConfig, OptimizerKind, Schedule};
+use student_train::run::{Quiet, load_metrics};
+use student_train::stream::{Labels, Stream, StreamConfig, normalize};
+use student_train::{DeviceChoice, LossKind, RunData, TrainConfig, TrainError, train};
+
+const SIDE: usize = 16;
+const CLASSES: usize = 4;
+
+/// Four classes of 16×16 images: class c lights horizontal band c (flip-invariant), plus noise.
+fn write_split(dir: &Path, split: &str, n: usize, salt: usize) {
+    let mut images = Vec::with_capacity(n * SIDE * SIDE);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let c = (i * 3 + salt) % CLASSES;
+        labels.push(c as u8);
+        for y in 0..SIDE {
+            for x in 0..SIDE {
+                let band = y / (SIDE / CLASSES);
+                let noise = ((i * 31 + y * 17 + x * 13 + salt) % 90) as u8;
+                images.push(if band == c { 150 + noise } else { noise });
+            }
+        }
+    }
+    write_npy(
+        &dir.join(format!("{split}_images.npy")),
+        "|u1",
+        &[n, SIDE, SIDE],
+        &images,
+    )
+    .unwrap();
+    write_npy(
+        &dir.join(format!("{split}_labels.npy")),
+        "|u1",
+        &[n],
+        &labels,
+    )
+    .unwrap();
+}
+
+/// Mild crops (the bands stay in place), flips, and mixup/cutmix on most records.
+fn recipe() -> Recipe {
+    Recipe {
+        name: "test-mix".into(),
+        crop: Some(CropConfig {
+            scale: [0.6, 1.0],
+            ratio: [0.8, 1.25],
+        }),
+        flip: 0.5,
+        cutout: None,
+        mix: Some(MixConfig {
+            prob: 0.8,
+            switch_prob: 0.5,
+            mixup_alpha: 0.8,
+            cutmix_alpha: 1.0,
+            partner_block: None,
+        }),
+    }
+}
+
+fn open(dir: &Path, split: &str) -> Arc<dyn Dataset> {
+    Arc::from(dataset::open(dir, None, split).unwrap())
+}
+
+/// A store of `data` as a good teacher would label it: logit 5 on the (mixed) true classes.
+fn write_store(dir: &Path, data: &dyn Dataset, epochs: u32, recipe: &Recipe, seed: u64) {
+    let n = data.len();
+    let mut extra = serde_json::Map::new();
+    extra.insert(
+        "teacher_input".into(),
+        serde_json::json!({"width": SIDE, "height": SIDE}),
+    );
+    let draft = Manifest {
+        format: FORMAT_NAME.into(),
+        format_version: FORMAT_VERSION,
+        creator: "student-train tests".into(),
+        created: formats::manifest::now_rfc3339(),
+        teachers: vec![],
+        dataset: data.fingerprint().clone(),
+        recipe: serde_json::to_value(recipe).unwrap(),
+        seed,
+        epochs,
+        classes: CLASSES as u32,
+        k: 3,
+        codec: ValueCodec::Q8,
+        chunk_records: 64,
+        samples: SampleRange { start: 0, end: n },
+        shards: vec![],
+        quality: Quality::default(),
+        extra,
+    };
+    let sampler = Sampler::new(recipe, seed, n, SIDE as u32, SIDE as u32).unwrap();
+    let mut w = StoreWriter::open(dir, draft, OpenMode::Create, 3).unwrap();
+    for e in 0..epochs {
+        for s in 0..n {
+            let aug = sampler.sample(e, s, &|i| data.dims(i)).unwrap();
+            let label = data.label(s);
+            let partner = aug.mix.as_ref().map_or(label, |m| data.label(m.partner));
+            let mixed = MixedLabel::new(&aug, label, partner, SIDE as u32, SIDE as u32);
+            let mut dense = vec![0f32; CLASSES];
+            mixed.dense_into(&mut dense);
+            let logits: Vec<f32> = dense
+                .iter()
+                .enumerate()
+                .map(|(c, p)| 5.0 * p + 0.1 * ((s as usize + c) % 3) as f32)
+                .collect();
+            let rec = Record {
+                aug,
+                label: SoftLabel::from_logits(&logits, 3).unwrap(),
+            };
+            w.append(e, s, &rec, &RecordQuality::default()).unwrap();
+        }
+    }
+    w.finish().unwrap();
+}
+
+struct Setup {
+    _t: tempfile::TempDir,
+    root: std::path::PathBuf,
+    data: std::path::PathBuf,
+}
+
+fn setup() -> Setup {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().to_path_buf();
+    let data = root.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_split(&data, "train", 384, 0);
+    write_split(&data, "test", 96, 1);
+    let train_data = open(&data, "train");
+    write_store(&root.join("store"), train_data.as_ref(), 2, &recipe(), 11);
+    let test_data = open(&data, "test");
+    write_store(
+        &root.join("test-store"),
+        test_data.as_ref(),
+        1,
+        &Recipe::none(),
+        0,
+    );
+    Setup { _t: t, root, data }
+}
+
+fn config(loss: LossKind, epochs: u32) -> TrainConfig {
+    TrainConfig {
+        data: "data".into(),
+        split: "train".into(),
+        labels: Some("store".into()),
+        eval_labels: Some("test-store".into()),
+        models: vec![ModelSpec {
+            family: "lenet5".into(),
+            width: 1.0,
+            norm: NormKind::Batch,
+        }],
+        input: InputShape {
+            channels: 1,
+            height: SIDE,
+            width: SIDE,
+            classes: CLASSES,
+        },
+        loss,
+        optim: OptimConfig {
+            optimizer: OptimizerKind::Sgd {
+                momentum: 0.9,
+                nesterov: false,
+            },
+            lr: 0.05,
+            weight_decay: 5e-4,
+            schedule: Schedule::Cosine { min_factor: 0.0 },
+            warmup_epochs: 0.0,
+            clip_grad_norm: None,
+        },
+        epochs,
+        batch: 32,
+        seed: 3,
+        mean: vec![0.5],
+        std: vec![0.5],
+        aug: None,
+        device: DeviceChoice::Cpu,
+        threads: 2,
+    }
+}
+
+fn run_data(s: &Setup) -> RunData {
+    RunData {
+        train: open(&s.data, "train"),
+        labels: Some(Arc::new(LabelStore::open(&s.root.join("store")).unwrap())),
+        test: Some(open(&s.data, "test")),
+        eval_labels: Some(Arc::new(
+            LabelStore::open(&s.root.join("test-store")).unwrap(),
+        )),
+    }
+}
+
+const KD: LossKind = LossKind::Kd {
+    weight: 0.9,
+    tau: 4.0,
+};
+
+#[test]
+fn the_loader_feeds_exactly_the_pixels_and_labels_the_store_describes() {
+    let s = setup();
+    let data = open(&s.data, "train");
+    let store = Arc::new(LabelStore::open(&s.root.join("store")).unwrap());
+    let (mean, std) = (vec![0.25f32], vec![0.5f32]);
+    let stream = Arc::new(
+        Stream::new(
+            Arc::clone(&data),
+            Labels::Store(Arc::clone(&store)),
+            StreamConfig {
+                batch: 50,
+                threads: 2,
+                capacity: 2,
+                seed: 9,
+                mean: mean.clone(),
+                std: std.clone(),
+                size: (SIDE as u32, SIDE as u32),
+                shuffle: true,
+            },
+        )
+        .unwrap(),
+    );
+    // Student epoch 3 replays store epoch 3 mod 2 = 1, in its own order.
+    assert_eq!(stream.store_epoch(3), Some(1));
+    assert_ne!(stream.order(3), stream.order(1));
+    let decoded = Arc::new(store.decode_epoch(1).unwrap());
+    let (mut seen, mut mixed) = (vec![false; data.len() as usize], 0);
+    let per = SIDE * SIDE;
+    for batch in stream.epoch(3, Some(decoded), Some(2.0)).unwrap() {
+        let b = batch.unwrap();
+        let teacher = b.teacher.as_ref().unwrap();
+        for (i, &smp) in b.samples.iter().enumerate() {
+            assert!(!seen[smp as usize], "sample {smp} twice");
+            seen[smp as usize] = true;
+            let rec = store.get(1, smp).unwrap();
+            let primary = data.image(smp).unwrap();
+            let partner = rec.aug.mix.as_ref().map(|m| data.image(m.partner).unwrap());
+            mixed += usize::from(partner.is_some());
+            let mut want = vec![0f32; per];
+            apply(&rec.aug, &primary, partner.as_ref(), 16, 16, &mut want).unwrap();
+            normalize(&mut want, 1, &mean, &std);
+            let got = &b.inputs[i * per..(i + 1) * per];
+            assert!(
+                want.iter()
+                    .zip(got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "sample {smp}: pixels differ from apply"
+            );
+            let mut p = vec![0f32; CLASSES];
+            rec.label.dense_into(2.0, &mut p);
+            assert_eq!(&teacher[i * CLASSES..(i + 1) * CLASSES], &p[..]);
+            let pl = rec.aug.mix.as_ref().map_or(0, |m| data.label(m.partner));
+            let mut h = vec![0f32; CLASSES];
+            MixedLabel::new(&rec.aug, data.label(smp), pl, 16, 16).dense_into(&mut h);
+            assert_eq!(&b.hard[i * CLASSES..(i + 1) * CLASSES], &h[..]);
+        }
+    }
+    assert!(seen.iter().all(|&v| v), "every sample once per epoch");
+    assert!(mixed > 200, "the recipe mixes most records ({mixed})");
+}
+
+#[test]
+fn a_short_kd_run_learns_and_resume_continues_the_same_metrics() {
+    let s = setup();
+    let run = s.root.join("run");
+    let cfg = config(KD, 3);
+    let summary = train(&cfg, &run_data(&s), &run, false, &mut Quiet).unwrap();
+    let first = load_metrics(&run).unwrap();
+    assert_eq!(first.len(), 3);
+    let last = summary.students[0].last.clone().unwrap();
+    assert!(last.test_accuracy.unwrap() >= 0.9, "{last:?}");
+    assert!(last.test_agreement.unwrap() >= 0.9, "{last:?}");
+    assert!(last.test_kl.unwrap() < 0.5, "{last:?}");
+    assert!((0.0..=1.0).contains(&last.loader_wait_fraction));
+    assert_eq!(first[2].store_epoch, Some(0));
+
+    // A crash after epoch 3's metrics line but before its checkpoint: resume drops the line,
+    // re-trains epoch 3 from the epoch-2 checkpoint and gets the same numbers.
+    std::fs::remove_file(run.join("checkpoints").join(checkpoint::file_name(3))).unwrap();
+    std::fs::remove_file(run.join("student.ckpt")).unwrap();
+    let again = train(&cfg, &run_data(&s), &run, true, &mut Quiet).unwrap();
+    assert_eq!(again.resumed_from_epoch, 2);
+    let second = load_metrics(&run).unwrap();
+    assert_eq!(second.len(), 3);
+    for (a, b) in first.iter().zip(&second) {
+        assert_eq!(a.epoch, b.epoch);
+        assert_eq!(a.train_loss, b.train_loss, "epoch {}", a.epoch);
+        assert_eq!(a.test_accuracy, b.test_accuracy, "epoch {}", a.epoch);
+        assert_eq!(a.test_kl, b.test_kl, "epoch {}", a.epoch);
+        assert_eq!(a.lr, b.lr);
+    }
+
+    // Without --resume an existing run is refused; with changed settings resume is refused.
+    let e = train(&cfg, &run_data(&s), &run, false, &mut Quiet).unwrap_err();
+    assert!(e.to_string().contains("--resume"), "{e}");
+    let mut other = cfg.clone();
+    other.batch = 64;
+    let e = train(&other, &run_data(&s), &run, true, &mut Quiet).unwrap_err();
+    assert!(e.to_string().contains("\"batch\""), "{e}");
+
+    // A corrupt checkpoint is named on resume.
+    let ck = run.join("checkpoints").join(checkpoint::file_name(3));
+    let mut bytes = std::fs::read(&ck).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&ck, bytes).unwrap();
+    let mut longer = cfg.clone();
+    longer.epochs = 4;
+    let e = train(&longer, &run_data(&s), &run, true, &mut Quiet).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("epoch-0003.ckpt") && msg.contains("checksum"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn several_students_train_from_one_stream() {
+    let s = setup();
+    let run = s.root.join("multi");
+    let mut cfg = config(
+        LossKind::Usi {
+            weight: 5.0,
+            kd_only: false,
+        },
+        1,
+    );
+    cfg.models.push(ModelSpec {
+        family: "mlp".into(),
+        width: 0.5,
+        norm: NormKind::Layer,
+    });
+    let summary = train(&cfg, &run_data(&s), &run, false, &mut Quiet).unwrap();
+    assert_eq!(summary.students.len(), 2);
+    for st in &summary.students {
+        let m = load_metrics(&st.dir).unwrap();
+        assert_eq!(m.len(), 1);
+        assert!(m[0].train_loss.is_finite());
+        assert!(st.dir.join("student.ckpt").exists());
+    }
+    assert_ne!(summary.students[0].dir, summary.students[1].dir);
+}
+
+#[test]
+fn hard_label_training_without_a_store_learns() {
+    let s = setup();
+    let mut cfg = config(LossKind::Ce, 2);
+    cfg.labels = None;
+    cfg.eval_labels = None;
+    cfg.aug = Some(Recipe {
+        mix: None,
+        ..recipe()
+    });
+    let mut data = run_data(&s);
+    data.labels = None;
+    data.eval_labels = None;
+    let summary = train(&cfg, &data, &s.root.join("ce"), false, &mut Quiet).unwrap();
+    let last = summary.students[0].last.clone().unwrap();
+    assert!(last.test_accuracy.unwrap() >= 0.9, "{last:?}");
+    assert!(last.test_agreement.is_none());
+    // A KD loss without a store is refused with the flag to add.
+    cfg.loss = KD;
+    let e = train(&cfg, &data, &s.root.join("kd"), false, &mut Quiet).unwrap_err();
+    assert!(e.to_string().contains("--labels"), "{e}");
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let s = setup();
+    // The test split's store used as the training split's labels: the fingerprint names split.
+    let mut data = run_data(&s);
+    data.labels = Some(Arc::new(
+        LabelStore::open(&s.root.join("test-store")).unwrap(),
+    ));
+    let e = train(&config(KD, 1), &data, &s.root.join("a"), false, &mut Quiet).unwrap_err();
+    assert!(matches!(e, TrainError::Mismatch(_)), "{e}");
+    assert!(e.to_string().contains("split"), "{e}");
+
+    // Out-of-range hyper-parameters name their flag.
+    for (loss, flag) in [
+        (
+            LossKind::Kd {
+                weight: 0.9,
+                tau: 0.0,
+            },
+            "--temperature",
+        ),
+        (
+            LossKind::Kd {
+                weight: 1.5,
+                tau: 4.0,
+            },
+            "--kd-weight",
+        ),
+        (
+            LossKind::Usi {
+                weight: -1.0,
+                kd_only: false,
+            },
+            "--kd-weight",
+        ),
+    ] {
+        let e = train(
+            &config(loss, 1),
+            &run_data(&s),
+            &s.root.join("b"),
+            false,
+            &mut Quiet,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains(flag), "{e}");
+    }
+
+    // A model that cannot take the images.
+    let mut cfg = config(KD, 1);
+    cfg.input.height = 8;
+    cfg.input.width = 8;
+    let e = train(&cfg, &run_data(&s), &s.root.join("c"), false, &mut Quiet).unwrap_err();
+    assert!(e.to_string().contains("8x8"), "{e}");
+
+    // A run configured for other data.
+    let mut cfg = config(KD, 1);
+    cfg.input.classes = 10;
+    let e = train(&cfg, &run_data(&s), &s.root.join("d"), false, &mut Quiet).unwrap_err();
+    assert!(e.to_string().contains("classes"), "{e}");
+}
+
+#[test]
+fn a_full_disk_leaves_the_previous_checkpoint_usable() {
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("epoch-0001.ckpt");
+    checkpoint::write_atomic(&path, b"previous", |p| std::fs::File::create(p)).unwrap();
+    // /dev/full fails every write with ENOSPC, as a full disk does.
+    let e = checkpoint::write_atomic(&path, &vec![7u8; 1 << 16], |_| {
+        std::fs::OpenOptions::new().write(true).open("/dev/full")
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("epoch-0001.ckpt"), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"previous");
+    let leftovers: Vec<_> = std::fs::read_dir(t.path()).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+}

@@ -1,0 +1,119 @@
+//! Helpers shared by the end-to-end tests: small IDX datasets, linear ONNX teachers, and
+//! running the `distill` binary.
+#![allow(dead_code)]
+
+use formats::dataset::write_idx;
+use formats::onnx::{Attr, Dim, ElemType, InitData, Initializer, Model, Node, ValueInfo};
+use std::path::Path;
+use std::process::{Command, Output};
+
+pub const N: usize = 400;
+pub const SIDE: usize = 12;
+
+/// Ten classes of 12×12 images: class c lights row c and column c, plus noise.
+pub fn write_data(dir: &Path) {
+    write_split(dir, "train", N, 0);
+}
+
+/// `n` images of split `split` (`train` or `test`); `salt` varies the noise.
+pub fn write_split(dir: &Path, split: &str, n: usize, salt: usize) {
+    let prefix = if split == "test" { "t10k" } else { "train" };
+    let mut images = Vec::with_capacity(n * SIDE * SIDE);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let c = (i * 7 + salt) % 10;
+        labels.push(c as u8);
+        for y in 0..SIDE {
+            for x in 0..SIDE {
+                let on = y == c || x == c;
+                let noise = ((i * 31 + y * 17 + x * 13 + salt * 5) % 50) as u8;
+                images.push(if on { 200 + noise } else { noise });
+            }
+        }
+    }
+    write_idx(
+        &dir.join(format!("{prefix}-images-idx3-ubyte")),
+        &dir.join(format!("{prefix}-labels-idx1-ubyte")),
+        SIDE as u32,
+        SIDE as u32,
+        &images,
+        &labels,
+    )
+    .unwrap();
+}
+
+/// The teachers' input: `[batch, 1, SIDE, SIDE]` floats named `image`.
+pub fn image_input() -> ValueInfo {
+    ValueInfo {
+        name: "image".into(),
+        elem: ElemType::Float,
+        dims: vec![
+            Dim::Symbolic("batch".into()),
+            Dim::Fixed(1),
+            Dim::Fixed(SIDE as i64),
+            Dim::Fixed(SIDE as i64),
+        ],
+    }
+}
+
+/// The teachers' output: `[batch, 10]` logits.
+pub fn logits_output() -> ValueInfo {
+    ValueInfo {
+        name: "logits".into(),
+        elem: ElemType::Float,
+        dims: vec![Dim::Symbolic("batch".into()), Dim::Fixed(10)],
+    }
+}
+
+/// A linear teacher: logits = scale · (flatten(x) · T) + shift, T[k, c] = 1 on class c's cross.
+pub fn write_teacher(path: &Path, scale: f32, shift: f32) {
+    let d = SIDE * SIDE;
+    let mut w = vec![0f32; d * 10];
+    for c in 0..10 {
+        for y in 0..SIDE {
+            for x in 0..SIDE {
+                if y == c || x == c {
+                    w[(y * SIDE + x) * 10 + c] = scale;
+                }
+            }
+        }
+    }
+    let b: Vec<f32> = (0..10).map(|c| shift + c as f32 * 0.01).collect();
+    let m = Model {
+        graph_name: "linear".into(),
+        producer: "distill-tests".into(),
+        opset: 17,
+        nodes: vec![
+            Node::new("Flatten", "flat", &["image"], &["x"]).attr("axis", Attr::Int(1)),
+            Node::new("MatMul", "mm", &["x", "W"], &["xw"]),
+            Node::new("Add", "add", &["xw", "b"], &["logits"]),
+        ],
+        initializers: vec![
+            Initializer {
+                name: "W".into(),
+                dims: vec![d as i64, 10],
+                data: InitData::Float(w),
+            },
+            Initializer {
+                name: "b".into(),
+                dims: vec![10],
+                data: InitData::Float(b),
+            },
+        ],
+        inputs: vec![image_input()],
+        outputs: vec![logits_output()],
+    };
+    std::fs::write(path, m.to_bytes()).unwrap();
+}
+
+pub fn distill(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+pub fn ok(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}

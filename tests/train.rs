@@ -1,0 +1,299 @@
+//! `distill train`, `eval` and `export` end to end: a linear ONNX teacher labels a small IDX
+//! dataset, two students train from the one store at once (separate processes sharing the mmap),
+//! eval reports the fidelity metrics, and every model family exports to ONNX that ONNX Runtime
+//! runs to the burn forward pass's logits.
+
+use burn::module::Module;
+use burn::tensor::{Tensor, TensorData};
+use std::path::PathBuf;
+use std::process::Command;
+use student_train::checkpoint::{self, CheckpointMeta};
+use student_train::models::{InputShape, ModelSpec, NormKind};
+use teacher_infer::{Device, TeacherSession};
+
+mod common;
+use common::*;
+
+struct Setup {
+    _t: tempfile::TempDir,
+    root: PathBuf,
+    data: PathBuf,
+}
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Data (400 train, 100 test), a teacher, and its train (2 augmented epochs) and test (no aug)
+/// stores.
+fn setup() -> Setup {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().to_path_buf();
+    let data = root.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_data(&data);
+    write_split(&data, "test", 100, 3);
+    let teacher = root.join("teacher.onnx");
+    write_teacher(&teacher, 0.05, 0.0);
+    // Crops that keep most of the cross, and mixup on half the records (flips would move the
+    // cross's column to another class).
+    let recipe = root.join("mild.toml");
+    std::fs::write(
+        &recipe,
+        "name = \"mild\"\n[crop]\nscale = [0.7, 1.0]\nratio = [0.8, 1.25]\n\
+         [mix]\nprob = 0.5\nswitch_prob = 0.0\nmixup_alpha = 0.4\ncutmix_alpha = 0.0\n",
+    )
+    .unwrap();
+    for (split, aug, out, epochs) in [
+        ("train", path(&recipe), "store", "2"),
+        ("test", "none", "test-store", "1"),
+    ] {
+        ok(&distill(&[
+            "label",
+            "--json",
+            "--teacher",
+            path(&teacher),
+            "--data",
+            path(&data),
+            "--split",
+            split,
+            "--aug",
+            aug,
+            "--epochs",
+            epochs,
+            "--topk",
+            "5",
+            "--out",
+            path(&root.join(out)),
+            "--mean",
+            "0.5",
+            "--std",
+            "0.25",
+        ]));
+    }
+    Setup { _t: t, root, data }
+}
+
+fn train_args(s: &Setup, out: &str) -> Vec<String> {
+    [
+        "train",
+        "--json",
+        "--data",
+        path(&s.data),
+        "--labels",
+        path(&s.root.join("store")),
+        "--eval-labels",
+        path(&s.root.join("test-store")),
+        "--model",
+        "lenet5",
+        "--loss",
+        "kd",
+        "--epochs",
+        "6",
+        "--batch",
+        "16",
+        "--lr",
+        "0.05",
+        "--seed",
+        "5",
+        "--threads",
+        "1",
+        "--out",
+        path(&s.root.join(out)),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn metrics(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn two_processes_train_from_one_store_and_eval_reports_fidelity() {
+    let s = setup();
+    // Both start before either ends: they read the store through mmap side by side.
+    let spawn = |out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_distill"))
+            .args(train_args(&s, out))
+            .output()
+    };
+    let (a, b) = std::thread::scope(|sc| {
+        let a = sc.spawn(|| spawn("run-a").unwrap());
+        let b = sc.spawn(|| spawn("run-b").unwrap());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (va, vb) = (ok(&a), ok(&b));
+    assert_eq!(va["students"][0]["last"]["epoch"], 5);
+    assert_eq!(vb["students"][0]["last"]["epoch"], 5);
+    let (ma, mb) = (
+        metrics(&s.root.join("run-a")),
+        metrics(&s.root.join("run-b")),
+    );
+    assert_eq!(ma.len(), 6);
+    for (x, y) in ma.iter().zip(&mb) {
+        // Same seed, same store: the same training, whatever the other process did meanwhile.
+        assert_eq!(x["train_loss"], y["train_loss"]);
+        assert_eq!(x["test_agreement"], y["test_agreement"]);
+        for key in [
+            "lr",
+            "images_per_sec",
+            "loader_wait_fraction",
+            "test_accuracy",
+            "test_kl",
+        ] {
+            assert!(x[key].is_number(), "{key} missing in {x}");
+        }
+    }
+    let last = &ma[5];
+    assert!(last["test_accuracy"].as_f64().unwrap() >= 0.9, "{last}");
+    assert!(last["test_agreement"].as_f64().unwrap() >= 0.9, "{last}");
+
+    // eval gives the same figures as the run's last metrics line.
+    let run = s.root.join("run-a");
+    let v = ok(&distill(&[
+        "eval",
+        "--json",
+        "--run",
+        path(&run),
+        "--data",
+        path(&s.data),
+        "--split",
+        "test",
+        "--labels",
+        path(&s.root.join("test-store")),
+    ]));
+    assert_eq!(v["samples"], 100);
+    assert_eq!(v["accuracy"], last["test_accuracy"]);
+    assert_eq!(v["agreement"], last["test_agreement"]);
+    let (k1, k2) = (v["kl"].as_f64().unwrap(), last["test_kl"].as_f64().unwrap());
+    assert!((k1 - k2).abs() < 1e-9, "{k1} vs {k2}");
+
+    // Bad input: the train store given as test labels names the split; a missing checkpoint
+    // epoch names the file.
+    let o = distill(&[
+        "eval",
+        "--run",
+        path(&run),
+        "--data",
+        path(&s.data),
+        "--labels",
+        path(&s.root.join("store")),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("split"), "{err}");
+    let o = distill(&[
+        "export",
+        path(&run),
+        "--onnx",
+        path(&s.root.join("x.onnx")),
+        "--epoch",
+        "9",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("epoch-0009.ckpt"));
+    // A backend this build lacks names the cargo feature.
+    let mut args = train_args(&s, "run-tch");
+    args.extend(["--device".into(), "tch:cuda:0".into()]);
+    let o = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--features tch"));
+}
+
+/// Each family and normalization, with BatchNorm running statistics moved off their initial
+/// values by a few training-mode passes, exported and run by ONNX Runtime.
+#[test]
+fn exported_students_match_the_burn_forward_pass() {
+    let t = tempfile::tempdir().unwrap();
+    let env = &teacher_infer::runtime::environment(None).unwrap().1;
+    let train_dev = burn::tensor::Device::flex().autodiff();
+    let cases = [
+        ("mlp", NormKind::None, 1, 16),
+        ("mlp", NormKind::Batch, 1, 16),
+        ("mlp", NormKind::Layer, 1, 16),
+        ("lenet5", NormKind::Batch, 1, 28),
+        ("lenet5", NormKind::Layer, 3, 32),
+        ("resnet20", NormKind::Batch, 3, 16),
+        ("resnet20", NormKind::None, 1, 12),
+        ("resnet18", NormKind::Batch, 3, 32),
+    ];
+    for (i, (family, norm, c, side)) in cases.into_iter().enumerate() {
+        let input = InputShape {
+            channels: c,
+            height: side,
+            width: side,
+            classes: 7,
+        };
+        let spec = ModelSpec {
+            family: family.into(),
+            width: 0.5,
+            norm,
+        };
+        train_dev.seed(i as u64);
+        let model = spec.init(&input, &train_dev).unwrap();
+        let n = 5;
+        let per = c * side * side;
+        let pixels: Vec<f32> = (0..n * per)
+            .map(|j| ((j * 7919 + i * 13) % 256) as f32 / 255.0)
+            .collect();
+        let meta = CheckpointMeta {
+            epochs_done: 1,
+            model: spec,
+            input,
+            mean: (0..c).map(|k| 0.4 + 0.05 * k as f32).collect(),
+            std: (0..c).map(|k| 0.3 - 0.02 * k as f32).collect(),
+        };
+        let normalized = |dev: &burn::tensor::Device| {
+            let mut x = pixels.clone();
+            for (j, v) in x.iter_mut().enumerate() {
+                let ch = (j / (side * side)) % c;
+                *v = (*v - meta.mean[ch]) / meta.std[ch];
+            }
+            Tensor::<4>::from_data(TensorData::new(x, [n, c, side, side]), dev)
+        };
+        // Training-mode passes update the running statistics.
+        for _ in 0..3 {
+            let _ = model.forward(normalized(&train_dev));
+        }
+        let dir = t.path().join(format!("case{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        checkpoint::save(&dir.join("student.ckpt"), &meta, &model, None).unwrap();
+        let onnx = dir.join("student.onnx");
+        ok(&distill(&[
+            "export",
+            path(&dir),
+            "--onnx",
+            path(&onnx),
+            "--json",
+        ]));
+
+        let infer = train_dev.clone().without_autodiff();
+        let want = model
+            .valid()
+            .forward(normalized(&infer))
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let mut session = TeacherSession::open(env, &onnx, Device::Cpu, 1).unwrap();
+        let mut got = Vec::new();
+        session.run(&pixels, n, [c, side, side], &mut got).unwrap();
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let scale = want.iter().fold(0f32, |a, b| a.max(b.abs()));
+        eprintln!("{family} {norm:?}: max |onnx − burn| = {worst}, max |logit| {scale}");
+        assert!(
+            worst <= 1e-4,
+            "{family} {norm:?}: max |onnx − burn| = {worst}"
+        );
+    }
+}
