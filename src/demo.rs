@@ -36,10 +36,10 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 10)]
     pub teacher_epochs: u32,
     /// Student training epochs.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     pub epochs: u32,
     /// Augmented epochs labelled into the store (student epoch e replays e mod E).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     pub label_epochs: u32,
     /// Teacher → student generations (born-again chains): generation g+1 learns from
     /// generation g's kd student.
@@ -200,8 +200,20 @@ impl Ctx<'_> {
     /// Trains `cfg` into `dir` unless a finished student of that many epochs is there; resumes
     /// an interrupted run. Returns whether it was reused.
     fn train(&self, cfg: &TrainConfig, dir: &Path) -> Result<bool> {
+        let old: Option<TrainConfig> = std::fs::read_to_string(dir.join("config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        if let Some(old) = &old
+            && !old.same_run(cfg)
+        {
+            anyhow::bail!(
+                "{} was trained with other settings; remove it or choose another --out",
+                dir.display()
+            );
+        }
         if let Ok(ck) = Checkpoint::read(&dir.join("student.ckpt"))
             && ck.meta.epochs_done == cfg.epochs
+            && old.is_some()
         {
             return Ok(true);
         }

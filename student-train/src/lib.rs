@@ -12,6 +12,7 @@ pub mod models;
 pub mod optim;
 pub mod run;
 pub mod stream;
+pub mod synth;
 
 pub use device::DeviceChoice;
 pub use error::TrainError;

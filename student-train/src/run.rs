@@ -79,6 +79,11 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// Whether `other` describes the same run up to the epoch and thread counts.
+    pub fn same_run(&self, other: &TrainConfig) -> bool {
+        self.identity() == other.identity()
+    }
+
     /// The run's identity for `--resume`: everything but the epoch count and thread count,
     /// which a resumed run may change.
     fn identity(&self) -> serde_json::Value {

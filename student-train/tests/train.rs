@@ -3,12 +3,9 @@
 //! one stream, and the bad inputs of issue 6.
 
 use formats::apply::apply;
-use formats::augment::{CropConfig, MixConfig, MixedLabel, Recipe, Sampler};
-use formats::dataset::{self, Dataset, write_npy};
-use formats::manifest::{FORMAT_NAME, FORMAT_VERSION, Quality};
-use formats::{Manifest, Record, SampleRange, SoftLabel, ValueCodec};
+use formats::augment::{CropConfig, MixConfig, MixedLabel, Recipe};
+use formats::dataset::{self, Dataset};
 use label_store::LabelStore;
-use label_store::writer::{OpenMode, RecordQuality, StoreWriter};
 use std::path::Path;
 use std::sync::Arc;
 use student_train::checkpoint;
@@ -16,41 +13,11 @@ use student_train::models::{InputShape, ModelSpec, NormKind};
 use student_train::optim::{OptimConfig, OptimizerKind, Schedule};
 use student_train::run::{Quiet, load_metrics};
 use student_train::stream::{Labels, Stream, StreamConfig, normalize};
+use student_train::synth::{Bands, write_store};
 use student_train::{DeviceChoice, LossKind, RunData, TrainConfig, TrainError, train};
 
 const SIDE: usize = 16;
 const CLASSES: usize = 4;
-
-/// Four classes of 16×16 images: class c lights horizontal band c (flip-invariant), plus noise.
-fn write_split(dir: &Path, split: &str, n: usize, salt: usize) {
-    let mut images = Vec::with_capacity(n * SIDE * SIDE);
-    let mut labels = Vec::with_capacity(n);
-    for i in 0..n {
-        let c = (i * 3 + salt) % CLASSES;
-        labels.push(c as u8);
-        for y in 0..SIDE {
-            for x in 0..SIDE {
-                let band = y / (SIDE / CLASSES);
-                let noise = ((i * 31 + y * 17 + x * 13 + salt) % 90) as u8;
-                images.push(if band == c { 150 + noise } else { noise });
-            }
-        }
-    }
-    write_npy(
-        &dir.join(format!("{split}_images.npy")),
-        "|u1",
-        &[n, SIDE, SIDE],
-        &images,
-    )
-    .unwrap();
-    write_npy(
-        &dir.join(format!("{split}_labels.npy")),
-        "|u1",
-        &[n],
-        &labels,
-    )
-    .unwrap();
-}
 
 /// Mild crops (the bands stay in place), flips, and mixup/cutmix on most records.
 fn recipe() -> Recipe {
@@ -76,58 +43,6 @@ fn open(dir: &Path, split: &str) -> Arc<dyn Dataset> {
     Arc::from(dataset::open(dir, None, split).unwrap())
 }
 
-/// A store of `data` as a good teacher would label it: logit 5 on the (mixed) true classes.
-fn write_store(dir: &Path, data: &dyn Dataset, epochs: u32, recipe: &Recipe, seed: u64) {
-    let n = data.len();
-    let mut extra = serde_json::Map::new();
-    extra.insert(
-        "teacher_input".into(),
-        serde_json::json!({"width": SIDE, "height": SIDE}),
-    );
-    let draft = Manifest {
-        format: FORMAT_NAME.into(),
-        format_version: FORMAT_VERSION,
-        creator: "student-train tests".into(),
-        created: formats::manifest::now_rfc3339(),
-        teachers: vec![],
-        dataset: data.fingerprint().clone(),
-        recipe: serde_json::to_value(recipe).unwrap(),
-        seed,
-        epochs,
-        classes: CLASSES as u32,
-        k: 3,
-        codec: ValueCodec::Q8,
-        chunk_records: 64,
-        samples: SampleRange { start: 0, end: n },
-        shards: vec![],
-        quality: Quality::default(),
-        extra,
-    };
-    let sampler = Sampler::new(recipe, seed, n, SIDE as u32, SIDE as u32).unwrap();
-    let mut w = StoreWriter::open(dir, draft, OpenMode::Create, 3).unwrap();
-    for e in 0..epochs {
-        for s in 0..n {
-            let aug = sampler.sample(e, s, &|i| data.dims(i)).unwrap();
-            let label = data.label(s);
-            let partner = aug.mix.as_ref().map_or(label, |m| data.label(m.partner));
-            let mixed = MixedLabel::new(&aug, label, partner, SIDE as u32, SIDE as u32);
-            let mut dense = vec![0f32; CLASSES];
-            mixed.dense_into(&mut dense);
-            let logits: Vec<f32> = dense
-                .iter()
-                .enumerate()
-                .map(|(c, p)| 5.0 * p + 0.1 * ((s as usize + c) % 3) as f32)
-                .collect();
-            let rec = Record {
-                aug,
-                label: SoftLabel::from_logits(&logits, 3).unwrap(),
-            };
-            w.append(e, s, &rec, &RecordQuality::default()).unwrap();
-        }
-    }
-    w.finish().unwrap();
-}
-
 struct Setup {
     _t: tempfile::TempDir,
     root: std::path::PathBuf,
@@ -139,18 +54,33 @@ fn setup() -> Setup {
     let root = t.path().to_path_buf();
     let data = root.join("data");
     std::fs::create_dir_all(&data).unwrap();
-    write_split(&data, "train", 384, 0);
-    write_split(&data, "test", 96, 1);
+    let bands = Bands {
+        side: SIDE,
+        channels: 1,
+        classes: CLASSES,
+    };
+    bands.write(&data, "train", 384, 0).unwrap();
+    bands.write(&data, "test", 96, 1).unwrap();
     let train_data = open(&data, "train");
-    write_store(&root.join("store"), train_data.as_ref(), 2, &recipe(), 11);
+    write_store(
+        &root.join("store"),
+        train_data.as_ref(),
+        2,
+        3,
+        &recipe(),
+        11,
+    )
+    .unwrap();
     let test_data = open(&data, "test");
     write_store(
         &root.join("test-store"),
         test_data.as_ref(),
         1,
+        3,
         &Recipe::none(),
         0,
-    );
+    )
+    .unwrap();
     Setup { _t: t, root, data }
 }
 

@@ -1,6 +1,6 @@
 //! The whole labelling stage against the bare ONNX Runtime session, CPU EP, same model and
 //! batch size, in the same run: LeNet-5 teachers (random weights, written as ONNX; LeNet-5 itself
-//! and a wider one) over 8,000 synthetic 28×28 digits, `light` recipe, 2 epochs, top-10.
+//! and two wider ones) over 8,000 synthetic 28×28 digits, `light` recipe, 2 epochs, top-10.
 //!
 //! Run: `cargo bench -p teacher-infer --bench label` (needs scripts/fetch-ort.sh). Prints a table:
 //! five rounds, each measuring the bare session then the stage, and the round with the median
@@ -136,6 +136,7 @@ fn main() {
     for (name, c1, c2) in [
         ("LeNet-5 (6, 16 channels)", 6, 16),
         ("wide LeNet (32, 64 channels)", 32, 64),
+        ("wider LeNet (64, 128 channels)", 64, 128),
     ] {
         let model = t.path().join(format!("lenet-{c1}-{c2}.onnx"));
         lenet(&model, c1, c2);
