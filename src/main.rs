@@ -78,8 +78,9 @@ struct InspectArgs {
     /// exit with status 1 on any fault.
     #[arg(long)]
     verify: bool,
-    /// Dump records A..B (end exclusive): in (epoch, sample) order over the whole store, or
-    /// samples A..B of one epoch with --epoch.
+    /// Dump records A..B (end exclusive): in (epoch, sample) order over the whole store, or the
+    /// A-th to (B−1)-th records of one epoch with --epoch. Both count from the store's first
+    /// sample (sample 0, unless the store is one shard of a sharded run).
     #[arg(long, value_name = "A..B", value_parser = parse_range)]
     records: Option<(u64, u64)>,
     /// With --records: the epoch whose samples to dump.
