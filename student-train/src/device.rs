@@ -75,9 +75,13 @@ impl DeviceChoice {
             // for the backend comparison in BENCHMARKS.md.
             #[allow(deprecated)]
             DeviceChoice::Ndarray => Ok(Device::ndarray()),
+            // burn marks burn-tch deprecated in favour of CubeCL backends, which cannot be built
+            // offline here; LibTorch is the GPU backend that works (../shared/docs/gpu.md).
             #[cfg(feature = "tch")]
+            #[allow(deprecated)]
             DeviceChoice::TchCpu => Ok(Device::libtorch()),
             #[cfg(feature = "tch")]
+            #[allow(deprecated)]
             DeviceChoice::TchCuda(i) => Ok(Device::libtorch_cuda(i)),
             #[cfg(not(feature = "tch"))]
             DeviceChoice::TchCpu | DeviceChoice::TchCuda(_) => Err(format!(
