@@ -434,3 +434,28 @@ fn show_renders_the_replayed_inputs() {
         "{err}"
     );
 }
+
+/// The IoBinding path CUDA runs (reused host buffers bound once per shape) gives the plain
+/// path's logits bit for bit, across batch sizes that rebind and reuse the buffers.
+#[test]
+fn the_binding_path_equals_the_plain_path() {
+    let s = setup();
+    let env = &teacher_infer::runtime::environment(None).unwrap().1;
+    let mut plain = TeacherSession::open(env, &s.teacher, Device::Cpu, 1).unwrap();
+    let mut bound = TeacherSession::open(env, &s.teacher, Device::Cpu, 1).unwrap();
+    bound.set_binding(true);
+    let per = SIDE * SIDE;
+    for (round, n) in [7usize, 7, 32, 3, 7].into_iter().enumerate() {
+        let x: Vec<f32> = (0..n * per)
+            .map(|i| ((i * 7919 + round * 131) % 255) as f32 / 255.0)
+            .collect();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        plain.run(&x, n, [1, SIDE, SIDE], &mut a).unwrap();
+        bound.run(&x, n, [1, SIDE, SIDE], &mut b).unwrap();
+        assert_eq!(a.len(), n * 10);
+        assert!(
+            a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+            "batch of {n}"
+        );
+    }
+}

@@ -3,8 +3,9 @@
 
 use crate::error::InferError;
 use formats::TeacherInfo;
-use ort::session::Session;
-use ort::value::{TensorElementType, TensorRef, ValueType};
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, Session};
+use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
 use std::path::{Path, PathBuf};
 
 /// Where a teacher runs.
@@ -63,12 +64,31 @@ pub struct TeacherSession {
     pub sha256: String,
     session: Session,
     input_name: String,
+    output_name: String,
+    /// Run through IoBinding with reused host buffers (always on CUDA; see [`Bound`]).
+    use_binding: bool,
+    bound: Option<Bound>,
     /// Model input shape, -1 for dynamic dimensions.
     pub input_shape: Vec<i64>,
     pub classes: u32,
     /// The batch size a model exported with a fixed batch dimension accepts.
     pub fixed_batch: Option<usize>,
     pub device: Device,
+}
+
+/// The IoBinding path's buffers for one batch shape, bound once and reused by every run: the
+/// input and the logits live in host memory ONNX Runtime allocated, pinned (page-locked) on CUDA,
+/// so the copy to the device and the logits' copy back are DMA transfers ONNX Runtime queues on
+/// its own stream, and no batch is allocated or cloned per run (gpu.md: 4,197 → 5,879 img/s for
+/// ResNet-50 fp32 from pinned input alone). The logits come back whole because the writer needs
+/// the full distribution for its quality figures; at 1,000 classes that is 4 KB per image.
+struct Bound {
+    shape: [usize; 4],
+    binding: IoBinding,
+    input: Tensor<f32>,
+    output: Tensor<f32>,
+    // The allocators outlive the tensors they made.
+    _allocators: Vec<Allocator>,
 }
 
 fn tensor_shape(v: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
@@ -173,6 +193,9 @@ impl TeacherSession {
             file: path.to_path_buf(),
             sha256,
             input_name: input.name().to_string(),
+            output_name: output.name().to_string(),
+            use_binding: matches!(device, Device::Cuda(_)),
+            bound: None,
             input_shape,
             classes: oshape[1] as u32,
             fixed_batch,
@@ -258,7 +281,27 @@ impl TeacherSession {
                 file: file.clone(),
                 what,
             };
-            let input = TensorRef::from_array_view(([step, chw[0], chw[1], chw[2]], slice))
+            let shape = [step, chw[0], chw[1], chw[2]];
+            if self.use_binding {
+                if self.bound.as_ref().map(|b| b.shape) != Some(shape) {
+                    self.bound = Some(
+                        self.bind(shape)
+                            .map_err(|e| fail(format!("binding: {e}")))?,
+                    );
+                }
+                let b = self.bound.as_mut().expect("bound above");
+                b.input.extract_tensor_mut().1.copy_from_slice(slice);
+                b.binding
+                    .bind_input(self.input_name.as_str(), &b.input)
+                    .map_err(|e| fail(format!("binding the input: {e}")))?;
+                self.session
+                    .run_binding(&b.binding)
+                    .map_err(|e| fail(format!("run failed: {e}")))?;
+                let values = b.output.extract_tensor().1;
+                logits.extend_from_slice(&values[..m * classes]);
+                continue;
+            }
+            let input = TensorRef::from_array_view((shape, slice))
                 .map_err(|e| fail(format!("input tensor: {e}")))?;
             let outputs = self
                 .session
@@ -275,5 +318,45 @@ impl TeacherSession {
             logits.extend_from_slice(&values[..m * classes]);
         }
         Ok(())
+    }
+
+    /// Runs through IoBinding with reused host buffers even on the CPU (the CUDA default), so
+    /// the path CUDA takes is exercised where no GPU is.
+    pub fn set_binding(&mut self, on: bool) {
+        self.use_binding = on;
+        self.bound = None;
+    }
+
+    /// Allocates the input and logits buffers for `shape` and binds the logits.
+    fn bind(&self, shape: [usize; 4]) -> ort::Result<Bound> {
+        let (input_alloc, output_alloc) = match self.device {
+            Device::Cuda(_) => {
+                let pinned = |kind| {
+                    MemoryInfo::new(
+                        AllocationDevice::CUDA_PINNED,
+                        0,
+                        AllocatorType::Device,
+                        kind,
+                    )
+                    .and_then(|info| Allocator::new(&self.session, info))
+                };
+                (
+                    pinned(MemoryType::CPUInput)?,
+                    pinned(MemoryType::CPUOutput)?,
+                )
+            }
+            Device::Cpu => (Allocator::default(), Allocator::default()),
+        };
+        let input = Tensor::<f32>::new(&input_alloc, shape)?;
+        let mut output = Tensor::<f32>::new(&output_alloc, [shape[0], self.classes as usize])?;
+        let mut binding = self.session.create_binding()?;
+        binding.bind_output(self.output_name.as_str(), &mut output)?;
+        Ok(Bound {
+            shape,
+            binding,
+            input,
+            output,
+            _allocators: vec![input_alloc, output_alloc],
+        })
     }
 }
