@@ -222,7 +222,19 @@ impl LabelStore {
         }
         let r = self.layout.row_bytes();
         let start = self.samples().start;
-        let mut rows = vec![0u8; self.samples().len() as usize * r];
+        // Fallible: a damaged or hostile manifest can claim more samples than memory holds;
+        // that is an error naming the store, not an abort.
+        let bytes = self.samples().len() as usize * r;
+        let mut rows = Vec::new();
+        rows.try_reserve_exact(bytes).map_err(|_| {
+            StoreError::Invalid(format!(
+                "{}: epoch {epoch} needs {bytes} bytes in memory ({} samples × {r} bytes), more \
+                 than can be allocated",
+                self.dir.display(),
+                self.samples().len()
+            ))
+        })?;
+        rows.resize(bytes, 0);
         let mut scratch = Vec::new();
         for (s, shard) in self.shards.iter().enumerate() {
             for &c in &shard.footer.by_epoch[epoch as usize] {
