@@ -167,6 +167,9 @@ impl Ctx<'_> {
             data: self.a.data.display().to_string(),
             split: "train".into(),
             labels: labels.map(|p| p.display().to_string()),
+            labels_identity: labels
+                .and_then(|p| LabelStore::open(p).ok())
+                .map(|s| student_train::run::store_identity(&s)),
             eval_labels: eval.map(|p| p.display().to_string()),
             models: vec![ModelSpec {
                 family: "lenet5".into(),
@@ -253,17 +256,21 @@ impl Ctx<'_> {
     /// there; resumes an interrupted one; relabels one made by another teacher.
     fn label(&self, teacher: &Path, split: &str, out: &Path) -> Result<bool> {
         let sha = formats::sha256_hex(&std::fs::read(teacher)?);
+        let (data, recipe, epochs) = match split {
+            "train" => (Arc::clone(&self.train), demo_recipe(), self.a.label_epochs),
+            _ => (Arc::clone(&self.test), Recipe::none(), 1),
+        };
         let mode = match LabelStore::open(out) {
-            Ok(s) if s.manifest.teachers.iter().map(|t| &t.sha256).eq([&sha]) => {
+            Ok(s)
+                if s.manifest.teachers.iter().map(|t| &t.sha256).eq([&sha])
+                    && s.manifest.epochs == epochs
+                    && s.manifest.seed == self.a.seed =>
+            {
                 return Ok(true);
             }
             Ok(_) => OpenMode::Overwrite,
             Err(_) if out.join(label_store::WRITING_FILE).exists() => OpenMode::Resume,
             Err(_) => OpenMode::Overwrite,
-        };
-        let (data, recipe, epochs) = match split {
-            "train" => (Arc::clone(&self.train), demo_recipe(), self.a.label_epochs),
-            _ => (Arc::clone(&self.test), Recipe::none(), 1),
         };
         let cfg = teacher_infer::LabelConfig {
             teachers: vec![teacher.to_path_buf()],

@@ -98,6 +98,10 @@ pub struct TrainArgs {
     /// Seed of initialization and sample order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Student input size WxH (or S for square). Default: the store's teacher input size with
+    /// --labels, else the first image's size.
+    #[arg(long)]
+    pub size: Option<String>,
     /// Per-channel input mean after pixel/255, comma-separated (default 0.5).
     #[arg(long, value_delimiter = ',')]
     pub mean: Vec<f32>,
@@ -196,10 +200,30 @@ pub fn loss_kind(a: &TrainArgs) -> Result<LossKind> {
     Ok(loss)
 }
 
-/// The full training configuration from the flags and the opened data.
-pub fn train_config(a: &TrainArgs, data: &dyn Dataset) -> Result<TrainConfig> {
+/// Parses `WxH` or `S`.
+pub fn parse_size(s: &str) -> Result<(u32, u32)> {
+    let (w, h) = s.split_once('x').unwrap_or((s, s));
+    Ok((
+        w.parse().with_context(|| format!("--size {s}: width"))?,
+        h.parse().with_context(|| format!("--size {s}: height"))?,
+    ))
+}
+
+/// The full training configuration from the flags, the opened data and the opened store.
+pub fn train_config(
+    a: &TrainArgs,
+    data: &dyn Dataset,
+    store: Option<&LabelStore>,
+) -> Result<TrainConfig> {
     let norm: NormKind = a.norm.parse().map_err(anyhow::Error::msg)?;
-    let (w, h) = data.dims(0).context("reading the first image's size")?;
+    let (w, h) = match (
+        &a.size,
+        store.and_then(student_train::stream::store_input_size),
+    ) {
+        (Some(s), _) => parse_size(s)?,
+        (None, Some(size)) => size,
+        (None, None) => data.dims(0).context("reading the first image's size")?,
+    };
     let c = usize::from(data.channels());
     let per_channel = |v: &[f32], default: f32| {
         if v.is_empty() {
@@ -232,6 +256,7 @@ pub fn train_config(a: &TrainArgs, data: &dyn Dataset) -> Result<TrainConfig> {
         data: a.data.display().to_string(),
         split: a.split.clone(),
         labels: a.labels.as_ref().map(|p| p.display().to_string()),
+        labels_identity: store.map(student_train::run::store_identity),
         eval_labels: a.eval_labels.as_ref().map(|p| p.display().to_string()),
         models: a
             .models
@@ -340,14 +365,15 @@ impl Progress for Bars {
 /// `distill train`.
 pub fn train(a: TrainArgs) -> Result<ExitCode> {
     let train_data = open_data(&a.data, a.format.as_deref(), &a.split)?;
-    let cfg = train_config(&a, train_data.as_ref())?;
+    let labels = a.labels.as_deref().map(open_store).transpose()?;
+    let cfg = train_config(&a, train_data.as_ref(), labels.as_deref())?;
     let test = match a.test_split.as_str() {
         "none" => None,
         split => Some(open_data(&a.data, a.format.as_deref(), split)?),
     };
     let data = RunData {
         train: train_data,
-        labels: a.labels.as_deref().map(open_store).transpose()?,
+        labels,
         test,
         eval_labels: a.eval_labels.as_deref().map(open_store).transpose()?,
     };

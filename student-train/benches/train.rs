@@ -48,6 +48,7 @@ fn main() {
             data: "bands".into(),
             split: "train".into(),
             labels: Some("store".into()),
+            labels_identity: None,
             eval_labels: None,
             models: vec![ModelSpec {
                 family: family.into(),

@@ -124,7 +124,8 @@ impl OptimConfig {
         let t = f64::from(epoch) * steps + step as f64;
         let warm = self.warmup_epochs * steps;
         if t < warm {
-            return self.lr * (t + 1.0) / warm;
+            // Capped: with a warm-up shorter than a step, (t + 1)/warm would exceed 1.
+            return self.lr * ((t + 1.0) / warm).min(1.0);
         }
         match self.schedule {
             Schedule::Constant => self.lr,
@@ -186,6 +187,9 @@ mod tests {
         assert!((w.lr_at(0, 0, 5, 10) - 0.01).abs() < 1e-12);
         assert!((w.lr_at(1, 4, 5, 10) - 0.1).abs() < 1e-12);
         assert_eq!(w.lr_at(2, 0, 5, 10), 0.1);
+        // A warm-up shorter than one step never exceeds the peak.
+        let short = cfg(Schedule::Constant, 0.01);
+        assert_eq!(short.lr_at(0, 0, 10, 10), 0.1);
     }
 
     #[test]

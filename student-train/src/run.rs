@@ -34,6 +34,10 @@ pub struct TrainConfig {
     pub split: String,
     /// The label store, when training from teacher labels.
     pub labels: Option<String>,
+    /// Identity of the store's contents ([`store_identity`]), so that resuming against a store
+    /// relabelled at the same path is refused.
+    #[serde(default)]
+    pub labels_identity: Option<String>,
     /// A test-split store of teacher labels made with `--aug none`, for fidelity metrics.
     pub eval_labels: Option<String>,
     pub models: Vec<ModelSpec>,
@@ -121,6 +125,20 @@ fn norm_name(m: &ModelSpec) -> &'static str {
         crate::models::NormKind::Batch => "bn",
         crate::models::NormKind::Layer => "ln",
     }
+}
+
+/// What identifies a store's contents: its teachers' SHA-256, seed, epochs and every shard's
+/// checksum, hashed.
+pub fn store_identity(store: &LabelStore) -> String {
+    let m = &store.manifest;
+    let mut text = format!("seed={} epochs={} k={}", m.seed, m.epochs, m.k);
+    for t in &m.teachers {
+        text.push_str(&t.sha256);
+    }
+    for sh in &m.shards {
+        text.push_str(&sh.checksum);
+    }
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }
 
 /// The data a run trains and evaluates on.
@@ -236,6 +254,57 @@ pub fn train(
     let device = cfg.device.training().map_err(TrainError::Config)?;
     let infer_device = device.clone().without_autodiff();
 
+    let labels = match &data.labels {
+        Some(s) => Labels::Store(Arc::clone(s)),
+        None => {
+            let recipe = cfg.aug.clone().unwrap_or_else(Recipe::none);
+            let sampler = Sampler::new(&recipe, cfg.seed, data.train.len(), size.0, size.1)?;
+            Labels::Live(Arc::new(sampler))
+        }
+    };
+    let stream = Arc::new(Stream::new(
+        Arc::clone(&data.train),
+        labels,
+        StreamConfig {
+            batch: cfg.batch,
+            threads: cfg.threads.max(1),
+            capacity: 2,
+            seed: cfg.seed,
+            mean: cfg.mean.clone(),
+            std: cfg.std.clone(),
+            size,
+            shuffle: true,
+        },
+    )?);
+    if let Some(test) = &data.test
+        && (test.classes() as usize != input.classes
+            || usize::from(test.channels()) != input.channels)
+    {
+        return Err(TrainError::Mismatch(format!(
+            "the test split has {} channels and {} classes, the training split {} and {}",
+            test.channels(),
+            test.classes(),
+            input.channels,
+            input.classes
+        )));
+    }
+    let evaluator = match &data.test {
+        Some(test) => Some(Evaluator::new(
+            Arc::clone(test),
+            data.eval_labels.clone(),
+            size,
+            &cfg.mean,
+            &cfg.std,
+            cfg.batch.max(256),
+            cfg.threads.max(1),
+        )?),
+        None if data.eval_labels.is_some() => {
+            return Err(TrainError::config(
+                "--eval-labels needs the test split of the data to evaluate on",
+            ));
+        }
+        None => None,
+    };
     let start_epoch = prepare_run_dir(cfg, run, resume)?;
     let dirs = cfg.student_dirs(run);
     let mut students = Vec::with_capacity(dirs.len());
@@ -273,45 +342,6 @@ pub fn train(
         });
     }
 
-    let labels = match &data.labels {
-        Some(s) => Labels::Store(Arc::clone(s)),
-        None => {
-            let recipe = cfg.aug.clone().unwrap_or_else(Recipe::none);
-            let sampler = Sampler::new(&recipe, cfg.seed, data.train.len(), size.0, size.1)?;
-            Labels::Live(Arc::new(sampler))
-        }
-    };
-    let stream = Arc::new(Stream::new(
-        Arc::clone(&data.train),
-        labels,
-        StreamConfig {
-            batch: cfg.batch,
-            threads: cfg.threads.max(1),
-            capacity: 2,
-            seed: cfg.seed,
-            mean: cfg.mean.clone(),
-            std: cfg.std.clone(),
-            size,
-            shuffle: true,
-        },
-    )?);
-    let evaluator = match &data.test {
-        Some(test) => Some(Evaluator::new(
-            Arc::clone(test),
-            data.eval_labels.clone(),
-            size,
-            &cfg.mean,
-            &cfg.std,
-            cfg.batch.max(256),
-            cfg.threads.max(1),
-        )?),
-        None if data.eval_labels.is_some() => {
-            return Err(TrainError::config(
-                "--eval-labels needs the test split of the data to evaluate on",
-            ));
-        }
-        None => None,
-    };
     let prefetch = data.labels.as_ref().map(|s| {
         let epochs = (start_epoch..cfg.epochs).map(|e| e % s.epochs()).collect();
         s.prefetch(epochs)
@@ -366,7 +396,7 @@ pub fn train(
                         s.dir.display()
                     )));
                 }
-                loss_sum[si] += value;
+                loss_sum[si] += value * n as f64;
                 if si == 0 {
                     progress.step(value);
                 }
@@ -386,7 +416,7 @@ pub fn train(
             let m = EpochMetrics {
                 epoch,
                 lr,
-                train_loss: loss_sum[si] / steps.max(1) as f64,
+                train_loss: loss_sum[si] / seen.max(1) as f64,
                 images_per_sec: seen as f64 / train_secs,
                 loader_wait_fraction: waited / train_secs,
                 store_epoch: stream.store_epoch(epoch),
@@ -476,7 +506,13 @@ fn prepare_run_dir(cfg: &TrainConfig, run: &Path, resume: bool) -> Result<u32, T
     let text = match fs::read_to_string(&cfg_path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // Nothing to resume: start fresh.
+            // Nothing to resume: start fresh, but never over files that are not a run.
+            if fs::read_dir(run).is_ok_and(|mut d| d.next().is_some()) {
+                return Err(TrainError::config(format!(
+                    "{} is not empty and holds no {CONFIG_FILE}: not a run to resume",
+                    run.display()
+                )));
+            }
             fs::create_dir_all(run).map_err(TrainError::io(run))?;
             write_config()?;
             return Ok(0);
@@ -500,6 +536,16 @@ fn prepare_run_dir(cfg: &TrainConfig, run: &Path, resume: bool) -> Result<u32, T
     }
     write_config()?;
     let mut epoch = u32::MAX;
+    for dir in cfg.student_dirs(run) {
+        // A run continued past its end: the old final student must not pass for the new one
+        // while it trains (eval and export fall back to the latest checkpoint).
+        let fin = dir.join(FINAL_FILE);
+        if let Ok(ck) = Checkpoint::read(&fin)
+            && ck.meta.epochs_done != cfg.epochs
+        {
+            fs::remove_file(&fin).map_err(TrainError::io(&fin))?;
+        }
+    }
     for dir in cfg.student_dirs(run) {
         epoch = epoch.min(last_checkpoint(&dir)?.map_or(0, |(e, _)| e));
     }
@@ -679,6 +725,9 @@ impl Evaluator {
         batch: usize,
         threads: usize,
     ) -> Result<Self, TrainError> {
+        if data.is_empty() {
+            return Err(TrainError::config("the evaluation split has no samples"));
+        }
         let classes = data.classes() as usize;
         let teacher = match labels {
             Some(store) => {

@@ -89,6 +89,7 @@ fn config(loss: LossKind, epochs: u32) -> TrainConfig {
         data: "data".into(),
         split: "train".into(),
         labels: Some("store".into()),
+        labels_identity: None,
         eval_labels: Some("test-store".into()),
         models: vec![ModelSpec {
             family: "lenet5".into(),
@@ -360,6 +361,36 @@ fn bad_inputs_are_clear_errors() {
     cfg.input.width = 8;
     let e = train(&cfg, &run_data(&s), &s.root.join("c"), false, &mut Quiet).unwrap_err();
     assert!(e.to_string().contains("8x8"), "{e}");
+
+    // --resume into a directory that holds something else than a run.
+    let other = s.root.join("not-a-run");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "keep me").unwrap();
+    let e = train(&config(KD, 1), &run_data(&s), &other, true, &mut Quiet).unwrap_err();
+    assert!(e.to_string().contains("not a run"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(other.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+
+    // A test split with another class count than the training split.
+    let mut data = run_data(&s);
+    let bands = Bands {
+        side: SIDE,
+        channels: 1,
+        classes: 3,
+    };
+    let three = s.root.join("three");
+    std::fs::create_dir_all(&three).unwrap();
+    bands.write(&three, "test", 30, 0).unwrap();
+    data.test = Some(open(&three, "test"));
+    data.eval_labels = None;
+    let e = train(&config(KD, 1), &data, &s.root.join("e"), false, &mut Quiet).unwrap_err();
+    assert!(e.to_string().contains("test split"), "{e}");
+    assert!(
+        !s.root.join("e").exists(),
+        "nothing is written before the inputs are checked"
+    );
 
     // A run configured for other data.
     let mut cfg = config(KD, 1);

@@ -330,11 +330,11 @@ impl TeacherSession {
     /// Allocates the input and logits buffers for `shape` and binds the logits.
     fn bind(&self, shape: [usize; 4]) -> ort::Result<Bound> {
         let (input_alloc, output_alloc) = match self.device {
-            Device::Cuda(_) => {
+            Device::Cuda(n) => {
                 let pinned = |kind| {
                     MemoryInfo::new(
                         AllocationDevice::CUDA_PINNED,
-                        0,
+                        n,
                         AllocatorType::Device,
                         kind,
                     )
