@@ -197,6 +197,7 @@ impl Ctx<'_> {
             aug: labels.is_none().then(demo_recipe),
             device: DeviceChoice::Cpu,
             threads: self.threads,
+            keep_checkpoints: 0,
         }
     }
 

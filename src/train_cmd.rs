@@ -117,6 +117,10 @@ pub struct TrainArgs {
     /// Loader threads (default: the cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Keep only the last N epoch checkpoints (0: keep every epoch's, e.g. to export an
+    /// early-stopped teacher with `export --epoch`).
+    #[arg(long, default_value_t = 0)]
+    pub keep_checkpoints: u32,
     /// Run directory to write.
     #[arg(long)]
     pub out: PathBuf,
@@ -294,6 +298,7 @@ pub fn train_config(
         },
         device: a.device.parse().map_err(anyhow::Error::msg)?,
         threads: threads(a.threads),
+        keep_checkpoints: a.keep_checkpoints,
     })
 }
 

@@ -81,6 +81,7 @@ fn main() {
             aug: None,
             device: DeviceChoice::Cpu,
             threads: cores,
+            keep_checkpoints: 0,
         };
         let round = |loss, i: usize| {
             let dir = t.path().join(format!("run-{i}"));

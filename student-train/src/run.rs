@@ -56,6 +56,10 @@ pub struct TrainConfig {
     /// Loader threads (not part of what makes runs equal).
     #[serde(default)]
     pub threads: usize,
+    /// Keep only the last this many epoch checkpoints (0: keep all). Not part of what makes
+    /// runs equal.
+    #[serde(default)]
+    pub keep_checkpoints: u32,
 }
 
 impl TrainConfig {
@@ -95,6 +99,7 @@ impl TrainConfig {
         if let Some(o) = v.as_object_mut() {
             o.remove("epochs");
             o.remove("threads");
+            o.remove("keep_checkpoints");
         }
         v
     }
@@ -268,7 +273,8 @@ pub fn train(
         StreamConfig {
             batch: cfg.batch,
             threads: cfg.threads.max(1),
-            capacity: 2,
+            // Up to (capacity + 1) batches per worker are in memory: keep the total near 8.
+            capacity: (8 / cfg.threads.max(1)).clamp(1, 2),
             seed: cfg.seed,
             mean: cfg.mean.clone(),
             std: cfg.std.clone(),
@@ -442,6 +448,17 @@ pub fn train(
                 model,
                 Some(&s.optim),
             )?;
+            let keep = cfg.keep_checkpoints;
+            if keep > 0 && epoch + 1 > keep {
+                // Only after the new checkpoint is safely on disk.
+                let old = s
+                    .dir
+                    .join(CHECKPOINTS)
+                    .join(checkpoint::file_name(epoch + 1 - keep));
+                if old.exists() {
+                    fs::remove_file(&old).map_err(TrainError::io(&old))?;
+                }
+            }
             s.metrics.push(m.clone());
             epoch_metrics.push(m);
         }

@@ -122,6 +122,7 @@ fn config(loss: LossKind, epochs: u32) -> TrainConfig {
         aug: None,
         device: DeviceChoice::Cpu,
         threads: 2,
+        keep_checkpoints: 0,
     }
 }
 
@@ -298,9 +299,17 @@ fn hard_label_training_without_a_store_learns() {
     let mut data = run_data(&s);
     data.labels = None;
     data.eval_labels = None;
+    cfg.keep_checkpoints = 1;
     let summary = train(&cfg, &data, &s.root.join("ce"), false, &mut Quiet).unwrap();
     let last = summary.students[0].last.clone().unwrap();
     assert!(last.test_accuracy.unwrap() >= 0.9, "{last:?}");
+    // --keep-checkpoints 1: only the last epoch's checkpoint is left.
+    let mut kept: Vec<String> = std::fs::read_dir(s.root.join("ce/checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["epoch-0002.ckpt"]);
     assert!(last.test_agreement.is_none());
     // A KD loss without a store is refused with the flag to add.
     cfg.loss = KD;
