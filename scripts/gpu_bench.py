@@ -824,14 +824,18 @@ def main():
         res.step("label_fp16_raw", "c. same, fp16, 224×224 npy input, no aug (no decode)", label_raw(t16, "cuda-fp16-raw", "cuda"))
 
     # d. PyTorch eager inference
+    def need_resnet50():
+        """Skips a PyTorch row that has no torch, no GPU (outside smoke mode) or no model."""
+        if torch is None:
+            raise Skip(no_torch)
+        if device.type != "cuda" and not smoke:
+            raise Skip(no_cuda)
+        if model is None:
+            raise Skip("no resnet50 (step b)")
+
     def eager(mode):
         def run():
-            if torch is None:
-                raise Skip(no_torch)
-            if device.type != "cuda" and not smoke:
-                raise Skip(no_cuda)
-            if model is None:
-                raise Skip("no resnet50 (step b)")
+            need_resnet50()
             return eager_inference(torch, model, device, mode, pt_batch, pt_size, pt_warm, pt_iters), (
                 f"batch {pt_batch}, {pt_size}px, device-resident, {pt_iters} timed runs")
         return run
@@ -843,12 +847,7 @@ def main():
 
     # e. the PyTorch pipeline
     def pipeline():
-        if torch is None:
-            raise Skip(no_torch)
-        if device.type != "cuda" and not smoke:
-            raise Skip(no_cuda)
-        if model is None:
-            raise Skip("no resnet50 (step b)")
+        need_resnet50()
         if not have_jpegs:
             raise Skip("no JPEG folder (step a)")
         half = device.type == "cuda"
