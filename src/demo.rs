@@ -380,7 +380,8 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
         let gdir = out.join(format!("gen{g}"));
         std::fs::create_dir_all(&gdir)?;
         let onnx = gdir.join("teacher.onnx");
-        let sfx = if a.generations > 1 {
+        // Generation 1's stages keep plain names, so the JSON keys do not depend on --generations.
+        let sfx = if g > 1 {
             format!(" g{g}")
         } else {
             String::new()
