@@ -22,7 +22,7 @@ use student_train::checkpoint::Checkpoint;
 use student_train::models::{InputShape, ModelSpec, NormKind};
 use student_train::optim::{OptimConfig, OptimizerKind, Schedule};
 use student_train::run::{EpochMetrics, load_metrics, student_checkpoint};
-use student_train::{DeviceChoice, Evaluator, LossKind, RunData, TrainConfig};
+use student_train::{DeviceChoice, LossKind, RunData, TrainConfig};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -242,14 +242,11 @@ impl Ctx<'_> {
 
     /// Exports the student in `run` to `onnx` (always: cheap, and it follows the student).
     fn export(&self, run: &Path, onnx: &Path) -> Result<bool> {
-        let ck = student_checkpoint(run, None)?;
-        let device = DeviceChoice::Cpu.inference().map_err(anyhow::Error::msg)?;
-        let bytes = student_train::export::to_onnx(&ck.student(&device)?, &ck.meta)
-            .map_err(anyhow::Error::msg)?;
+        let bytes = student_checkpoint(run, None)?.to_onnx()?;
         if std::fs::read(onnx).ok().as_deref() == Some(&bytes[..]) {
             return Ok(true);
         }
-        student_train::checkpoint::write_atomic(onnx, &bytes, |p| std::fs::File::create(p))?;
+        label_store::writer::write_atomic(onnx, &bytes)?;
         Ok(false)
     }
 
@@ -305,19 +302,15 @@ impl Ctx<'_> {
     }
 
     fn evaluate(&self, run: &Path, labels: Option<&Path>) -> Result<StudentResult> {
-        let ck = student_checkpoint(run, None)?;
         let device = DeviceChoice::Cpu.inference().map_err(anyhow::Error::msg)?;
         let store = labels.map(LabelStore::open).transpose()?.map(Arc::new);
-        let ev = Evaluator::new(
+        let r = student_checkpoint(run, None)?.evaluate(
             Arc::clone(&self.test),
             store,
-            (self.input.width as u32, self.input.height as u32),
-            &ck.meta.mean,
-            &ck.meta.std,
             512,
             self.threads,
+            &device,
         )?;
-        let r = ev.evaluate(&ck.student(&device)?, &device)?;
         Ok(StudentResult {
             accuracy: r.accuracy,
             agreement: r.agreement.unwrap_or(f64::NAN),

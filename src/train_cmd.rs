@@ -10,7 +10,7 @@ use std::sync::Arc;
 use student_train::models::{InputShape, ModelSpec, NormKind};
 use student_train::optim::{OptimConfig, OptimizerKind, Schedule};
 use student_train::run::{EpochMetrics, Progress, student_checkpoint};
-use student_train::{Evaluator, LossKind, RunData, TrainConfig};
+use student_train::{LossKind, RunData, TrainConfig};
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -410,35 +410,12 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
 pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let ck = student_checkpoint(&a.run, a.epoch)?;
     let data = open_data(&a.data, a.format.as_deref(), &a.split)?;
-    let input = ck.meta.input;
-    let want = (input.channels, input.classes);
-    let got = (usize::from(data.channels()), data.classes() as usize);
-    if want != got {
-        bail!(
-            "{}: the student takes {} channels and predicts {} classes; {} (split {}) has {} and {}",
-            ck.path.display(),
-            want.0,
-            want.1,
-            a.data.display(),
-            a.split,
-            got.0,
-            got.1
-        );
-    }
     let device: student_train::DeviceChoice = a.device.parse().map_err(anyhow::Error::msg)?;
     let device = device.inference().map_err(anyhow::Error::msg)?;
-    let model = ck.student(&device)?;
     let labels = a.labels.as_deref().map(open_store).transpose()?;
-    let ev = Evaluator::new(
-        data,
-        labels,
-        (input.width as u32, input.height as u32),
-        &ck.meta.mean,
-        &ck.meta.std,
-        a.batch,
-        threads(None),
-    )?;
-    let r = ev.evaluate(&model, &device)?;
+    let r = ck
+        .evaluate(data, labels, a.batch, threads(None), &device)
+        .with_context(|| format!("evaluating on {} (split {})", a.data.display(), a.split))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -477,14 +454,10 @@ pub struct ExportArgs {
 /// `distill export`.
 pub fn export(a: ExportArgs) -> Result<ExitCode> {
     let ck = student_checkpoint(&a.run, a.epoch)?;
-    let device = student_train::DeviceChoice::Cpu
-        .inference()
-        .map_err(anyhow::Error::msg)?;
-    let model = ck.student(&device)?;
-    let bytes = student_train::export::to_onnx(&model, &ck.meta)
-        .map_err(anyhow::Error::msg)
+    let bytes = ck
+        .to_onnx()
         .with_context(|| format!("exporting {}", ck.path.display()))?;
-    student_train::checkpoint::write_atomic(&a.onnx, &bytes, |p| std::fs::File::create(p))?;
+    label_store::writer::write_atomic(&a.onnx, &bytes)?;
     let i = ck.meta.input;
     if a.json {
         println!(

@@ -574,15 +574,28 @@ pub fn remove_store_files(dir: &Path) -> Result<()> {
 
 /// Writes `bytes` to `path` through `path.tmp`, fsync and rename, then fsyncs the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, bytes, |p| File::create(p))
+}
+
+/// [`write_atomic`] with the temporary file opened by `create` (tests pass one that fails as a
+/// full disk does). On any failure the temporary file is removed and `path` is untouched.
+pub fn write_atomic_with(
+    path: &Path,
+    bytes: &[u8],
+    create: impl Fn(&Path) -> std::io::Result<File>,
+) -> Result<()> {
     let tmp = path.with_extension(match path.extension() {
         Some(e) => format!("{}.tmp", e.to_string_lossy()),
         None => "tmp".into(),
     });
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io(path))?;
+    let written = create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(path)(e));
+    }
     if let Some(dir) = path.parent() {
         sync_dir(dir)?;
     }

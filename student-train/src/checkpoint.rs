@@ -3,9 +3,9 @@
 //!
 //! Layout (little-endian): magic `DSTLCKPT`, version u32, meta length u32, model length u64,
 //! optimizer length u64, xxh3-64 of everything after this 40-byte header, then the meta JSON,
-//! the model's burnpack bytes and the optimizer's burnpack bytes. The file is written to a
-//! temporary name, synced and renamed, so a crash or a full disk leaves the previous checkpoint
-//! as it was and never a half-written file under a checkpoint's name.
+//! the model's burnpack bytes and the optimizer's burnpack bytes. The file is written with the
+//! label store's `write_atomic` (temporary name, fsync, rename), so a crash or a full disk leaves
+//! the previous checkpoint as it was and never a half-written file under a checkpoint's name.
 
 use crate::error::TrainError;
 use crate::models::{InputShape, ModelSpec, Student};
@@ -13,8 +13,7 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -69,7 +68,8 @@ pub fn save(
         &model_bytes,
         optim_bytes.as_deref().unwrap_or(&[]),
     );
-    write_atomic(path, &bytes, |p| File::create(p))
+    label_store::writer::write_atomic(path, &bytes)?;
+    Ok(())
 }
 
 fn encode(meta: &[u8], model: &[u8], optim: &[u8]) -> Vec<u8> {
@@ -86,46 +86,6 @@ fn encode(meta: &[u8], model: &[u8], optim: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&xxh3_64(&body).to_le_bytes());
     out.extend_from_slice(&body);
     out
-}
-
-/// Writes `bytes` to a temporary file beside `path` (opened by `create`), syncs it and renames
-/// it over `path`. On any failure the temporary file is removed and `path` is untouched.
-pub fn write_atomic(
-    path: &Path,
-    bytes: &[u8],
-    create: impl Fn(&Path) -> std::io::Result<File>,
-) -> Result<(), TrainError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let written = (|| {
-        let mut f = create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(TrainError::Io {
-            file: path.to_path_buf(),
-            source: e,
-        });
-    }
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        TrainError::Io {
-            file: path.to_path_buf(),
-            source: e,
-        }
-    })?;
-    // Make the rename itself durable.
-    if let Some(dir) = path.parent()
-        && let Ok(d) = File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 impl Checkpoint {
@@ -187,6 +147,39 @@ impl Checkpoint {
         model
             .try_load_record(record)
             .map_err(|e| TrainError::corrupt(&self.path, format!("model: {e}")))
+    }
+
+    /// Evaluates the student it holds on `data` (resized to its input, with its normalization)
+    /// on `device`, and against `labels` (a `--split test --aug none` store) when given.
+    pub fn evaluate(
+        &self,
+        data: std::sync::Arc<dyn formats::dataset::Dataset>,
+        labels: Option<std::sync::Arc<label_store::LabelStore>>,
+        batch: usize,
+        threads: usize,
+        device: &Device,
+    ) -> Result<crate::run::EvalReport, TrainError> {
+        let input = self.meta.input;
+        input
+            .check_data(data.as_ref(), "the evaluation data")
+            .map_err(|e| TrainError::Mismatch(format!("{}: {e}", self.path.display())))?;
+        let ev = crate::run::Evaluator::new(
+            data,
+            labels,
+            (input.width as u32, input.height as u32),
+            &self.meta.mean,
+            &self.meta.std,
+            batch,
+            threads,
+        )?;
+        ev.evaluate(&self.student(device)?, device)
+    }
+
+    /// The student it holds as an ONNX model ([`crate::export::to_onnx`]), built on the CPU.
+    pub fn to_onnx(&self) -> Result<Vec<u8>, TrainError> {
+        let student = self.student(&Device::flex())?;
+        crate::export::to_onnx(&student, &self.meta)
+            .map_err(|e| TrainError::corrupt(&self.path, format!("export: {e}")))
     }
 
     /// Restores the optimizer state it holds into `optim`.

@@ -244,17 +244,9 @@ pub fn train(
     let started = Instant::now();
     cfg.validate()?;
     let input = cfg.input;
-    if data.train.classes() as usize != input.classes
-        || usize::from(data.train.channels()) != input.channels
-    {
-        return Err(TrainError::Mismatch(format!(
-            "the run is configured for {} channels and {} classes, the data has {} and {}",
-            input.channels,
-            input.classes,
-            data.train.channels(),
-            data.train.classes()
-        )));
-    }
+    input
+        .check_data(data.train.as_ref(), "the training split")
+        .map_err(TrainError::Mismatch)?;
     let size = (input.width as u32, input.height as u32);
     let device = cfg.device.training().map_err(TrainError::Config)?;
     let infer_device = device.clone().without_autodiff();
@@ -282,17 +274,10 @@ pub fn train(
             shuffle: true,
         },
     )?);
-    if let Some(test) = &data.test
-        && (test.classes() as usize != input.classes
-            || usize::from(test.channels()) != input.channels)
-    {
-        return Err(TrainError::Mismatch(format!(
-            "the test split has {} channels and {} classes, the training split {} and {}",
-            test.channels(),
-            test.classes(),
-            input.channels,
-            input.classes
-        )));
+    if let Some(test) = &data.test {
+        input
+            .check_data(test.as_ref(), "the test split")
+            .map_err(TrainError::Mismatch)?;
     }
     let evaluator = match &data.test {
         Some(test) => Some(Evaluator::new(
@@ -499,9 +484,12 @@ pub fn train(
 /// checkpoint of.
 fn prepare_run_dir(cfg: &TrainConfig, run: &Path, resume: bool) -> Result<u32, TrainError> {
     let cfg_path = run.join(CONFIG_FILE);
-    let write_config = || {
+    let write_config = || -> Result<(), TrainError> {
         let text = serde_json::to_string_pretty(cfg).expect("config serializes");
-        checkpoint::write_atomic(&cfg_path, text.as_bytes(), |p| File::create(p))
+        Ok(label_store::writer::write_atomic(
+            &cfg_path,
+            text.as_bytes(),
+        )?)
     };
     if !resume {
         if run.exists()
@@ -689,7 +677,7 @@ fn write_metrics(path: &Path, metrics: &[EpochMetrics]) -> Result<(), TrainError
         text.push_str(&serde_json::to_string(m).expect("metrics serialize"));
         text.push('\n');
     }
-    checkpoint::write_atomic(path, text.as_bytes(), |p| File::create(p))
+    Ok(label_store::writer::write_atomic(path, text.as_bytes())?)
 }
 
 fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<(), TrainError> {

@@ -412,9 +412,9 @@ fn bad_inputs_are_clear_errors() {
 fn a_full_disk_leaves_the_previous_checkpoint_usable() {
     let t = tempfile::tempdir().unwrap();
     let path = t.path().join("epoch-0001.ckpt");
-    checkpoint::write_atomic(&path, b"previous", |p| std::fs::File::create(p)).unwrap();
+    label_store::writer::write_atomic(&path, b"previous").unwrap();
     // /dev/full fails every write with ENOSPC, as a full disk does.
-    let e = checkpoint::write_atomic(&path, &vec![7u8; 1 << 16], |_| {
+    let e = label_store::writer::write_atomic_with(&path, &vec![7u8; 1 << 16], |_| {
         std::fs::OpenOptions::new().write(true).open("/dev/full")
     })
     .unwrap_err();

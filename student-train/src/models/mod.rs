@@ -55,6 +55,25 @@ pub struct InputShape {
     pub classes: usize,
 }
 
+impl InputShape {
+    /// Checks that `data` ("the training split", "the test split", …: `what`) has the channels
+    /// and classes this shape was made for, naming both counts when it does not.
+    pub fn check_data(
+        &self,
+        data: &dyn formats::dataset::Dataset,
+        what: &str,
+    ) -> Result<(), String> {
+        let got = (usize::from(data.channels()), data.classes() as usize);
+        if got == (self.channels, self.classes) {
+            return Ok(());
+        }
+        Err(format!(
+            "{what} has {} channels and {} classes; the model takes {} channels and predicts {} classes",
+            got.0, got.1, self.channels, self.classes
+        ))
+    }
+}
+
 impl ModelSpec {
     /// Checks the family name, the width and that the family can take `input`, naming what does
     /// not fit.
