@@ -598,7 +598,7 @@ class Shard:
         self.start, self.end = _u32(f, 16), _u32(f, 20)
         self.classes, self.k = _u32(f, 24), _u32(f, 28)
         self.chunk_records = _u32(f, 32)
-        if self.classes == 0 or not (1 <= self.k <= self.classes):
+        if not (1 <= self.classes <= MAX_CLASSES) or not (1 <= self.k <= self.classes):
             raise _err(p, "footer.k", f"k = {self.k} with {self.classes} classes")
         self.row_bytes = row_bytes(self.classes, self.k, self.codec)
         if _u32(f, 36) != self.row_bytes:
@@ -673,6 +673,10 @@ class Shard:
             self.by_epoch[e.epoch][j] = i
             if e.raw_len != e.count * self.row_bytes:
                 raise _err(p, where, f"raw length {e.raw_len} is not count × row size")
+            if e.raw_len > MAX_ZSTD_RATIO * e.payload_len:
+                raise _err(
+                    p, where, f"raw length {e.raw_len} cannot come from a {e.payload_len}-byte zstd payload"
+                )
             end = e.offset + CHUNK_HEADER_BYTES + e.payload_len
             if e.offset != at or end > index_offset:
                 raise _err(p, where, f"offset {e.offset} is not where the previous chunk ends ({at})")
@@ -814,6 +818,31 @@ def _decode_rows(rows: np.ndarray, classes: int, k: int, codec: str, where, firs
 # --------------------------------------------------------------------------------------------
 
 
+# FORMAT.md 1.2: bounds that keep a hostile store from making a reader allocate without limit.
+MAX_CLASSES = 1 << 24
+MAX_ZSTD_RATIO = 128 * 1024 // 4
+
+
+def shard_file_name(start: int, end: int) -> str:
+    return f"shard-{start:010d}-{end:010d}.dls"
+
+
+def _shard_file_problem(file: str, rng: range) -> str | None:
+    """Why a manifest's shard path could lead outside the shard it names (FORMAT.md 1.2)."""
+    if file.startswith("/") or "\\" in file or "\0" in file:
+        return f"{file!r}: absolute paths, backslashes and NUL are not allowed"
+    *dirs, name = file.split("/")
+    ups = 0
+    while ups < len(dirs) and dirs[ups] == "..":
+        ups += 1
+    if any(d in ("", ".", "..") for d in dirs[ups:]):
+        return f"{file!r}: only a leading run of `..` may leave the store directory"
+    want = shard_file_name(rng.start, rng.stop)
+    if name != want:
+        return f"{file!r}: the shard of samples {rng.start}..{rng.stop} is named {want}"
+    return None
+
+
 def _require(m: dict, key: str, typ, where: str):
     if key not in m:
         raise _err(where, key, "missing")
@@ -881,8 +910,8 @@ class Store:
         self.samples = _range(m, "samples", mpath)
         if self.codec not in ("q8", "f16"):
             raise _err(mpath, "codec", f"unknown codec {self.codec!r} (expected f16 or q8)")
-        if self.classes < 1:
-            raise _err(mpath, "classes", "must be at least 1")
+        if not (1 <= self.classes <= MAX_CLASSES):
+            raise _err(mpath, "classes", f"{self.classes} is not between 1 and {MAX_CLASSES}")
         if not (1 <= self.topk <= self.classes):
             raise _err(mpath, "k", f"k = {self.topk} must be between 1 and {self.classes}")
         if self.epochs < 1:
@@ -912,6 +941,9 @@ class Store:
             if records != len(rng) * self.epochs:
                 raise _err(mpath, f"shards[{i}].records", f"{records} is not samples × epochs")
             at = rng.stop
+            problem = _shard_file_problem(file, rng)
+            if problem:
+                raise _err(mpath, f"shards[{i}].file", problem)
             spath = os.path.join(self.path, file)
             if not os.path.exists(spath):
                 raise StoreError(f"{self.path}: shard {file} (samples {rng.start}..{rng.stop}) is missing")

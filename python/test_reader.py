@@ -404,6 +404,21 @@ def test_corruption(src: str, work: str) -> int:
     os.rename(os.path.join(d, "manifest.json"), os.path.join(d, "writing.json"))
     expect_error(lambda: ds.open_store(d), d, "has not finished")
     cases += 1
+    # Shard paths that could lead outside the store (FORMAT.md 1.2).
+    for bad in ["/etc/passwd", "../../../../etc/passwd", "sub/../shard-x.dls", "./" + "x"]:
+        d, shard, m = fresh("bad-path")
+        m["shards"][0]["file"] = bad
+        with open(os.path.join(d, "manifest.json"), "w") as f:
+            json.dump(m, f)
+        expect_error(lambda: ds.open_store(d), "shards[0].file", repr(bad))
+        cases += 1
+    # Too many classes for a reader to hold dense arrays of.
+    d, _, m = fresh("too-many-classes")
+    m["classes"] = 1 << 30
+    with open(os.path.join(d, "manifest.json"), "w") as f:
+        json.dump(m, f)
+    expect_error(lambda: ds.open_store(d), "manifest.json", "classes", "not between 1 and 16777216")
+    cases += 1
     # Unknown keys in the manifest are ignored.
     d, _, m = fresh("extra-keys")
     m["some_future_key"] = {"x": 1}

@@ -238,21 +238,7 @@ fn killed_run_resumes_to_the_uninterrupted_store() {
     let flags = ["--epochs", "60", "--chunk-records", "50", "--batch", "16"];
     ok(&label(&s, "reference", &flags));
     let out = s.root.join("killed");
-    let mut args: Vec<String> = vec!["label".into()];
-    for (f, v) in [
-        ("--teacher", s.teacher.to_str().unwrap()),
-        ("--data", s.data.to_str().unwrap()),
-        ("--out", out.to_str().unwrap()),
-        ("--topk", "5"),
-        ("--aug", "usi"),
-        ("--seed", "3"),
-        ("--mean", "0.5"),
-        ("--std", "0.25"),
-        ("--threads", "1"),
-    ] {
-        args.extend([f.to_string(), v.to_string()]);
-    }
-    args.extend(flags.iter().map(|f| f.to_string()));
+    let mut args = long_run(&s, &out);
     let mut child = Command::new(env!("CARGO_BIN_EXE_distill"))
         .args(&args)
         .stdout(std::process::Stdio::null())
@@ -268,6 +254,7 @@ fn killed_run_resumes_to_the_uninterrupted_store() {
         );
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+    let dead = child.id();
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
@@ -275,7 +262,11 @@ fn killed_run_resumes_to_the_uninterrupted_store() {
         "finished before the kill"
     );
     let o = distill(&["inspect", out.to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("has not finished"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("has not finished") && err.contains(&format!("pid {dead} on host")),
+        "{err}"
+    );
     // Resuming against changed data is refused, naming the field.
     let other = s.root.join("other");
     std::fs::create_dir_all(&other).unwrap();
@@ -458,4 +449,172 @@ fn the_binding_path_equals_the_plain_path() {
             "batch of {n}"
         );
     }
+}
+
+/// The arguments of a labelling run long enough (about a second or more) that a second
+/// process started with it overlaps it.
+fn long_run(s: &Setup, out: &std::path::Path) -> Vec<String> {
+    let mut args: Vec<String> = vec!["label".into()];
+    for (f, v) in [
+        ("--teacher", s.teacher.to_str().unwrap()),
+        ("--data", s.data.to_str().unwrap()),
+        ("--out", out.to_str().unwrap()),
+        ("--topk", "5"),
+        ("--aug", "usi"),
+        ("--seed", "3"),
+        ("--mean", "0.5"),
+        ("--std", "0.25"),
+        ("--threads", "1"),
+        ("--epochs", "60"),
+        ("--chunk-records", "50"),
+        ("--batch", "16"),
+    ] {
+        args.extend([f.to_string(), v.to_string()]);
+    }
+    args
+}
+
+#[test]
+fn two_writers_on_one_directory_never_both_write() {
+    let s = setup();
+    let reference = s.root.join("reference");
+    let o = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(long_run(&s, &reference))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let name = "shard-0000000000-0000000400.dls";
+    let want = std::fs::read(reference.join(name)).unwrap();
+    let modes: [(&str, &[&str]); 3] = [
+        ("plain", &[]),
+        ("resume", &["--resume"]),
+        ("force", &["--force"]),
+    ];
+    for i in 0..modes.len() {
+        for j in i..modes.len() {
+            let (a, b) = (modes[i], modes[j]);
+            let out = s.root.join(format!("{}-{}", a.0, b.0));
+            let spawn = |extra: &[&str]| {
+                Command::new(env!("CARGO_BIN_EXE_distill"))
+                    .args(long_run(&s, &out))
+                    .args(extra)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            };
+            let mut children = [spawn(a.1), spawn(b.1)];
+            let pids = [children[0].id(), children[1].id()];
+            // Wait for both, remembering which ended first.
+            let mut ended: Vec<(usize, std::process::ExitStatus)> = Vec::new();
+            let t0 = std::time::Instant::now();
+            while ended.len() < 2 {
+                for (k, c) in children.iter_mut().enumerate() {
+                    if ended.iter().all(|(e, _)| *e != k)
+                        && let Some(st) = c.try_wait().unwrap()
+                    {
+                        ended.push((k, st));
+                    }
+                }
+                assert!(t0.elapsed().as_secs() < 120, "{} + {}: no end", a.0, b.0);
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            let (loser, lost) = ended[0];
+            let (winner, won) = ended[1];
+            let mut err = String::new();
+            use std::io::Read;
+            children[loser]
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            let pair = format!("{} + {}", a.0, b.0);
+            assert!(!lost.success(), "{pair}: the first to end succeeded: {err}");
+            assert!(won.success(), "{pair}: the writer failed");
+            assert!(
+                err.contains(&format!("is being written by pid {}", pids[winner])),
+                "{pair}: {err}"
+            );
+            assert_eq!(std::fs::read(out.join(name)).unwrap(), want, "{pair}");
+            let v = ok(&distill(&[
+                "inspect",
+                out.to_str().unwrap(),
+                "--verify",
+                "--json",
+            ]));
+            assert_eq!(v["verify"]["ok"], true, "{pair}: {v}");
+        }
+    }
+}
+
+#[test]
+fn resuming_a_finished_store_is_a_success_without_work() {
+    let s = setup();
+    ok(&label(&s, "done", &[]));
+    let dir = s.root.join("done");
+    let snapshot = || {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name() != "writer.lock")
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = snapshot();
+    for _ in 0..2 {
+        let v = ok(&label(&s, "done", &["--resume"]));
+        assert_eq!(v["labelled"], 0, "{v}");
+        assert_eq!(v["already_complete"], true, "{v}");
+        assert_eq!(v["records"], 800, "{v}");
+        assert_eq!(snapshot(), before);
+    }
+    let o = label(&s, "done", &["--resume", "--seed", "4"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("it is finished, and seed differs"),
+        "{err}"
+    );
+    let o = label(&s, "done", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("already holds a finished label store"),
+        "{err}"
+    );
+    assert_eq!(snapshot(), before);
+    // The human form says so too.
+    let out = s.root.join("done");
+    let o = distill(&[
+        "label",
+        "--teacher",
+        s.teacher.to_str().unwrap(),
+        "--data",
+        s.data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--topk",
+        "5",
+        "--aug",
+        "usi",
+        "--seed",
+        "3",
+        "--batch",
+        "32",
+        "--mean",
+        "0.5",
+        "--std",
+        "0.25",
+        "--resume",
+    ]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to do"));
 }

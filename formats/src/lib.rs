@@ -21,6 +21,6 @@ pub use manifest::{
     DatasetFingerprint, FORMAT_NAME, FORMAT_VERSION, Manifest, Quality, QualitySums, SampleRange,
     ShardEntry, TeacherInfo, sha256_hex,
 };
-pub use record::{Q8_STEP, Record, RecordLayout, ValueCodec};
+pub use record::{MAX_CLASSES, Q8_STEP, Record, RecordLayout, ValueCodec};
 pub use soft_label::{Reconstruction, SoftLabel, TAIL_TEMPERATURES};
 pub mod dataset;

@@ -116,6 +116,44 @@ pub struct ShardEntry {
     pub checksum: String,
 }
 
+/// File name of the shard holding `samples`: `shard-SSSSSSSSSS-EEEEEEEEEE.dls`.
+pub fn shard_file_name(samples: SampleRange) -> String {
+    format!("shard-{:010}-{:010}.dls", samples.start, samples.end)
+}
+
+impl ShardEntry {
+    /// Why `file` could lead a reader to a file other than this shard, if it could. Allowed: a
+    /// relative path whose last part is [`shard_file_name`] of `samples`, with `..` only as a
+    /// leading run (what `merge` writes when it cannot hard-link a shard into the store);
+    /// refused: absolute paths, and `.`, empty or `..` parts anywhere else (FORMAT.md §1).
+    pub fn file_problem(&self) -> Option<String> {
+        let f = &self.file;
+        if f.starts_with('/') || f.contains('\\') || f.contains('\0') {
+            return Some(format!(
+                "{f:?}: absolute paths, backslashes and NUL are not allowed"
+            ));
+        }
+        let parts: Vec<&str> = f.split('/').collect();
+        let (name, dirs) = parts.split_last().expect("split gives one part");
+        let ups = dirs.iter().take_while(|p| **p == "..").count();
+        if dirs[ups..]
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
+        {
+            return Some(format!(
+                "{f:?}: only a leading run of `..` may leave the store directory"
+            ));
+        }
+        let want = shard_file_name(self.samples);
+        (*name != want).then(|| {
+            format!(
+                "{f:?}: the shard of samples {} is named {want}",
+                self.samples
+            )
+        })
+    }
+}
+
 /// Running sums the writer keeps per chunk; FORMAT.md fixes their order in chunk headers.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct QualitySums {
@@ -356,6 +394,9 @@ impl Manifest {
                     ),
                 ));
             }
+            if let Some(why) = s.file_problem() {
+                return Err(FormatError::invalid(format!("shards[{i}].file"), why));
+            }
             at = s.samples.end;
         }
         if at != self.samples.end {
@@ -410,7 +451,7 @@ mod tests {
             samples: SampleRange { start: 0, end: 100 },
             shards: vec![
                 ShardEntry {
-                    file: "a".into(),
+                    file: "shard-0000000000-0000000040.dls".into(),
                     samples: SampleRange { start: 0, end: 40 },
                     records: 80,
                     chunks: 6,
@@ -418,7 +459,7 @@ mod tests {
                     checksum: "xxh3:0".into(),
                 },
                 ShardEntry {
-                    file: "b".into(),
+                    file: "../other/shard-0000000040-0000000100.dls".into(),
                     samples: SampleRange {
                         start: 40,
                         end: 100,
@@ -440,6 +481,40 @@ mod tests {
         let back = Manifest::from_json(&m.to_json()).unwrap();
         assert_eq!(back, m);
         assert_eq!(m.records(), 200);
+    }
+
+    #[test]
+    fn shard_paths_cannot_leave_the_shard_they_name() {
+        let m = manifest();
+        m.check().unwrap();
+        for (file, why) in [
+            ("/etc/passwd", "absolute"),
+            ("/data/shard-0000000000-0000000040.dls", "absolute"),
+            ("..\\shard-0000000000-0000000040.dls", "backslashes"),
+            ("a/../../shard-0000000000-0000000040.dls", "leading run"),
+            ("./shard-0000000000-0000000040.dls", "leading run"),
+            ("..//shard-0000000000-0000000040.dls", "leading run"),
+            (
+                "../../etc/passwd",
+                "is named shard-0000000000-0000000040.dls",
+            ),
+            (
+                "shard-0000000000-0000000041.dls",
+                "is named shard-0000000000-0000000040.dls",
+            ),
+            ("", "is named"),
+        ] {
+            let mut m = manifest();
+            m.shards[0].file = file.into();
+            let e = m.check().unwrap_err().to_string();
+            assert!(
+                e.contains("shards[0].file") && e.contains(why),
+                "{file}: {e}"
+            );
+        }
+        let mut m = manifest();
+        m.shards[0].file = "../../a/b/shard-0000000000-0000000040.dls".into();
+        m.check().unwrap();
     }
 
     #[test]

@@ -101,6 +101,11 @@ pub struct Record {
     pub label: SoftLabel,
 }
 
+/// The most classes a store may have (2²⁴, FORMAT.md §2). Readers keep dense per-class arrays
+/// (a top-1 histogram, a rebuilt distribution), so an untrusted manifest must not be able to
+/// claim billions; the largest public label spaces (ImageNet-21k, 21,841) are far below it.
+pub const MAX_CLASSES: u32 = 1 << 24;
+
 /// Everything needed to encode and decode rows of one store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordLayout {
@@ -110,10 +115,14 @@ pub struct RecordLayout {
 }
 
 impl RecordLayout {
-    /// A layout for `classes` classes and top-`k`; errors when `k` is 0 or above `classes`.
+    /// A layout for `classes` classes and top-`k`; errors when `classes` is 0 or above
+    /// [`MAX_CLASSES`], or `k` is 0 or above `classes`.
     pub fn new(classes: u32, k: u32, codec: ValueCodec) -> Result<Self, FormatError> {
-        if classes == 0 {
-            return Err(FormatError::invalid("classes", "must be at least 1"));
+        if classes == 0 || classes > MAX_CLASSES {
+            return Err(FormatError::invalid(
+                "classes",
+                format!("{classes} is not between 1 and {MAX_CLASSES}"),
+            ));
         }
         if k == 0 || k > classes {
             return Err(FormatError::invalid(

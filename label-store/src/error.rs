@@ -22,6 +22,16 @@ pub enum StoreError {
         context: String,
         source: FormatError,
     },
+    /// Another process holds the store directory's writer lock.
+    #[error(
+        "{} is being written by {}: a store has one writer at a time; wait for it to finish, or stop it first",
+        dir.display(),
+        holder.as_ref().map_or_else(|| "another process".to_string(), |h| h.to_string())
+    )]
+    Locked {
+        dir: PathBuf,
+        holder: Option<crate::lock::LockHolder>,
+    },
     /// A request the store cannot honour: records out of order, incompatible shards, an
     /// existing store without `resume` or `overwrite`, a mismatch between a resume and its run.
     #[error("{0}")]

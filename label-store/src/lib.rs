@@ -8,6 +8,7 @@
 //! ([`summarize`]). It never runs a teacher or a student. `formats/FORMAT.md` is the layout.
 
 pub mod error;
+pub mod lock;
 pub mod merge;
 pub mod reader;
 pub mod shard;
@@ -18,6 +19,7 @@ pub mod verify;
 pub mod writer;
 
 pub use error::{Result, StoreError};
+pub use lock::{LOCK_FILE, LockHolder, WriterLock};
 pub use merge::merge;
 pub use reader::{DecodedEpoch, EpochIter, LabelStore, Prefetcher, Shard, ShardBytes};
 pub use summary::{Summary, summarize};

@@ -4,6 +4,7 @@
 //! is impossible (another file system).
 
 use crate::error::{Result, StoreError, format, io};
+use crate::lock::WriterLock;
 use crate::reader::LabelStore;
 use crate::writer::{MANIFEST_FILE, write_atomic};
 use formats::{Manifest, Quality, QualitySums, SampleRange};
@@ -56,13 +57,14 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<Manifest> {
             "gap: samples {at}..{total} are in no shard store"
         )));
     }
+    // One writer per directory: a second merge (or a labelling run) into `out` is refused.
+    let _lock = WriterLock::acquire(out)?;
     if out.join(MANIFEST_FILE).exists() {
         return Err(StoreError::Invalid(format!(
             "{} already holds a label store",
             out.display()
         )));
     }
-    std::fs::create_dir_all(out).map_err(io(out))?;
     let mut shards = Vec::new();
     let mut sums = QualitySums::default();
     for s in &stores {

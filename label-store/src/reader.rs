@@ -107,9 +107,15 @@ impl LabelStore {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let why = if dir.join(WRITING_FILE).exists() {
-                    "its writer has not finished (resume the run that writes it)"
+                    let who = crate::lock::last_holder(dir)
+                        .map(|h| format!(" ({h})"))
+                        .unwrap_or_default();
+                    format!(
+                        "its writer{who} has not finished (if it is no longer running, resume the \
+                         run that writes it)"
+                    )
                 } else {
-                    "not a label store"
+                    "not a label store".into()
                 };
                 return Err(StoreError::Invalid(format!(
                     "{}: no {MANIFEST_FILE}: {why}",

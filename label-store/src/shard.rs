@@ -22,6 +22,11 @@ pub const FILE_HEADER_BYTES: usize = 16;
 pub const CHUNK_HEADER_BYTES: usize = 112;
 pub const INDEX_ENTRY_BYTES: usize = 40;
 pub const FOOTER_BYTES: usize = 80;
+/// The most bytes a valid zstd frame can decode to per byte of frame: a block decodes to at
+/// most 128 KiB and takes at least 4 bytes (an RLE block: 3-byte header, 1 byte), so 32,768.
+/// A chunk whose index claims more raw bytes than its payload can hold is refused before
+/// anything is allocated for it: an untrusted shard's claims stay bounded by its real size.
+pub const MAX_ZSTD_RATIO: u64 = 128 * 1024 / 4;
 /// Shard format version written by this crate (same as the manifest's).
 pub const SHARD_VERSION: u32 = formats::FORMAT_VERSION;
 
@@ -380,6 +385,12 @@ pub fn parse_footer(file: &Path, bytes: &[u8]) -> Result<Footer> {
                 e.raw_len
             )));
         }
+        if u64::from(e.raw_len) > MAX_ZSTD_RATIO * u64::from(e.payload_len) {
+            return Err(bad(format!(
+                "{where_}: raw length {} cannot come from a {}-byte zstd payload",
+                e.raw_len, e.payload_len
+            )));
+        }
         let end = e
             .offset
             .saturating_add(CHUNK_HEADER_BYTES as u64 + u64::from(e.payload_len));
@@ -479,6 +490,23 @@ pub fn decompress(
     if rows.len() != raw_len || !raw_len.is_multiple_of(row_bytes) {
         return Err(format!(
             "raw length {raw_len} is not a whole number of rows"
+        ));
+    }
+    // The frame names its decoded size: check it before allocating for it.
+    match zstd::zstd_safe::get_frame_content_size(payload) {
+        Ok(Some(n)) if n == raw_len as u64 => {}
+        Ok(None) => {}
+        Ok(Some(n)) => {
+            return Err(format!(
+                "zstd frame holds {n} bytes, the chunk claims {raw_len}"
+            ));
+        }
+        Err(_) => return Err("payload is not a zstd frame".into()),
+    }
+    if raw_len as u64 > MAX_ZSTD_RATIO * payload.len() as u64 {
+        return Err(format!(
+            "raw length {raw_len} cannot come from a {}-byte zstd payload",
+            payload.len()
         ));
     }
     scratch.clear();

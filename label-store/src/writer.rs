@@ -16,11 +16,12 @@
 //! same bytes as an uninterrupted one.
 
 use crate::error::{Result, StoreError, corrupt, format, io};
+use crate::lock::WriterLock;
 use crate::shard::{
     CHUNK_HEADER_BYTES, ChunkHeader, FILE_HEADER_BYTES, IndexEntry, ShardInfo, check_file_header,
     encode_footer, file_header, rows_to_columns,
 };
-use formats::{Manifest, Quality, QualitySums, Record, RecordLayout, SampleRange, ShardEntry};
+use formats::{Manifest, Quality, QualitySums, Record, RecordLayout, ShardEntry};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -39,10 +40,7 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// see long runs of each byte column; decompressing one chunk (≈1.1 MB) takes about a millisecond.
 pub const DEFAULT_CHUNK_RECORDS: u32 = 16_384;
 
-/// File name of the shard holding `samples`.
-pub fn shard_file_name(samples: SampleRange) -> String {
-    format!("shard-{:010}-{:010}.dls", samples.start, samples.end)
-}
+pub use formats::manifest::shard_file_name;
 
 /// What the caller measured about one record from the full teacher output.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -358,18 +356,49 @@ fn file_name(p: &Path) -> String {
 
 /// Writes a store directory holding one shard: the whole dataset, or with `--shard I/N` a
 /// contiguous part of it that `merge` later joins with the others.
+///
+/// The writer holds the directory's [`WriterLock`] for its whole life, so a second writer (a
+/// retried batch job whose predecessor still runs) is refused at once instead of racing it.
 pub struct StoreWriter {
     dir: PathBuf,
     draft: Manifest,
-    shard: Option<ShardWriter>,
-    /// Set when resuming a store whose shard was already renamed before the crash.
-    finished_shard: Option<(ShardEntry, QualitySums)>,
+    state: WriterState,
+    _lock: WriterLock,
+}
+
+enum WriterState {
+    /// Records still to come.
+    Writing(ShardWriter),
+    /// Resuming a store whose shard was renamed into place before the crash: only the manifest
+    /// is missing.
+    ShardDone(ShardEntry, QualitySums),
+    /// Resuming a store that is already finished, with the same settings: nothing to do.
+    Complete(Manifest),
 }
 
 impl StoreWriter {
-    /// Opens `dir` for writing the records `draft` describes (`draft.shards` and `draft.quality`
-    /// are filled by [`StoreWriter::finish`]).
-    pub fn open(dir: &Path, mut draft: Manifest, mode: OpenMode, level: i32) -> Result<Self> {
+    /// Locks `dir` and opens it for writing the records `draft` describes (`draft.shards` and
+    /// `draft.quality` are filled by [`StoreWriter::finish`]).
+    pub fn open(dir: &Path, draft: Manifest, mode: OpenMode, level: i32) -> Result<Self> {
+        Self::open_locked(WriterLock::acquire(dir)?, draft, mode, level)
+    }
+
+    /// [`StoreWriter::open`] with the lock taken earlier (a labelling run takes it before it
+    /// loads its teachers, so that a second run fails at once).
+    ///
+    /// With [`OpenMode::Resume`] a store that is already finished is accepted when `draft`
+    /// matches its manifest (teachers, dataset, recipe, seed, epochs, k, codec, samples, …):
+    /// the writer then has nothing to do and `finish` returns the existing manifest, so a
+    /// retried job whose predecessor finished succeeds. A different setting is an error naming
+    /// the field.
+    pub fn open_locked(
+        lock: WriterLock,
+        mut draft: Manifest,
+        mode: OpenMode,
+        level: i32,
+    ) -> Result<Self> {
+        let dir = lock.dir().to_path_buf();
+        let dir = dir.as_path();
         draft.shards.clear();
         draft.quality = Quality::default();
         draft
@@ -400,14 +429,35 @@ impl StoreWriter {
         if mode == OpenMode::Overwrite {
             remove_store_files(dir)?;
         }
-        fs::create_dir_all(dir).map_err(io(dir))?;
-        let unfinished = state.exists();
+        let writer = |draft, state| StoreWriter {
+            dir: dir.to_path_buf(),
+            draft,
+            state,
+            _lock: lock,
+        };
         if manifest.exists() {
-            return Err(StoreError::Invalid(format!(
-                "{} already holds a finished label store: choose another output or overwrite it",
-                dir.display()
-            )));
+            if mode != OpenMode::Resume {
+                return Err(StoreError::Invalid(format!(
+                    "{} already holds a finished label store: resume it (nothing to do if the \
+                     settings match), choose another output, or overwrite it",
+                    dir.display()
+                )));
+            }
+            let text = fs::read_to_string(&manifest).map_err(io(&manifest))?;
+            let old = Manifest::from_json(&text).map_err(format(manifest.display().to_string()))?;
+            if let Some(diff) = draft_mismatch(&old, &draft) {
+                return Err(StoreError::Invalid(format!(
+                    "cannot resume {}: it is finished, and {diff}",
+                    dir.display()
+                )));
+            }
+            // Finished with the same settings: check that it still opens (footers against the
+            // manifest), then report it as is.
+            crate::reader::LabelStore::open(dir)?;
+            draft = old.clone();
+            return Ok(writer(draft, WriterState::Complete(old)));
         }
+        let unfinished = state.exists();
         if unfinished && mode == OpenMode::Create {
             return Err(StoreError::Invalid(format!(
                 "{} holds an unfinished label store: resume it or overwrite it",
@@ -427,44 +477,35 @@ impl StoreWriter {
             draft.created = old.created;
             if final_path.exists() && !partial.exists() {
                 let done = finished_shard(&final_path, &info)?;
-                return Ok(StoreWriter {
-                    dir: dir.to_path_buf(),
-                    draft,
-                    shard: None,
-                    finished_shard: Some(done),
-                });
+                return Ok(writer(draft, WriterState::ShardDone(done.0, done.1)));
             }
             let shard = if partial.exists() {
                 ShardWriter::resume(&partial, info, level)?
             } else {
                 ShardWriter::create(&partial, info, level)?
             };
-            return Ok(StoreWriter {
-                dir: dir.to_path_buf(),
-                draft,
-                shard: Some(shard),
-                finished_shard: None,
-            });
+            return Ok(writer(draft, WriterState::Writing(shard)));
         }
         write_atomic(&state, draft.to_json().as_bytes())?;
         let shard = ShardWriter::create(&partial, info, level)?;
-        Ok(StoreWriter {
-            dir: dir.to_path_buf(),
-            draft,
-            shard: Some(shard),
-            finished_shard: None,
-        })
+        Ok(writer(draft, WriterState::Writing(shard)))
     }
 
     /// The next sample index epoch `epoch` expects; a resumed run skips records below it.
     pub fn next_sample(&self, epoch: u32) -> u32 {
-        match &self.shard {
-            Some(s) => s.next_sample(epoch),
-            None => self.draft.samples.end,
+        match &self.state {
+            WriterState::Writing(s) => s.next_sample(epoch),
+            _ => self.draft.samples.end,
         }
     }
 
-    /// The manifest draft (with the original creation time when resuming).
+    /// Whether the store was already finished when opened (a resume with nothing to do).
+    pub fn already_complete(&self) -> bool {
+        matches!(self.state, WriterState::Complete(_))
+    }
+
+    /// The manifest draft (with the original creation time when resuming; the whole manifest
+    /// of a store that was already complete).
     pub fn draft(&self) -> &Manifest {
         &self.draft
     }
@@ -477,23 +518,24 @@ impl StoreWriter {
         rec: &Record,
         quality: &RecordQuality,
     ) -> Result<()> {
-        match &mut self.shard {
-            Some(s) => s.append(epoch, sample, rec, quality),
-            None => Err(StoreError::Invalid(format!(
+        match &mut self.state {
+            WriterState::Writing(s) => s.append(epoch, sample, rec, quality),
+            _ => Err(StoreError::Invalid(format!(
                 "record (epoch {epoch}, sample {sample}) appended to a store whose shard is complete"
             ))),
         }
     }
 
-    /// Finishes the shard and writes `manifest.json`. Returns the final manifest.
+    /// Finishes the shard and writes `manifest.json`. Returns the final manifest (a store that
+    /// was already complete is returned untouched).
     pub fn finish(self) -> Result<Manifest> {
-        let (entry, sums) = match (self.shard, self.finished_shard) {
-            (Some(s), _) => {
+        let (entry, sums) = match self.state {
+            WriterState::Writing(s) => {
                 let final_path = self.dir.join(shard_file_name(self.draft.samples));
                 s.finish(&final_path)?
             }
-            (None, Some(done)) => done,
-            (None, None) => unreachable!("a writer has a shard or a finished one"),
+            WriterState::ShardDone(entry, sums) => (entry, sums),
+            WriterState::Complete(m) => return Ok(m),
         };
         let mut m = self.draft;
         m.shards = vec![entry];
@@ -541,7 +583,7 @@ fn draft_mismatch(old: &Manifest, new: &Manifest) -> Option<String> {
         }
         if b.get(key) != Some(va) {
             return Some(format!(
-                "{key} differs: the unfinished store has {va}, this run has {}",
+                "{key} differs: the store being resumed has {va}, this run has {}",
                 b.get(key)
                     .map(|v| v.to_string())
                     .unwrap_or_else(|| "nothing".into())

@@ -185,11 +185,26 @@ fn existing_stores_need_resume_or_overwrite() {
         .unwrap()
         .to_string();
     assert!(e.contains("already holds a finished"), "{e}");
-    let e = StoreWriter::open(t.path(), draft_for(whole()), OpenMode::Resume, 3)
+    // Resuming a finished store with the same settings is a success without work: a retried
+    // job whose predecessor finished.
+    let before = fs::read(t.path().join(MANIFEST_FILE)).unwrap();
+    let w = StoreWriter::open(t.path(), draft_for(whole()), OpenMode::Resume, 3).unwrap();
+    assert!(w.already_complete());
+    assert_eq!(w.next_sample(0), whole().end);
+    let m = w.finish().unwrap();
+    assert_eq!(
+        m,
+        Manifest::from_json(std::str::from_utf8(&before).unwrap()).unwrap()
+    );
+    assert_eq!(fs::read(t.path().join(MANIFEST_FILE)).unwrap(), before);
+    // With other settings it is an error naming the field.
+    let mut other = draft_for(whole());
+    other.seed += 1;
+    let e = StoreWriter::open(t.path(), other, OpenMode::Resume, 3)
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("already holds a finished"), "{e}");
+    assert!(e.contains("it is finished, and seed differs"), "{e}");
     let w = StoreWriter::open(t.path(), draft_for(whole()), OpenMode::Overwrite, 3).unwrap();
     assert_eq!(w.next_sample(0), 0);
     drop(w);

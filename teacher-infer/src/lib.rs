@@ -9,5 +9,5 @@ pub mod runtime;
 pub mod session;
 
 pub use error::InferError;
-pub use pipeline::{Ensemble, LabelConfig, LabelSummary, label};
+pub use pipeline::{Ensemble, LabelConfig, LabelSummary, label, label_locked};
 pub use session::{CudaOptions, Device, TeacherSession};

@@ -16,7 +16,7 @@ use formats::{
     AugParams, FORMAT_NAME, FORMAT_VERSION, Manifest, Quality, Record, SampleRange, SoftLabel,
     ValueCodec,
 };
-use label_store::{OpenMode, RecordQuality, StoreWriter};
+use label_store::{OpenMode, RecordQuality, StoreWriter, WriterLock};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -71,6 +71,8 @@ pub struct LabelSummary {
     pub records: u64,
     /// Records labelled by this run (fewer than `records` when resuming).
     pub labelled: u64,
+    /// The store was already finished with the same settings (`--resume` of a done job).
+    pub already_complete: bool,
     pub seconds: f64,
     pub images_per_sec: f64,
     pub samples: SampleRange,
@@ -105,7 +107,21 @@ struct Batch {
 
 /// Runs the teachers over the dataset and writes (or resumes) the store. `progress` is called
 /// with the number of records of the shard that are done (on disk or labelled).
-pub fn label(cfg: &LabelConfig, mut progress: impl FnMut(u64)) -> Result<LabelSummary, InferError> {
+///
+/// Takes the output directory's writer lock first: a second run on the same directory fails
+/// at once, naming the process that holds it.
+pub fn label(cfg: &LabelConfig, progress: impl FnMut(u64)) -> Result<LabelSummary, InferError> {
+    let lock = WriterLock::acquire(&cfg.out).map_err(|e| store_err(&cfg.out, e))?;
+    label_locked(cfg, lock, progress)
+}
+
+/// [`label`] with the lock of `cfg.out` already held (the command line takes it before it
+/// opens the dataset, which can take a while on a large folder).
+pub fn label_locked(
+    cfg: &LabelConfig,
+    lock: WriterLock,
+    mut progress: impl FnMut(u64),
+) -> Result<LabelSummary, InferError> {
     let t0 = Instant::now();
     let env = &crate::runtime::environment(cfg.ort_lib.as_deref())?.1;
     let mut sessions = cfg
@@ -177,8 +193,10 @@ pub fn label(cfg: &LabelConfig, mut progress: impl FnMut(u64)) -> Result<LabelSu
         })?,
     );
     let draft = draft_manifest(cfg, &sessions, range, classes, (w, h));
-    let mut writer = StoreWriter::open(&cfg.out, draft, cfg.mode, label_store::DEFAULT_ZSTD_LEVEL)
-        .map_err(|e| store_err(&cfg.out, e))?;
+    let mut writer =
+        StoreWriter::open_locked(lock, draft, cfg.mode, label_store::DEFAULT_ZSTD_LEVEL)
+            .map_err(|e| store_err(&cfg.out, e))?;
+    let already_complete = writer.already_complete();
 
     // Batches still to do, block by block.
     let mut todo: Vec<(u32, u32, u32)> = Vec::new();
@@ -361,6 +379,7 @@ pub fn label(cfg: &LabelConfig, mut progress: impl FnMut(u64)) -> Result<LabelSu
         out: cfg.out.clone(),
         records: m.records(),
         labelled,
+        already_complete,
         seconds,
         images_per_sec: labelled as f64 / seconds,
         samples: m.samples,
