@@ -57,9 +57,12 @@ fn inspect_summarizes_and_verifies() {
     assert_eq!(v["samples"], 500);
     assert_eq!(v["classes"], 100);
     assert_eq!(v["k"], 10);
+    // Every file of the store but the writer lock, which holds no store data.
     let on_disk: u64 = std::fs::read_dir(&store)
         .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != label_store::LOCK_FILE)
+        .map(|e| e.metadata().unwrap().len())
         .sum();
     assert_eq!(v["bytes_on_disk"], on_disk);
     let bpr = v["bytes_per_record"].as_f64().unwrap();
@@ -237,4 +240,27 @@ fn merge_joins_shard_stores() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("gap: samples 0..200"));
+}
+
+#[test]
+fn a_closed_pipe_ends_a_long_dump_quietly() {
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("s");
+    make(&store);
+    // `distill inspect S --records 0..1000 | head -2`: about 150 KB, more than a pipe holds.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(["inspect", store.to_str().unwrap(), "--records", "0..1000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("epoch 0 sample 0 "), "{first}");
+    lines.next().unwrap().unwrap();
+    drop(lines); // head exits: the pipe closes
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {err}", out.status);
+    assert!(err.is_empty(), "{err}");
 }

