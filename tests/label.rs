@@ -39,10 +39,9 @@ fn setup() -> Setup {
     }
 }
 
-/// Runs `distill label` with the test's defaults; a flag in `extra` replaces its default
+/// `distill label` arguments with the test's defaults; a flag in `extra` replaces its default
 /// (`--teacher` adds a teacher).
-fn label(s: &Setup, out: &str, extra: &[&str]) -> Output {
-    let out = s.root.join(out);
+fn label_args(s: &Setup, out: &std::path::Path, extra: &[&str]) -> Vec<String> {
     let defaults = [
         ("--teacher", s.teacher.to_str().unwrap()),
         ("--data", s.data.to_str().unwrap()),
@@ -55,14 +54,21 @@ fn label(s: &Setup, out: &str, extra: &[&str]) -> Output {
         ("--mean", "0.5"),
         ("--std", "0.25"),
     ];
-    let mut args = vec!["label", "--json"];
+    let mut args = vec!["label".to_string()];
     for (flag, value) in defaults {
         if flag == "--teacher" || !extra.contains(&flag) {
-            args.extend([flag, value]);
+            args.extend([flag.to_string(), value.to_string()]);
         }
     }
-    args.extend_from_slice(extra);
-    distill(&args)
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// Runs `distill label --json` with the test's defaults (see [`label_args`]) into `ROOT/out`.
+fn label(s: &Setup, out: &str, extra: &[&str]) -> Output {
+    let mut args = label_args(s, &s.root.join(out), extra);
+    args.push("--json".into());
+    distill(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 #[test]
@@ -454,24 +460,17 @@ fn the_binding_path_equals_the_plain_path() {
 /// The arguments of a labelling run long enough (about a second or more) that a second
 /// process started with it overlaps it.
 fn long_run(s: &Setup, out: &std::path::Path) -> Vec<String> {
-    let mut args: Vec<String> = vec!["label".into()];
-    for (f, v) in [
-        ("--teacher", s.teacher.to_str().unwrap()),
-        ("--data", s.data.to_str().unwrap()),
-        ("--out", out.to_str().unwrap()),
-        ("--topk", "5"),
-        ("--aug", "usi"),
-        ("--seed", "3"),
-        ("--mean", "0.5"),
-        ("--std", "0.25"),
-        ("--threads", "1"),
-        ("--epochs", "60"),
-        ("--chunk-records", "50"),
-        ("--batch", "16"),
-    ] {
-        args.extend([f.to_string(), v.to_string()]);
-    }
-    args
+    let flags = [
+        "--threads",
+        "1",
+        "--epochs",
+        "60",
+        "--chunk-records",
+        "50",
+        "--batch",
+        "16",
+    ];
+    label_args(s, out, &flags)
 }
 
 #[test]
@@ -590,31 +589,8 @@ fn resuming_a_finished_store_is_a_success_without_work() {
     );
     assert_eq!(snapshot(), before);
     // The human form says so too.
-    let out = s.root.join("done");
-    let o = distill(&[
-        "label",
-        "--teacher",
-        s.teacher.to_str().unwrap(),
-        "--data",
-        s.data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--epochs",
-        "2",
-        "--topk",
-        "5",
-        "--aug",
-        "usi",
-        "--seed",
-        "3",
-        "--batch",
-        "32",
-        "--mean",
-        "0.5",
-        "--std",
-        "0.25",
-        "--resume",
-    ]);
+    let args = label_args(&s, &dir, &["--resume"]);
+    let o = distill(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to do"));
 }

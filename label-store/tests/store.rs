@@ -456,6 +456,12 @@ fn merged_shards_equal_one_store() {
         .collect();
     let out = t.path().join("merged");
     let inputs = vec![dirs[2].clone(), dirs[0].clone(), dirs[1].clone()];
+    // A merge into a directory another writer holds is refused, and writes nothing.
+    let held = label_store::WriterLock::acquire(&out).unwrap();
+    let e = merge(&inputs, &out).unwrap_err().to_string();
+    assert!(e.contains("is being written by pid"), "{e}");
+    assert!(!out.join(MANIFEST_FILE).exists());
+    drop(held);
     let m = merge(&inputs, &out).unwrap();
     assert_eq!(m.shards.len(), 3);
     assert!(verify(&out).ok);
