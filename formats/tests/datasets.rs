@@ -225,10 +225,22 @@ fn image_folders_convert_and_refuse_clearly() {
     let jpg = d.image(3).unwrap();
     assert_eq!((jpg.width, jpg.height, jpg.channels), (6, 4, 3));
 
-    std::fs::write(root.join("train/dog/e.jpg"), b"not a jpeg at all").unwrap();
+    // A PNG cut short: its header gives the size, decoding it fails naming file and sample.
+    let whole = std::fs::read(root.join("train/cat/a.png")).unwrap();
+    std::fs::write(root.join("train/dog/e.png"), &whole[..whole.len() - 20]).unwrap();
     let d = dataset::open(root, None, "train").unwrap();
+    assert_eq!(d.dims(4).unwrap(), (6, 4));
     let e = d.image(4).unwrap_err().to_string();
-    assert!(e.contains("e.jpg") && e.contains("sample 4"), "{e}");
+    assert!(e.contains("e.png") && e.contains("sample 4"), "{e}");
+    std::fs::remove_file(root.join("train/dog/e.png")).unwrap();
+    // Not an image at all: opening names the file.
+    std::fs::write(root.join("train/dog/e.jpg"), b"not a jpeg at all").unwrap();
+    let e = err(dataset::open(root, None, "train"));
+    assert!(
+        e.contains("e.jpg") && e.contains("cannot read image size"),
+        "{e}"
+    );
+    std::fs::remove_file(root.join("train/dog/e.jpg")).unwrap();
     std::fs::write(root.join("train/dog/notes.txt"), b"hello").unwrap();
     let e = err(dataset::open(root, None, "train"));
     assert!(
@@ -245,4 +257,101 @@ fn image_folders_convert_and_refuse_clearly() {
         "x",
     ));
     assert!(e.contains("no class sub-folders"), "{e}");
+}
+
+/// A folder of `n` PNGs per class (`w`×`h`) under `root/split/cCLASS/`.
+fn png_folder(root: &Path, split: &str, classes: usize, n: usize, w: u32, h: u32) {
+    for c in 0..classes {
+        let dir = root.join(split).join(format!("c{c}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..n {
+            let img =
+                image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, i as u8]));
+            save(
+                image::DynamicImage::ImageRgb8(img),
+                &dir.join(format!("{i}.png")),
+            );
+        }
+    }
+}
+
+#[test]
+fn image_sizes_come_from_the_dataset_index_until_a_file_changes() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    png_folder(root, "train", 2, 3, 7, 5);
+    let d = dataset::open(root, None, "train").unwrap();
+    assert_eq!(d.dims(4).unwrap(), (7, 5));
+    assert_eq!(d.uniform_dims().unwrap(), (7, 5));
+    let index = root.join("train").join(dataset::folder_index::INDEX_FILE);
+    assert!(index.exists());
+    let fp = d.fingerprint().clone();
+    // Replace a file by garbage of the same size and the same mtime: the index still answers,
+    // so the second open read no header (a read would fail on the garbage).
+    let f = root.join("train/c1/0.png");
+    let md = std::fs::metadata(&f).unwrap();
+    std::fs::write(&f, vec![7u8; md.len() as usize]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(md.modified().unwrap())
+        .unwrap();
+    let again = dataset::open(root, None, "train").unwrap();
+    assert_eq!(again.dims(3).unwrap(), (7, 5));
+    assert_eq!(
+        again.fingerprint(),
+        &fp,
+        "the fingerprint comes from the same entries"
+    );
+    // A changed mtime invalidates the entry: the header is read again, and here it is garbage.
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    let e = err(dataset::open(root, None, "train"));
+    assert!(
+        e.contains("0.png") && e.contains("cannot read image size"),
+        "{e}"
+    );
+    // A new image of another size: the index is rebuilt, and a size must then be given.
+    let img = image::RgbImage::from_fn(9, 5, |_, _| image::Rgb([1, 2, 3]));
+    save(image::DynamicImage::ImageRgb8(img), &f);
+    let d = dataset::open(root, None, "train").unwrap();
+    assert_eq!(d.dims(3).unwrap(), (9, 5));
+    let e = d.uniform_dims().unwrap_err().to_string();
+    assert!(
+        e.contains("0.png") && e.contains("images differ in size") && e.contains("--size"),
+        "{e}"
+    );
+    // A damaged index is ignored and rewritten.
+    std::fs::write(&index, b"DSTLIDX1 garbage").unwrap();
+    let d = dataset::open(root, None, "train").unwrap();
+    assert_eq!(d.dims(3).unwrap(), (9, 5));
+    assert!(dataset::folder_index::load(&root.join("train")).is_some());
+}
+
+#[test]
+fn imagenet_layout_tests_on_val_and_names_missing_splits() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    png_folder(root, "train", 2, 2, 4, 4);
+    png_folder(root, "val", 2, 1, 4, 4);
+    let test = dataset::open(root, None, "test").unwrap();
+    assert_eq!(test.len(), 2, "test falls back to val/");
+    let e = err(dataset::open(root, None, "holdout"));
+    assert!(
+        e.contains("no split \"holdout\"") && e.contains("train/, val/"),
+        "{e}"
+    );
+    // Without split folders the root's sub-folders are the classes, as before.
+    let flat = root.join("train");
+    assert_eq!(
+        dataset::open(&flat, Some(DataFormat::ImageFolder), "x")
+            .unwrap()
+            .len(),
+        4
+    );
 }

@@ -102,7 +102,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Student input size WxH (or S for square). Default: the store's teacher input size with
-    /// --labels, else the first image's size.
+    /// --labels, else the images' size (they must all have one).
     #[arg(long, value_name = "N|WxH", value_parser = parse_size)]
     pub size: Option<(u32, u32)>,
     /// Per-channel input mean after pixel/255, comma-separated (default 0.5).
@@ -223,7 +223,9 @@ pub fn train_config(
     ) {
         (Some(s), _) => *s,
         (None, Some(size)) => size,
-        (None, None) => data.dims(0).context("reading the first image's size")?,
+        (None, None) => data
+            .uniform_dims()
+            .context("taking the input size from the images")?,
     };
     let c = usize::from(data.channels());
     let per_channel = |v: &[f32], default: f32| {

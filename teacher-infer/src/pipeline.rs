@@ -161,7 +161,7 @@ pub fn label_locked(
             if shape[2] > 0 && shape[3] > 0 {
                 (shape[3] as u32, shape[2] as u32)
             } else {
-                data.dims(0).map_err(|e| InferError::Model {
+                data.uniform_dims().map_err(|e| InferError::Model {
                     file: PathBuf::from("dataset"),
                     what: e.to_string(),
                 })?

@@ -1,6 +1,12 @@
 //! Image folders in the ImageNet layout: `ROOT/SPLIT/CLASS/*.{jpg,jpeg,png}` (or
-//! `ROOT/CLASS/…` when `ROOT/SPLIT` does not exist). Classes are the sub-folder names in sorted
-//! order; files are sorted by name within a class.
+//! `ROOT/CLASS/…` when ROOT has no split folders at all). Split `test` falls back to `val`, as
+//! ImageNet ships no labelled test split; any other missing split is an error naming the splits
+//! there are. Classes are the sub-folder names in sorted order; files are sorted by name within
+//! a class.
+//!
+//! Image sizes come from file headers (never a decode), once: they are kept with each file's
+//! size and mtime in the split's dataset index (`folder_index`), so a later run over the same
+//! files opens none of them until it reads pixels.
 //!
 //! Every image is decoded to RGB: grayscale is replicated into three channels, alpha dropped,
 //! 16-bit samples scaled to 8 bits. Files with other extensions are an error (hidden files such
@@ -17,6 +23,8 @@ use xxhash_rust::xxh3::Xxh3;
 /// An image-folder split.
 pub struct ImageFolder {
     files: Vec<PathBuf>,
+    /// (width, height) of every file, from its header or the dataset index.
+    dims: Vec<(u32, u32)>,
     labels: Vec<u32>,
     names: Vec<String>,
     fingerprint: DatasetFingerprint,
@@ -42,13 +50,11 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, FormatError> {
 }
 
 impl ImageFolder {
-    /// Opens `root/split` (or `root` itself when it has no `split` sub-folder).
+    /// Opens `root/split` (`root/val` for a missing `test`; `root` itself when it has no split
+    /// folders).
     pub fn open(root: &Path, split: &str) -> Result<Self, FormatError> {
-        let base = if root.join(split).is_dir() {
-            root.join(split)
-        } else {
-            root.to_path_buf()
-        };
+        let base = split_dir(root, split)?;
+        let old_index = super::folder_index::load(&base);
         let class_dirs: Vec<PathBuf> = sorted_entries(&base)?
             .into_iter()
             .filter(|p| p.is_dir())
@@ -60,6 +66,7 @@ impl ImageFolder {
             ));
         }
         let (mut files, mut labels, mut names) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut dims, mut entries, mut reread) = (Vec::new(), Vec::new(), 0usize);
         let mut h = Xxh3::new();
         for (c, dir) in class_dirs.iter().enumerate() {
             let before = files.len();
@@ -76,11 +83,37 @@ impl ImageFolder {
                         "not a JPEG or PNG file (only .jpg, .jpeg and .png are read)",
                     ));
                 }
-                let size = std::fs::metadata(&f).map_err(FormatError::io(&f))?.len();
-                let rel = f.strip_prefix(&base).unwrap_or(&f);
-                h.update(rel.to_string_lossy().as_bytes());
+                let md = std::fs::metadata(&f).map_err(FormatError::io(&f))?;
+                let (size, mtime_ns) = (md.len(), super::folder_index::mtime_ns(&md));
+                let rel = f
+                    .strip_prefix(&base)
+                    .unwrap_or(&f)
+                    .to_string_lossy()
+                    .into_owned();
+                h.update(rel.as_bytes());
                 h.update(&[0]);
                 h.update(&size.to_le_bytes());
+                let known = old_index
+                    .as_ref()
+                    .and_then(|i| i.get(&rel))
+                    .filter(|e| e.size == size && e.mtime_ns == mtime_ns);
+                let (w, hgt) = match known {
+                    Some(e) => (e.width, e.height),
+                    None => {
+                        reread += 1;
+                        header_dims(&f)?
+                    }
+                };
+                dims.push((w, hgt));
+                entries.push((
+                    rel,
+                    super::folder_index::Entry {
+                        size,
+                        mtime_ns,
+                        width: w,
+                        height: hgt,
+                    },
+                ));
                 files.push(f);
                 labels.push(c as u32);
             }
@@ -92,6 +125,19 @@ impl ImageFolder {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
             );
+        }
+        let stale = old_index.as_ref().map_or(0, |i| i.len()) != entries.len();
+        if reread > 0 || stale {
+            match (&old_index, super::folder_index::save(&base, &entries)) {
+                (Some(_), Ok(())) => tracing::warn!(
+                    "{}: dataset index rebuilt ({reread} of {} files read again)",
+                    base.display(),
+                    entries.len()
+                ),
+                (None, Ok(())) => {}
+                // A read-only dataset works, only without the cache.
+                (_, Err(e)) => tracing::debug!("dataset index not written: {e}"),
+            }
         }
         let mut lh = Xxh3::new();
         for l in &labels {
@@ -106,6 +152,7 @@ impl ImageFolder {
         };
         Ok(ImageFolder {
             files,
+            dims,
             labels,
             names,
             fingerprint,
@@ -155,12 +202,29 @@ impl Dataset for ImageFolder {
         3
     }
     fn dims(&self, index: u32) -> Result<(u32, u32), FormatError> {
-        self.reader(index)?.into_dimensions().map_err(|e| {
-            FormatError::data(
-                self.path(index),
-                format!("sample {index}: cannot read image size: {e}"),
+        self.dims.get(index as usize).copied().ok_or_else(|| {
+            FormatError::invalid(
+                "index",
+                format!("sample {index} is beyond the {} samples", self.files.len()),
             )
         })
+    }
+    fn uniform_dims(&self) -> Result<(u32, u32), FormatError> {
+        let first = self.dims[0];
+        match self.dims.iter().position(|d| *d != first) {
+            None => Ok(first),
+            Some(i) => Err(FormatError::data(
+                &self.files[i],
+                format!(
+                    "images differ in size ({}x{} here, {}x{} in {}): give the input size with --size",
+                    self.dims[i].0,
+                    self.dims[i].1,
+                    first.0,
+                    first.1,
+                    self.files[0].display()
+                ),
+            )),
+        }
     }
     fn image(&self, index: u32) -> Result<Image, FormatError> {
         let img = self.reader(index)?.decode().map_err(|e| {
@@ -176,4 +240,43 @@ impl Dataset for ImageFolder {
     fn fingerprint(&self) -> &DatasetFingerprint {
         &self.fingerprint
     }
+}
+
+/// The directory of `split` under `root`: `root/split`; `root/val` for a missing `test`;
+/// `root` itself when it holds no split folder (then its sub-folders are the classes).
+fn split_dir(root: &Path, split: &str) -> Result<PathBuf, FormatError> {
+    if root.join(split).is_dir() {
+        return Ok(root.join(split));
+    }
+    if split == "test" && root.join("val").is_dir() {
+        return Ok(root.join("val"));
+    }
+    let present: Vec<&str> = ["train", "val", "test"]
+        .into_iter()
+        .filter(|s| root.join(s).is_dir())
+        .collect();
+    if present.is_empty() {
+        return Ok(root.to_path_buf());
+    }
+    Err(FormatError::data(
+        root,
+        format!(
+            "no split {split:?} here (it has {})",
+            present
+                .iter()
+                .map(|s| format!("{s}/"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ))
+}
+
+/// (width, height) from the file's header, without decoding pixels.
+fn header_dims(f: &Path) -> Result<(u32, u32), FormatError> {
+    image::ImageReader::open(f)
+        .map_err(FormatError::io(f))?
+        .with_guessed_format()
+        .map_err(FormatError::io(f))?
+        .into_dimensions()
+        .map_err(|e| FormatError::data(f, format!("cannot read image size: {e}")))
 }

