@@ -297,3 +297,38 @@ fn exported_students_match_the_burn_forward_pass() {
         );
     }
 }
+
+#[test]
+fn a_store_whose_decode_probe_differs_is_refused_naming_the_sample() {
+    let s = setup();
+    let store = s.root.join("store");
+    let mpath = store.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
+    let probe = &m["decode_probe"];
+    assert_eq!(
+        probe["decoder"], "none",
+        "IDX data needs no decoder: {probe}"
+    );
+    assert_eq!(
+        probe["samples"],
+        serde_json::json!([0, 50, 100, 150, 200, 250, 300, 350])
+    );
+    let o = distill(&["inspect", path(&store)]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("decode probe none on samples [0, 50"));
+    // As if another build had decoded sample 150 differently when the store was labelled.
+    m["decode_probe"]["pixels_xxh3"][3] = "xxh3:0000000000000000".into();
+    std::fs::write(&mpath, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    let args = train_args(&s, "refused");
+    let o = distill(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "trained on a store with another decoder"
+    );
+    assert!(
+        err.contains("sample 150 decodes to other pixels") && err.contains("label again"),
+        "{err}"
+    );
+    assert!(!s.root.join("refused").join("metrics.jsonl").exists());
+}

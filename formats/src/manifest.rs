@@ -279,6 +279,10 @@ pub struct Manifest {
     pub shards: Vec<ShardEntry>,
     pub quality: Quality,
     /// Other facts the writer wants to record (teacher pre-processing, …).
+    /// The decoder and decoded-pixel hashes of a few samples (FORMAT.md §2), so students can
+    /// refuse data their build decodes differently. Absent in stores of older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_probe: Option<crate::dataset::probe::DecodeProbe>,
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -471,6 +475,7 @@ mod tests {
                 },
             ],
             quality: Quality::default(),
+            decode_probe: None,
             extra: Default::default(),
         }
     }

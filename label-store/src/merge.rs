@@ -91,7 +91,7 @@ fn incompatibility(a: &Manifest, b: &Manifest) -> Option<String> {
     if let Some(d) = a.dataset.mismatch(&b.dataset) {
         return Some(d);
     }
-    let fields: [(&str, String, String); 10] = [
+    let fields: [(&str, String, String); 11] = [
         (
             "format_version",
             a.format_version.to_string(),
@@ -110,6 +110,7 @@ fn incompatibility(a: &Manifest, b: &Manifest) -> Option<String> {
             b.chunk_records.to_string(),
         ),
         ("extra", json(&a.extra), json(&b.extra)),
+        ("decode_probe", json(&a.decode_probe), json(&b.decode_probe)),
     ];
     fields
         .into_iter()

@@ -30,6 +30,8 @@ pub struct Summary {
     pub dataset: formats::DatasetFingerprint,
     pub created: String,
     pub quality: Quality,
+    /// The decoder and probe hashes the store was labelled with, when recorded.
+    pub decode_probe: Option<formats::dataset::probe::DecodeProbe>,
     /// How many records have each class as the teacher's top-1.
     pub top1_histogram: Vec<u64>,
 }
@@ -92,6 +94,7 @@ pub fn summarize(store: &LabelStore) -> Result<Summary> {
         dataset: m.dataset.clone(),
         created: m.created.clone(),
         quality: m.quality.clone(),
+        decode_probe: m.decode_probe.clone(),
         top1_histogram: hist,
     })
 }

@@ -176,6 +176,7 @@ pub fn draft(cfg: &SynthConfig, epochs: u32, codec: ValueCodec, chunk_records: u
         },
         shards: vec![],
         quality: Quality::default(),
+        decode_probe: None,
         extra: Default::default(),
     }
 }

@@ -373,7 +373,7 @@ enum WriterState {
     /// is missing.
     ShardDone(ShardEntry, QualitySums),
     /// Resuming a store that is already finished, with the same settings: nothing to do.
-    Complete(Manifest),
+    Complete(Box<Manifest>),
 }
 
 impl StoreWriter {
@@ -455,7 +455,7 @@ impl StoreWriter {
             // manifest), then report it as is.
             crate::reader::LabelStore::open(dir)?;
             draft = old.clone();
-            return Ok(writer(draft, WriterState::Complete(old)));
+            return Ok(writer(draft, WriterState::Complete(Box::new(old))));
         }
         let unfinished = state.exists();
         if unfinished && mode == OpenMode::Create {
@@ -535,7 +535,7 @@ impl StoreWriter {
                 s.finish(&final_path)?
             }
             WriterState::ShardDone(entry, sums) => (entry, sums),
-            WriterState::Complete(m) => return Ok(m),
+            WriterState::Complete(m) => return Ok(*m),
         };
         let mut m = self.draft;
         m.shards = vec![entry];

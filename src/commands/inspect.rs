@@ -283,6 +283,14 @@ fn print_summary(out: &mut impl Write, path: &std::path::Path, s: &Summary) -> s
             t.file, t.sha256, t.input_shape, t.classes
         )?;
     }
+    match &s.decode_probe {
+        Some(p) => writeln!(
+            out,
+            "  decode probe {} on samples {:?}",
+            p.decoder, p.samples
+        )?,
+        None => writeln!(out, "  decode probe (not recorded by the writer)")?,
+    }
     writeln!(out, "  recipe       {}", s.recipe)?;
     writeln!(out, "  seed         {}", s.seed)?;
     let q = &s.quality;

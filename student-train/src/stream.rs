@@ -304,6 +304,17 @@ pub fn check_store(
             "{dir} was not labelled from this data: {diff}"
         )));
     }
+    if let Some(probe) = &m.decode_probe
+        && let Some((sample, then, now)) = formats::dataset::probe::probe_mismatch(data, probe)?
+    {
+        return Err(TrainError::Mismatch(format!(
+            "{dir}: sample {sample} decodes to other pixels than when the store was labelled \
+             (decode_probe: {then} with {}, now {now} with {}): replayed inputs would differ from \
+             what the teacher saw; train with the build that labelled the store, or label again",
+            probe.decoder,
+            data.decoder()
+        )));
+    }
     if m.classes != data.classes() {
         return Err(TrainError::Mismatch(format!(
             "{dir}: field classes is {} but the data has {} classes",

@@ -101,6 +101,7 @@ pub fn write_store(
         samples: SampleRange { start: 0, end: n },
         shards: vec![],
         quality: Quality::default(),
+        decode_probe: Some(formats::dataset::probe::decode_probe(data)?),
         extra,
     };
     let sampler = Sampler::new(recipe, seed, n, w, h)?;

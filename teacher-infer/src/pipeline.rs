@@ -192,7 +192,14 @@ pub fn label_locked(
             what: e.to_string(),
         })?,
     );
-    let draft = draft_manifest(cfg, &sessions, range, classes, (w, h));
+    // What this build's decoder makes of a few samples, so students can refuse data that their
+    // build decodes differently (the replay would no longer be what the teacher saw).
+    let probe =
+        formats::dataset::probe::decode_probe(data.as_ref()).map_err(|e| InferError::Model {
+            file: PathBuf::from("dataset"),
+            what: format!("decode probe: {e}"),
+        })?;
+    let draft = draft_manifest(cfg, &sessions, range, classes, (w, h), probe);
     let mut writer =
         StoreWriter::open_locked(lock, draft, cfg.mode, label_store::DEFAULT_ZSTD_LEVEL)
             .map_err(|e| store_err(&cfg.out, e))?;
@@ -442,6 +449,7 @@ fn draft_manifest(
     range: SampleRange,
     classes: u32,
     (w, h): (u32, u32),
+    probe: formats::dataset::probe::DecodeProbe,
 ) -> Manifest {
     let mut extra = serde_json::Map::new();
     extra.insert(
@@ -468,6 +476,7 @@ fn draft_manifest(
         samples: range,
         shards: vec![],
         quality: Quality::default(),
+        decode_probe: Some(probe),
         extra,
     }
 }

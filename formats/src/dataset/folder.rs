@@ -237,6 +237,9 @@ impl Dataset for ImageFolder {
         let (w, h) = rgb.dimensions();
         Image::new(w, h, 3, rgb.into_raw())
     }
+    fn decoder(&self) -> &'static str {
+        super::probe::IMAGE_DECODER
+    }
     fn fingerprint(&self) -> &DatasetFingerprint {
         &self.fingerprint
     }

