@@ -169,6 +169,51 @@ fn two_processes_train_from_one_store_and_eval_reports_fidelity() {
     ]));
     assert_eq!(v["samples"], 100);
     assert_eq!(v["accuracy"], last["test_accuracy"]);
+    // Teacher test labels on centre crops: the evaluator replays the store's crops; a store
+    // made with a random recipe is refused as test labels.
+    for (aug, out) in [("center", "center-store"), ("light", "light-store")] {
+        ok(&distill(&[
+            "label",
+            "--json",
+            "--teacher",
+            path(&s.root.join("teacher.onnx")),
+            "--data",
+            path(&s.data),
+            "--split",
+            "test",
+            "--aug",
+            aug,
+            "--topk",
+            "5",
+            "--out",
+            path(&s.root.join(out)),
+            "--mean",
+            "0.5",
+            "--std",
+            "0.25",
+        ]));
+    }
+    let eval_with = |store: &str| {
+        distill(&[
+            "eval",
+            "--json",
+            "--run",
+            path(&run),
+            "--data",
+            path(&s.data),
+            "--labels",
+            path(&s.root.join(store)),
+        ])
+    };
+    let c = ok(&eval_with("center-store"));
+    assert_eq!(c["samples"], 100);
+    assert!(c["agreement"].as_f64().unwrap() >= 0.8, "{c}");
+    let o = eval_with("light-store");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("recipe \"light\" augments"),
+        "{err}"
+    );
     assert_eq!(v["agreement"], last["test_agreement"]);
     let (k1, k2) = (v["kl"].as_f64().unwrap(), last["test_kl"].as_f64().unwrap());
     assert!((k1 - k2).abs() < 1e-9, "{k1} vs {k2}");

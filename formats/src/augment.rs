@@ -31,6 +31,19 @@ pub struct CropConfig {
     pub ratio: [f32; 2],
 }
 
+/// Centre-crop evaluation, as timm and torchvision evaluate ImageNet models: resize the shorter
+/// side to `output / crop_pct`, take the central output-sized region. Expressed as a crop box in
+/// source pixels, so replay (FORMAT.md §4) is unchanged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CenterConfig {
+    /// Fraction of the resized shorter side that the crop keeps (0.875 for ImageNet at 224).
+    pub crop_pct: f32,
+}
+
+/// The default `crop_pct` of centre-crop evaluation (timm's and torchvision's 224/256).
+pub const DEFAULT_CROP_PCT: f32 = 0.875;
+
 /// Random erasing settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +79,9 @@ pub struct Recipe {
     pub name: String,
     #[serde(default)]
     pub crop: Option<CropConfig>,
+    /// Centre crop (evaluation); excludes every other augmentation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub center: Option<CenterConfig>,
     /// Probability of a horizontal flip.
     #[serde(default)]
     pub flip: f32,
@@ -86,9 +102,20 @@ impl Recipe {
         Recipe {
             name: "none".into(),
             crop: None,
+            center: None,
             flip: 0.0,
             cutout: None,
             mix: None,
+        }
+    }
+
+    /// Centre-crop evaluation keeping `crop_pct` of the resized shorter side: the recipe of
+    /// teacher test stores and student evaluation on image folders.
+    pub fn center(crop_pct: f32) -> Self {
+        Recipe {
+            name: "center".into(),
+            center: Some(CenterConfig { crop_pct }),
+            ..Self::none()
         }
     }
 
@@ -123,6 +150,7 @@ impl Recipe {
             "none" => Self::none(),
             "light" => Self::light(),
             "usi" => Self::usi(),
+            "center" => Self::center(DEFAULT_CROP_PCT),
             path => {
                 let p = std::path::Path::new(path);
                 let text = std::fs::read_to_string(p).map_err(FormatError::io(p))?;
@@ -154,6 +182,21 @@ impl Recipe {
             }
         };
         prob("flip", self.flip)?;
+        if let Some(c) = &self.center {
+            if !(c.crop_pct > 0.0 && c.crop_pct <= 1.0) {
+                return Err(FormatError::invalid(
+                    "center.crop_pct",
+                    format!("{} must be in (0, 1]", c.crop_pct),
+                ));
+            }
+            if self.crop.is_some() || self.flip > 0.0 || self.cutout.is_some() || self.mix.is_some()
+            {
+                return Err(FormatError::invalid(
+                    "center",
+                    "a centre crop is for evaluation and takes no other augmentation",
+                ));
+            }
+        }
         if let Some(c) = &self.crop {
             range("crop.scale", c.scale, 1.0)?;
             range("crop.ratio", c.ratio, f32::MAX)?;
@@ -189,6 +232,32 @@ impl Recipe {
         }
         Ok(())
     }
+}
+
+/// The crop box, in source pixels, of a centre crop: the source resized so its shorter side is
+/// `floor(min(out) / crop_pct)` (timm's `scale_size`), then the central `out` region, rounded
+/// as torchvision's `CenterCrop` rounds.
+pub fn center_box(
+    (w, h): (u32, u32),
+    (ow, oh): (u32, u32),
+    crop_pct: f32,
+    index: u32,
+) -> Result<PixelBox, FormatError> {
+    if w == 0 || h == 0 || w > 65535 || h > 65535 {
+        return Err(FormatError::invalid(
+            "image size",
+            format!("sample {index} is {w}x{h}; sides must be 1..=65535"),
+        ));
+    }
+    let scale_size = (f64::from(ow.min(oh)) / f64::from(crop_pct))
+        .floor()
+        .max(1.0);
+    let f = scale_size / f64::from(w.min(h));
+    let cw = ((f64::from(ow) / f).round() as u32).clamp(1, w);
+    let ch = ((f64::from(oh) / f).round() as u32).clamp(1, h);
+    let x = (f64::from(w - cw) / 2.0).round_ties_even() as u32;
+    let y = (f64::from(h - ch) / 2.0).round_ties_even() as u32;
+    Ok(PixelBox::new(x as u16, y as u16, cw as u16, ch as u16))
 }
 
 /// The RNG of one record.
@@ -279,8 +348,14 @@ impl Sampler {
                 format!("sample {index} is beyond the {} samples", self.samples),
             ));
         }
-        let r = &mut record_rng(self.seed, epoch, index);
         let rec = &self.recipe;
+        if let Some(c) = &rec.center {
+            return Ok(AugParams {
+                crop: Some(center_box(dims(index)?, self.out, c.crop_pct, index)?),
+                ..AugParams::default()
+            });
+        }
+        let r = &mut record_rng(self.seed, epoch, index);
         let crop = match &rec.crop {
             Some(c) => Some(self.crop(r, c, dims(index)?, index)?),
             None => None,

@@ -277,3 +277,41 @@ fn mixed_labels() {
     plain.dense_into(&mut dense);
     assert_eq!(dense[4], 1.0);
 }
+
+#[test]
+fn centre_crops_are_timms_evaluation_crop() {
+    use formats::PixelBox;
+    use formats::augment::{DEFAULT_CROP_PCT, center_box};
+    // 500x375 at 224, crop_pct 0.875: shorter side to 256, central 224 → 328 source px.
+    let b = center_box((500, 375), (224, 224), 0.875, 0).unwrap();
+    assert_eq!((b.x, b.y, b.w, b.h), (86, 24, 328, 328));
+    // crop_pct 1: the largest central square.
+    let b = center_box((500, 375), (224, 224), 1.0, 0).unwrap();
+    assert_eq!((b.x, b.y, b.w, b.h), (62, 0, 375, 375));
+    // Portrait source, landscape output: shorter side 300 → 114 (f = 0.38), so the 200 px
+    // output width needs 526 source px: clamped to the image (torchvision would pad), and the
+    // height 100 / 0.38 = 263, centred at 68.5 → 68 (ties to even, as Python's round).
+    let b = center_box((300, 400), (200, 100), 0.875, 0).unwrap();
+    assert_eq!((b.x, b.y, b.w, b.h), (0, 68, 300, 263));
+    let r = Recipe::load("center").unwrap();
+    assert_eq!(r.center.as_ref().unwrap().crop_pct, DEFAULT_CROP_PCT);
+    let s = Sampler::new(&r, 9, 10, 224, 224).unwrap();
+    let dims = |_: u32| Ok((500, 375));
+    for e in 0..3 {
+        let p = s.sample(e, 4, &dims).unwrap();
+        assert_eq!(p.crop, Some(PixelBox::new(86, 24, 328, 328)));
+        assert!(!p.flip && p.mix.is_none() && p.cutout.is_none());
+    }
+    let mut bad = Recipe::center(0.875);
+    bad.flip = 0.5;
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("takes no other"), "{e}");
+    let e = Recipe::center(1.5).validate().unwrap_err().to_string();
+    assert!(e.contains("crop_pct"), "{e}");
+    // Older recipes serialize as before: no `center` key.
+    assert!(
+        !serde_json::to_string(&Recipe::usi())
+            .unwrap()
+            .contains("center")
+    );
+}

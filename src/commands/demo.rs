@@ -104,6 +104,7 @@ fn demo_recipe() -> Recipe {
             scale: [0.6, 1.0],
             ratio: [0.8, 1.25],
         }),
+        center: None,
         flip: 0.0,
         cutout: None,
         mix: Some(MixConfig {
@@ -199,6 +200,7 @@ impl Ctx<'_> {
             device: DeviceChoice::Cpu,
             threads: self.threads,
             keep_checkpoints: 0,
+            eval_crop_pct: formats::augment::DEFAULT_CROP_PCT,
         }
     }
 
@@ -310,6 +312,7 @@ impl Ctx<'_> {
             store,
             512,
             self.threads,
+            formats::augment::DEFAULT_CROP_PCT,
             &device,
         )?;
         Ok(StudentResult {

@@ -33,9 +33,14 @@ pub struct LabelArgs {
     /// Classes kept per record.
     #[arg(long, default_value_t = 10)]
     pub topk: u32,
-    /// Augmentation recipe: none, light, usi, or a TOML file.
+    /// Augmentation recipe: none, light, usi, center (evaluation: shorter side to size /
+    /// --crop-pct, central crop; the recipe for teacher test stores of image folders, with
+    /// `--split val` or `test`), or a TOML file.
     #[arg(long, default_value = "none")]
     pub aug: String,
+    /// With --aug center: the fraction of the resized shorter side kept.
+    #[arg(long, default_value_t = formats::augment::DEFAULT_CROP_PCT)]
+    pub crop_pct: f32,
     /// Seed of the augmentation sampling: parameters of (seed, epoch, sample) never depend
     /// on thread order.
     #[arg(long, default_value_t = 0)]
@@ -112,7 +117,10 @@ pub fn label_config(a: LabelArgs, data: Arc<dyn Dataset>) -> Result<LabelConfig>
         out: a.out,
         epochs: a.epochs,
         k: a.topk,
-        recipe: formats::augment::Recipe::load(&a.aug)?,
+        recipe: match a.aug.as_str() {
+            "center" => formats::augment::Recipe::center(a.crop_pct),
+            other => formats::augment::Recipe::load(other)?,
+        },
         seed: a.seed,
         batch: a.batch,
         threads: a

@@ -111,7 +111,7 @@ pub struct TrainArgs {
     /// Per-channel input std, comma-separated (default 0.5).
     #[arg(long, value_delimiter = ',')]
     pub std: Vec<f32>,
-    /// Augmentation when training without a store: none, light, usi or a TOML file.
+    /// Augmentation when training without a store: none, light, usi, center or a TOML file.
     #[arg(long, default_value = "none")]
     pub aug: String,
     /// Backend: cpu (burn-flex), ndarray, tch:cpu, tch:cuda:N (needs the `tch` feature).
@@ -120,6 +120,11 @@ pub struct TrainArgs {
     /// Loader threads (default: the cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Centre-crop fraction of the per-epoch test pass on image folders: the shorter side is
+    /// resized to size / crop-pct and the central size × size taken (timm's and torchvision's
+    /// evaluation). Teacher test labels (--eval-labels) replay their own recipe instead.
+    #[arg(long, default_value_t = formats::augment::DEFAULT_CROP_PCT)]
+    pub crop_pct: f32,
     /// Keep only the last N epoch checkpoints (0: keep every epoch's, e.g. to export an
     /// early-stopped teacher with `export --epoch`).
     #[arg(long, default_value_t = 0)]
@@ -158,6 +163,9 @@ pub struct EvalArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
+    /// Centre-crop fraction on image folders without --labels (as for train).
+    #[arg(long, default_value_t = formats::augment::DEFAULT_CROP_PCT)]
+    pub crop_pct: f32,
     /// Backend, as for train.
     #[arg(long, default_value = "cpu", value_parser = clap::value_parser!(DeviceChoice))]
     pub device: DeviceChoice,
@@ -296,6 +304,7 @@ pub fn train_config(
         device: a.device,
         threads: threads(a.threads),
         keep_checkpoints: a.keep_checkpoints,
+        eval_crop_pct: a.crop_pct,
     })
 }
 
@@ -413,7 +422,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let device = a.device.inference().map_err(anyhow::Error::msg)?;
     let labels = a.labels.as_deref().map(open_store).transpose()?;
     let r = ck
-        .evaluate(data, labels, a.batch, threads(None), &device)
+        .evaluate(data, labels, a.batch, threads(None), a.crop_pct, &device)
         .with_context(|| format!("evaluating on {} (split {})", a.data.display(), a.split))?;
     let mut out = std::io::stdout().lock();
     if a.json {

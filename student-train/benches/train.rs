@@ -82,6 +82,7 @@ fn main() {
             device: DeviceChoice::Cpu,
             threads: cores,
             keep_checkpoints: 0,
+            eval_crop_pct: formats::augment::DEFAULT_CROP_PCT,
         };
         let round = |loss, i: usize| {
             let dir = t.path().join(format!("run-{i}"));

@@ -157,6 +157,7 @@ impl Checkpoint {
         labels: Option<std::sync::Arc<label_store::LabelStore>>,
         batch: usize,
         threads: usize,
+        crop_pct: f32,
         device: &Device,
     ) -> Result<crate::run::EvalReport, TrainError> {
         let input = self.meta.input;
@@ -166,9 +167,12 @@ impl Checkpoint {
         let ev = crate::run::Evaluator::new(
             data,
             labels,
-            (input.width as u32, input.height as u32),
-            &self.meta.mean,
-            &self.meta.std,
+            crate::run::EvalView {
+                size: (input.width as u32, input.height as u32),
+                mean: &self.meta.mean,
+                std: &self.meta.std,
+                crop_pct,
+            },
             batch,
             threads,
         )?;

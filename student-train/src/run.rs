@@ -60,6 +60,10 @@ pub struct TrainConfig {
     /// runs equal.
     #[serde(default)]
     pub keep_checkpoints: u32,
+    /// Centre-crop fraction of the per-epoch test pass on image folders (without teacher test
+    /// labels, whose own recipe is replayed).
+    #[serde(default = "default_crop_pct")]
+    pub eval_crop_pct: f32,
 }
 
 impl TrainConfig {
@@ -72,6 +76,12 @@ impl TrainConfig {
         }
         if self.batch == 0 {
             return Err(TrainError::config("--batch must be ≥ 1"));
+        }
+        if !(self.eval_crop_pct > 0.0 && self.eval_crop_pct <= 1.0) {
+            return Err(TrainError::config(format!(
+                "--crop-pct {} must be in (0, 1]",
+                self.eval_crop_pct
+            )));
         }
         if self.models.is_empty() {
             return Err(TrainError::config("no --model given"));
@@ -283,9 +293,12 @@ pub fn train(
         Some(test) => Some(Evaluator::new(
             Arc::clone(test),
             data.eval_labels.clone(),
-            size,
-            &cfg.mean,
-            &cfg.std,
+            EvalView {
+                size,
+                mean: &cfg.mean,
+                std: &cfg.std,
+                crop_pct: cfg.eval_crop_pct,
+            },
             cfg.batch.max(256),
             cfg.threads.max(1),
         )?),
@@ -719,21 +732,45 @@ struct TeacherTest {
     probs: Vec<f32>,
 }
 
+/// How the evaluator makes a student's inputs: the student's size and normalization, and the
+/// centre-crop fraction for image folders evaluated without teacher test labels.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalView<'a> {
+    pub size: (u32, u32),
+    pub mean: &'a [f32],
+    pub std: &'a [f32],
+    pub crop_pct: f32,
+}
+
 impl Evaluator {
-    /// An evaluator of `data`; `labels` must be a store of this very split made with `--aug none`.
+    /// An evaluator of `data`; `labels` must be a store of this very split made with `--aug
+    /// none` or `--aug center`, whose recipe the evaluator then replays. Without a store, image
+    /// folders are evaluated on centre crops (`crop_pct`, 0.875 as timm and torchvision evaluate)
+    /// and other datasets on whole images.
     pub fn new(
         data: Arc<dyn Dataset>,
         labels: Option<Arc<LabelStore>>,
-        size: (u32, u32),
-        mean: &[f32],
-        std: &[f32],
+        view: EvalView<'_>,
         batch: usize,
         threads: usize,
     ) -> Result<Self, TrainError> {
+        let EvalView {
+            size,
+            mean,
+            std,
+            crop_pct,
+        } = view;
         if data.is_empty() {
             return Err(TrainError::config("the evaluation split has no samples"));
         }
         let classes = data.classes() as usize;
+        let recipe = match &labels {
+            Some(store) => eval_recipe(store)?,
+            None if data.format() == "image-folder" => Recipe::center(crop_pct),
+            None => Recipe::none(),
+        };
+        let sampler = Sampler::new(&recipe, 0, data.len(), size.0, size.1)?;
+        let dims = |i: u32| data.dims(i);
         let teacher = match labels {
             Some(store) => {
                 check_store(&store, data.as_ref(), size)?;
@@ -753,11 +790,15 @@ impl Evaluator {
                 let mut rec = formats::Record::empty(0);
                 for s in 0..data.len() {
                     decoded.get_into(s, &mut rec)?;
-                    if rec.aug != formats::AugParams::default() {
+                    // The student sees what the teacher saw: the evaluator's own parameters
+                    // must be the stored ones.
+                    if rec.aug != sampler.sample(0, s, &dims)? {
                         return Err(TrainError::Mismatch(format!(
-                            "{}: record (epoch 0, sample {s}) is augmented; teacher test labels \
-                             must be made with --aug none",
-                            store.dir.display()
+                            "{}: record (epoch 0, sample {s}) holds other augmentation than its \
+                             recipe {:?} gives; teacher test labels must be made with --aug none \
+                             or center",
+                            store.dir.display(),
+                            recipe.name
                         )));
                     }
                     top1.push(rec.label.indices[0]);
@@ -769,7 +810,6 @@ impl Evaluator {
             }
             None => None,
         };
-        let sampler = Sampler::new(&Recipe::none(), 0, data.len(), size.0, size.1)?;
         let stream = Stream::new(
             data,
             Labels::Live(Arc::new(sampler)),
@@ -858,4 +898,31 @@ pub fn kl_from_logits(p: &[f32], logits: &[f32]) -> f64 {
             p * (p.ln() - (l as f64 - lse))
         })
         .sum()
+}
+
+/// The recipe of a teacher test store, when it is one the evaluator can replay (`none` or a
+/// centre crop); an error naming the store otherwise.
+fn eval_recipe(store: &LabelStore) -> Result<Recipe, TrainError> {
+    let recipe: Recipe = serde_json::from_value(store.manifest.recipe.clone()).map_err(|e| {
+        TrainError::Mismatch(format!(
+            "{}: field recipe is not a recipe: {e}",
+            store.dir.display()
+        ))
+    })?;
+    let plain = recipe.crop.is_none()
+        && recipe.flip == 0.0
+        && recipe.cutout.is_none()
+        && recipe.mix.is_none();
+    if !plain {
+        return Err(TrainError::Mismatch(format!(
+            "{}: recipe {:?} augments; teacher test labels must be made with --aug none or center",
+            store.dir.display(),
+            recipe.name
+        )));
+    }
+    Ok(recipe)
+}
+
+fn default_crop_pct() -> f32 {
+    formats::augment::DEFAULT_CROP_PCT
 }

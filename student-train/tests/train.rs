@@ -23,6 +23,7 @@ const CLASSES: usize = 4;
 fn recipe() -> Recipe {
     Recipe {
         name: "test-mix".into(),
+        center: None,
         crop: Some(CropConfig {
             scale: [0.6, 1.0],
             ratio: [0.8, 1.25],
@@ -123,6 +124,7 @@ fn config(loss: LossKind, epochs: u32) -> TrainConfig {
         device: DeviceChoice::Cpu,
         threads: 2,
         keep_checkpoints: 0,
+        eval_crop_pct: formats::augment::DEFAULT_CROP_PCT,
     }
 }
 
