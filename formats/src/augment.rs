@@ -243,12 +243,7 @@ pub fn center_box(
     crop_pct: f32,
     index: u32,
 ) -> Result<PixelBox, FormatError> {
-    if w == 0 || h == 0 || w > 65535 || h > 65535 {
-        return Err(FormatError::invalid(
-            "image size",
-            format!("sample {index} is {w}x{h}; sides must be 1..=65535"),
-        ));
-    }
+    check_source((w, h), index)?;
     let scale_size = (f64::from(ow.min(oh)) / f64::from(crop_pct))
         .floor()
         .max(1.0);
@@ -258,6 +253,17 @@ pub fn center_box(
     let x = (f64::from(w - cw) / 2.0).round_ties_even() as u32;
     let y = (f64::from(h - ch) / 2.0).round_ties_even() as u32;
     Ok(PixelBox::new(x as u16, y as u16, cw as u16, ch as u16))
+}
+
+/// A source image's sides must fit the crop boxes' u16 fields.
+fn check_source((w, h): (u32, u32), index: u32) -> Result<(), FormatError> {
+    if w == 0 || h == 0 || w > 65535 || h > 65535 {
+        return Err(FormatError::invalid(
+            "image size",
+            format!("sample {index} is {w}x{h}; sides must be 1..=65535"),
+        ));
+    }
+    Ok(())
 }
 
 /// The RNG of one record.
@@ -436,12 +442,7 @@ impl Sampler {
         (w, h): (u32, u32),
         index: u32,
     ) -> Result<PixelBox, FormatError> {
-        if w == 0 || h == 0 || w > 65535 || h > 65535 {
-            return Err(FormatError::invalid(
-                "image size",
-                format!("sample {index} is {w}x{h}; sides must be 1..=65535"),
-            ));
-        }
+        check_source((w, h), index)?;
         let area = f64::from(w) * f64::from(h);
         let (lr0, lr1) = (f64::from(c.ratio[0]).ln(), f64::from(c.ratio[1]).ln());
         for _ in 0..10 {
