@@ -162,6 +162,12 @@ impl Recipe {
         Ok(r)
     }
 
+    /// Whether records get random augmentation (crop, flip, cutout or mixing); `none` and
+    /// `center` give every sample the same parameters in every epoch.
+    pub fn is_random(&self) -> bool {
+        self.crop.is_some() || self.flip > 0.0 || self.cutout.is_some() || self.mix.is_some()
+    }
+
     /// Checks every probability, range and α, naming the field that is wrong.
     pub fn validate(&self) -> Result<(), FormatError> {
         let prob = |f: &str, p: f32| {
@@ -189,8 +195,7 @@ impl Recipe {
                     format!("{} must be in (0, 1]", c.crop_pct),
                 ));
             }
-            if self.crop.is_some() || self.flip > 0.0 || self.cutout.is_some() || self.mix.is_some()
-            {
+            if self.is_random() {
                 return Err(FormatError::invalid(
                     "center",
                     "a centre crop is for evaluation and takes no other augmentation",

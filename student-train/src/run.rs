@@ -909,11 +909,7 @@ fn eval_recipe(store: &LabelStore) -> Result<Recipe, TrainError> {
             store.dir.display()
         ))
     })?;
-    let plain = recipe.crop.is_none()
-        && recipe.flip == 0.0
-        && recipe.cutout.is_none()
-        && recipe.mix.is_none();
-    if !plain {
+    if recipe.is_random() {
         return Err(TrainError::Mismatch(format!(
             "{}: recipe {:?} augments; teacher test labels must be made with --aug none or center",
             store.dir.display(),
