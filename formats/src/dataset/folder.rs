@@ -174,11 +174,7 @@ impl ImageFolder {
                 format!("sample {index} is beyond the {} samples", self.files.len()),
             ));
         }
-        let p = self.path(index);
-        image::ImageReader::open(p)
-            .map_err(FormatError::io(p))?
-            .with_guessed_format()
-            .map_err(FormatError::io(p))
+        open_image(self.path(index))
     }
 }
 
@@ -276,10 +272,17 @@ fn split_dir(root: &Path, split: &str) -> Result<PathBuf, FormatError> {
 
 /// (width, height) from the file's header, without decoding pixels.
 fn header_dims(f: &Path) -> Result<(u32, u32), FormatError> {
+    open_image(f)?
+        .into_dimensions()
+        .map_err(|e| FormatError::data(f, format!("cannot read image size: {e}")))
+}
+
+/// A reader of the image file `f`, its format guessed from the bytes.
+fn open_image(
+    f: &Path,
+) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>, FormatError> {
     image::ImageReader::open(f)
         .map_err(FormatError::io(f))?
         .with_guessed_format()
-        .map_err(FormatError::io(f))?
-        .into_dimensions()
-        .map_err(|e| FormatError::data(f, format!("cannot read image size: {e}")))
+        .map_err(FormatError::io(f))
 }
