@@ -3,31 +3,12 @@
 # to list a folder and learn every image's size, cold page cache (when run as root) and warm.
 # Usage: scripts/bench-folder-index.sh [DISTILL] [FOLDER]
 #   DISTILL defaults to target/release/distill; FOLDER defaults to target/bench-jpegs, generated
-#   on first use (2,000 JPEGs of 500x375, structured noise, quality 90, 10 classes; needs python3
-#   with pip: pillow and numpy go into target/bench-venv).
+#   on first use by scripts/make-bench-jpegs.sh (2,000 JPEGs of 500x375, 10 classes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 distill=${1:-target/release/distill}
 folder=${2:-target/bench-jpegs}
-if [ ! -d "$folder/train" ]; then
-    [ -x target/bench-venv/bin/python ] || python3 -m venv target/bench-venv
-    target/bench-venv/bin/pip install --quiet --disable-pip-version-check pillow numpy
-    target/bench-venv/bin/python - "$folder" <<'PY'
-import os, sys
-import numpy as np
-from PIL import Image
-root = os.path.join(sys.argv[1], "train")
-rng = np.random.default_rng(0)
-for c in range(10):
-    d = os.path.join(root, f"c{c}")
-    os.makedirs(d, exist_ok=True)
-    for i in range(200):
-        base = rng.normal(0, 1, (12, 16, 3))
-        img = np.kron(base, np.ones((32, 32, 1)))[:375, :500]
-        img = (img * 40 + 128 + rng.normal(0, 20, img.shape)).clip(0, 255).astype(np.uint8)
-        Image.fromarray(img).save(os.path.join(d, f"{i:04d}.jpg"), quality=90)
-PY
-fi
+scripts/make-bench-jpegs.sh "$folder"
 index="$folder/train/.distill-index"
 # `train --epochs 0` opens the data (listing, sizes, fingerprint) and stops at the flag check.
 open_once() {

@@ -178,9 +178,45 @@ pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
     Ok((i, n))
 }
 
+/// A byte count: `N`, or `N` followed by `K`, `M`, `G` (`KiB`, `MiB`, `GiB`; powers of 1,024).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count such as 512M or 2G"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        "t" | "tib" | "tb" => 40,
+        u => return Err(format!("{s:?}: unknown unit {u:?} (K, M, G or T)")),
+    };
+    let v = n
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if v == 0 {
+        return Err(format!("{s:?}: must be more than 0 bytes"));
+    }
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("512M"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1k"), Ok(1024));
+        assert!(parse_bytes("0").unwrap_err().contains("more than 0"));
+        assert!(parse_bytes("12X").unwrap_err().contains("unknown unit"));
+        assert!(parse_bytes("G").unwrap_err().contains("byte count"));
+    }
 
     /// Every choice's name parses, through the library's own `FromStr`, to what it converts to.
     #[test]

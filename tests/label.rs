@@ -240,18 +240,31 @@ fn bad_inputs_are_named() {
 
 #[test]
 fn killed_run_resumes_to_the_uninterrupted_store() {
+    killed_run_resumes(&[], "partial");
+}
+
+/// Decode-once blocks over a permutation (usi mixes) stage whole blocks in a log until the end:
+/// killed while staging, the run resumes after its last complete block to the same bytes.
+#[test]
+fn killed_staged_run_resumes_to_the_uninterrupted_store() {
+    killed_run_resumes(&["--block", "50"], "staging");
+}
+
+fn killed_run_resumes(extra: &[&str], watch: &str) {
     let s = setup();
-    let flags = ["--epochs", "60", "--chunk-records", "50", "--batch", "16"];
+    let mut flags = vec!["--epochs", "60", "--chunk-records", "50", "--batch", "16"];
+    flags.extend(extra);
     ok(&label(&s, "reference", &flags));
     let out = s.root.join("killed");
     let mut args = long_run(&s, &out);
+    args.extend(extra.iter().map(|a| a.to_string()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_distill"))
         .args(&args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let partial = out.join("shard-0000000000-0000000400.dls.partial");
+    let partial = out.join(format!("shard-0000000000-0000000400.dls.{watch}"));
     let t0 = std::time::Instant::now();
     while std::fs::metadata(&partial).map_or(0, |m| m.len()) < 20_000 {
         assert!(
@@ -593,4 +606,179 @@ fn resuming_a_finished_store_is_a_success_without_work() {
     let o = distill(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to do"));
+}
+
+/// `classes` folders of `per` JPEGs (quality 90) of 40×30 or 30×40, under `root/train/cC/`.
+fn jpeg_folder(root: &std::path::Path, classes: usize, per: usize) {
+    for c in 0..classes {
+        let dir = root.join("train").join(format!("c{c}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per {
+            let (w, h) = if i % 2 == 0 { (40, 30) } else { (30, 40) };
+            let img = image::RgbImage::from_fn(w, h, |x, y| {
+                let v = ((x * 7 + y * 3 + i as u32 * 11) % 64) as u8;
+                image::Rgb([v * 2 + (c as u8) * 40, v, 255 - v])
+            });
+            let f = std::fs::File::create(dir.join(format!("{i:03}.jpg"))).unwrap();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(f, 90)
+                .encode_image(&img)
+                .unwrap();
+        }
+    }
+}
+
+/// A linear teacher on `[batch, 3, 16, 16]` inputs with 3 classes.
+fn write_rgb_teacher(path: &std::path::Path) {
+    let d = 3 * 16 * 16;
+    let w: Vec<f32> = (0..d * 3)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-3)
+        .collect();
+    let m = Model {
+        graph_name: "rgb-linear".into(),
+        producer: "distill-tests".into(),
+        opset: 17,
+        nodes: vec![
+            Node::new("Flatten", "flat", &["image"], &["x"]).attr("axis", Attr::Int(1)),
+            Node::new("MatMul", "mm", &["x", "W"], &["logits"]),
+        ],
+        initializers: vec![Initializer {
+            name: "W".into(),
+            dims: vec![d as i64, 3],
+            data: InitData::Float(w),
+        }],
+        inputs: vec![formats::onnx::ValueInfo::images("image", 3, 16, 16)],
+        outputs: vec![formats::onnx::ValueInfo::logits("logits", 3)],
+    };
+    std::fs::write(path, m.to_bytes()).unwrap();
+}
+
+#[test]
+fn image_folders_decode_each_image_once_for_all_epochs() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    let data = root.join("data");
+    jpeg_folder(&data, 3, 10);
+    let teacher = root.join("rgb.onnx");
+    write_rgb_teacher(&teacher);
+    let run = |out: &str, extra: &[&str]| -> Output {
+        let mut args = vec![
+            "label",
+            "--teacher",
+            teacher.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--epochs",
+            "3",
+            "--topk",
+            "2",
+            "--seed",
+            "1",
+            "--batch",
+            "4",
+            "--json",
+        ];
+        let out = root.join(out);
+        args.extend(["--out", out.to_str().unwrap()]);
+        args.extend(extra);
+        distill(&args)
+    };
+    let shard = "shard-0000000000-0000000030.dls";
+    let ds = formats::dataset::open(&data, None, "train").unwrap();
+
+    // Default for image folders: one block of ≤ 1024 images over a permutation (usi mixes).
+    let v = ok(&run("usi", &["--aug", "usi"]));
+    assert_eq!(v["labelled"], 90);
+    assert_eq!(v["images_decoded"], 30, "{v}");
+    assert_eq!(v["blocks"]["order"], "permuted");
+    assert_eq!(v["blocks"]["images"], 1024);
+    // Today's path for comparison: every record decodes itself and its partner.
+    let v = ok(&run("usi-per-record", &["--aug", "usi", "--block", "0"]));
+    assert_eq!(v["images_decoded"], 180, "{v}");
+    assert!(v["blocks"].is_null());
+
+    // Small blocks, by count and by bytes (a 40×30 RGB image is 3,600 bytes): every partner is
+    // in its primary's block, and each image is still decoded once.
+    for (name, extra, most) in [
+        ("by-count", ["--block", "8", "--block-mem", "1G"], 8),
+        ("by-bytes", ["--block", "1024", "--block-mem", "10K"], 2),
+    ] {
+        let mut flags = vec!["--aug", "usi"];
+        flags.extend(extra);
+        let v = ok(&run(name, &flags));
+        assert_eq!(v["images_decoded"], 30, "{name}: {v}");
+        let store = LabelStore::open(&root.join(name)).unwrap();
+        let cfg = store.manifest.blocks.unwrap();
+        let plan = formats::block::BlockPlan::new(cfg, 1, store.manifest.samples, &|s| {
+            formats::dataset::Dataset::dims(ds.as_ref(), s).map(|(w, h)| u64::from(w * h * 3))
+        })
+        .unwrap();
+        assert!(
+            (0..plan.len()).all(|b| plan.block(b).len() <= most),
+            "{name}"
+        );
+        assert!(plan.len() > 1, "{name}");
+        for e in 0..3 {
+            for s in 0..30 {
+                let rec = store.get(e, s).unwrap();
+                let m = rec.aug.mix.expect("usi mixes every record");
+                assert_eq!(
+                    plan.locate(m.partner).unwrap().0,
+                    plan.locate(s).unwrap().0,
+                    "{name}: sample {s} epoch {e} mixed outside its block"
+                );
+            }
+        }
+    }
+
+    // Without mixing, blocks run in sample order and change nothing but the decode count: the
+    // shard has the bytes of the per-record run.
+    let v = ok(&run("light", &["--aug", "light"]));
+    assert_eq!(v["images_decoded"], 30);
+    assert_eq!(v["blocks"]["order"], "sequential");
+    let v = ok(&run(
+        "light-per-record",
+        &["--aug", "light", "--block", "0"],
+    ));
+    assert_eq!(v["images_decoded"], 90);
+    assert_eq!(
+        std::fs::read(root.join("light").join(shard)).unwrap(),
+        std::fs::read(root.join("light-per-record").join(shard)).unwrap()
+    );
+
+    // A truncated JPEG stops the run naming the file, keeping what it labelled: a resume on
+    // the same data stops at the same file again. Repairing the file changes the dataset (its
+    // index entry), so the store must then be redone; it equals an undamaged run's.
+    let victim = data.join("train/c1/004.jpg");
+    let good = std::fs::read(&victim).unwrap();
+    // Truncated: the header (and the size the dataset index reads from it) is intact.
+    std::fs::write(&victim, &good[..good.len() / 2]).unwrap();
+    for extra in [&[][..], &["--resume"][..]] {
+        let mut flags = vec!["--aug", "usi", "--block", "8"];
+        flags.extend(extra);
+        let o = run("damaged", &flags);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "a truncated JPEG was labelled");
+        assert!(
+            err.contains("c1/004.jpg") && err.contains("truncated"),
+            "{err}"
+        );
+    }
+    assert!(
+        root.join("damaged")
+            .join(format!("{shard}.staging"))
+            .exists()
+    );
+    std::fs::write(&victim, &good).unwrap();
+    let o = run("damaged", &["--aug", "usi", "--block", "8", "--resume"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("dataset.content_xxh3 differs"), "{err}");
+    ok(&run(
+        "damaged",
+        &["--aug", "usi", "--block", "8", "--force"],
+    ));
+    ok(&run("clean", &["--aug", "usi", "--block", "8"]));
+    assert_eq!(
+        std::fs::read(root.join("damaged").join(shard)).unwrap(),
+        std::fs::read(root.join("clean").join(shard)).unwrap()
+    );
 }

@@ -15,11 +15,14 @@
 //! between them and a probability of mixing at all.
 
 use crate::aug::{AugParams, Mix, MixKind, PixelBox};
+use crate::block::{BlockConfig, BlockOrder, BlockPlan};
 use crate::error::FormatError;
+use crate::manifest::SampleRange;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Beta, Distribution};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Random-resized crop settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,7 +70,8 @@ pub struct MixConfig {
     /// Beta(α, α) of cutmix's λ; 0 disables cutmix.
     pub cutmix_alpha: f32,
     /// Draw partners only from the same block of this many samples in a per-seed permutation of
-    /// the dataset, so a pipeline that decodes one block can label several epochs of it.
+    /// the dataset (see [`crate::block`]). `distill label` uses its own byte-bounded plan
+    /// instead (the manifest's `blocks`), so this stays unset in the recipes it records.
     #[serde(default)]
     pub partner_block: Option<u32>,
 }
@@ -288,8 +292,8 @@ pub struct Sampler {
     seed: u64,
     samples: u32,
     out: (u32, u32),
-    /// With partner blocks: the per-seed permutation and its inverse.
-    order: Option<(Vec<u32>, Vec<u32>)>,
+    /// Partners are drawn inside this plan's blocks.
+    plan: Option<Arc<BlockPlan>>,
 }
 
 impl Sampler {
@@ -313,21 +317,22 @@ impl Sampler {
         }
         to_u16(out_w, "output width")?;
         to_u16(out_h, "output height")?;
-        let order = match recipe.mix.as_ref().and_then(|m| m.partner_block) {
-            Some(_) => {
-                // Fisher–Yates from a stream no record uses (epoch u32::MAX is never sampled).
-                let mut r = record_rng(seed, u32::MAX, u32::MAX);
-                let mut perm: Vec<u32> = (0..samples).collect();
-                for i in (1..perm.len()).rev() {
-                    let j = r.random_range(0..=i);
-                    perm.swap(i, j);
-                }
-                let mut inv = vec![0u32; perm.len()];
-                for (pos, &s) in perm.iter().enumerate() {
-                    inv[s as usize] = pos as u32;
-                }
-                Some((perm, inv))
-            }
+        // A recipe's own `partner_block`: blocks of that many samples of a permutation of the
+        // whole dataset (no byte bound); a labelling pipeline replaces it with its own plan.
+        let plan = match recipe.mix.as_ref().and_then(|m| m.partner_block) {
+            Some(images) => Some(Arc::new(BlockPlan::new(
+                BlockConfig {
+                    images,
+                    bytes: u64::MAX,
+                    order: BlockOrder::Permuted,
+                },
+                seed,
+                SampleRange {
+                    start: 0,
+                    end: samples,
+                },
+                &|_| Ok(0),
+            )?)),
             None => None,
         };
         Ok(Sampler {
@@ -335,14 +340,20 @@ impl Sampler {
             seed,
             samples,
             out: (out_w, out_h),
-            order,
+            plan,
         })
     }
 
-    /// With `partner_block`: the sample order a block-wise labelling pipeline should follow
-    /// (consecutive runs of `partner_block` in it share their partners).
-    pub fn labelling_order(&self) -> Option<&[u32]> {
-        self.order.as_ref().map(|(p, _)| p.as_slice())
+    /// Draws mix partners inside the blocks of `plan` (the labelling pipeline's decode-once
+    /// blocks) instead of from the whole dataset.
+    pub fn with_plan(mut self, plan: Arc<BlockPlan>) -> Self {
+        self.plan = Some(plan);
+        self
+    }
+
+    /// The block plan partners are drawn in, if any.
+    pub fn plan(&self) -> Option<&BlockPlan> {
+        self.plan.as_deref()
     }
 
     /// The realized augmentation of (`epoch`, `index`); `dims(i)` gives the (width, height) of
@@ -377,7 +388,7 @@ impl Sampler {
             && r.random::<f32>() < m.prob
             && self.samples > 1
         {
-            let partner = self.partner(r, index, m);
+            let partner = self.partner(r, index);
             let partner_crop = match &rec.crop {
                 Some(c) => Some(self.crop(r, c, dims(partner)?, partner)?),
                 None => None,
@@ -418,25 +429,23 @@ impl Sampler {
         })
     }
 
-    fn partner(&self, r: &mut ChaCha8Rng, index: u32, m: &MixConfig) -> u32 {
-        match (&self.order, m.partner_block) {
-            (Some((perm, inv)), Some(block)) => {
-                let pos = inv[index as usize];
-                let start = pos / block * block;
-                let end = (start + block).min(self.samples);
-                if end - start < 2 {
-                    // A last block of one sample mixes with the block before it.
-                    let other = r.random_range(0..start);
-                    return perm[other as usize];
-                }
-                let j = r.random_range(start..end - 1);
-                perm[(if j >= pos { j + 1 } else { j }) as usize]
+    fn partner(&self, r: &mut ChaCha8Rng, index: u32) -> u32 {
+        if let Some(plan) = &self.plan
+            && let Some((b, i)) = plan.locate(index)
+        {
+            let block = plan.block(b);
+            if block.len() >= 2 {
+                let j = r.random_range(0..block.len() - 1);
+                return block[if j >= i { j + 1 } else { j }];
             }
-            _ => {
-                let j = r.random_range(0..self.samples - 1);
-                if j >= index { j + 1 } else { j }
+            // A block of one sample mixes with a sample of the blocks before it.
+            let before = plan.before(b);
+            if !before.is_empty() {
+                return before[r.random_range(0..before.len())];
             }
         }
+        let j = r.random_range(0..self.samples - 1);
+        if j >= index { j + 1 } else { j }
     }
 
     /// timm's `RandomResizedCrop.get_params`.

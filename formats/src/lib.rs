@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod aug;
 pub mod augment;
+pub mod block;
 pub mod error;
 pub mod loader;
 pub mod manifest;

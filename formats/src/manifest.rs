@@ -283,6 +283,10 @@ pub struct Manifest {
     /// refuse data their build decodes differently. Absent in stores of older builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decode_probe: Option<crate::dataset::probe::DecodeProbe>,
+    /// The decode-once blocks the records were labelled in (FORMAT.md §2); absent when every
+    /// record decoded its own images. Recipes that mix drew partners inside these blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<crate::block::BlockConfig>,
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -476,6 +480,7 @@ mod tests {
             ],
             quality: Quality::default(),
             decode_probe: None,
+            blocks: None,
             extra: Default::default(),
         }
     }

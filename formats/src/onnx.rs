@@ -83,6 +83,31 @@ pub struct ValueInfo {
     pub dims: Vec<Dim>,
 }
 
+impl ValueInfo {
+    /// A float image batch `[batch, channels, height, width]` with a symbolic batch dimension.
+    pub fn images(name: &str, channels: i64, height: i64, width: i64) -> Self {
+        ValueInfo {
+            name: name.into(),
+            elem: ElemType::Float,
+            dims: vec![
+                Dim::Symbolic("batch".into()),
+                Dim::Fixed(channels),
+                Dim::Fixed(height),
+                Dim::Fixed(width),
+            ],
+        }
+    }
+
+    /// Float logits `[batch, classes]` with a symbolic batch dimension.
+    pub fn logits(name: &str, classes: i64) -> Self {
+        ValueInfo {
+            name: name.into(),
+            elem: ElemType::Float,
+            dims: vec![Dim::Symbolic("batch".into()), Dim::Fixed(classes)],
+        }
+    }
+}
+
 /// A whole model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {

@@ -213,7 +213,7 @@ fn partner_blocks_keep_partners_in_the_block() {
     r.mix.as_mut().unwrap().partner_block = Some(64);
     let n = 1000;
     let s = Sampler::new(&r, 5, n, 224, 224).unwrap();
-    let order = s.labelling_order().unwrap().to_vec();
+    let order = s.plan().unwrap().order().to_vec();
     let mut sorted = order.clone();
     sorted.sort();
     assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "a permutation");
@@ -239,15 +239,17 @@ fn partner_blocks_keep_partners_in_the_block() {
     assert_eq!(
         Sampler::new(&r, 5, n, 224, 224)
             .unwrap()
-            .labelling_order()
-            .unwrap(),
+            .plan()
+            .unwrap()
+            .order(),
         &order[..]
     );
     assert_ne!(
         Sampler::new(&r, 6, n, 224, 224)
             .unwrap()
-            .labelling_order()
-            .unwrap(),
+            .plan()
+            .unwrap()
+            .order(),
         &order[..]
     );
 }

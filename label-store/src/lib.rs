@@ -13,6 +13,7 @@ pub mod merge;
 pub mod reader;
 pub mod shard;
 pub mod show;
+pub mod staging;
 pub mod summary;
 pub mod synth;
 pub mod verify;

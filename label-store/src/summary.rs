@@ -32,6 +32,8 @@ pub struct Summary {
     pub quality: Quality,
     /// The decoder and probe hashes the store was labelled with, when recorded.
     pub decode_probe: Option<formats::dataset::probe::DecodeProbe>,
+    /// The decode-once blocks the records were labelled in, when any.
+    pub blocks: Option<formats::block::BlockConfig>,
     /// How many records have each class as the teacher's top-1.
     pub top1_histogram: Vec<u64>,
 }
@@ -95,6 +97,7 @@ pub fn summarize(store: &LabelStore) -> Result<Summary> {
         created: m.created.clone(),
         quality: m.quality.clone(),
         decode_probe: m.decode_probe.clone(),
+        blocks: m.blocks,
         top1_histogram: hist,
     })
 }

@@ -177,6 +177,7 @@ pub fn draft(cfg: &SynthConfig, epochs: u32, codec: ValueCodec, chunk_records: u
         shards: vec![],
         quality: Quality::default(),
         decode_probe: None,
+        blocks: None,
         extra: Default::default(),
     }
 }

@@ -21,6 +21,7 @@ use crate::shard::{
     CHUNK_HEADER_BYTES, ChunkHeader, FILE_HEADER_BYTES, IndexEntry, ShardInfo, check_file_header,
     encode_footer, file_header, rows_to_columns,
 };
+use crate::staging::{RowStats, StagedRow, StagingLog};
 use formats::{Manifest, Quality, QualitySums, Record, RecordLayout, ShardEntry};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -82,6 +83,8 @@ pub struct ShardWriter {
     cols: Vec<u8>,
     compressor: zstd::bulk::Compressor<'static>,
     failed: bool,
+    /// Records arrive in groups out of sample order and are staged until `finish`.
+    staging: Option<StagingLog>,
 }
 
 impl ShardWriter {
@@ -113,6 +116,7 @@ impl ShardWriter {
             cols: Vec::new(),
             compressor: zstd::bulk::Compressor::new(level).map_err(io(path))?,
             failed: false,
+            staging: None,
         })
     }
 
@@ -203,6 +207,11 @@ impl ShardWriter {
                 self.path.display()
             )));
         }
+        if self.staging.is_some() {
+            return Err(StoreError::Invalid(format!(
+                "record (epoch {epoch}, sample {sample}) appended alone to a store staged in groups"
+            )));
+        }
         let info = self.info;
         let Some(stream) = self.streams.get_mut(epoch as usize) else {
             return Err(StoreError::Invalid(format!(
@@ -229,18 +238,24 @@ impl ShardWriter {
                 e,
             ));
         }
-        let classes = self.layout.classes as usize;
+        let stats = row_stats(rec, quality, self.layout.classes as usize);
+        self.count(epoch, sample, &stats)
+    }
+
+    /// Adds a record whose row is already in its stream to the sums; flushes a full chunk.
+    fn count(&mut self, epoch: u32, sample: u32, st: &RowStats) -> Result<()> {
+        let info = self.info;
+        let stream = &mut self.streams[epoch as usize];
         let s = &mut stream.stats;
         s.records += 1.0;
-        let (mass, entropy) = rec.label.mass_and_entropy(classes);
-        s.top_mass += mass;
-        s.entropy += entropy;
-        if let Some((kl1, kl4)) = quality.reconstruction_kl {
+        s.top_mass += st.mass;
+        s.entropy += st.entropy;
+        if let Some((kl1, kl4)) = st.kl {
             s.kl_records += 1.0;
             s.kl_tau1 += kl1;
             s.kl_tau4 += kl4;
         }
-        if let Some(ok) = quality.teacher_correct {
+        if let Some(ok) = st.correct {
             s.labelled += 1.0;
             s.correct += f64::from(u8::from(ok));
         }
@@ -248,6 +263,148 @@ impl ShardWriter {
         let j = (sample - info.samples.start) / info.chunk_records;
         if stream.next == info.chunk_samples(j).end {
             self.flush(epoch)?;
+        }
+        Ok(())
+    }
+
+    /// Switches to staged writing: records come in groups (labelling blocks over a permutation)
+    /// and go to the staging log at `path` (opened, or resumed after its last complete group);
+    /// `finish` lays them out as chunks. Chunks already in the partial shard (a finish that was
+    /// interrupted) are dropped, to be written again from the log.
+    pub fn stage(&mut self, path: &Path, level: i32) -> Result<()> {
+        self.file
+            .set_len(FILE_HEADER_BYTES as u64)
+            .map_err(io(&self.path))?;
+        self.file
+            .seek(SeekFrom::Start(FILE_HEADER_BYTES as u64))
+            .map_err(io(&self.path))?;
+        self.offset = FILE_HEADER_BYTES as u64;
+        self.index.clear();
+        self.written = QualitySums::default();
+        for s in &mut self.streams {
+            s.next = self.info.samples.start;
+            s.rows.clear();
+            s.stats = QualitySums::default();
+        }
+        self.staging = Some(StagingLog::open(
+            path,
+            &self.info,
+            self.layout.row_bytes(),
+            level,
+        )?);
+        Ok(())
+    }
+
+    /// With staged writing, the complete groups already staged (a resumed run skips them).
+    pub fn staged_groups(&self) -> Option<u64> {
+        self.staging.as_ref().map(StagingLog::groups)
+    }
+
+    /// Stages the next group of records (staged writing only); any (epoch, sample) order, each
+    /// record exactly once over the whole run. A rejected group changes nothing.
+    pub fn append_group(&mut self, records: &[(u32, u32, Record, RecordQuality)]) -> Result<()> {
+        if self.failed {
+            return Err(StoreError::Invalid(format!(
+                "{}: an earlier write failed; resume the store to continue",
+                self.path.display()
+            )));
+        }
+        let Some(log) = self.staging.as_mut() else {
+            return Err(StoreError::Invalid(
+                "append_group on a store written in sample order".into(),
+            ));
+        };
+        let (info, layout) = (self.info, self.layout);
+        let mut rows = Vec::with_capacity(records.len());
+        for (epoch, sample, rec, q) in records {
+            if *epoch >= info.epochs || !info.samples.contains(*sample) {
+                return Err(StoreError::Invalid(format!(
+                    "record (epoch {epoch}, sample {sample}) is outside the store (epochs 0..{}, samples {})",
+                    info.epochs, info.samples
+                )));
+            }
+            let mut row = vec![0u8; layout.row_bytes()];
+            layout
+                .encode(rec, &mut row)
+                .map_err(format(format!("record (epoch {epoch}, sample {sample})")))?;
+            rows.push(StagedRow {
+                epoch: *epoch,
+                sample: *sample,
+                stats: row_stats(rec, q, layout.classes as usize),
+                row,
+            });
+        }
+        log.append(&rows).inspect_err(|_| self.failed = true)
+    }
+
+    /// Lays the staged records out as chunks: chunk by chunk in sample order, each chunk for
+    /// every epoch in turn, the order a writer fed block by block (blocks no larger than a chunk)
+    /// fills them in, so a staged store has the bytes of the same records written in order. The
+    /// rows of as many whole chunks as fit in [`STAGED_FINISH_BYTES`] are gathered per pass over
+    /// the log.
+    fn unstage(&mut self) -> Result<()> {
+        let Some(log) = self.staging.take() else {
+            return Ok(());
+        };
+        let info = self.info;
+        let row = self.layout.row_bytes();
+        let epochs = info.epochs as usize;
+        let per_sample = (epochs * (row + std::mem::size_of::<RowStats>() + 1)) as u64;
+        let chunk = u64::from(info.chunk_records);
+        let chunks_per_pass = (STAGED_FINISH_BYTES / (per_sample * chunk).max(1)).max(1);
+        let span = u32::try_from(chunks_per_pass * chunk).unwrap_or(u32::MAX);
+        let mut a = info.samples.start;
+        while a < info.samples.end {
+            let b = a.saturating_add(span).min(info.samples.end);
+            let n = (b - a) as usize;
+            // Index (sample − a) × epochs + epoch.
+            let mut rows = vec![0u8; n * epochs * row];
+            let mut stats = vec![RowStats::default(); n * epochs];
+            let mut seen = vec![false; n * epochs];
+            for g in log.groups_from_start()? {
+                let (_, recs, _) = g?;
+                for r in recs {
+                    if r.sample < a || r.sample >= b {
+                        continue;
+                    }
+                    let i = (r.sample - a) as usize * epochs + r.epoch as usize;
+                    if std::mem::replace(&mut seen[i], true) {
+                        return Err(corrupt(
+                            log.path(),
+                            format!(
+                                "record (epoch {}, sample {}) is staged twice",
+                                r.epoch, r.sample
+                            ),
+                        ));
+                    }
+                    rows[i * row..(i + 1) * row].copy_from_slice(&r.row);
+                    stats[i] = r.stats;
+                }
+            }
+            if let Some(i) = seen.iter().position(|&v| !v) {
+                return Err(StoreError::Invalid(format!(
+                    "cannot finish {}: record (epoch {}, sample {}) was never labelled",
+                    self.path.display(),
+                    i % epochs,
+                    a as usize + i / epochs
+                )));
+            }
+            let mut c = a;
+            while c < b {
+                let j = (c - info.samples.start) / info.chunk_records;
+                let end = info.chunk_samples(j).end;
+                for e in 0..epochs {
+                    for s in c..end {
+                        let i = (s - a) as usize * epochs + e;
+                        self.streams[e]
+                            .rows
+                            .extend_from_slice(&rows[i * row..(i + 1) * row]);
+                        self.count(e as u32, s, &stats[i])?;
+                    }
+                }
+                c = end;
+            }
+            a = b;
         }
         Ok(())
     }
@@ -309,6 +466,7 @@ impl ShardWriter {
                 self.path.display()
             )));
         }
+        self.unstage()?;
         for (e, s) in self.streams.iter().enumerate() {
             if s.next != self.info.samples.end {
                 return Err(StoreError::Invalid(format!(
@@ -327,6 +485,20 @@ impl ShardWriter {
         let bytes = self.offset + footer.len() as u64;
         let entry = shard_entry(final_path, &self.info, self.index.len(), bytes, checksum);
         Ok((entry, self.written))
+    }
+}
+
+/// Memory the staged finish may use for the rows of the epochs it lays out at once.
+pub const STAGED_FINISH_BYTES: u64 = 1 << 30;
+
+/// What `rec` adds to the quality sums.
+fn row_stats(rec: &Record, q: &RecordQuality, classes: usize) -> RowStats {
+    let (mass, entropy) = rec.label.mass_and_entropy(classes);
+    RowStats {
+        mass,
+        entropy,
+        kl: q.reconstruction_kl,
+        correct: q.teacher_correct,
     }
 }
 
@@ -368,7 +540,7 @@ pub struct StoreWriter {
 
 enum WriterState {
     /// Records still to come.
-    Writing(ShardWriter),
+    Writing(Box<ShardWriter>),
     /// Resuming a store whose shard was renamed into place before the crash: only the manifest
     /// is missing.
     ShardDone(ShardEntry, QualitySums),
@@ -424,6 +596,11 @@ impl StoreWriter {
         let name = shard_file_name(draft.samples);
         let final_path = dir.join(&name);
         let partial = dir.join(format!("{name}.partial"));
+        let staging = dir.join(format!("{name}.staging"));
+        // Blocks over a permutation make records in block order: they are staged (staging.rs).
+        let staged = draft
+            .blocks
+            .is_some_and(|b| b.order == formats::block::BlockOrder::Permuted);
         let state = dir.join(WRITING_FILE);
         let manifest = dir.join(MANIFEST_FILE);
         if mode == OpenMode::Overwrite {
@@ -479,16 +656,24 @@ impl StoreWriter {
                 let done = finished_shard(&final_path, &info)?;
                 return Ok(writer(draft, WriterState::ShardDone(done.0, done.1)));
             }
-            let shard = if partial.exists() {
+            let mut shard = if partial.exists() {
                 ShardWriter::resume(&partial, info, level)?
             } else {
                 ShardWriter::create(&partial, info, level)?
             };
-            return Ok(writer(draft, WriterState::Writing(shard)));
+            if staged {
+                shard.stage(&staging, level)?;
+            }
+            return Ok(writer(draft, WriterState::Writing(Box::new(shard))));
         }
         write_atomic(&state, draft.to_json().as_bytes())?;
-        let shard = ShardWriter::create(&partial, info, level)?;
-        Ok(writer(draft, WriterState::Writing(shard)))
+        let mut shard = ShardWriter::create(&partial, info, level)?;
+        if staged {
+            // A log left by an earlier store in this directory must not be resumed.
+            remove_if_exists(&staging)?;
+            shard.stage(&staging, level)?;
+        }
+        Ok(writer(draft, WriterState::Writing(Box::new(shard))))
     }
 
     /// The next sample index epoch `epoch` expects; a resumed run skips records below it.
@@ -496,6 +681,25 @@ impl StoreWriter {
         match &self.state {
             WriterState::Writing(s) => s.next_sample(epoch),
             _ => self.draft.samples.end,
+        }
+    }
+
+    /// With staged writing (blocks over a permutation), the groups already staged: a resumed
+    /// run continues with the next one.
+    pub fn staged_groups(&self) -> Option<u64> {
+        match &self.state {
+            WriterState::Writing(s) => s.staged_groups(),
+            _ => None,
+        }
+    }
+
+    /// Stages one group of records; see [`ShardWriter::append_group`].
+    pub fn append_group(&mut self, records: &[(u32, u32, Record, RecordQuality)]) -> Result<()> {
+        match &mut self.state {
+            WriterState::Writing(s) => s.append_group(records),
+            _ => Err(StoreError::Invalid(
+                "records appended to a store whose shard is complete".into(),
+            )),
         }
     }
 
@@ -544,6 +748,10 @@ impl StoreWriter {
         write_atomic(&self.dir.join(MANIFEST_FILE), m.to_json().as_bytes())?;
         let state = self.dir.join(WRITING_FILE);
         fs::remove_file(&state).map_err(io(&state))?;
+        let staging = self
+            .dir
+            .join(format!("{}.staging", shard_file_name(m.samples)));
+        remove_if_exists(&staging)?;
         sync_dir(&self.dir)?;
         Ok(m)
     }
@@ -577,16 +785,20 @@ fn draft_mismatch(old: &Manifest, new: &Manifest) -> Option<String> {
     let a = serde_json::to_value(old).ok()?;
     let b = serde_json::to_value(new).ok()?;
     let (a, b) = (a.as_object()?, b.as_object()?);
-    for (key, va) in a {
+    // Both ways: a field only one side has (e.g. `blocks`) is a difference too.
+    for key in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
         if matches!(key.as_str(), "created" | "creator" | "shards" | "quality") {
             continue;
         }
-        if b.get(key) != Some(va) {
+        let (va, vb) = (a.get(key), b.get(key));
+        if va != vb {
+            let show = |v: Option<&serde_json::Value>| {
+                v.map(|v| v.to_string()).unwrap_or_else(|| "nothing".into())
+            };
             return Some(format!(
-                "{key} differs: the store being resumed has {va}, this run has {}",
-                b.get(key)
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "nothing".into())
+                "{key} differs: the store being resumed has {}, this run has {}",
+                show(va),
+                show(vb)
             ));
         }
     }
@@ -606,12 +818,21 @@ pub fn remove_store_files(dir: &Path) -> Result<()> {
             || name == format!("{MANIFEST_FILE}.tmp")
             || name == format!("{WRITING_FILE}.tmp")
             || (name.starts_with("shard-")
-                && (name.ends_with(".dls") || name.ends_with(".dls.partial")));
+                && (name.ends_with(".dls")
+                    || name.ends_with(".dls.partial")
+                    || name.ends_with(".dls.staging")));
         if ours {
             fs::remove_file(entry.path()).map_err(io(entry.path()))?;
         }
     }
     Ok(())
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
 }
 
 /// Writes `bytes` to `path` through `path.tmp`, fsync and rename, then fsyncs the directory.

@@ -531,3 +531,172 @@ fn merged_shards_equal_one_store() {
     .to_string();
     assert!(err.contains("seed differs"), "{err}");
 }
+
+/// A store labelled in blocks over a permutation: its draft, and its record groups (one per
+/// block of 100 samples, every epoch of the block).
+fn staged_draft() -> Manifest {
+    let mut m = draft_for(whole());
+    m.blocks = Some(BLOCKS);
+    m
+}
+
+const BLOCKS: formats::block::BlockConfig = formats::block::BlockConfig {
+    images: 100,
+    bytes: u64::MAX,
+    order: formats::block::BlockOrder::Permuted,
+};
+
+fn staged_groups() -> Vec<Vec<(u32, u32, Record, RecordQuality)>> {
+    let plan = formats::block::BlockPlan::new(BLOCKS, 7, whole(), &|_| Ok(1)).unwrap();
+    (0..plan.len())
+        .map(|b| {
+            let mut g = Vec::new();
+            for e in 0..EPOCHS {
+                for &s in plan.block(b) {
+                    g.push((e, s, sample(&CFG, e, s).record, quality(e, s)));
+                }
+            }
+            g
+        })
+        .collect()
+}
+
+fn staging_path(dir: &Path) -> PathBuf {
+    dir.join(format!("{}.staging", shard_file_name(whole())))
+}
+
+#[test]
+fn a_staged_store_has_the_bytes_of_the_same_records_written_in_order() {
+    // In order, block by block with blocks of one chunk: the order staged chunks are laid out in.
+    let reference = tempfile::tempdir().unwrap();
+    let mut w =
+        StoreWriter::open(reference.path(), draft_for(whole()), OpenMode::Create, 3).unwrap();
+    for start in (0..CFG.samples).step_by(CHUNK as usize) {
+        for e in 0..EPOCHS {
+            for s in start..(start + CHUNK).min(CFG.samples) {
+                w.append(e, s, &sample(&CFG, e, s).record, &quality(e, s))
+                    .unwrap();
+            }
+        }
+    }
+    let want = w.finish().unwrap();
+
+    let t = tempfile::tempdir().unwrap();
+    let mut w = StoreWriter::open(t.path(), staged_draft(), OpenMode::Create, 3).unwrap();
+    assert_eq!(w.staged_groups(), Some(0));
+    let e = w
+        .append(0, 0, &sample(&CFG, 0, 0).record, &quality(0, 0))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("staged in groups"), "{e}");
+    for g in staged_groups() {
+        w.append_group(&g).unwrap();
+    }
+    assert!(staging_path(t.path()).exists());
+    let m = w.finish().unwrap();
+    assert_eq!(
+        fs::read(shard_path(t.path())).unwrap(),
+        fs::read(shard_path(reference.path())).unwrap()
+    );
+    assert_eq!(m.shards, want.shards);
+    assert_eq!(m.quality, want.quality);
+    assert_eq!(m.blocks, Some(BLOCKS));
+    assert!(!staging_path(t.path()).exists());
+    assert!(!t.path().join(WRITING_FILE).exists());
+    assert!(verify(t.path()).ok);
+
+    // Groups only go to staged stores.
+    let o = tempfile::tempdir().unwrap();
+    let mut w = StoreWriter::open(o.path(), draft_for(whole()), OpenMode::Create, 3).unwrap();
+    assert_eq!(w.staged_groups(), None);
+    assert!(w.append_group(&staged_groups()[0]).is_err());
+}
+
+#[test]
+fn a_killed_staged_writer_resumes_to_an_identical_store() {
+    let groups = staged_groups();
+    let reference = tempfile::tempdir().unwrap();
+    let mut w = StoreWriter::open(reference.path(), staged_draft(), OpenMode::Create, 3).unwrap();
+    for g in &groups {
+        w.append_group(g).unwrap();
+    }
+    w.finish().unwrap();
+    let want = fs::read(shard_path(reference.path())).unwrap();
+    let want_m = fs::read_to_string(reference.path().join(MANIFEST_FILE)).unwrap();
+
+    // (groups staged before the "kill", bytes torn off the log, junk in the partial shard)
+    for (keep, cut, junk) in [
+        (0, 0, false),
+        (1, 0, false),
+        (4, 1, false),
+        (6, 0, true),
+        (10, 9, true),
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        {
+            let mut w = StoreWriter::open(t.path(), staged_draft(), OpenMode::Create, 3).unwrap();
+            for g in &groups[..keep] {
+                w.append_group(g).unwrap();
+            }
+        }
+        let log = staging_path(t.path());
+        let len = fs::metadata(&log).unwrap().len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(len - cut)
+            .unwrap();
+        if junk {
+            // A finish that died while laying out chunks left some behind.
+            let partial = t
+                .path()
+                .join(format!("{}.partial", shard_file_name(whole())));
+            let mut bytes = fs::read(&partial).unwrap();
+            bytes.extend_from_slice(&[0xAB; 999]);
+            fs::write(&partial, bytes).unwrap();
+        }
+        assert!(LabelStore::open(t.path()).is_err());
+        let mut w = StoreWriter::open(t.path(), staged_draft(), OpenMode::Resume, 3).unwrap();
+        let have = w.staged_groups().unwrap() as usize;
+        assert_eq!(
+            have,
+            if cut > 0 { keep - 1 } else { keep },
+            "keep {keep} cut {cut}"
+        );
+        // Finishing too early names a record that is missing and keeps what was staged.
+        if have < groups.len() {
+            let e = w.finish().unwrap_err().to_string();
+            assert!(e.contains("was never labelled"), "{e}");
+            w = StoreWriter::open(t.path(), staged_draft(), OpenMode::Resume, 3).unwrap();
+            assert_eq!(w.staged_groups(), Some(have as u64));
+        }
+        for g in &groups[have..] {
+            w.append_group(g).unwrap();
+        }
+        let m = w.finish().unwrap();
+        assert_eq!(
+            fs::read(shard_path(t.path())).unwrap(),
+            want,
+            "keep {keep} cut {cut}"
+        );
+        assert_eq!(m.to_json(), want_m);
+    }
+
+    // A group staged twice is named at finish.
+    let t = tempfile::tempdir().unwrap();
+    let mut w = StoreWriter::open(t.path(), staged_draft(), OpenMode::Create, 3).unwrap();
+    w.append_group(&groups[0]).unwrap();
+    w.append_group(&groups[0]).unwrap();
+    let e = w.finish().unwrap_err().to_string();
+    assert!(e.contains("staged twice"), "{e}");
+    // And resuming a staged store as an ordered one is a different run.
+    fs::remove_dir_all(t.path()).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    drop(StoreWriter::open(t.path(), staged_draft(), OpenMode::Create, 3).unwrap());
+    let e = StoreWriter::open(t.path(), draft_for(whole()), OpenMode::Resume, 3)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("blocks differs"), "{e}");
+}

@@ -299,6 +299,7 @@ impl Ctx<'_> {
             chunk_records: label_store::DEFAULT_CHUNK_RECORDS,
             ensemble: teacher_infer::Ensemble::Probs,
             ort_lib: self.a.ort_lib.clone(),
+            blocks: None,
         };
         teacher_infer::label(&cfg, |_| {})?;
         Ok(false)

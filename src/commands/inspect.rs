@@ -292,6 +292,15 @@ fn print_summary(out: &mut impl Write, path: &std::path::Path, s: &Summary) -> s
         None => writeln!(out, "  decode probe (not recorded by the writer)")?,
     }
     writeln!(out, "  recipe       {}", s.recipe)?;
+    if let Some(b) = &s.blocks {
+        writeln!(
+            out,
+            "  blocks       {:?} blocks of ≤ {} images, ≤ {} MiB decoded (each image decoded once for all epochs)",
+            b.order,
+            b.images,
+            b.bytes >> 20
+        )?;
+    }
     writeln!(out, "  seed         {}", s.seed)?;
     let q = &s.quality;
     writeln!(

@@ -1,7 +1,7 @@
 //! `distill label`: flags to a [`teacher_infer::LabelConfig`], the writer lock taken first, a
 //! progress bar, and the printed summary.
 
-use crate::flags::{CodecFlag, EnsembleFlag, FormatFlag, parse_shard, parse_size};
+use crate::flags::{CodecFlag, EnsembleFlag, FormatFlag, parse_bytes, parse_shard, parse_size};
 use anyhow::{Context, Result};
 use formats::dataset::Dataset;
 use std::io::Write;
@@ -48,6 +48,15 @@ pub struct LabelArgs {
     /// Images per teacher run.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// Decode-once blocks of at most N images: each image is decoded once and all epochs of the
+    /// block are labelled from it; recipes that mix draw partners inside the block, over a
+    /// seeded permutation of the samples (partners from every class). 0: every record decodes its
+    /// own images. Default: 1024 for image folders, 0 for arrays held in memory.
+    #[arg(long, value_name = "N")]
+    pub block: Option<u32>,
+    /// Most decoded pixels a block may hold (two blocks are in memory at a time).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "1G")]
+    pub block_mem: u64,
     /// Loader threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -104,6 +113,20 @@ pub struct LabelArgs {
 /// The labelling configuration the flags describe, over the opened `data`.
 pub fn label_config(a: LabelArgs, data: Arc<dyn Dataset>) -> Result<LabelConfig> {
     let channels = usize::from(data.channels());
+    let recipe = match a.aug.as_str() {
+        "center" => formats::augment::Recipe::center(a.crop_pct),
+        other => formats::augment::Recipe::load(other)?,
+    };
+    let blocks = match a.block {
+        Some(0) => None,
+        Some(n) => Some(teacher_infer::block_config(n, a.block_mem, &recipe)),
+        None => teacher_infer::default_blocks(data.as_ref(), &recipe).map(|b| {
+            formats::block::BlockConfig {
+                bytes: a.block_mem,
+                ..b
+            }
+        }),
+    };
     let mode = if a.resume {
         label_store::OpenMode::Resume
     } else if a.force {
@@ -117,10 +140,7 @@ pub fn label_config(a: LabelArgs, data: Arc<dyn Dataset>) -> Result<LabelConfig>
         out: a.out,
         epochs: a.epochs,
         k: a.topk,
-        recipe: match a.aug.as_str() {
-            "center" => formats::augment::Recipe::center(a.crop_pct),
-            other => formats::augment::Recipe::load(other)?,
-        },
+        recipe,
         seed: a.seed,
         batch: a.batch,
         threads: a
@@ -150,6 +170,7 @@ pub fn label_config(a: LabelArgs, data: Arc<dyn Dataset>) -> Result<LabelConfig>
         chunk_records: a.chunk_records,
         ensemble: a.ensemble.into(),
         ort_lib: a.ort_lib,
+        blocks,
     })
 }
 
@@ -171,15 +192,18 @@ pub fn label(a: LabelArgs) -> Result<ExitCode> {
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} records  {per_sec}  ETA {eta}",
+            "{bar:40} {pos}/{len} records  {per_sec}  {msg}  ETA {eta}",
         )
         .expect("valid template"),
     );
     if json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let summary = teacher_infer::label_locked(&cfg, lock, |done| bar.set_position(done))
-        .with_context(|| format!("labelling into {}", cfg.out.display()));
+    let summary = teacher_infer::label_locked(&cfg, lock, |p| {
+        bar.set_position(p.records);
+        bar.set_message(format!("{} images decoded", p.images_decoded));
+    })
+    .with_context(|| format!("labelling into {}", cfg.out.display()));
     bar.finish_and_clear();
     let s = summary?;
     let mut out = std::io::stdout().lock();
@@ -199,12 +223,13 @@ pub fn label(a: LabelArgs) -> Result<ExitCode> {
             .map_or("n/a".into(), |v| format!("{:.2}%", 100.0 * v));
         writeln!(
             out,
-            "labelled {} records ({} in this run) into {} in {:.1}s ({:.0} images/s); teacher top-1 {acc} on un-mixed records, mean top-{} mass {:.3}",
+            "labelled {} records ({} in this run) into {} in {:.1}s ({:.0} records/s, {} images decoded); teacher top-1 {acc} on un-mixed records, mean top-{} mass {:.3}",
             s.records,
             s.labelled,
             s.out.display(),
             s.seconds,
             s.images_per_sec,
+            s.images_decoded,
             cfg.k,
             s.quality.mean_top_k_mass
         )?;

@@ -102,6 +102,7 @@ pub fn write_store(
         shards: vec![],
         quality: Quality::default(),
         decode_probe: Some(formats::dataset::probe::decode_probe(data)?),
+        blocks: None,
         extra,
     };
     let sampler = Sampler::new(recipe, seed, n, w, h)?;

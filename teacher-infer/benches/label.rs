@@ -6,15 +6,14 @@
 //! five rounds, each measuring the bare session then the stage, and the round with the median
 //! ratio stage / bare session; the target is ≥ 0.9.
 
-use formats::ValueCodec;
 use formats::augment::Recipe;
 use formats::dataset::{self, write_idx};
-use formats::onnx::{Attr, Dim, ElemType, InitData, Initializer, Model, Node, ValueInfo};
+use formats::onnx::{Attr, InitData, Initializer, Model, Node, ValueInfo};
 use label_store::OpenMode;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
-use teacher_infer::{Device, Ensemble, LabelConfig, TeacherSession};
+use teacher_infer::{Device, LabelConfig, TeacherSession};
 
 const SAMPLES: usize = 8000;
 const EPOCHS: u32 = 2;
@@ -59,7 +58,6 @@ fn lenet(path: &Path, c1: i64, c2: i64) {
     let gemm = |name: &str, i: &str, w: &str, b: &str, o: &str| {
         Node::new("Gemm", name, &[i, w, b], &[o]).attr("transB", Attr::Int(1))
     };
-    let batch = || Dim::Symbolic("batch".into());
     let m = Model {
         graph_name: "lenet5".into(),
         producer: "distill-bench".into(),
@@ -90,16 +88,8 @@ fn lenet(path: &Path, c1: i64, c2: i64) {
             init("w5", vec![10, 84], 84, 5),
             zeros("b5", 10),
         ],
-        inputs: vec![ValueInfo {
-            name: "image".into(),
-            elem: ElemType::Float,
-            dims: vec![batch(), Dim::Fixed(1), Dim::Fixed(28), Dim::Fixed(28)],
-        }],
-        outputs: vec![ValueInfo {
-            name: "logits".into(),
-            elem: ElemType::Float,
-            dims: vec![batch(), Dim::Fixed(10)],
-        }],
+        inputs: vec![ValueInfo::images("image", 1, 28, 28)],
+        outputs: vec![ValueInfo::logits("logits", 10)],
     };
     std::fs::write(path, m.to_bytes()).unwrap();
 }
@@ -159,28 +149,14 @@ fn main() {
         };
         let stage = || {
             let cfg = LabelConfig {
-                teachers: vec![model.clone()],
-                data: data.clone(),
-                out: t.path().join("store"),
                 epochs: EPOCHS,
-                k: 10,
                 recipe: Recipe::light(),
-                seed: 0,
                 batch: BATCH,
                 threads: cores,
-                session_threads: 0,
-                device: Device::Cpu,
-                cuda: Default::default(),
-                size: None,
-                scale: 1.0,
                 mean: vec![0.1307],
                 std: vec![0.3081],
-                shard: None,
                 mode: OpenMode::Overwrite,
-                codec: ValueCodec::Q8,
-                chunk_records: label_store::DEFAULT_CHUNK_RECORDS,
-                ensemble: Ensemble::Probs,
-                ort_lib: None,
+                ..LabelConfig::new(vec![model.clone()], data.clone(), t.path().join("store"))
             };
             let s = teacher_infer::label(&cfg, |_| {}).unwrap();
             assert_eq!(s.records, records);

@@ -9,5 +9,8 @@ pub mod runtime;
 pub mod session;
 
 pub use error::InferError;
-pub use pipeline::{Ensemble, LabelConfig, LabelSummary, label, label_locked};
+pub use pipeline::{
+    Ensemble, LabelConfig, LabelSummary, Progress, block_config, default_blocks, label,
+    label_locked,
+};
 pub use session::{CudaOptions, Device, TeacherSession};

@@ -10,15 +10,19 @@
 use crate::error::InferError;
 use crate::session::{Device, TeacherSession};
 use formats::augment::{MixedLabel, Recipe, Sampler};
-use formats::dataset::Dataset;
+use formats::block::{BlockConfig, BlockOrder, BlockPlan};
+use formats::dataset::{Dataset, Image};
 use formats::loader::Loader;
 use formats::{
     AugParams, FORMAT_NAME, FORMAT_VERSION, Manifest, Quality, Record, SampleRange, SoftLabel,
     ValueCodec,
 };
 use label_store::{OpenMode, RecordQuality, StoreWriter, WriterLock};
+use std::collections::HashMap;
+use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 /// How several teachers' outputs become one label.
@@ -62,6 +66,80 @@ pub struct LabelConfig {
     pub ensemble: Ensemble,
     /// `--ort-lib`: the ONNX Runtime library to load instead of searching.
     pub ort_lib: Option<PathBuf>,
+    /// Decode-once blocks (each image decoded once for all epochs of its block); `None`: every
+    /// record decodes its own images. See [`default_blocks`].
+    pub blocks: Option<BlockConfig>,
+}
+
+impl LabelConfig {
+    /// A configuration with `distill label`'s defaults: one epoch, top-10, recipe `none`, seed
+    /// 0, batches of 64, a loader thread per core, the CPU, inputs of the model's size scaled to
+    /// [0, 1], the whole dataset, a new store, q8 values, and no decode-once blocks (set
+    /// `blocks` from [`default_blocks`] once the recipe is chosen).
+    pub fn new(teachers: Vec<PathBuf>, data: Arc<dyn Dataset>, out: PathBuf) -> Self {
+        let channels = usize::from(data.channels());
+        LabelConfig {
+            teachers,
+            data,
+            out,
+            epochs: 1,
+            k: 10,
+            recipe: Recipe::none(),
+            seed: 0,
+            batch: 64,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            session_threads: 0,
+            device: Device::Cpu,
+            cuda: Default::default(),
+            size: None,
+            scale: 1.0,
+            mean: vec![0.0; channels],
+            std: vec![1.0; channels],
+            shard: None,
+            mode: OpenMode::Create,
+            codec: ValueCodec::Q8,
+            chunk_records: label_store::DEFAULT_CHUNK_RECORDS,
+            ensemble: Ensemble::Probs,
+            ort_lib: None,
+            blocks: None,
+        }
+    }
+}
+
+/// The blocks `distill label` uses by default: decode-once blocks of
+/// [`formats::block::DEFAULT_BLOCK_IMAGES`] for datasets of encoded images (image folders),
+/// over a permutation when the recipe mixes (partners from all classes); none for datasets held
+/// decoded in memory, where a decode costs nothing.
+pub fn default_blocks(data: &dyn Dataset, recipe: &Recipe) -> Option<BlockConfig> {
+    data.encoded().then(|| {
+        block_config(
+            formats::block::DEFAULT_BLOCK_IMAGES,
+            formats::block::DEFAULT_BLOCK_BYTES,
+            recipe,
+        )
+    })
+}
+
+/// Blocks of at most `images` samples and `bytes` decoded bytes, in the order `recipe` needs.
+pub fn block_config(images: u32, bytes: u64, recipe: &Recipe) -> BlockConfig {
+    BlockConfig {
+        images,
+        bytes,
+        order: if recipe.mix.is_some() {
+            BlockOrder::Permuted
+        } else {
+            BlockOrder::Sequential
+        },
+    }
+}
+
+/// How far a run is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Records of the shard done (on disk before this run, or labelled by it).
+    pub records: u64,
+    /// Images this run decoded.
+    pub images_decoded: u64,
 }
 
 /// What a finished run reports.
@@ -75,6 +153,11 @@ pub struct LabelSummary {
     pub already_complete: bool,
     pub seconds: f64,
     pub images_per_sec: f64,
+    /// Images this run decoded (with decode-once blocks about one per sample, whatever the
+    /// epoch count; without, one or two per record).
+    pub images_decoded: u64,
+    /// The decode-once blocks of the store, if any.
+    pub blocks: Option<BlockConfig>,
     pub samples: SampleRange,
     pub quality: Quality,
 }
@@ -99,18 +182,22 @@ pub fn shard_range(len: u32, shard: Option<(u32, u32)>) -> Result<SampleRange, I
 
 struct Batch {
     epoch: u32,
-    start: u32,
+    block: u32,
+    samples: Vec<u32>,
     pixels: Vec<f32>,
     aug: Vec<AugParams>,
     truth: Vec<MixedLabel>,
 }
 
 /// Runs the teachers over the dataset and writes (or resumes) the store. `progress` is called
-/// with the number of records of the shard that are done (on disk or labelled).
+/// with the records of the shard that are done (on disk or labelled) and the images decoded.
 ///
 /// Takes the output directory's writer lock first: a second run on the same directory fails
 /// at once, naming the process that holds it.
-pub fn label(cfg: &LabelConfig, progress: impl FnMut(u64)) -> Result<LabelSummary, InferError> {
+pub fn label(
+    cfg: &LabelConfig,
+    progress: impl FnMut(Progress),
+) -> Result<LabelSummary, InferError> {
     let lock = WriterLock::acquire(&cfg.out).map_err(|e| store_err(&cfg.out, e))?;
     label_locked(cfg, lock, progress)
 }
@@ -120,7 +207,7 @@ pub fn label(cfg: &LabelConfig, progress: impl FnMut(u64)) -> Result<LabelSummar
 pub fn label_locked(
     cfg: &LabelConfig,
     lock: WriterLock,
-    mut progress: impl FnMut(u64),
+    mut progress: impl FnMut(Progress),
 ) -> Result<LabelSummary, InferError> {
     let t0 = Instant::now();
     let env = &crate::runtime::environment(cfg.ort_lib.as_deref())?.1;
@@ -186,12 +273,11 @@ pub fn label_locked(
         });
     }
     let range = shard_range(data.len(), cfg.shard)?;
-    let sampler = Arc::new(
+    let sampler =
         Sampler::new(&cfg.recipe, cfg.seed, data.len(), w, h).map_err(|e| InferError::Model {
             file: PathBuf::from("--aug"),
             what: e.to_string(),
-        })?,
-    );
+        })?;
     // What this build's decoder makes of a few samples, so students can refuse data that their
     // build decodes differently (the replay would no longer be what the teacher saw).
     let probe =
@@ -205,65 +291,97 @@ pub fn label_locked(
             .map_err(|e| store_err(&cfg.out, e))?;
     let already_complete = writer.already_complete();
 
-    // Batches still to do, block by block.
-    let mut todo: Vec<(u32, u32, u32)> = Vec::new();
-    let bs = cfg.batch.max(1) as u32;
-    let mut start = range.start;
-    while start < range.end {
-        let end = (start + bs).min(range.end);
-        for e in 0..cfg.epochs {
-            let from = writer.next_sample(e).max(start);
-            if from < end {
-                todo.push((e, from, end));
-            }
-        }
-        start = end;
-    }
-    let labelled: u64 = todo.iter().map(|&(_, a, b)| u64::from(b - a)).sum();
+    // The blocks: decode-once blocks when configured; otherwise runs of `batch` samples in
+    // order whose records each decode their own images (the per-record path).
+    let per_record = cfg.blocks.is_none();
+    let plan = Arc::new(
+        BlockPlan::new(
+            cfg.blocks.unwrap_or(BlockConfig {
+                images: cfg.batch.max(1) as u32,
+                bytes: u64::MAX,
+                order: BlockOrder::Sequential,
+            }),
+            cfg.seed,
+            range,
+            &|s| {
+                data.dims(s)
+                    .map(|(w, h)| u64::from(w) * u64::from(h) * u64::from(c))
+            },
+        )
+        .map_err(|e| InferError::Model {
+            file: PathBuf::from("dataset"),
+            what: e.to_string(),
+        })?,
+    );
+    // With blocks, partners come from the record's own block, so they are decoded already.
+    let sampler = Arc::new(if per_record {
+        sampler
+    } else {
+        sampler.with_plan(Arc::clone(&plan))
+    });
+    let todo = plan_items(&plan, &writer, cfg.epochs, cfg.batch);
+    let labelled: u64 = todo.iter().map(|it| it.positions.len() as u64).sum();
     // Records a resumed run finds already on disk count as done for the progress callback.
     let already = u64::from(range.len()) * u64::from(cfg.epochs) - labelled;
-    progress(already);
+    let images = Arc::new(BlockImages::new(
+        Arc::clone(data),
+        Arc::clone(&plan),
+        !per_record,
+        &todo,
+    ));
+    progress(Progress {
+        records: already,
+        images_decoded: 0,
+    });
 
     let plane = (w * h) as usize;
     let loader = {
-        let (data, sampler, todo) = (Arc::clone(data), Arc::clone(&sampler), todo.clone());
+        let (sampler, todo, images) = (Arc::clone(&sampler), todo.clone(), Arc::clone(&images));
+        let (data, plan) = (Arc::clone(data), Arc::clone(&plan));
         let (scale, mean, std) = (cfg.scale, cfg.mean.clone(), cfg.std.clone());
         Loader::new(
             todo.len(),
             cfg.threads,
             2,
             move |i| -> Result<Batch, String> {
-                let (epoch, a, b) = todo[i];
-                let n = (b - a) as usize;
+                let it = &todo[i];
+                let (epoch, block) = (it.epoch, it.block);
+                let samples = plan.block(block as usize)[it.positions.clone()].to_vec();
+                let n = samples.len();
                 let per = c as usize * plane;
                 let mut pixels = vec![0f32; n * per];
                 let (mut aug, mut truth) = (Vec::with_capacity(n), Vec::with_capacity(n));
                 let dims = |j: u32| data.dims(j);
-                for (k, s) in (a..b).enumerate() {
-                    let p = sampler
-                        .sample(epoch, s, &dims)
-                        .map_err(|e| format!("sample {s} (epoch {epoch}): {e}"))?;
-                    let img = data.image(s).map_err(|e| e.to_string())?;
-                    let partner = match p.mix {
-                        Some(m) => Some(data.image(m.partner).map_err(|e| e.to_string())?),
-                        None => None,
-                    };
-                    let out = &mut pixels[k * per..(k + 1) * per];
-                    formats::apply::apply(&p, &img, partner.as_ref(), w, h, out)
-                        .map_err(|e| format!("sample {s} (epoch {epoch}): {e}"))?;
-                    for (ch, plane_px) in out.chunks_exact_mut(plane).enumerate() {
-                        let (m, sd) = (mean[ch], std[ch]);
-                        for v in plane_px {
-                            *v = (*v * scale - m) / sd;
+                let result = (|| {
+                    for (k, &s) in samples.iter().enumerate() {
+                        let p = sampler
+                            .sample(epoch, s, &dims)
+                            .map_err(|e| format!("sample {s} (epoch {epoch}): {e}"))?;
+                        let img = images.get(block, s)?;
+                        let partner = match p.mix {
+                            Some(m) => Some(images.get(block, m.partner)?),
+                            None => None,
+                        };
+                        let out = &mut pixels[k * per..(k + 1) * per];
+                        formats::apply::apply(&p, &img, partner.as_deref(), w, h, out)
+                            .map_err(|e| format!("sample {s} (epoch {epoch}): {e}"))?;
+                        for (ch, plane_px) in out.chunks_exact_mut(plane).enumerate() {
+                            let (m, sd) = (mean[ch], std[ch]);
+                            for v in plane_px {
+                                *v = (*v * scale - m) / sd;
+                            }
                         }
+                        let partner_label = p.mix.map_or(0, |m| data.label(m.partner));
+                        truth.push(MixedLabel::new(&p, data.label(s), partner_label, w, h));
+                        aug.push(p);
                     }
-                    let partner_label = p.mix.map_or(0, |m| data.label(m.partner));
-                    truth.push(MixedLabel::new(&p, data.label(s), partner_label, w, h));
-                    aug.push(p);
-                }
-                Ok(Batch {
+                    Ok(())
+                })();
+                images.item_done(block);
+                result.map(|()| Batch {
                     epoch,
-                    start: a,
+                    block,
+                    samples,
                     pixels,
                     aug,
                     truth,
@@ -272,17 +390,21 @@ pub fn label_locked(
         )
     };
 
-    // Writer thread: top-k, quality, append in order.
+    // Writer thread: top-k, quality, append in order (or stage whole blocks).
     let (tx, rx) = crossbeam_channel::bounded::<(Batch, Vec<f32>)>(2);
     let k = cfg.k as usize;
     let out_dir = cfg.out.clone();
+    let staged = writer.staged_groups().is_some();
+    let epochs = cfg.epochs as usize;
+    let block_plan = Arc::clone(&plan);
     let writer_thread = std::thread::Builder::new()
         .name("label-writer".into())
         .spawn(move || -> Result<StoreWriter, InferError> {
             let cl = classes as usize;
+            let mut group = Vec::new();
             for (b, logits) in rx {
                 for (j, row) in logits.chunks_exact(cl).enumerate() {
-                    let s = b.start + j as u32;
+                    let s = b.samples[j];
                     let label = SoftLabel::from_logits(row, k).map_err(|e| InferError::Run {
                         file: out_dir.clone(),
                         what: format!("teacher output for sample {s} (epoch {}): {e}", b.epoch),
@@ -300,9 +422,20 @@ pub fn label_locked(
                         aug: b.aug[j],
                         label,
                     };
+                    if staged {
+                        group.push((b.epoch, s, rec, q));
+                    } else {
+                        writer
+                            .append(b.epoch, s, &rec, &q)
+                            .map_err(|e| store_err(&out_dir, e))?;
+                    }
+                }
+                // A block's records come together (items are block-major): stage it whole.
+                if staged && group.len() == block_plan.block(b.block as usize).len() * epochs {
                     writer
-                        .append(b.epoch, s, &rec, &q)
+                        .append_group(&group)
                         .map_err(|e| store_err(&out_dir, e))?;
+                    group.clear();
                 }
             }
             Ok(writer)
@@ -338,7 +471,7 @@ pub fn label_locked(
                         "logit {} of class {} for sample {} (epoch {}): teacher outputs must be finite",
                         logits[at],
                         at % cl,
-                        b.start + (at / cl) as u32,
+                        b.samples[at / cl],
                         b.epoch
                     ),
                 )),
@@ -372,7 +505,10 @@ pub fn label_locked(
             }
         }
         done += n as u64;
-        progress(already + done);
+        progress(Progress {
+            records: already + done,
+            images_decoded: images.decoded(),
+        });
     }
     drop(tx);
     let writer = writer_thread.join().expect("writer thread")?;
@@ -389,9 +525,121 @@ pub fn label_locked(
         already_complete,
         seconds,
         images_per_sec: labelled as f64 / seconds,
+        images_decoded: images.decoded(),
+        blocks: m.blocks,
         samples: m.samples,
         quality: m.quality,
     })
+}
+
+/// One loader item: a batch of consecutive positions of one block, in one epoch.
+#[derive(Clone, Debug)]
+struct Item {
+    block: u32,
+    epoch: u32,
+    positions: Range<usize>,
+}
+
+/// The batches still to label: block by block, and within a block epoch by epoch, so each epoch
+/// stream gets its samples in order (sequential blocks) and a block's records all come before
+/// the next block's (staged blocks). A resumed run skips what is on disk: records before each
+/// epoch's next sample (in order), or whole staged blocks.
+fn plan_items(plan: &BlockPlan, writer: &StoreWriter, epochs: u32, batch: usize) -> Vec<Item> {
+    let batch = batch.max(1);
+    let staged = writer.staged_groups();
+    let mut todo = Vec::new();
+    for b in 0..plan.len() {
+        if staged.is_some_and(|g| (b as u64) < g) {
+            continue;
+        }
+        let block = plan.block(b);
+        for epoch in 0..epochs {
+            // Sequential blocks are contiguous runs of samples: skip those already written.
+            let from = match staged {
+                Some(_) => 0,
+                None => block.partition_point(|&s| s < writer.next_sample(epoch)),
+            };
+            let mut at = from;
+            while at < block.len() {
+                let end = (at + batch).min(block.len());
+                todo.push(Item {
+                    block: b as u32,
+                    epoch,
+                    positions: at..end,
+                });
+                at = end;
+            }
+        }
+    }
+    todo
+}
+
+/// The decoded images of one block, each filled by the first item that needs it.
+type Slots = Vec<OnceLock<Result<Arc<Image>, String>>>;
+
+/// Decoded images shared by the loader threads: with decode-once blocks, each image of a block
+/// is decoded by the first item that needs it and kept until the block's last item is done
+/// (so at most the blocks in flight, about two, are in memory); without, every use decodes.
+struct BlockImages {
+    data: Arc<dyn Dataset>,
+    plan: Arc<BlockPlan>,
+    cache: bool,
+    /// Items of each block still to compute.
+    items: Vec<AtomicUsize>,
+    live: Mutex<HashMap<u32, Arc<Slots>>>,
+    decoded: AtomicU64,
+}
+
+impl BlockImages {
+    fn new(data: Arc<dyn Dataset>, plan: Arc<BlockPlan>, cache: bool, todo: &[Item]) -> Self {
+        let items: Vec<AtomicUsize> = (0..plan.len()).map(|_| AtomicUsize::new(0)).collect();
+        for it in todo {
+            items[it.block as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        BlockImages {
+            data,
+            plan,
+            cache,
+            items,
+            live: Mutex::new(HashMap::new()),
+            decoded: AtomicU64::new(0),
+        }
+    }
+
+    fn decode(&self, s: u32) -> Result<Arc<Image>, String> {
+        self.decoded.fetch_add(1, Ordering::Relaxed);
+        self.data.image(s).map(Arc::new).map_err(|e| e.to_string())
+    }
+
+    /// Sample `s`'s image for an item of `block`: from the block's cache when `s` is in it.
+    fn get(&self, block: u32, s: u32) -> Result<Arc<Image>, String> {
+        let slot = match self.plan.locate(s) {
+            Some((b, i)) if self.cache && b == block as usize => i,
+            _ => return self.decode(s),
+        };
+        let slots = {
+            let mut live = self.live.lock().expect("image cache lock");
+            Arc::clone(live.entry(block).or_insert_with(|| {
+                Arc::new(
+                    (0..self.plan.block(block as usize).len())
+                        .map(|_| OnceLock::new())
+                        .collect(),
+                )
+            }))
+        };
+        slots[slot].get_or_init(|| self.decode(s)).clone()
+    }
+
+    /// One item of `block` is done; the last one frees the block's images.
+    fn item_done(&self, block: u32) {
+        if self.items[block as usize].fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.live.lock().expect("image cache lock").remove(&block);
+        }
+    }
+
+    fn decoded(&self) -> u64 {
+        self.decoded.load(Ordering::Relaxed)
+    }
 }
 
 /// Adds one teacher's output to the running ensemble sum.
@@ -477,6 +725,7 @@ fn draft_manifest(
         shards: vec![],
         quality: Quality::default(),
         decode_probe: Some(probe),
+        blocks: cfg.blocks,
         extra,
     }
 }

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use formats::dataset::write_idx;
-use formats::onnx::{Attr, Dim, ElemType, InitData, Initializer, Model, Node, ValueInfo};
+use formats::onnx::{Attr, InitData, Initializer, Model, Node, ValueInfo};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -44,25 +44,12 @@ pub fn write_split(dir: &Path, split: &str, n: usize, salt: usize) {
 
 /// The teachers' input: `[batch, 1, SIDE, SIDE]` floats named `image`.
 pub fn image_input() -> ValueInfo {
-    ValueInfo {
-        name: "image".into(),
-        elem: ElemType::Float,
-        dims: vec![
-            Dim::Symbolic("batch".into()),
-            Dim::Fixed(1),
-            Dim::Fixed(SIDE as i64),
-            Dim::Fixed(SIDE as i64),
-        ],
-    }
+    ValueInfo::images("image", 1, SIDE as i64, SIDE as i64)
 }
 
 /// The teachers' output: `[batch, 10]` logits.
 pub fn logits_output() -> ValueInfo {
-    ValueInfo {
-        name: "logits".into(),
-        elem: ElemType::Float,
-        dims: vec![Dim::Symbolic("batch".into()), Dim::Fixed(10)],
-    }
+    ValueInfo::logits("logits", 10)
 }
 
 /// A linear teacher: logits = scale · (flatten(x) · T) + shift, T[k, c] = 1 on class c's cross.

@@ -164,17 +164,14 @@ impl ImageFolder {
         &self.files[index as usize]
     }
 
-    fn reader(
-        &self,
-        index: u32,
-    ) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>, FormatError> {
+    fn file(&self, index: u32) -> Result<&Path, FormatError> {
         if index as usize >= self.files.len() {
             return Err(FormatError::invalid(
                 "index",
                 format!("sample {index} is beyond the {} samples", self.files.len()),
             ));
         }
-        open_image(self.path(index))
+        Ok(self.path(index))
     }
 }
 
@@ -223,16 +220,28 @@ impl Dataset for ImageFolder {
         }
     }
     fn image(&self, index: u32) -> Result<Image, FormatError> {
-        let img = self.reader(index)?.decode().map_err(|e| {
-            FormatError::data(
-                self.path(index),
-                format!("sample {index}: cannot decode: {e}"),
-            )
-        })?;
+        let f = self.file(index)?;
+        let bytes = std::fs::read(f).map_err(FormatError::io(f))?;
+        if let Some(what) = jpeg_truncation(&bytes) {
+            return Err(FormatError::data(
+                f,
+                format!("sample {index}: cannot decode: {what}"),
+            ));
+        }
+        let img = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(FormatError::io(f))?
+            .decode()
+            .map_err(|e| FormatError::data(f, format!("sample {index}: cannot decode: {e}")))?;
         let rgb = img.to_rgb8();
         let (w, h) = rgb.dimensions();
         Image::new(w, h, 3, rgb.into_raw())
     }
+
+    fn encoded(&self) -> bool {
+        true
+    }
+
     fn decoder(&self) -> &'static str {
         super::probe::IMAGE_DECODER
     }
@@ -275,6 +284,27 @@ fn header_dims(f: &Path) -> Result<(u32, u32), FormatError> {
     open_image(f)?
         .into_dimensions()
         .map_err(|e| FormatError::data(f, format!("cannot read image size: {e}")))
+}
+
+/// Why a JPEG's bytes are cut short, if they are: its last scan (after the last SOS marker,
+/// `FF DA`) must be closed by an EOI marker (`FF D9`; bytes after it are allowed). The decoder
+/// pads a truncated scan with grey and reports nothing, so a half-downloaded file would become
+/// a training sample; PIL refuses such files as "truncated" too. Entropy-coded data cannot hold
+/// either marker (an `FF` byte there is followed by `00` or a restart marker).
+fn jpeg_truncation(bytes: &[u8]) -> Option<String> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let last = |m: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == m);
+    match (last(0xDA), last(0xD9)) {
+        (None, _) => Some("JPEG without image data (no start-of-scan marker)".into()),
+        (Some(sos), eoi) if eoi.is_none_or(|e| e < sos) => Some(format!(
+            "JPEG truncated: its image data starting at byte {sos} is not closed by an \
+             end-of-image marker ({} bytes)",
+            bytes.len()
+        )),
+        _ => None,
+    }
 }
 
 /// A reader of the image file `f`, its format guessed from the bytes.

@@ -88,6 +88,12 @@ pub trait Dataset: Send + Sync {
     }
     /// The pixels of sample `index`.
     fn image(&self, index: u32) -> Result<Image, FormatError>;
+    /// Whether [`Dataset::image`] decodes a compressed file on every call (image folders), so
+    /// that labelling and training should decode each image once per block; arrays held in
+    /// memory answer `false`.
+    fn encoded(&self) -> bool {
+        false
+    }
     /// The decoder that turns this dataset's files into pixels (`none` for raw arrays), as the
     /// decode probe records it.
     fn decoder(&self) -> &'static str {

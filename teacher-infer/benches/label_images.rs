@@ -1,0 +1,117 @@
+//! Labelling an image folder: today's per-record path (every record decodes its JPEG and its
+//! mixup/cutmix partner's) against decode-once blocks, in the same run, on the same folder,
+//! teacher and threads (issue 13). Driven by `scripts/bench-label-images.sh`, which generates the
+//! folder and runs the PIL + multiprocessing + onnxruntime peer against the teacher this writes.
+//!
+//! Environment: `DISTILL_BENCH_JPEGS` (an image folder with `train/`), `DISTILL_BENCH_OUT` (where
+//! the teacher and stores go), `DISTILL_BENCH_EPOCHS` (comma-separated, default `1,4,8`),
+//! `DISTILL_BENCH_THREADS` (loader threads, default 2). Prints one JSON line per run.
+
+use formats::augment::Recipe;
+use formats::dataset;
+use formats::onnx::{Attr, InitData, Initializer, Model, Node, ValueInfo};
+use label_store::OpenMode;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use teacher_infer::LabelConfig;
+
+/// A cheap 224-px teacher: Conv 3→16 (8×8, stride 8), ReLU, global average pool, Gemm 16→10.
+fn teacher(path: &Path) {
+    let w = |n: usize, seed: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 2654435761 + seed * 97) >> 8) % 2001) as f32 / 1000.0 - 1.0)
+            .map(|v| v * 0.05)
+            .collect()
+    };
+    let m = Model {
+        graph_name: "cheap224".into(),
+        producer: "distill-bench".into(),
+        opset: 17,
+        nodes: vec![
+            Node::new("Conv", "c1", &["image", "w1", "b1"], &["a1"])
+                .attr("kernel_shape", Attr::Ints(vec![8, 8]))
+                .attr("strides", Attr::Ints(vec![8, 8])),
+            Node::new("Relu", "r1", &["a1"], &["h1"]),
+            Node::new("GlobalAveragePool", "gap", &["h1"], &["g"]),
+            Node::new("Flatten", "f", &["g"], &["x"]).attr("axis", Attr::Int(1)),
+            Node::new("Gemm", "fc", &["x", "w2", "b2"], &["logits"]).attr("transB", Attr::Int(1)),
+        ],
+        initializers: vec![
+            Initializer {
+                name: "w1".into(),
+                dims: vec![16, 3, 8, 8],
+                data: InitData::Float(w(16 * 3 * 64, 1)),
+            },
+            Initializer {
+                name: "b1".into(),
+                dims: vec![16],
+                data: InitData::Float(vec![0.0; 16]),
+            },
+            Initializer {
+                name: "w2".into(),
+                dims: vec![10, 16],
+                data: InitData::Float(w(160, 2)),
+            },
+            Initializer {
+                name: "b2".into(),
+                dims: vec![10],
+                data: InitData::Float(vec![0.0; 10]),
+            },
+        ],
+        inputs: vec![ValueInfo::images("image", 3, 224, 224)],
+        outputs: vec![ValueInfo::logits("logits", 10)],
+    };
+    std::fs::write(path, m.to_bytes()).unwrap();
+}
+
+fn main() {
+    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+    let folder = PathBuf::from(var("DISTILL_BENCH_JPEGS", "target/bench-jpegs"));
+    let out = PathBuf::from(var("DISTILL_BENCH_OUT", "target/bench-label"));
+    let threads: usize = var("DISTILL_BENCH_THREADS", "2").parse().unwrap();
+    let epochs: Vec<u32> = var("DISTILL_BENCH_EPOCHS", "1,4,8")
+        .split(',')
+        .map(|e| e.trim().parse().unwrap())
+        .collect();
+    std::fs::create_dir_all(&out).unwrap();
+    let model = out.join("teacher.onnx");
+    teacher(&model);
+    let data: Arc<dyn dataset::Dataset> = Arc::from(dataset::open(&folder, None, "train").unwrap());
+    let recipe = Recipe::usi();
+    for &e in &epochs {
+        for (path, blocks) in [
+            ("per-record", None),
+            (
+                "blocks",
+                teacher_infer::default_blocks(data.as_ref(), &recipe),
+            ),
+        ] {
+            let cfg = LabelConfig {
+                epochs: e,
+                recipe: recipe.clone(),
+                threads,
+                session_threads: 1,
+                size: Some((224, 224)),
+                mean: vec![0.485, 0.456, 0.406],
+                std: vec![0.229, 0.224, 0.225],
+                mode: OpenMode::Overwrite,
+                blocks,
+                ..LabelConfig::new(
+                    vec![model.clone()],
+                    Arc::clone(&data),
+                    out.join(format!("store-{path}-e{e}")),
+                )
+            };
+            let s = teacher_infer::label(&cfg, |_| {}).unwrap();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "tool": "distill", "path": path, "epochs": e, "samples": data.len(),
+                    "records": s.labelled, "seconds": s.seconds,
+                    "records_per_sec": s.labelled as f64 / s.seconds,
+                    "images_decoded": s.images_decoded,
+                })
+            );
+        }
+    }
+}
