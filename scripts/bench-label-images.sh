@@ -12,7 +12,8 @@ folder=${1:-target/bench-jpegs}
 epochs=${2:-1,4,8}
 scripts/fetch-ort.sh >/dev/null
 scripts/make-bench-jpegs.sh "$folder"
-out=target/bench-label
+folder=$(cd "$folder" && pwd)
+out=$PWD/target/bench-label
 mkdir -p "$out"
 cat "$folder"/train/*/* >/dev/null
 DISTILL_BENCH_JPEGS="$folder" DISTILL_BENCH_OUT="$out" DISTILL_BENCH_EPOCHS="$epochs" \

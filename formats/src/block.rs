@@ -10,10 +10,14 @@
 //! rebuild the same blocks from the manifest.
 
 use crate::augment::record_rng;
+use crate::dataset::{Dataset, Image};
 use crate::error::FormatError;
 use crate::manifest::SampleRange;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Samples per block by default: large enough that mixup partners are varied.
 pub const DEFAULT_BLOCK_IMAGES: u32 = 1024;
@@ -171,6 +175,114 @@ impl BlockPlan {
     }
 }
 
+/// The decoded images of one group, each filled by the first item that needs it.
+type Slots = Vec<OnceLock<Result<Arc<Image>, String>>>;
+
+/// Decoded images shared by loader threads, group by group (a labelling block, a training
+/// window of blocks): an image of a group is decoded by the first work item that needs it and
+/// kept until the group's last item is done, so only the groups in flight are in memory. An image
+/// asked for outside its group (or with no groups) is decoded for that use alone. Counts every
+/// decode.
+pub struct DecodeCache {
+    data: Arc<dyn Dataset>,
+    /// `(group, slot)` of each sample of `range` (`u32::MAX`: in no group).
+    at: Vec<(u32, u32)>,
+    range: SampleRange,
+    sizes: Vec<u32>,
+    /// Work items of each group still to finish.
+    items: Vec<AtomicUsize>,
+    live: Mutex<HashMap<u32, Arc<Slots>>>,
+    decoded: AtomicU64,
+}
+
+impl DecodeCache {
+    /// A cache over `groups` (samples of `range`; a sample in several groups belongs to the
+    /// first), group `g` used by `items[g]` work items.
+    pub fn new(
+        data: Arc<dyn Dataset>,
+        range: SampleRange,
+        groups: &[Vec<u32>],
+        items: &[usize],
+    ) -> Self {
+        let mut at = vec![(u32::MAX, 0); range.len() as usize];
+        let mut sizes = Vec::with_capacity(groups.len());
+        for (g, members) in groups.iter().enumerate() {
+            let mut slot = 0u32;
+            for &s in members {
+                if let Some(a) = at.get_mut(s.wrapping_sub(range.start) as usize)
+                    && a.0 == u32::MAX
+                {
+                    *a = (g as u32, slot);
+                    slot += 1;
+                }
+            }
+            sizes.push(slot);
+        }
+        DecodeCache {
+            data,
+            at,
+            range,
+            sizes,
+            items: items.iter().map(|&n| AtomicUsize::new(n)).collect(),
+            live: Mutex::new(HashMap::new()),
+            decoded: AtomicU64::new(0),
+        }
+    }
+
+    /// No groups: every request decodes.
+    pub fn uncached(data: Arc<dyn Dataset>) -> Self {
+        Self::new(data, SampleRange { start: 0, end: 0 }, &[], &[])
+    }
+
+    fn decode(&self, s: u32) -> Result<Arc<Image>, String> {
+        self.decoded.fetch_add(1, Ordering::Relaxed);
+        self.data.image(s).map(Arc::new).map_err(|e| e.to_string())
+    }
+
+    /// Sample `s`'s image for a work item of `group`: from the group's cache when `s` is in it.
+    /// A failed decode is kept and reported to every item that asks.
+    pub fn get(&self, group: u32, s: u32) -> Result<Arc<Image>, String> {
+        let slot = match self
+            .range
+            .contains(s)
+            .then(|| self.at[(s - self.range.start) as usize])
+        {
+            Some((g, slot)) if g == group && g != u32::MAX => slot as usize,
+            _ => return self.decode(s),
+        };
+        let slots = {
+            let mut live = self.live.lock().expect("decode cache lock");
+            Arc::clone(live.entry(group).or_insert_with(|| {
+                Arc::new(
+                    (0..self.sizes[group as usize])
+                        .map(|_| OnceLock::new())
+                        .collect(),
+                )
+            }))
+        };
+        slots[slot].get_or_init(|| self.decode(s)).clone()
+    }
+
+    /// One work item of `group` is done; the last one frees the group's images.
+    pub fn item_done(&self, group: u32) {
+        if let Some(n) = self.items.get(group as usize)
+            && n.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            self.live.lock().expect("decode cache lock").remove(&group);
+        }
+    }
+
+    /// Images decoded so far.
+    pub fn decoded(&self) -> u64 {
+        self.decoded.load(Ordering::Relaxed)
+    }
+
+    /// Groups whose images are in memory now.
+    pub fn live_groups(&self) -> usize {
+        self.live.lock().expect("decode cache lock").len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +341,49 @@ mod tests {
             vec![vec![0, 1, 2], vec![3], vec![4], vec![5, 6, 7], vec![8, 9]]
         );
         assert_eq!(p.before(2), &[0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn the_cache_decodes_each_member_once_and_frees_a_group_after_its_last_item() {
+        use crate::dataset::{NpyArrays, write_npy};
+        let t = tempfile::tempdir().unwrap();
+        let pixels: Vec<u8> = (0..10 * 4).map(|i| i as u8).collect();
+        let labels: Vec<u8> = (0..10).map(|i| i % 2).collect();
+        write_npy(
+            &t.path().join("train_images.npy"),
+            "|u1",
+            &[10, 2, 2],
+            &pixels,
+        )
+        .unwrap();
+        write_npy(&t.path().join("train_labels.npy"), "|u1", &[10], &labels).unwrap();
+        let data: Arc<dyn Dataset> = Arc::new(NpyArrays::open(t.path(), "train").unwrap());
+        let range = SampleRange { start: 0, end: 10 };
+        let cache = DecodeCache::new(
+            Arc::clone(&data),
+            range,
+            &[vec![3, 1, 4], vec![5, 9, 2, 6]],
+            &[2, 1],
+        );
+        for _ in 0..3 {
+            assert_eq!(cache.get(0, 4).unwrap().data, data.image(4).unwrap().data);
+            cache.get(0, 1).unwrap();
+        }
+        assert_eq!(cache.decoded(), 2);
+        // Outside its group (or in none): decoded for that use alone.
+        cache.get(1, 4).unwrap();
+        cache.get(0, 0).unwrap();
+        assert_eq!(cache.decoded(), 4);
+        assert_eq!(cache.live_groups(), 1);
+        cache.item_done(0);
+        assert_eq!(cache.live_groups(), 1);
+        cache.item_done(0);
+        assert_eq!(cache.live_groups(), 0);
+        let none = DecodeCache::uncached(data);
+        none.get(0, 1).unwrap();
+        none.get(0, 1).unwrap();
+        assert_eq!(none.decoded(), 2);
+        none.item_done(0);
     }
 
     #[test]

@@ -201,6 +201,8 @@ impl Ctx<'_> {
             threads: self.threads,
             keep_checkpoints: 0,
             eval_crop_pct: formats::augment::DEFAULT_CROP_PCT,
+            shuffle_window: student_train::stream::DEFAULT_WINDOW,
+            multi_crop: 1,
         }
     }
 

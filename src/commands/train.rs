@@ -125,6 +125,19 @@ pub struct TrainArgs {
     /// evaluation). Teacher test labels (--eval-labels) replay their own recipe instead.
     #[arg(long, default_value_t = formats::augment::DEFAULT_CROP_PCT)]
     pub crop_pct: f32,
+    /// With a store labelled in decode-once blocks over a permutation (image folders with a
+    /// mixing recipe): shuffle its blocks, then the records within windows of N blocks, so each
+    /// image is decoded once per epoch (about two windows of decoded images are in memory).
+    /// 0: shuffle all records, each decoding its own image and partner.
+    #[arg(long, value_name = "N", default_value_t = student_train::stream::DEFAULT_WINDOW)]
+    pub shuffle_window: usize,
+    /// FKD's multi-crop: each epoch replays K consecutive stored epochs, one decode of an image
+    /// feeding its K crops (K times the records and steps per epoch: divide --epochs by K to
+    /// keep the step count). Fewer decodes, but the K crops of an image land close together
+    /// in the stream (within a window, or one after another without blocks), so batches are
+    /// less independent.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub multi_crop: u32,
     /// Keep only the last N epoch checkpoints (0: keep every epoch's, e.g. to export an
     /// early-stopped teacher with `export --epoch`).
     #[arg(long, default_value_t = 0)]
@@ -305,6 +318,8 @@ pub fn train_config(
         threads: threads(a.threads),
         keep_checkpoints: a.keep_checkpoints,
         eval_crop_pct: a.crop_pct,
+        shuffle_window: a.shuffle_window,
+        multi_crop: a.multi_crop,
     })
 }
 
@@ -359,12 +374,13 @@ impl Progress for Bars {
         for m in metrics {
             let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
             eprintln!(
-                "epoch {:>3}  loss {:.4}  lr {:.4}  {:>7.0} img/s  loader wait {:>5.1}%  test acc {}  agreement {}  kl {}",
+                "epoch {:>3}  loss {:.4}  lr {:.4}  {:>7.0} img/s  loader wait {:>5.1}%  {} decoded  test acc {}  agreement {}  kl {}",
                 m.epoch + 1,
                 m.train_loss,
                 m.lr,
                 m.images_per_sec,
                 100.0 * m.loader_wait_fraction,
+                m.images_decoded,
                 pct(m.test_accuracy),
                 pct(m.test_agreement),
                 m.test_kl.map_or("-".into(), |v| format!("{v:.4}")),

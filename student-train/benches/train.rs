@@ -36,7 +36,7 @@ fn main() {
         let data: Arc<dyn dataset::Dataset> =
             Arc::from(dataset::open(t.path(), None, "train").unwrap());
         let store_dir = t.path().join("store");
-        write_store(&store_dir, data.as_ref(), 1, 5, &Recipe::usi(), 1).unwrap();
+        write_store(&store_dir, data.as_ref(), 1, 5, &Recipe::usi(), 1, None).unwrap();
         let store = Arc::new(LabelStore::open(&store_dir).unwrap());
         let run_data = RunData {
             train: data.clone(),
@@ -83,6 +83,8 @@ fn main() {
             threads: cores,
             keep_checkpoints: 0,
             eval_crop_pct: formats::augment::DEFAULT_CROP_PCT,
+            shuffle_window: student_train::stream::DEFAULT_WINDOW,
+            multi_crop: 1,
         };
         let round = |loss, i: usize| {
             let dir = t.path().join(format!("run-{i}"));

@@ -64,6 +64,21 @@ pub struct TrainConfig {
     /// labels, whose own recipe is replayed).
     #[serde(default = "default_crop_pct")]
     pub eval_crop_pct: f32,
+    /// Blocks per shuffle window over a store labelled in permuted decode-once blocks (0:
+    /// shuffle all records); see [`StreamConfig::window`].
+    #[serde(default = "default_window")]
+    pub shuffle_window: usize,
+    /// Store epochs replayed per epoch from one decode of each image (FKD's multi-crop).
+    #[serde(default = "default_multi_crop")]
+    pub multi_crop: u32,
+}
+
+fn default_window() -> usize {
+    crate::stream::DEFAULT_WINDOW
+}
+
+fn default_multi_crop() -> u32 {
+    1
 }
 
 impl TrainConfig {
@@ -73,6 +88,9 @@ impl TrainConfig {
         self.optim.validate().map_err(TrainError::Config)?;
         if self.epochs == 0 {
             return Err(TrainError::config("--epochs must be ≥ 1"));
+        }
+        if self.multi_crop == 0 {
+            return Err(TrainError::config("--multi-crop must be ≥ 1"));
         }
         if self.batch == 0 {
             return Err(TrainError::config("--batch must be ≥ 1"));
@@ -177,6 +195,9 @@ pub struct EpochMetrics {
     pub images_per_sec: f64,
     /// Share of the epoch's training time spent waiting for the loader.
     pub loader_wait_fraction: f64,
+    /// Images the loader decoded this epoch (absent in runs of older builds: 0).
+    #[serde(default)]
+    pub images_decoded: u64,
     /// The store epoch replayed, when training from a store.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub store_epoch: Option<u32>,
@@ -273,15 +294,16 @@ pub fn train(
         Arc::clone(&data.train),
         labels,
         StreamConfig {
-            batch: cfg.batch,
-            threads: cfg.threads.max(1),
-            // Up to (capacity + 1) batches per worker are in memory: keep the total near 8.
-            capacity: (8 / cfg.threads.max(1)).clamp(1, 2),
-            seed: cfg.seed,
-            mean: cfg.mean.clone(),
-            std: cfg.std.clone(),
-            size,
-            shuffle: true,
+            window: cfg.shuffle_window,
+            multi_crop: cfg.multi_crop,
+            ..StreamConfig::training(
+                cfg.batch,
+                cfg.threads.max(1),
+                cfg.seed,
+                cfg.mean.clone(),
+                cfg.std.clone(),
+                size,
+            )
         },
     )?);
     if let Some(test) = &data.test {
@@ -347,19 +369,23 @@ pub fn train(
     }
 
     let prefetch = data.labels.as_ref().map(|s| {
-        let epochs = (start_epoch..cfg.epochs).map(|e| e % s.epochs()).collect();
+        let epochs = (start_epoch..cfg.epochs)
+            .flat_map(|e| stream.store_epochs(e))
+            .collect();
         s.prefetch(epochs)
     });
 
     let steps = stream.batches();
     let (c, h, w) = (input.channels, input.height, input.width);
     for epoch in start_epoch..cfg.epochs {
-        let decoded = match &prefetch {
-            Some(p) => Some(Arc::new(p.next_epoch().ok_or_else(|| {
-                TrainError::config("the label prefetcher stopped early")
-            })??)),
-            None => None,
-        };
+        let mut decoded = Vec::new();
+        if let Some(p) = &prefetch {
+            for _ in 0..cfg.multi_crop {
+                decoded.push(Arc::new(p.next_epoch().ok_or_else(|| {
+                    TrainError::config("the label prefetcher stopped early")
+                })??));
+            }
+        }
         let tau = cfg.loss.teacher_tau(epoch);
         progress.epoch_start(epoch, steps);
         let t0 = Instant::now();
@@ -408,6 +434,7 @@ pub fn train(
                 s.model = Some(s.optim.step(lr, model, grads));
             }
         }
+        let images_decoded = loader.images_decoded();
         drop(loader);
         let train_secs = t0.elapsed().as_secs_f64();
         let mut epoch_metrics = Vec::with_capacity(students.len());
@@ -423,6 +450,7 @@ pub fn train(
                 train_loss: loss_sum[si] / seen.max(1) as f64,
                 images_per_sec: seen as f64 / train_secs,
                 loader_wait_fraction: waited / train_secs,
+                images_decoded,
                 store_epoch: stream.store_epoch(epoch),
                 test_accuracy: report.as_ref().map(|r| r.accuracy),
                 test_agreement: report.as_ref().and_then(|r| r.agreement),
@@ -822,6 +850,8 @@ impl Evaluator {
                 std: std.to_vec(),
                 size,
                 shuffle: false,
+                window: 0,
+                multi_crop: 1,
             },
         )?;
         Ok(Evaluator {
@@ -837,7 +867,7 @@ impl Evaluator {
         let device = device.clone().without_autodiff();
         let cl = self.stream.classes();
         let (mut correct, mut agree, mut kl, mut n_all) = (0u64, 0u64, 0f64, 0u64);
-        let loader = self.stream.epoch(0, None, None)?;
+        let loader = self.stream.epoch(0, Vec::new(), None)?;
         let (w, h) = self.stream.size();
         let (w, h) = (w as usize, h as usize);
         for batch in loader {

@@ -10,7 +10,8 @@
 use crate::error::TrainError;
 use formats::apply::apply;
 use formats::augment::{MixedLabel, Sampler, record_rng};
-use formats::dataset::{Dataset, Image};
+use formats::block::{BlockOrder, BlockPlan, DecodeCache};
+use formats::dataset::Dataset;
 use formats::loader::Loader;
 use formats::{AugParams, SampleRange};
 use label_store::{DecodedEpoch, LabelStore};
@@ -42,7 +43,46 @@ pub struct StreamConfig {
     pub size: (u32, u32),
     /// Shuffle the sample order each epoch (training) or keep it (evaluation).
     pub shuffle: bool,
+    /// With a store labelled in decode-once blocks over a permutation (its partners inside each
+    /// block): shuffle the blocks, then the records within windows of this many blocks, so each
+    /// image is decoded once per epoch and a partner is decoded when its record comes. 0: shuffle
+    /// all records (each decodes its own images). Up to two windows of images are in memory.
+    pub window: usize,
+    /// FKD's multi-crop: each epoch replays this many consecutive store epochs, one decode of an
+    /// image feeding all its crops (with blocks, the crops are shuffled within the window;
+    /// without, they come one after another). An epoch then has this many times the records.
+    pub multi_crop: u32,
 }
+
+impl StreamConfig {
+    /// Training defaults around the given batch, threads, seed, normalization and size:
+    /// shuffled, windows of two blocks, no multi-crop.
+    pub fn training(
+        batch: usize,
+        threads: usize,
+        seed: u64,
+        mean: Vec<f32>,
+        std: Vec<f32>,
+        size: (u32, u32),
+    ) -> Self {
+        StreamConfig {
+            batch,
+            threads,
+            // Up to (capacity + 1) batches per worker are in memory: keep the total near 8.
+            capacity: (8 / threads.max(1)).clamp(1, 2),
+            seed,
+            mean,
+            std,
+            size,
+            shuffle: true,
+            window: DEFAULT_WINDOW,
+            multi_crop: 1,
+        }
+    }
+}
+
+/// Blocks per shuffle window by default.
+pub const DEFAULT_WINDOW: usize = 2;
 
 /// One batch, row-major and ready to become tensors.
 #[derive(Clone, Debug, Default)]
@@ -68,6 +108,36 @@ pub struct Stream {
     cfg: StreamConfig,
     range: SampleRange,
     classes: usize,
+    /// The store's decode-once blocks, when the stream groups records by them.
+    plan: Option<Arc<BlockPlan>>,
+}
+
+/// One epoch's batches, computed ahead on the worker threads, and the decodes they made.
+pub struct EpochBatches {
+    loader: Loader<Result<Batch, TrainError>>,
+    cache: Arc<DecodeCache>,
+}
+
+impl EpochBatches {
+    /// Images decoded so far this epoch.
+    pub fn images_decoded(&self) -> u64 {
+        self.cache.decoded()
+    }
+}
+
+impl Iterator for EpochBatches {
+    type Item = Result<Batch, TrainError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.loader.next()
+    }
+}
+
+/// An epoch's records in stream order, as (sample, crop) — crop `k` replays the `k`-th of the
+/// epoch's store epochs — with the decode group of each and the groups' samples.
+struct EpochOrder {
+    entries: Vec<(u32, u32)>,
+    group: Vec<u32>,
+    groups: Vec<Vec<u32>>,
 }
 
 impl Stream {
@@ -95,15 +165,51 @@ impl Stream {
         if cfg.batch == 0 {
             return Err(TrainError::config("--batch must be ≥ 1"));
         }
-        let range = match &labels {
+        if cfg.multi_crop == 0 {
+            return Err(TrainError::config("--multi-crop must be ≥ 1"));
+        }
+        let (range, plan) = match &labels {
             Labels::Store(store) => {
                 check_store(store, data.as_ref(), cfg.size)?;
-                store.samples()
+                if cfg.multi_crop > store.epochs() {
+                    return Err(TrainError::config(format!(
+                        "--multi-crop {} needs as many stored epochs; {} has {}",
+                        cfg.multi_crop,
+                        store.dir.display(),
+                        store.epochs()
+                    )));
+                }
+                let m = &store.manifest;
+                let plan = match m.blocks {
+                    Some(b) if b.order == BlockOrder::Permuted && cfg.window > 0 && cfg.shuffle => {
+                        let c = u64::from(data.channels());
+                        let dims =
+                            |s: u32| data.dims(s).map(|(w, h)| u64::from(w) * u64::from(h) * c);
+                        Some(Arc::new(
+                            BlockPlan::new(b, m.seed, m.samples, &dims).map_err(|e| {
+                                TrainError::Mismatch(format!(
+                                    "{}: blocks: {e}",
+                                    store.dir.display()
+                                ))
+                            })?,
+                        ))
+                    }
+                    _ => None,
+                };
+                (store.samples(), plan)
             }
-            Labels::Live(_) => SampleRange {
-                start: 0,
-                end: data.len(),
-            },
+            Labels::Live(_) => {
+                if cfg.multi_crop > 1 {
+                    return Err(TrainError::config(
+                        "--multi-crop replays stored epochs: it needs --labels STORE",
+                    ));
+                }
+                let all = SampleRange {
+                    start: 0,
+                    end: data.len(),
+                };
+                (all, None)
+            }
         };
         let classes = data.classes() as usize;
         Ok(Stream {
@@ -112,12 +218,18 @@ impl Stream {
             cfg,
             range,
             classes,
+            plan,
         })
     }
 
-    /// Samples per epoch.
+    /// Records per epoch (samples × multi-crop).
     pub fn samples(&self) -> usize {
-        self.range.len() as usize
+        self.range.len() as usize * self.cfg.multi_crop as usize
+    }
+
+    /// Whether records come grouped by the store's decode-once blocks.
+    pub fn block_grouped(&self) -> bool {
+        self.plan.is_some()
     }
 
     /// Batches per epoch (the last one may be short).
@@ -135,68 +247,161 @@ impl Stream {
         self.classes
     }
 
-    /// The store epoch that student epoch `epoch` replays (`epoch mod E`).
-    pub fn store_epoch(&self, epoch: u32) -> Option<u32> {
+    /// The store epochs that student epoch `epoch` replays: `epoch mod E`, or with multi-crop K
+    /// the K epochs from `epoch · K` on (mod E).
+    pub fn store_epochs(&self, epoch: u32) -> Vec<u32> {
         match &self.labels {
-            Labels::Store(s) => Some(epoch % s.epochs()),
-            Labels::Live(_) => None,
+            Labels::Store(s) => {
+                let k = self.cfg.multi_crop;
+                (0..k)
+                    .map(|i| {
+                        ((u64::from(epoch) * u64::from(k) + u64::from(i)) % u64::from(s.epochs()))
+                            as u32
+                    })
+                    .collect()
+            }
+            Labels::Live(_) => Vec::new(),
         }
     }
 
-    /// The sample order of `epoch`: a permutation of the samples drawn from (seed, epoch), or
-    /// sample order when not shuffling.
+    /// The (first) store epoch that student epoch `epoch` replays.
+    pub fn store_epoch(&self, epoch: u32) -> Option<u32> {
+        self.store_epochs(epoch).first().copied()
+    }
+
+    /// The sample order of `epoch` (the first crop of each record): a permutation drawn from
+    /// (seed, epoch), block-grouped when the stream follows the store's blocks, or sample order
+    /// when not shuffling.
     pub fn order(&self, epoch: u32) -> Vec<u32> {
+        let o = self.epoch_order(epoch);
+        o.entries.iter().filter(|e| e.1 == 0).map(|e| e.0).collect()
+    }
+
+    fn epoch_order(&self, epoch: u32) -> EpochOrder {
+        let k = self.cfg.multi_crop;
+        // A stream no augmentation record uses (index u32::MAX is never a sample).
+        let mut r = record_rng(self.cfg.seed, epoch, u32::MAX);
+        if let Some(plan) = &self.plan {
+            let mut blocks: Vec<usize> = (0..plan.len()).collect();
+            blocks.shuffle(&mut r);
+            let (mut entries, mut group, mut groups) = (Vec::new(), Vec::new(), Vec::new());
+            for (g, w) in blocks.chunks(self.cfg.window.max(1)).enumerate() {
+                let members: Vec<u32> = w
+                    .iter()
+                    .flat_map(|&b| plan.block(b).iter().copied())
+                    .collect();
+                let mut win: Vec<(u32, u32)> = members
+                    .iter()
+                    .flat_map(|&s| (0..k).map(move |c| (s, c)))
+                    .collect();
+                win.shuffle(&mut r);
+                group.extend(std::iter::repeat_n(g as u32, win.len()));
+                entries.extend(win);
+                groups.push(members);
+            }
+            return EpochOrder {
+                entries,
+                group,
+                groups,
+            };
+        }
         let mut order: Vec<u32> = (self.range.start..self.range.end).collect();
         if self.cfg.shuffle {
-            // A stream no augmentation record uses (index u32::MAX is never a sample).
-            order.shuffle(&mut record_rng(self.cfg.seed, epoch, u32::MAX));
+            order.shuffle(&mut r);
         }
-        order
+        let entries: Vec<(u32, u32)> = order
+            .iter()
+            .flat_map(|&s| (0..k).map(move |c| (s, c)))
+            .collect();
+        if k == 1 {
+            // No grouping: every record decodes its own images.
+            return EpochOrder {
+                group: vec![u32::MAX; entries.len()],
+                entries,
+                groups: Vec::new(),
+            };
+        }
+        // Multi-crop without blocks: a sample's crops come together; each batch is a group.
+        let b = self.cfg.batch;
+        let group = (0..entries.len()).map(|i| (i / b) as u32).collect();
+        let groups = entries
+            .chunks(b)
+            .map(|c| c.iter().map(|e| e.0).collect())
+            .collect();
+        EpochOrder {
+            entries,
+            group,
+            groups,
+        }
     }
 
-    /// The batches of student epoch `epoch`, computed ahead on the worker threads. `decoded` is
-    /// the store epoch [`Stream::store_epoch`] names (from a prefetcher); `tau` asks for the
-    /// teacher distribution at that temperature.
+    /// The batches of student epoch `epoch`, computed ahead on the worker threads. `decoded`
+    /// holds the store epochs [`Stream::store_epochs`] names, in that order (from a
+    /// prefetcher); `tau` asks for the teacher distribution at that temperature.
     pub fn epoch(
         self: &Arc<Self>,
         epoch: u32,
-        decoded: Option<Arc<DecodedEpoch>>,
+        decoded: Vec<Arc<DecodedEpoch>>,
         tau: Option<f32>,
-    ) -> Result<Loader<Result<Batch, TrainError>>, TrainError> {
-        if let (Some(want), Some(d)) = (self.store_epoch(epoch), &decoded)
-            && d.epoch != want
-        {
+    ) -> Result<EpochBatches, TrainError> {
+        let want = self.store_epochs(epoch);
+        let got: Vec<u32> = decoded.iter().map(|d| d.epoch).collect();
+        if matches!(self.labels, Labels::Store(_)) && got != want {
             return Err(TrainError::config(format!(
-                "student epoch {epoch} needs store epoch {want}, got {}",
-                d.epoch
+                "student epoch {epoch} needs store epochs {want:?}, got {got:?}"
             )));
-        }
-        if matches!(self.labels, Labels::Store(_)) && decoded.is_none() {
-            return Err(TrainError::config(
-                "a store-fed epoch needs its decoded records",
-            ));
         }
         if tau.is_some() && matches!(self.labels, Labels::Live(_)) {
             return Err(TrainError::config(
                 "this loss needs teacher labels: pass --labels STORE",
             ));
         }
-        let order = Arc::new(self.order(epoch));
+        let o = self.epoch_order(epoch);
+        let b = self.cfg.batch;
+        let n = o.entries.len().div_ceil(b);
+        let mut items = vec![0usize; o.groups.len()];
+        for chunk in o.group.chunks(b) {
+            let mut seen: Vec<u32> = chunk.iter().copied().filter(|&g| g != u32::MAX).collect();
+            seen.dedup();
+            for g in seen {
+                items[g as usize] += 1;
+            }
+        }
+        let cache = Arc::new(DecodeCache::new(
+            Arc::clone(&self.data),
+            self.range,
+            &o.groups,
+            &items,
+        ));
         let me = Arc::clone(self);
-        let n = self.batches();
-        Ok(Loader::new(
-            n,
-            self.cfg.threads,
-            self.cfg.capacity,
-            move |b| {
-                let at = b * me.cfg.batch;
-                let samples = &order[at..(at + me.cfg.batch).min(order.len())];
-                me.make_batch(epoch, samples, decoded.as_deref(), tau)
-            },
-        ))
+        let (order, c) = (Arc::new(o), Arc::clone(&cache));
+        let loader = Loader::new(n, self.cfg.threads, self.cfg.capacity, move |i| {
+            let span = i * b..((i + 1) * b).min(order.entries.len());
+            let refs: Vec<&DecodedEpoch> = decoded.iter().map(|d| d.as_ref()).collect();
+            let out = me.build(
+                epoch,
+                &order.entries[span.clone()],
+                &order.group[span.clone()],
+                &refs,
+                tau,
+                &c,
+            );
+            let mut seen: Vec<u32> = order.group[span]
+                .iter()
+                .copied()
+                .filter(|&g| g != u32::MAX)
+                .collect();
+            seen.dedup();
+            for g in seen {
+                c.item_done(g);
+            }
+            out
+        });
+        Ok(EpochBatches { loader, cache })
     }
 
-    /// Builds the batch of `samples` (exposed for tests and evaluation).
+    /// Builds the batch of `samples` (exposed for tests and evaluation): each record of
+    /// `decoded` (or sampled live), decoding its own images.
     pub fn make_batch(
         &self,
         epoch: u32,
@@ -204,38 +409,56 @@ impl Stream {
         decoded: Option<&DecodedEpoch>,
         tau: Option<f32>,
     ) -> Result<Batch, TrainError> {
+        let entries: Vec<(u32, u32)> = samples.iter().map(|&s| (s, 0)).collect();
+        let group = vec![u32::MAX; entries.len()];
+        let cache = DecodeCache::uncached(Arc::clone(&self.data));
+        self.build(epoch, &entries, &group, decoded.as_slice(), tau, &cache)
+    }
+
+    /// The batch of `entries` ((sample, crop) with the decode group of each).
+    fn build(
+        &self,
+        epoch: u32,
+        entries: &[(u32, u32)],
+        groups: &[u32],
+        decoded: &[&DecodedEpoch],
+        tau: Option<f32>,
+        cache: &DecodeCache,
+    ) -> Result<Batch, TrainError> {
         let (w, h) = self.cfg.size;
         let c = usize::from(self.data.channels());
         let per = c * (w * h) as usize;
-        let n = samples.len();
+        let n = entries.len();
         let cl = self.classes;
         let mut batch = Batch {
             n,
             inputs: vec![0.0; n * per],
             hard: vec![0.0; n * cl],
             teacher: tau.map(|_| vec![0.0; n * cl]),
-            samples: samples.to_vec(),
+            samples: entries.iter().map(|e| e.0).collect(),
             labels: Vec::with_capacity(n),
         };
         let mut rec = formats::Record::empty(0);
-        for (i, &s) in samples.iter().enumerate() {
-            let params = match (&self.labels, decoded) {
-                (Labels::Store(_), Some(d)) => {
+        for (i, (&(s, crop), &g)) in entries.iter().zip(groups).enumerate() {
+            let params = match &self.labels {
+                Labels::Store(_) => {
+                    let d = decoded.get(crop as usize).ok_or_else(|| {
+                        TrainError::config("a store-fed epoch needs its decoded records")
+                    })?;
                     d.get_into(s, &mut rec)?;
                     if let (Some(t), Some(tau)) = (batch.teacher.as_mut(), tau) {
                         rec.label.dense_into(tau, &mut t[i * cl..(i + 1) * cl]);
                     }
                     rec.aug
                 }
-                (Labels::Live(sampler), _) => sampler
+                Labels::Live(sampler) => sampler
                     .sample(epoch, s, &|j| self.data.dims(j))
                     .map_err(|e| TrainError::sample(s, e.to_string()))?,
-                (Labels::Store(_), None) => unreachable!("checked in Stream::epoch"),
             };
             let label = self.data.label(s);
             batch.labels.push(label);
             let out = &mut batch.inputs[i * per..(i + 1) * per];
-            let partner_label = self.render(s, &params, out)?;
+            let partner_label = self.render(s, &params, out, g, cache)?;
             MixedLabel::new(&params, label, partner_label.unwrap_or(label), w, h)
                 .dense_into(&mut batch.hard[i * cl..(i + 1) * cl]);
             normalize(out, c, &self.cfg.mean, &self.cfg.std);
@@ -243,20 +466,18 @@ impl Stream {
         Ok(batch)
     }
 
-    /// Replays `params` on sample `s` (and its partner) into `out` as [0, 1] pixels; returns the
-    /// partner's label when mixed.
+    /// Replays `params` on sample `s` (and its partner) into `out` as [0, 1] pixels, images
+    /// from `cache` for decode group `group`; returns the partner's label when mixed.
     fn render(
         &self,
         s: u32,
         params: &AugParams,
         out: &mut [f32],
+        group: u32,
+        cache: &DecodeCache,
     ) -> Result<Option<u32>, TrainError> {
         let (w, h) = self.cfg.size;
-        let image = |j: u32| -> Result<Image, TrainError> {
-            self.data
-                .image(j)
-                .map_err(|e| TrainError::sample(j, e.to_string()))
-        };
+        let image = |j: u32| cache.get(group, j).map_err(|e| TrainError::sample(j, e));
         let primary = image(s)?;
         let (partner, partner_label) = match &params.mix {
             Some(m) => {
@@ -274,7 +495,7 @@ impl Stream {
             }
             None => (None, None),
         };
-        apply(params, &primary, partner.as_ref(), w, h, out)
+        apply(params, &primary, partner.as_deref(), w, h, out)
             .map_err(|e| TrainError::sample(s, e.to_string()))?;
         Ok(partner_label)
     }

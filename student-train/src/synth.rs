@@ -63,6 +63,8 @@ impl Bands {
 
 /// Writes a store of `data` with `epochs` augmented epochs of `recipe` at the images' size,
 /// top-`k`, labelled as a perfect teacher would (logit 5 on the mixed true classes).
+/// With decode-once `blocks`, labelled as `distill label` labels with them: partners inside each
+/// block, and permuted blocks staged whole.
 pub fn write_store(
     dir: &Path,
     data: &dyn Dataset,
@@ -70,6 +72,7 @@ pub fn write_store(
     k: u32,
     recipe: &Recipe,
     seed: u64,
+    blocks: Option<formats::block::BlockConfig>,
 ) -> Result<Manifest, TrainError> {
     let n = data.len();
     let (w, h) = data.dims(0)?;
@@ -102,28 +105,55 @@ pub fn write_store(
         shards: vec![],
         quality: Quality::default(),
         decode_probe: Some(formats::dataset::probe::decode_probe(data)?),
-        blocks: None,
+        blocks,
         extra,
     };
-    let sampler = Sampler::new(recipe, seed, n, w, h)?;
+    let range = SampleRange { start: 0, end: n };
+    let c = u64::from(data.channels());
+    let plan = blocks
+        .map(|b| {
+            formats::block::BlockPlan::new(b, seed, range, &|s| {
+                data.dims(s).map(|(w, h)| u64::from(w) * u64::from(h) * c)
+            })
+        })
+        .transpose()?
+        .map(std::sync::Arc::new);
+    let mut sampler = Sampler::new(recipe, seed, n, w, h)?;
+    if let Some(p) = &plan {
+        sampler = sampler.with_plan(std::sync::Arc::clone(p));
+    }
     let mut writer = StoreWriter::open(dir, draft, OpenMode::Overwrite, 3)?;
     let mut dense = vec![0f32; classes];
+    let record = |e: u32, s: u32, dense: &mut Vec<f32>| -> Result<Record, TrainError> {
+        let aug = sampler.sample(e, s, &|i| data.dims(i))?;
+        let label = data.label(s);
+        let partner = aug.mix.as_ref().map_or(label, |m| data.label(m.partner));
+        MixedLabel::new(&aug, label, partner, w, h).dense_into(dense);
+        let logits: Vec<f32> = dense
+            .iter()
+            .enumerate()
+            .map(|(c, p)| 5.0 * p + 0.1 * ((s as usize + c) % 3) as f32)
+            .collect();
+        Ok(Record {
+            aug,
+            label: SoftLabel::from_logits(&logits, k as usize)?,
+        })
+    };
+    if let Some(plan) = plan.as_ref().filter(|_| writer.staged_groups().is_some()) {
+        for b in 0..plan.len() {
+            let mut group = Vec::new();
+            for e in 0..epochs {
+                for &s in plan.block(b) {
+                    group.push((e, s, record(e, s, &mut dense)?, RecordQuality::default()));
+                }
+            }
+            writer.append_group(&group)?;
+        }
+        return Ok(writer.finish()?);
+    }
     for e in 0..epochs {
         for s in 0..n {
-            let aug = sampler.sample(e, s, &|i| data.dims(i))?;
-            let label = data.label(s);
-            let partner = aug.mix.as_ref().map_or(label, |m| data.label(m.partner));
-            MixedLabel::new(&aug, label, partner, w, h).dense_into(&mut dense);
-            let logits: Vec<f32> = dense
-                .iter()
-                .enumerate()
-                .map(|(c, p)| 5.0 * p + 0.1 * ((s as usize + c) % 3) as f32)
-                .collect();
-            let rec = Record {
-                aug,
-                label: SoftLabel::from_logits(&logits, k as usize)?,
-            };
-            writer.append(e, s, &rec, &RecordQuality::default())?;
+            writer.append(e, s, &record(e, s, &mut dense)?, &RecordQuality::default())?;
         }
     }
     Ok(writer.finish()?)

@@ -70,6 +70,7 @@ fn setup() -> Setup {
         3,
         &recipe(),
         11,
+        None,
     )
     .unwrap();
     let test_data = open(&data, "test");
@@ -80,6 +81,7 @@ fn setup() -> Setup {
         3,
         &Recipe::none(),
         0,
+        None,
     )
     .unwrap();
     Setup { _t: t, root, data }
@@ -125,6 +127,8 @@ fn config(loss: LossKind, epochs: u32) -> TrainConfig {
         threads: 2,
         keep_checkpoints: 0,
         eval_crop_pct: formats::augment::DEFAULT_CROP_PCT,
+        shuffle_window: student_train::stream::DEFAULT_WINDOW,
+        multi_crop: 1,
     }
 }
 
@@ -163,6 +167,8 @@ fn the_loader_feeds_exactly_the_pixels_and_labels_the_store_describes() {
                 std: std.clone(),
                 size: (SIDE as u32, SIDE as u32),
                 shuffle: true,
+                window: student_train::stream::DEFAULT_WINDOW,
+                multi_crop: 1,
             },
         )
         .unwrap(),
@@ -173,7 +179,7 @@ fn the_loader_feeds_exactly_the_pixels_and_labels_the_store_describes() {
     let decoded = Arc::new(store.decode_epoch(1).unwrap());
     let (mut seen, mut mixed) = (vec![false; data.len() as usize], 0);
     let per = SIDE * SIDE;
-    for batch in stream.epoch(3, Some(decoded), Some(2.0)).unwrap() {
+    for batch in stream.epoch(3, vec![decoded], Some(2.0)).unwrap() {
         let b = batch.unwrap();
         let teacher = b.teacher.as_ref().unwrap();
         for (i, &smp) in b.samples.iter().enumerate() {
@@ -424,4 +430,186 @@ fn a_full_disk_leaves_the_previous_checkpoint_usable() {
     assert_eq!(std::fs::read(&path).unwrap(), b"previous");
     let leftovers: Vec<_> = std::fs::read_dir(t.path()).unwrap().collect();
     assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+}
+
+/// A store of the training split labelled in permuted decode-once blocks of 64 (as `distill
+/// label` labels image folders), 2 epochs.
+fn block_store(s: &Setup) -> Arc<LabelStore> {
+    let dir = s.root.join("block-store");
+    student_train::synth::write_store(
+        &dir,
+        open(&s.data, "train").as_ref(),
+        2,
+        3,
+        &recipe(),
+        11,
+        Some(formats::block::BlockConfig {
+            images: 64,
+            bytes: u64::MAX,
+            order: formats::block::BlockOrder::Permuted,
+        }),
+    )
+    .unwrap();
+    Arc::new(LabelStore::open(&dir).unwrap())
+}
+
+fn stream_over(s: &Setup, store: &Arc<LabelStore>, window: usize, multi_crop: u32) -> Arc<Stream> {
+    Arc::new(
+        Stream::new(
+            open(&s.data, "train"),
+            Labels::Store(Arc::clone(store)),
+            StreamConfig {
+                window,
+                multi_crop,
+                ..StreamConfig::training(48, 2, 9, vec![0.5], vec![0.5], (SIDE as u32, SIDE as u32))
+            },
+        )
+        .unwrap(),
+    )
+}
+
+/// Every (sample, store epoch) of one student epoch, with the decodes it took.
+fn one_epoch(stream: &Arc<Stream>, store: &LabelStore, epoch: u32) -> (Vec<(u32, Vec<f32>)>, u64) {
+    let decoded = stream
+        .store_epochs(epoch)
+        .into_iter()
+        .map(|e| Arc::new(store.decode_epoch(e).unwrap()))
+        .collect();
+    let mut batches = stream.epoch(epoch, decoded, Some(1.0)).unwrap();
+    let mut out = Vec::new();
+    for b in batches.by_ref() {
+        let b = b.unwrap();
+        let t = b.teacher.unwrap();
+        for (i, &smp) in b.samples.iter().enumerate() {
+            out.push((smp, t[i * CLASSES..(i + 1) * CLASSES].to_vec()));
+        }
+    }
+    (out, batches.images_decoded())
+}
+
+#[test]
+fn a_block_grouped_stream_decodes_each_image_once_per_epoch() {
+    let s = setup();
+    let store = block_store(&s);
+    let plan = formats::block::BlockPlan::new(
+        store.manifest.blocks.unwrap(),
+        11,
+        store.manifest.samples,
+        &|_| Ok(1),
+    )
+    .unwrap();
+    assert_eq!(plan.len(), 6);
+    let data = open(&s.data, "train");
+    // Partners were drawn inside each block.
+    for smp in 0..384 {
+        if let Some(m) = store.get(0, smp).unwrap().aug.mix {
+            assert_eq!(
+                plan.locate(m.partner).unwrap().0,
+                plan.locate(smp).unwrap().0
+            );
+        }
+    }
+
+    let grouped = stream_over(&s, &store, 2, 1);
+    assert!(grouped.block_grouped());
+    let (recs, decodes) = one_epoch(&grouped, &store, 1);
+    assert_eq!(recs.len(), 384);
+    assert_eq!(decodes, 384, "one decode per image, partners included");
+    let mut seen = [false; 384];
+    for (smp, _) in &recs {
+        assert!(
+            !std::mem::replace(&mut seen[*smp as usize], true),
+            "sample {smp} twice"
+        );
+    }
+    // Windows of two blocks: the first 128 records are two whole blocks.
+    let mut first: Vec<u32> = recs[..128].iter().map(|r| r.0).collect();
+    first.sort();
+    let blocks: std::collections::BTreeSet<usize> = first
+        .iter()
+        .map(|&smp| plan.locate(smp).unwrap().0)
+        .collect();
+    assert_eq!(blocks.len(), 2, "{blocks:?}");
+    // Shuffled within the window (not block order), and differently in another epoch.
+    let order1: Vec<u32> = recs.iter().map(|r| r.0).collect();
+    assert_ne!(&order1[..64], plan.block(*blocks.iter().next().unwrap()));
+    assert_ne!(grouped.order(1), grouped.order(3));
+    // The teacher rows are the store's records of store epoch 1.
+    let mut dense = vec![0f32; CLASSES];
+    for (smp, t) in recs.iter().take(40) {
+        store
+            .get(1, *smp)
+            .unwrap()
+            .label
+            .dense_into(1.0, &mut dense);
+        assert_eq!(t, &dense);
+    }
+
+    // Shuffling all records instead: each record decodes itself and its partner.
+    let flat = stream_over(&s, &store, 0, 1);
+    assert!(!flat.block_grouped());
+    let (_, per_record) = one_epoch(&flat, &store, 1);
+    let mixed = (0..384)
+        .filter(|&smp| store.get(1, smp).unwrap().aug.mix.is_some())
+        .count() as u64;
+    assert_eq!(per_record, 384 + mixed);
+
+    // Multi-crop 2: both store epochs of every image from one decode.
+    let multi = stream_over(&s, &store, 2, 2);
+    assert_eq!(multi.store_epochs(3), vec![0, 1]);
+    let (recs, decodes) = one_epoch(&multi, &store, 3);
+    assert_eq!(recs.len(), 768);
+    assert_eq!(decodes, 384);
+    let mut count = [0u8; 384];
+    for (smp, _) in &recs {
+        count[*smp as usize] += 1;
+    }
+    assert!(count.iter().all(|&c| c == 2));
+
+    // Multi-crop without blocks: a sample's crops come together and share a decode.
+    let plain = Arc::new(LabelStore::open(&s.root.join("store")).unwrap());
+    let fkd = stream_over(&s, &plain, 2, 2);
+    assert!(!fkd.block_grouped());
+    let (recs, decodes) = one_epoch(&fkd, &plain, 0);
+    assert_eq!(recs.len(), 768);
+    assert!(recs.chunks(2).all(|p| p[0].0 == p[1].0));
+    // Each batch is a decode group: its samples once, partners from outside it once per use.
+    let mut want = 0;
+    for batch in recs.chunks(48) {
+        let inside: std::collections::HashSet<u32> = batch.iter().map(|r| r.0).collect();
+        want += inside.len();
+        for (i, (smp, _)) in batch.iter().enumerate() {
+            // Crops come in store-epoch order, one after another.
+            if let Some(m) = plain.get((i % 2) as u32, *smp).unwrap().aug.mix
+                && !inside.contains(&m.partner)
+            {
+                want += 1;
+            }
+        }
+    }
+    assert_eq!(decodes, want as u64);
+    let per_record: usize = 768
+        + (0..2)
+            .map(|e| {
+                (0..384)
+                    .filter(|&smp| plain.get(e, smp).unwrap().aug.mix.is_some())
+                    .count()
+            })
+            .sum::<usize>();
+    assert!(
+        (decodes as usize) < per_record * 3 / 4,
+        "{decodes} of {per_record}"
+    );
+    drop(data);
+
+    // A training run records the decodes per epoch.
+    let mut cfg = config(KD, 1);
+    cfg.labels = Some("block-store".into());
+    cfg.models[0].family = "mlp".into();
+    let out = s.root.join("run-blocks");
+    let mut rd = run_data(&s);
+    rd.labels = Some(store);
+    train(&cfg, &rd, &out, false, &mut Quiet).unwrap();
+    let m = load_metrics(&out).unwrap();
+    assert_eq!(m[0].images_decoded, 384);
 }

@@ -5,7 +5,8 @@
 //!
 //! Environment: `DISTILL_BENCH_JPEGS` (an image folder with `train/`), `DISTILL_BENCH_OUT` (where
 //! the teacher and stores go), `DISTILL_BENCH_EPOCHS` (comma-separated, default `1,4,8`),
-//! `DISTILL_BENCH_THREADS` (loader threads, default 2). Prints one JSON line per run.
+//! `DISTILL_BENCH_THREADS` (loader threads, default 2), `DISTILL_BENCH_PATHS` (which of
+//! `per-record,blocks` to run; for profiling one). Prints one JSON line per run.
 
 use formats::augment::Recipe;
 use formats::dataset;
@@ -73,6 +74,7 @@ fn main() {
         .split(',')
         .map(|e| e.trim().parse().unwrap())
         .collect();
+    let paths = var("DISTILL_BENCH_PATHS", "per-record,blocks");
     std::fs::create_dir_all(&out).unwrap();
     let model = out.join("teacher.onnx");
     teacher(&model);
@@ -86,6 +88,9 @@ fn main() {
                 teacher_infer::default_blocks(data.as_ref(), &recipe),
             ),
         ] {
+            if !paths.split(',').any(|p| p == path) {
+                continue;
+            }
             let cfg = LabelConfig {
                 epochs: e,
                 recipe: recipe.clone(),

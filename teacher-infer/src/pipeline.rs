@@ -10,19 +10,17 @@
 use crate::error::InferError;
 use crate::session::{Device, TeacherSession};
 use formats::augment::{MixedLabel, Recipe, Sampler};
-use formats::block::{BlockConfig, BlockOrder, BlockPlan};
-use formats::dataset::{Dataset, Image};
+use formats::block::{BlockConfig, BlockOrder, BlockPlan, DecodeCache};
+use formats::dataset::Dataset;
 use formats::loader::Loader;
 use formats::{
     AugParams, FORMAT_NAME, FORMAT_VERSION, Manifest, Quality, Record, SampleRange, SoftLabel,
     ValueCodec,
 };
 use label_store::{OpenMode, RecordQuality, StoreWriter, WriterLock};
-use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How several teachers' outputs become one label.
@@ -323,18 +321,27 @@ pub fn label_locked(
     let labelled: u64 = todo.iter().map(|it| it.positions.len() as u64).sum();
     // Records a resumed run finds already on disk count as done for the progress callback.
     let already = u64::from(range.len()) * u64::from(cfg.epochs) - labelled;
-    let images = Arc::new(BlockImages::new(
-        Arc::clone(data),
-        Arc::clone(&plan),
-        !per_record,
-        &todo,
-    ));
+    // Each block's images are decoded by the first item that needs them and kept until the
+    // block's last item is done (about two blocks in memory); the per-record path decodes
+    // every use.
+    let images = Arc::new(if per_record {
+        DecodeCache::uncached(Arc::clone(data))
+    } else {
+        let mut items = vec![0usize; plan.len()];
+        for it in &todo {
+            items[it.block as usize] += 1;
+        }
+        let blocks: Vec<Vec<u32>> = (0..plan.len()).map(|b| plan.block(b).to_vec()).collect();
+        DecodeCache::new(Arc::clone(data), range, &blocks, &items)
+    });
     progress(Progress {
         records: already,
         images_decoded: 0,
     });
 
     let plane = (w * h) as usize;
+    // Input buffers go back to the loader threads once the teachers have run on them.
+    let (recycle, spare) = crossbeam_channel::bounded::<Vec<f32>>(2 * cfg.threads.max(1) + 2);
     let loader = {
         let (sampler, todo, images) = (Arc::clone(&sampler), todo.clone(), Arc::clone(&images));
         let (data, plan) = (Arc::clone(data), Arc::clone(&plan));
@@ -349,7 +356,12 @@ pub fn label_locked(
                 let samples = plan.block(block as usize)[it.positions.clone()].to_vec();
                 let n = samples.len();
                 let per = c as usize * plane;
-                let mut pixels = vec![0f32; n * per];
+                // A buffer the teacher thread is done with, when there is one: every element is
+                // written below, so a reused buffer of the right size needs no clearing.
+                let mut pixels = spare.try_recv().unwrap_or_default();
+                if pixels.len() != n * per {
+                    pixels = vec![0f32; n * per];
+                }
                 let (mut aug, mut truth) = (Vec::with_capacity(n), Vec::with_capacity(n));
                 let dims = |j: u32| data.dims(j);
                 let result = (|| {
@@ -447,7 +459,7 @@ pub fn label_locked(
     let mut each = Vec::new();
     let mut mean = Vec::new();
     for item in loader {
-        let b = match item {
+        let mut b = match item {
             Ok(b) => b,
             Err(what) => {
                 failure = Some(InferError::Model {
@@ -495,6 +507,7 @@ pub fn label_locked(
         };
         match step() {
             Ok(logits) => {
+                let _ = recycle.try_send(std::mem::take(&mut b.pixels));
                 if tx.send((b, logits)).is_err() {
                     break; // the writer stopped with an error; it is reported below
                 }
@@ -572,74 +585,6 @@ fn plan_items(plan: &BlockPlan, writer: &StoreWriter, epochs: u32, batch: usize)
         }
     }
     todo
-}
-
-/// The decoded images of one block, each filled by the first item that needs it.
-type Slots = Vec<OnceLock<Result<Arc<Image>, String>>>;
-
-/// Decoded images shared by the loader threads: with decode-once blocks, each image of a block
-/// is decoded by the first item that needs it and kept until the block's last item is done
-/// (so at most the blocks in flight, about two, are in memory); without, every use decodes.
-struct BlockImages {
-    data: Arc<dyn Dataset>,
-    plan: Arc<BlockPlan>,
-    cache: bool,
-    /// Items of each block still to compute.
-    items: Vec<AtomicUsize>,
-    live: Mutex<HashMap<u32, Arc<Slots>>>,
-    decoded: AtomicU64,
-}
-
-impl BlockImages {
-    fn new(data: Arc<dyn Dataset>, plan: Arc<BlockPlan>, cache: bool, todo: &[Item]) -> Self {
-        let items: Vec<AtomicUsize> = (0..plan.len()).map(|_| AtomicUsize::new(0)).collect();
-        for it in todo {
-            items[it.block as usize].fetch_add(1, Ordering::Relaxed);
-        }
-        BlockImages {
-            data,
-            plan,
-            cache,
-            items,
-            live: Mutex::new(HashMap::new()),
-            decoded: AtomicU64::new(0),
-        }
-    }
-
-    fn decode(&self, s: u32) -> Result<Arc<Image>, String> {
-        self.decoded.fetch_add(1, Ordering::Relaxed);
-        self.data.image(s).map(Arc::new).map_err(|e| e.to_string())
-    }
-
-    /// Sample `s`'s image for an item of `block`: from the block's cache when `s` is in it.
-    fn get(&self, block: u32, s: u32) -> Result<Arc<Image>, String> {
-        let slot = match self.plan.locate(s) {
-            Some((b, i)) if self.cache && b == block as usize => i,
-            _ => return self.decode(s),
-        };
-        let slots = {
-            let mut live = self.live.lock().expect("image cache lock");
-            Arc::clone(live.entry(block).or_insert_with(|| {
-                Arc::new(
-                    (0..self.plan.block(block as usize).len())
-                        .map(|_| OnceLock::new())
-                        .collect(),
-                )
-            }))
-        };
-        slots[slot].get_or_init(|| self.decode(s)).clone()
-    }
-
-    /// One item of `block` is done; the last one frees the block's images.
-    fn item_done(&self, block: u32) {
-        if self.items[block as usize].fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.live.lock().expect("image cache lock").remove(&block);
-        }
-    }
-
-    fn decoded(&self) -> u64 {
-        self.decoded.load(Ordering::Relaxed)
-    }
 }
 
 /// Adds one teacher's output to the running ensemble sum.
