@@ -745,6 +745,50 @@ fn image_folders_decode_each_image_once_for_all_epochs() {
         std::fs::read(root.join("light-per-record").join(shard)).unwrap()
     );
 
+    // A student trains from the block store on ImageNet's layout (train/ and val/, no test/):
+    // the stream follows the blocks (one decode per image per epoch), and the per-epoch test
+    // pass and `eval` use val/ on centre crops.
+    let val = data.join("val");
+    for c in 0..3 {
+        std::fs::create_dir_all(val.join(format!("c{c}"))).unwrap();
+        for i in 0..2 {
+            let name = format!("c{c}/{i:03}.jpg");
+            std::fs::copy(data.join("train").join(&name), val.join(&name)).unwrap();
+        }
+    }
+    let student = root.join("student");
+    let v = ok(&distill(&[
+        "train",
+        "--json",
+        "--data",
+        data.to_str().unwrap(),
+        "--labels",
+        root.join("usi").to_str().unwrap(),
+        "--model",
+        "mlp",
+        "--loss",
+        "kd",
+        "--epochs",
+        "2",
+        "--batch",
+        "8",
+        "--out",
+        student.to_str().unwrap(),
+    ]));
+    let last = &v["students"][0]["last"];
+    assert_eq!(last["images_decoded"], 30, "{v}");
+    let acc = last["test_accuracy"].as_f64().expect("a test pass on val/");
+    let e = ok(&distill(&[
+        "eval",
+        "--json",
+        "--run",
+        student.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]));
+    assert_eq!(e["samples"], 6);
+    assert_eq!(e["accuracy"].as_f64().unwrap(), acc);
+
     // A truncated JPEG stops the run naming the file, keeping what it labelled: a resume on
     // the same data stops at the same file again. Repairing the file changes the dataset (its
     // index entry), so the store must then be redone; it equals an undamaged run's.

@@ -16,7 +16,7 @@ use crate::manifest::SampleRange;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Samples per block by default: large enough that mixup partners are varied.
@@ -175,8 +175,9 @@ impl BlockPlan {
     }
 }
 
-/// The decoded images of one group, each filled by the first item that needs it.
-type Slots = Vec<OnceLock<Result<Arc<Image>, String>>>;
+/// The decoded images of one group, each filled by the first item that needs it, and whether a
+/// thread has claimed it for decoding ([`DecodeCache::prefetch`]).
+type Slots = Vec<(OnceLock<Result<Arc<Image>, String>>, AtomicBool)>;
 
 /// Decoded images shared by loader threads, group by group (a labelling block, a training
 /// window of blocks): an image of a group is decoded by the first work item that needs it and
@@ -239,28 +240,48 @@ impl DecodeCache {
         self.data.image(s).map(Arc::new).map_err(|e| e.to_string())
     }
 
-    /// Sample `s`'s image for a work item of `group`: from the group's cache when `s` is in it.
-    /// A failed decode is kept and reported to every item that asks.
-    pub fn get(&self, group: u32, s: u32) -> Result<Arc<Image>, String> {
+    /// The slot of `s` in `group`'s cache (created on first use), if `s` belongs to `group`.
+    fn slot(&self, group: u32, s: u32) -> Option<(Arc<Slots>, usize)> {
         let slot = match self
             .range
             .contains(s)
             .then(|| self.at[(s - self.range.start) as usize])
         {
             Some((g, slot)) if g == group && g != u32::MAX => slot as usize,
-            _ => return self.decode(s),
+            _ => return None,
         };
-        let slots = {
-            let mut live = self.live.lock().expect("decode cache lock");
-            Arc::clone(live.entry(group).or_insert_with(|| {
-                Arc::new(
-                    (0..self.sizes[group as usize])
-                        .map(|_| OnceLock::new())
-                        .collect(),
-                )
-            }))
-        };
-        slots[slot].get_or_init(|| self.decode(s)).clone()
+        let mut live = self.live.lock().expect("decode cache lock");
+        let slots = live.entry(group).or_insert_with(|| {
+            Arc::new(
+                (0..self.sizes[group as usize])
+                    .map(|_| (OnceLock::new(), AtomicBool::new(false)))
+                    .collect(),
+            )
+        });
+        Some((Arc::clone(slots), slot))
+    }
+
+    /// Sample `s`'s image for a work item of `group`: from the group's cache when `s` is in it
+    /// (waiting if another thread is decoding it). A failed decode is kept and reported to every
+    /// item that asks.
+    pub fn get(&self, group: u32, s: u32) -> Result<Arc<Image>, String> {
+        match self.slot(group, s) {
+            Some((slots, i)) => slots[i].0.get_or_init(|| self.decode(s)).clone(),
+            None => self.decode(s),
+        }
+    }
+
+    /// Decodes those of `samples` (of `group`) that no thread has started on yet, so that the
+    /// `get`s of a work item rarely wait for another thread's decode: call it with everything an
+    /// item will ask for before it asks.
+    pub fn prefetch(&self, group: u32, samples: &[u32]) {
+        for &s in samples {
+            if let Some((slots, i)) = self.slot(group, s)
+                && !slots[i].1.swap(true, Ordering::AcqRel)
+            {
+                slots[i].0.get_or_init(|| self.decode(s));
+            }
+        }
     }
 
     /// One work item of `group` is done; the last one frees the group's images.

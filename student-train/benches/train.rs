@@ -11,10 +11,9 @@ use formats::dataset;
 use label_store::LabelStore;
 use std::sync::Arc;
 use student_train::models::{InputShape, ModelSpec, NormKind};
-use student_train::optim::{OptimConfig, OptimizerKind, Schedule};
 use student_train::run::Quiet;
 use student_train::synth::{Bands, write_store};
-use student_train::{DeviceChoice, LossKind, RunData, TrainConfig, train};
+use student_train::{LossKind, RunData, TrainConfig, train};
 
 fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -46,45 +45,22 @@ fn main() {
         };
         let cfg = |loss| TrainConfig {
             data: "bands".into(),
-            split: "train".into(),
             labels: Some("store".into()),
-            labels_identity: None,
-            eval_labels: None,
-            models: vec![ModelSpec {
-                family: family.into(),
-                width: 1.0,
-                norm: NormKind::Batch,
-            }],
-            input: InputShape {
-                channels,
-                height: side,
-                width: side,
-                classes: 10,
-            },
-            loss,
-            optim: OptimConfig {
-                optimizer: OptimizerKind::Sgd {
-                    momentum: 0.9,
-                    nesterov: false,
-                },
-                lr: 0.05,
-                weight_decay: 5e-4,
-                schedule: Schedule::Constant,
-                warmup_epochs: 0.0,
-                clip_grad_norm: None,
-            },
-            epochs: 1,
-            batch: 128,
-            seed: 0,
-            mean: vec![0.5; channels],
-            std: vec![0.5; channels],
-            aug: None,
-            device: DeviceChoice::Cpu,
             threads: cores,
-            keep_checkpoints: 0,
-            eval_crop_pct: formats::augment::DEFAULT_CROP_PCT,
-            shuffle_window: student_train::stream::DEFAULT_WINDOW,
-            multi_crop: 1,
+            ..TrainConfig::new(
+                ModelSpec {
+                    family: family.into(),
+                    width: 1.0,
+                    norm: NormKind::Batch,
+                },
+                InputShape {
+                    channels,
+                    height: side,
+                    width: side,
+                    classes: 10,
+                },
+                loss,
+            )
         };
         let round = |loss, i: usize| {
             let dir = t.path().join(format!("run-{i}"));

@@ -82,6 +82,46 @@ fn default_multi_crop() -> u32 {
 }
 
 impl TrainConfig {
+    /// One `model` for `input` trained with `loss` on `distill train`'s defaults: one epoch,
+    /// batches of 128, SGD (momentum 0.9, lr 0.05, weight decay 5e-4, constant rate), seed 0,
+    /// inputs normalized with mean and std 0.5, the CPU, a loader thread per core, no store
+    /// named (set `labels` for the losses that need one).
+    pub fn new(model: ModelSpec, input: InputShape, loss: LossKind) -> Self {
+        TrainConfig {
+            data: "data".into(),
+            split: "train".into(),
+            labels: None,
+            labels_identity: None,
+            eval_labels: None,
+            models: vec![model],
+            input,
+            loss,
+            optim: OptimConfig {
+                optimizer: crate::optim::OptimizerKind::Sgd {
+                    momentum: 0.9,
+                    nesterov: false,
+                },
+                lr: 0.05,
+                weight_decay: 5e-4,
+                schedule: crate::optim::Schedule::Constant,
+                warmup_epochs: 0.0,
+                clip_grad_norm: None,
+            },
+            epochs: 1,
+            batch: 128,
+            seed: 0,
+            mean: vec![0.5; input.channels],
+            std: vec![0.5; input.channels],
+            aug: None,
+            device: DeviceChoice::Cpu,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            keep_checkpoints: 0,
+            eval_crop_pct: default_crop_pct(),
+            shuffle_window: default_window(),
+            multi_crop: default_multi_crop(),
+        }
+    }
+
     /// Checks every hyper-parameter, naming the flag out of range.
     pub fn validate(&self) -> Result<(), TrainError> {
         self.loss.validate().map_err(TrainError::Config)?;

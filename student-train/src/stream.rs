@@ -439,8 +439,9 @@ impl Stream {
             labels: Vec::with_capacity(n),
         };
         let mut rec = formats::Record::empty(0);
-        for (i, (&(s, crop), &g)) in entries.iter().zip(groups).enumerate() {
-            let params = match &self.labels {
+        let mut params = Vec::with_capacity(n);
+        for (i, &(s, crop)) in entries.iter().enumerate() {
+            params.push(match &self.labels {
                 Labels::Store(_) => {
                     let d = decoded.get(crop as usize).ok_or_else(|| {
                         TrainError::config("a store-fed epoch needs its decoded records")
@@ -454,12 +455,32 @@ impl Stream {
                 Labels::Live(sampler) => sampler
                     .sample(epoch, s, &|j| self.data.dims(j))
                     .map_err(|e| TrainError::sample(s, e.to_string()))?,
-            };
+            });
+        }
+        // Decode what no other thread is decoding first, then wait for the rest (per group).
+        let mut wanted: Vec<(u32, u32)> = entries
+            .iter()
+            .zip(groups)
+            .map(|(e, &g)| (g, e.0))
+            .chain(
+                params
+                    .iter()
+                    .zip(groups)
+                    .filter_map(|(p, &g)| p.mix.map(|m| (g, m.partner))),
+            )
+            .filter(|&(g, _)| g != u32::MAX)
+            .collect();
+        wanted.sort_unstable_by_key(|&(g, _)| g);
+        for run in wanted.chunk_by(|a, b| a.0 == b.0) {
+            let samples: Vec<u32> = run.iter().map(|&(_, s)| s).collect();
+            cache.prefetch(run[0].0, &samples);
+        }
+        for (i, ((&(s, _), &g), params)) in entries.iter().zip(groups).zip(&params).enumerate() {
             let label = self.data.label(s);
             batch.labels.push(label);
             let out = &mut batch.inputs[i * per..(i + 1) * per];
-            let partner_label = self.render(s, &params, out, g, cache)?;
-            MixedLabel::new(&params, label, partner_label.unwrap_or(label), w, h)
+            let partner_label = self.render(s, params, out, g, cache)?;
+            MixedLabel::new(params, label, partner_label.unwrap_or(label), w, h)
                 .dense_into(&mut batch.hard[i * cl..(i + 1) * cl]);
             normalize(out, c, &self.cfg.mean, &self.cfg.std);
         }

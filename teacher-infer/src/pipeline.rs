@@ -365,27 +365,36 @@ pub fn label_locked(
                 let (mut aug, mut truth) = (Vec::with_capacity(n), Vec::with_capacity(n));
                 let dims = |j: u32| data.dims(j);
                 let result = (|| {
-                    for (k, &s) in samples.iter().enumerate() {
+                    for &s in &samples {
                         let p = sampler
                             .sample(epoch, s, &dims)
                             .map_err(|e| format!("sample {s} (epoch {epoch}): {e}"))?;
+                        aug.push(p);
+                    }
+                    // Decode what no other thread is decoding first, then wait for the rest.
+                    let wanted: Vec<u32> = samples
+                        .iter()
+                        .copied()
+                        .chain(aug.iter().filter_map(|p| p.mix.map(|m| m.partner)))
+                        .collect();
+                    images.prefetch(block, &wanted);
+                    for (k, (&s, p)) in samples.iter().zip(&aug).enumerate() {
                         let img = images.get(block, s)?;
                         let partner = match p.mix {
                             Some(m) => Some(images.get(block, m.partner)?),
                             None => None,
                         };
                         let out = &mut pixels[k * per..(k + 1) * per];
-                        formats::apply::apply(&p, &img, partner.as_deref(), w, h, out)
+                        formats::apply::apply(p, &img, partner.as_deref(), w, h, out)
                             .map_err(|e| format!("sample {s} (epoch {epoch}): {e}"))?;
                         for (ch, plane_px) in out.chunks_exact_mut(plane).enumerate() {
-                            let (m, sd) = (mean[ch], std[ch]);
+                            let (m, inv) = (mean[ch], 1.0 / std[ch]);
                             for v in plane_px {
-                                *v = (*v * scale - m) / sd;
+                                *v = (*v * scale - m) * inv;
                             }
                         }
                         let partner_label = p.mix.map_or(0, |m| data.label(m.partner));
-                        truth.push(MixedLabel::new(&p, data.label(s), partner_label, w, h));
-                        aug.push(p);
+                        truth.push(MixedLabel::new(p, data.label(s), partner_label, w, h));
                     }
                     Ok(())
                 })();
