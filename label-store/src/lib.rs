@@ -11,6 +11,7 @@ pub mod error;
 pub mod lock;
 pub mod merge;
 pub mod reader;
+pub mod replay;
 pub mod shard;
 pub mod show;
 pub mod staging;

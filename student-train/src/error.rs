@@ -29,16 +29,22 @@ pub enum TrainError {
     Format(#[from] formats::FormatError),
 }
 
+impl From<label_store::replay::ReplayError> for TrainError {
+    fn from(e: label_store::replay::ReplayError) -> Self {
+        use label_store::replay::ReplayError as R;
+        match e {
+            R::Config(m) => TrainError::Config(m),
+            R::Mismatch(m) => TrainError::Mismatch(m),
+            R::Sample { sample, what } => TrainError::Sample { sample, what },
+            R::Store(e) => TrainError::Store(e),
+            R::Format(e) => TrainError::Format(e),
+        }
+    }
+}
+
 impl TrainError {
     pub(crate) fn config(what: impl Into<String>) -> Self {
         TrainError::Config(what.into())
-    }
-
-    pub(crate) fn sample(sample: u32, what: impl Into<String>) -> Self {
-        TrainError::Sample {
-            sample,
-            what: what.into(),
-        }
     }
 
     pub(crate) fn io(file: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {

@@ -1,0 +1,624 @@
+//! The replaying loader both trainers use (`distill train` and the Python package): batches of (augmented input, mixed hard labels, teacher distribution)
+//! built on worker threads and handed to the training thread in order through bounded crossbeam
+//! channels (the shared [`formats::loader::Loader`]).
+//!
+//! With a label store, student epoch `e` replays store epoch `e mod E`: the stored augmentation
+//! parameters go through the same [`formats::apply::apply`] the teacher's input went through, so
+//! the student sees exactly the pixels the teacher labelled. Without a store (hard-label
+//! training, e.g. of a first teacher), the parameters are sampled live from a recipe.
+
+use crate::error::StoreError;
+use crate::reader::{DecodedEpoch, LabelStore};
+use formats::apply::apply;
+use formats::augment::{MixedLabel, Sampler, record_rng};
+use formats::block::{BlockOrder, BlockPlan, DecodeCache};
+use formats::dataset::Dataset;
+use formats::loader::Loader;
+use formats::{AugParams, SampleRange};
+use rand::seq::SliceRandom;
+use std::sync::Arc;
+
+/// Why a stream could not be made or a batch could not be built: each names the flag, field or
+/// sample at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// A setting is out of range or inconsistent.
+    #[error("{0}")]
+    Config(String),
+    /// The store does not match the data or input size it is used with.
+    #[error("{0}")]
+    Mismatch(String),
+    /// One sample could not be loaded or augmented.
+    #[error("sample {sample}: {what}")]
+    Sample { sample: u32, what: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Format(#[from] formats::FormatError),
+}
+
+impl ReplayError {
+    fn config(what: impl Into<String>) -> Self {
+        ReplayError::Config(what.into())
+    }
+
+    fn sample(sample: u32, what: impl Into<String>) -> Self {
+        ReplayError::Sample {
+            sample,
+            what: what.into(),
+        }
+    }
+}
+
+/// Where a stream's augmentation parameters and teacher labels come from.
+pub enum Labels {
+    /// A label store: stored parameters and soft labels.
+    Store(Arc<LabelStore>),
+    /// Hard labels only, parameters sampled live (recipe `none` for plain images).
+    Live(Arc<Sampler>),
+}
+
+/// How batches are made.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    pub batch: usize,
+    /// Loader worker threads.
+    pub threads: usize,
+    /// Finished batches each worker may hold ahead of the training thread.
+    pub capacity: usize,
+    /// Seed of the per-epoch sample order.
+    pub seed: u64,
+    /// Input = (pixel/255 − mean[c]) / std[c].
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    /// Input (width, height).
+    pub size: (u32, u32),
+    /// Shuffle the sample order each epoch (training) or keep it (evaluation).
+    pub shuffle: bool,
+    /// With a store labelled in decode-once blocks over a permutation (its partners inside each
+    /// block): shuffle the blocks, then the records within windows of this many blocks, so each
+    /// image is decoded once per epoch and a partner is decoded when its record comes. 0: shuffle
+    /// all records (each decodes its own images). Up to two windows of images are in memory.
+    pub window: usize,
+    /// FKD's multi-crop: each epoch replays this many consecutive store epochs, one decode of an
+    /// image feeding all its crops (with blocks, the crops are shuffled within the window;
+    /// without, they come one after another). An epoch then has this many times the records.
+    pub multi_crop: u32,
+}
+
+impl StreamConfig {
+    /// Training defaults around the given batch, threads, seed, normalization and size:
+    /// shuffled, windows of two blocks, no multi-crop.
+    pub fn training(
+        batch: usize,
+        threads: usize,
+        seed: u64,
+        mean: Vec<f32>,
+        std: Vec<f32>,
+        size: (u32, u32),
+    ) -> Self {
+        StreamConfig {
+            batch,
+            threads,
+            // Up to (capacity + 1) batches per worker are in memory: keep the total near 8.
+            capacity: (8 / threads.max(1)).clamp(1, 2),
+            seed,
+            mean,
+            std,
+            size,
+            shuffle: true,
+            window: DEFAULT_WINDOW,
+            multi_crop: 1,
+        }
+    }
+}
+
+/// Blocks per shuffle window by default.
+pub const DEFAULT_WINDOW: usize = 2;
+
+/// One batch, row-major and ready to become tensors.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    /// Number of samples.
+    pub n: usize,
+    /// `n × c × h × w` normalized inputs.
+    pub inputs: Vec<f32>,
+    /// `n × classes` mixed hard labels.
+    pub hard: Vec<f32>,
+    /// `n × classes` teacher distribution at the requested τ, when one was requested.
+    pub teacher: Option<Vec<f32>>,
+    /// The dataset index of each sample.
+    pub samples: Vec<u32>,
+    /// The ground-truth label of each sample's primary image (for accuracy).
+    pub labels: Vec<u32>,
+}
+
+/// Batches of a dataset, for many epochs.
+pub struct Stream {
+    data: Arc<dyn Dataset>,
+    labels: Labels,
+    cfg: StreamConfig,
+    range: SampleRange,
+    classes: usize,
+    /// The store's decode-once blocks, when the stream groups records by them.
+    plan: Option<Arc<BlockPlan>>,
+}
+
+/// One epoch's batches, computed ahead on the worker threads, and the decodes they made.
+pub struct EpochBatches {
+    loader: Loader<Result<Batch, ReplayError>>,
+    cache: Arc<DecodeCache>,
+}
+
+impl EpochBatches {
+    /// Images decoded so far this epoch.
+    pub fn images_decoded(&self) -> u64 {
+        self.cache.decoded()
+    }
+}
+
+impl Iterator for EpochBatches {
+    type Item = Result<Batch, ReplayError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.loader.next()
+    }
+}
+
+/// An epoch's records in stream order, as (sample, crop) — crop `k` replays the `k`-th of the
+/// epoch's store epochs — with the decode group of each and the groups' samples.
+struct EpochOrder {
+    entries: Vec<(u32, u32)>,
+    group: Vec<u32>,
+    groups: Vec<Vec<u32>>,
+}
+
+impl Stream {
+    /// A stream over `data` with `labels`. With a store, the store must have been labelled from
+    /// this very data (fingerprint) at this input size.
+    pub fn new(
+        data: Arc<dyn Dataset>,
+        labels: Labels,
+        cfg: StreamConfig,
+    ) -> Result<Self, ReplayError> {
+        let c = usize::from(data.channels());
+        for (name, v) in [("--mean", &cfg.mean), ("--std", &cfg.std)] {
+            if v.len() != c {
+                return Err(ReplayError::config(format!(
+                    "{name} has {} values for {c}-channel images",
+                    v.len()
+                )));
+            }
+        }
+        if cfg.std.iter().any(|s| !(s.is_finite() && *s != 0.0)) {
+            return Err(ReplayError::config(
+                "--std values must be finite and non-zero",
+            ));
+        }
+        if cfg.batch == 0 {
+            return Err(ReplayError::config("--batch must be ≥ 1"));
+        }
+        if cfg.multi_crop == 0 {
+            return Err(ReplayError::config("--multi-crop must be ≥ 1"));
+        }
+        let (range, plan) = match &labels {
+            Labels::Store(store) => {
+                check_store(store, data.as_ref(), cfg.size)?;
+                if cfg.multi_crop > store.epochs() {
+                    return Err(ReplayError::config(format!(
+                        "--multi-crop {} needs as many stored epochs; {} has {}",
+                        cfg.multi_crop,
+                        store.dir.display(),
+                        store.epochs()
+                    )));
+                }
+                let m = &store.manifest;
+                let plan = match m.blocks {
+                    Some(b) if b.order == BlockOrder::Permuted && cfg.window > 0 && cfg.shuffle => {
+                        let c = u64::from(data.channels());
+                        let dims =
+                            |s: u32| data.dims(s).map(|(w, h)| u64::from(w) * u64::from(h) * c);
+                        Some(Arc::new(
+                            BlockPlan::new(b, m.seed, m.samples, &dims).map_err(|e| {
+                                ReplayError::Mismatch(format!(
+                                    "{}: blocks: {e}",
+                                    store.dir.display()
+                                ))
+                            })?,
+                        ))
+                    }
+                    _ => None,
+                };
+                (store.samples(), plan)
+            }
+            Labels::Live(_) => {
+                if cfg.multi_crop > 1 {
+                    return Err(ReplayError::config(
+                        "--multi-crop replays stored epochs: it needs --labels STORE",
+                    ));
+                }
+                let all = SampleRange {
+                    start: 0,
+                    end: data.len(),
+                };
+                (all, None)
+            }
+        };
+        let classes = data.classes() as usize;
+        Ok(Stream {
+            data,
+            labels,
+            cfg,
+            range,
+            classes,
+            plan,
+        })
+    }
+
+    /// Records per epoch (samples × multi-crop).
+    pub fn samples(&self) -> usize {
+        self.range.len() as usize * self.cfg.multi_crop as usize
+    }
+
+    /// Whether records come grouped by the store's decode-once blocks.
+    pub fn block_grouped(&self) -> bool {
+        self.plan.is_some()
+    }
+
+    /// Batches per epoch (the last one may be short).
+    pub fn batches(&self) -> usize {
+        self.samples().div_ceil(self.cfg.batch)
+    }
+
+    /// Input (width, height).
+    pub fn size(&self) -> (u32, u32) {
+        self.cfg.size
+    }
+
+    /// Classes of the data.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// The store epochs that student epoch `epoch` replays: `epoch mod E`, or with multi-crop K
+    /// the K epochs from `epoch · K` on (mod E).
+    pub fn store_epochs(&self, epoch: u32) -> Vec<u32> {
+        match &self.labels {
+            Labels::Store(s) => {
+                let k = self.cfg.multi_crop;
+                (0..k)
+                    .map(|i| {
+                        ((u64::from(epoch) * u64::from(k) + u64::from(i)) % u64::from(s.epochs()))
+                            as u32
+                    })
+                    .collect()
+            }
+            Labels::Live(_) => Vec::new(),
+        }
+    }
+
+    /// The (first) store epoch that student epoch `epoch` replays.
+    pub fn store_epoch(&self, epoch: u32) -> Option<u32> {
+        self.store_epochs(epoch).first().copied()
+    }
+
+    /// The sample order of `epoch` (the first crop of each record): a permutation drawn from
+    /// (seed, epoch), block-grouped when the stream follows the store's blocks, or sample order
+    /// when not shuffling.
+    pub fn order(&self, epoch: u32) -> Vec<u32> {
+        let o = self.epoch_order(epoch);
+        o.entries.iter().filter(|e| e.1 == 0).map(|e| e.0).collect()
+    }
+
+    fn epoch_order(&self, epoch: u32) -> EpochOrder {
+        let k = self.cfg.multi_crop;
+        // A stream no augmentation record uses (index u32::MAX is never a sample).
+        let mut r = record_rng(self.cfg.seed, epoch, u32::MAX);
+        if let Some(plan) = &self.plan {
+            let mut blocks: Vec<usize> = (0..plan.len()).collect();
+            blocks.shuffle(&mut r);
+            let (mut entries, mut group, mut groups) = (Vec::new(), Vec::new(), Vec::new());
+            for (g, w) in blocks.chunks(self.cfg.window.max(1)).enumerate() {
+                let members: Vec<u32> = w
+                    .iter()
+                    .flat_map(|&b| plan.block(b).iter().copied())
+                    .collect();
+                let mut win: Vec<(u32, u32)> = members
+                    .iter()
+                    .flat_map(|&s| (0..k).map(move |c| (s, c)))
+                    .collect();
+                win.shuffle(&mut r);
+                group.extend(std::iter::repeat_n(g as u32, win.len()));
+                entries.extend(win);
+                groups.push(members);
+            }
+            return EpochOrder {
+                entries,
+                group,
+                groups,
+            };
+        }
+        let mut order: Vec<u32> = (self.range.start..self.range.end).collect();
+        if self.cfg.shuffle {
+            order.shuffle(&mut r);
+        }
+        let entries: Vec<(u32, u32)> = order
+            .iter()
+            .flat_map(|&s| (0..k).map(move |c| (s, c)))
+            .collect();
+        if k == 1 {
+            // No grouping: every record decodes its own images.
+            return EpochOrder {
+                group: vec![u32::MAX; entries.len()],
+                entries,
+                groups: Vec::new(),
+            };
+        }
+        // Multi-crop without blocks: a sample's crops come together; each batch is a group.
+        let b = self.cfg.batch;
+        let group = (0..entries.len()).map(|i| (i / b) as u32).collect();
+        let groups = entries
+            .chunks(b)
+            .map(|c| c.iter().map(|e| e.0).collect())
+            .collect();
+        EpochOrder {
+            entries,
+            group,
+            groups,
+        }
+    }
+
+    /// The batches of student epoch `epoch`, computed ahead on the worker threads. `decoded`
+    /// holds the store epochs [`Stream::store_epochs`] names, in that order (from a
+    /// prefetcher); `tau` asks for the teacher distribution at that temperature.
+    pub fn epoch(
+        self: &Arc<Self>,
+        epoch: u32,
+        decoded: Vec<Arc<DecodedEpoch>>,
+        tau: Option<f32>,
+    ) -> Result<EpochBatches, ReplayError> {
+        let want = self.store_epochs(epoch);
+        let got: Vec<u32> = decoded.iter().map(|d| d.epoch).collect();
+        if matches!(self.labels, Labels::Store(_)) && got != want {
+            return Err(ReplayError::config(format!(
+                "student epoch {epoch} needs store epochs {want:?}, got {got:?}"
+            )));
+        }
+        if tau.is_some() && matches!(self.labels, Labels::Live(_)) {
+            return Err(ReplayError::config(
+                "this loss needs teacher labels: pass --labels STORE",
+            ));
+        }
+        let o = self.epoch_order(epoch);
+        let b = self.cfg.batch;
+        let n = o.entries.len().div_ceil(b);
+        let mut items = vec![0usize; o.groups.len()];
+        for chunk in o.group.chunks(b) {
+            let mut seen: Vec<u32> = chunk.iter().copied().filter(|&g| g != u32::MAX).collect();
+            seen.dedup();
+            for g in seen {
+                items[g as usize] += 1;
+            }
+        }
+        let cache = Arc::new(DecodeCache::new(
+            Arc::clone(&self.data),
+            self.range,
+            &o.groups,
+            &items,
+        ));
+        let me = Arc::clone(self);
+        let (order, c) = (Arc::new(o), Arc::clone(&cache));
+        let loader = Loader::new(n, self.cfg.threads, self.cfg.capacity, move |i| {
+            let span = i * b..((i + 1) * b).min(order.entries.len());
+            let refs: Vec<&DecodedEpoch> = decoded.iter().map(|d| d.as_ref()).collect();
+            let out = me.build(
+                epoch,
+                &order.entries[span.clone()],
+                &order.group[span.clone()],
+                &refs,
+                tau,
+                &c,
+            );
+            let mut seen: Vec<u32> = order.group[span]
+                .iter()
+                .copied()
+                .filter(|&g| g != u32::MAX)
+                .collect();
+            seen.dedup();
+            for g in seen {
+                c.item_done(g);
+            }
+            out
+        });
+        Ok(EpochBatches { loader, cache })
+    }
+
+    /// Builds the batch of `samples` (exposed for tests and evaluation): each record of
+    /// `decoded` (or sampled live), decoding its own images.
+    pub fn make_batch(
+        &self,
+        epoch: u32,
+        samples: &[u32],
+        decoded: Option<&DecodedEpoch>,
+        tau: Option<f32>,
+    ) -> Result<Batch, ReplayError> {
+        let entries: Vec<(u32, u32)> = samples.iter().map(|&s| (s, 0)).collect();
+        let group = vec![u32::MAX; entries.len()];
+        let cache = DecodeCache::uncached(Arc::clone(&self.data));
+        self.build(epoch, &entries, &group, decoded.as_slice(), tau, &cache)
+    }
+
+    /// The batch of `entries` ((sample, crop) with the decode group of each).
+    fn build(
+        &self,
+        epoch: u32,
+        entries: &[(u32, u32)],
+        groups: &[u32],
+        decoded: &[&DecodedEpoch],
+        tau: Option<f32>,
+        cache: &DecodeCache,
+    ) -> Result<Batch, ReplayError> {
+        let (w, h) = self.cfg.size;
+        let c = usize::from(self.data.channels());
+        let per = c * (w * h) as usize;
+        let n = entries.len();
+        let cl = self.classes;
+        let mut batch = Batch {
+            n,
+            inputs: vec![0.0; n * per],
+            hard: vec![0.0; n * cl],
+            teacher: tau.map(|_| vec![0.0; n * cl]),
+            samples: entries.iter().map(|e| e.0).collect(),
+            labels: Vec::with_capacity(n),
+        };
+        let mut rec = formats::Record::empty(0);
+        let mut params = Vec::with_capacity(n);
+        for (i, &(s, crop)) in entries.iter().enumerate() {
+            params.push(match &self.labels {
+                Labels::Store(_) => {
+                    let d = decoded.get(crop as usize).ok_or_else(|| {
+                        ReplayError::config("a store-fed epoch needs its decoded records")
+                    })?;
+                    d.get_into(s, &mut rec)?;
+                    if let (Some(t), Some(tau)) = (batch.teacher.as_mut(), tau) {
+                        rec.label.dense_into(tau, &mut t[i * cl..(i + 1) * cl]);
+                    }
+                    rec.aug
+                }
+                Labels::Live(sampler) => sampler
+                    .sample(epoch, s, &|j| self.data.dims(j))
+                    .map_err(|e| ReplayError::sample(s, e.to_string()))?,
+            });
+        }
+        // Decode what no other thread is decoding first, then wait for the rest (per group).
+        let mut wanted: Vec<(u32, u32)> = entries
+            .iter()
+            .zip(groups)
+            .map(|(e, &g)| (g, e.0))
+            .chain(
+                params
+                    .iter()
+                    .zip(groups)
+                    .filter_map(|(p, &g)| p.mix.map(|m| (g, m.partner))),
+            )
+            .filter(|&(g, _)| g != u32::MAX)
+            .collect();
+        wanted.sort_unstable_by_key(|&(g, _)| g);
+        for run in wanted.chunk_by(|a, b| a.0 == b.0) {
+            let samples: Vec<u32> = run.iter().map(|&(_, s)| s).collect();
+            cache.prefetch(run[0].0, &samples);
+        }
+        for (i, ((&(s, _), &g), params)) in entries.iter().zip(groups).zip(&params).enumerate() {
+            let label = self.data.label(s);
+            batch.labels.push(label);
+            let out = &mut batch.inputs[i * per..(i + 1) * per];
+            let partner_label = self.render(s, params, out, g, cache)?;
+            MixedLabel::new(params, label, partner_label.unwrap_or(label), w, h)
+                .dense_into(&mut batch.hard[i * cl..(i + 1) * cl]);
+            normalize(out, c, &self.cfg.mean, &self.cfg.std);
+        }
+        Ok(batch)
+    }
+
+    /// Replays `params` on sample `s` (and its partner) into `out` as [0, 1] pixels, images
+    /// from `cache` for decode group `group`; returns the partner's label when mixed.
+    fn render(
+        &self,
+        s: u32,
+        params: &AugParams,
+        out: &mut [f32],
+        group: u32,
+        cache: &DecodeCache,
+    ) -> Result<Option<u32>, ReplayError> {
+        let (w, h) = self.cfg.size;
+        let image = |j: u32| cache.get(group, j).map_err(|e| ReplayError::sample(j, e));
+        let primary = image(s)?;
+        let (partner, partner_label) = match &params.mix {
+            Some(m) => {
+                if m.partner >= self.data.len() {
+                    return Err(ReplayError::sample(
+                        s,
+                        format!(
+                            "its mix partner {} is beyond the {} samples of the data",
+                            m.partner,
+                            self.data.len()
+                        ),
+                    ));
+                }
+                (Some(image(m.partner)?), Some(self.data.label(m.partner)))
+            }
+            None => (None, None),
+        };
+        apply(params, &primary, partner.as_deref(), w, h, out)
+            .map_err(|e| ReplayError::sample(s, e.to_string()))?;
+        Ok(partner_label)
+    }
+}
+
+/// `(v − mean[c]) / std[c]` over each channel plane of a CHW buffer of [0, 1] pixels.
+pub fn normalize(chw: &mut [f32], channels: usize, mean: &[f32], std: &[f32]) {
+    let plane = chw.len() / channels.max(1);
+    for (ch, p) in chw.chunks_mut(plane).enumerate() {
+        let (m, inv) = (mean[ch], 1.0 / std[ch]);
+        for v in p {
+            *v = (*v - m) * inv;
+        }
+    }
+}
+
+/// Refuses a store that was not labelled from `data` at input size `size`, naming the field.
+pub fn check_store(
+    store: &LabelStore,
+    data: &dyn Dataset,
+    size: (u32, u32),
+) -> Result<(), ReplayError> {
+    let m = &store.manifest;
+    let dir = store.dir.display();
+    if let Some(diff) = m.dataset.mismatch(data.fingerprint()) {
+        return Err(ReplayError::Mismatch(format!(
+            "{dir} was not labelled from this data: {diff}"
+        )));
+    }
+    if let Some(probe) = &m.decode_probe
+        && let Some((sample, then, now)) = formats::dataset::probe::probe_mismatch(data, probe)?
+    {
+        return Err(ReplayError::Mismatch(format!(
+            "{dir}: sample {sample} decodes to other pixels than when the store was labelled \
+             (decode_probe: {then} with {}, now {now} with {}): replayed inputs would differ from \
+             what the teacher saw; train with the build that labelled the store, or label again",
+            probe.decoder,
+            data.decoder()
+        )));
+    }
+    if m.classes != data.classes() {
+        return Err(ReplayError::Mismatch(format!(
+            "{dir}: field classes is {} but the data has {} classes",
+            m.classes,
+            data.classes()
+        )));
+    }
+    if m.samples.end > data.len() {
+        return Err(ReplayError::Mismatch(format!(
+            "{dir}: field samples is {} but the data has {} samples",
+            m.samples,
+            data.len()
+        )));
+    }
+    if let Some((w, h)) = store_input_size(store)
+        && (w, h) != size
+    {
+        return Err(ReplayError::Mismatch(format!(
+            "{dir}: field teacher_input is {w}x{h} but the student input is {}x{} (mix boxes \
+             and crops are stored for the teacher's size)",
+            size.0, size.1
+        )));
+    }
+    Ok(())
+}
+
+/// The input size the store's records were made for (`teacher_input` in the manifest).
+pub fn store_input_size(store: &LabelStore) -> Option<(u32, u32)> {
+    let t = store.manifest.extra.get("teacher_input")?;
+    let w = t.get("width")?.as_u64()?;
+    let h = t.get("height")?.as_u64()?;
+    Some((u32::try_from(w).ok()?, u32::try_from(h).ok()?))
+}
