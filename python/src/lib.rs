@@ -1,0 +1,318 @@
+//! `distill._native`: the Rust label-store reader for Python (PyO3, abi3). `Store` opens a store
+//! through `label_store::LabelStore` (the reader `distill train` uses) and hands records and
+//! teacher distributions over as numpy arrays, built without the GIL and moved into numpy without a
+//! copy. Errors become `distill.StoreError` (a `ValueError`) with the store's own message.
+
+use formats::{PixelBox, SoftLabel};
+use label_store::LabelStore;
+use numpy::ndarray::{Array1, Array2};
+use numpy::{IntoPyArray, PyArray2};
+use pyo3::create_exception;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+create_exception!(
+    distill,
+    StoreError,
+    PyValueError,
+    "A label store that cannot be read, or does not fit what it is used with; the message names the file, field, shard or chunk."
+);
+
+fn store_err(e: impl std::fmt::Display) -> PyErr {
+    StoreError::new_err(e.to_string())
+}
+
+/// A finished label store, opened read-only (any number of processes may open one at once).
+#[pyclass(frozen)]
+struct Store {
+    store: Arc<LabelStore>,
+}
+
+/// The columns of `records`, filled without the GIL.
+struct Columns {
+    sample: Vec<u32>,
+    indices: Vec<u32>,
+    logits: Vec<f32>,
+    tail: Vec<f32>,
+    crop: Vec<i32>,
+    flip: Vec<bool>,
+    cutout: Vec<i32>,
+    mix: Vec<u8>,
+    partner: Vec<i64>,
+    partner_crop: Vec<i32>,
+    partner_flip: Vec<bool>,
+    mixup_lambda: Vec<f32>,
+    cutmix_region: Vec<i32>,
+}
+
+/// `[x, y, w, h]`, or `[-1; 4]` for none.
+fn boxed(b: Option<PixelBox>, out: &mut Vec<i32>) {
+    match b {
+        Some(b) => out.extend([b.x, b.y, b.w, b.h].map(i32::from)),
+        None => out.extend([-1; 4]),
+    }
+}
+
+impl Store {
+    /// Checks `epoch` and `start..stop` against the store, naming the argument at fault.
+    fn span(&self, epoch: u32, start: u32, stop: u32) -> PyResult<(u32, u32)> {
+        let (e, r) = (self.store.epochs(), self.store.samples());
+        if epoch >= e {
+            return Err(PyValueError::new_err(format!(
+                "epoch {epoch} is not one of the store's 0..{e}"
+            )));
+        }
+        if start > stop || start < r.start || stop > r.end {
+            return Err(PyValueError::new_err(format!(
+                "start..stop {start}..{stop} is not inside the store's samples {r}"
+            )));
+        }
+        Ok((start, stop))
+    }
+
+    fn labels(
+        &self,
+        epoch: u32,
+        start: u32,
+        stop: u32,
+    ) -> Result<Vec<(u32, formats::Record)>, String> {
+        (start..stop)
+            .map(|s| {
+                self.store
+                    .get(epoch, s)
+                    .map(|r| (s, r))
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+}
+
+#[pymethods]
+impl Store {
+    #[new]
+    fn new(path: PathBuf) -> PyResult<Self> {
+        let store = LabelStore::open(&path).map_err(store_err)?;
+        Ok(Store {
+            store: Arc::new(store),
+        })
+    }
+
+    /// The manifest, as a dict (FORMAT.md §2), parsed by Python from the file's own text (so
+    /// every number is exactly what was written).
+    #[getter]
+    fn manifest<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let path = self.store.dir.join(label_store::MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| store_err(format!("{}: {e}", path.display())))?;
+        py.import("json")?.call_method1("loads", (text,))
+    }
+
+    /// Records in the store: epochs × samples.
+    fn __len__(&self) -> usize {
+        self.store.records() as usize
+    }
+
+    #[getter]
+    fn epochs(&self) -> u32 {
+        self.store.epochs()
+    }
+
+    /// The samples covered, as `(start, end)`.
+    #[getter]
+    fn samples(&self) -> (u32, u32) {
+        let r = self.store.samples();
+        (r.start, r.end)
+    }
+
+    #[getter]
+    fn classes(&self) -> u32 {
+        self.store.manifest.classes
+    }
+
+    #[getter]
+    fn k(&self) -> u32 {
+        self.store.manifest.k
+    }
+
+    /// Reads every chunk and checks every checksum and record; raises `StoreError` naming the
+    /// shard and chunk of each fault, else returns the counts checked.
+    fn verify<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dir = self.store.dir.clone();
+        let r = py.detach(|| label_store::verify(&dir));
+        if !r.ok {
+            return Err(StoreError::new_err(r.errors.join("\n")));
+        }
+        let d = PyDict::new(py);
+        d.set_item("chunks_checked", r.chunks_checked)?;
+        d.set_item("records_checked", r.records_checked)?;
+        Ok(d)
+    }
+
+    /// The records of samples `start..stop` of `epoch` as numpy arrays: `sample`, `indices`
+    /// and `logits` (`[n, k]`, the top-k classes and their logits minus the top one), `tail`
+    /// (`[n, 2]`: t(1), t(4)), and the realized augmentation: `crop`, `cutout`, `partner_crop`,
+    /// `cutmix_region` (`[n, 4]` x, y, w, h; −1 for none), `flip`, `partner_flip`, `mix` (0 none,
+    /// 1 mixup, 2 cutmix), `partner` (−1 for none), `mixup_lambda` (NaN unless mixup).
+    #[pyo3(signature = (epoch, start, stop))]
+    fn records<'py>(
+        &self,
+        py: Python<'py>,
+        epoch: u32,
+        start: u32,
+        stop: u32,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let (start, stop) = self.span(epoch, start, stop)?;
+        let k = self.store.manifest.k as usize;
+        let cols = py
+            .detach(|| -> Result<Columns, String> {
+                let recs = self.labels(epoch, start, stop)?;
+                let n = recs.len();
+                let mut c = Columns {
+                    sample: Vec::with_capacity(n),
+                    indices: Vec::with_capacity(n * k),
+                    logits: Vec::with_capacity(n * k),
+                    tail: Vec::with_capacity(n * 2),
+                    crop: Vec::with_capacity(n * 4),
+                    flip: Vec::with_capacity(n),
+                    cutout: Vec::with_capacity(n * 4),
+                    mix: Vec::with_capacity(n),
+                    partner: Vec::with_capacity(n),
+                    partner_crop: Vec::with_capacity(n * 4),
+                    partner_flip: Vec::with_capacity(n),
+                    mixup_lambda: Vec::with_capacity(n),
+                    cutmix_region: Vec::with_capacity(n * 4),
+                };
+                for (s, r) in recs {
+                    let SoftLabel {
+                        indices,
+                        logits,
+                        tail,
+                    } = r.label;
+                    c.sample.push(s);
+                    c.indices.extend(indices);
+                    c.logits.extend(logits);
+                    c.tail.extend(tail);
+                    let a = r.aug;
+                    boxed(a.crop, &mut c.crop);
+                    c.flip.push(a.flip);
+                    boxed(a.cutout, &mut c.cutout);
+                    match a.mix {
+                        None => {
+                            c.mix.push(0);
+                            c.partner.push(-1);
+                            boxed(None, &mut c.partner_crop);
+                            c.partner_flip.push(false);
+                            c.mixup_lambda.push(f32::NAN);
+                            boxed(None, &mut c.cutmix_region);
+                        }
+                        Some(m) => {
+                            c.partner.push(i64::from(m.partner));
+                            boxed(m.partner_crop, &mut c.partner_crop);
+                            c.partner_flip.push(m.partner_flip);
+                            match m.kind {
+                                formats::MixKind::Mixup { lambda_q } => {
+                                    c.mix.push(1);
+                                    c.mixup_lambda.push(f32::from(lambda_q) / 65535.0);
+                                    boxed(None, &mut c.cutmix_region);
+                                }
+                                formats::MixKind::Cutmix { region } => {
+                                    c.mix.push(2);
+                                    c.mixup_lambda.push(f32::NAN);
+                                    boxed(Some(region), &mut c.cutmix_region);
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(c)
+            })
+            .map_err(store_err)?;
+        let n = cols.sample.len();
+        let d = PyDict::new(py);
+        let two = |v: Vec<i32>, w: usize| Array2::from_shape_vec((n, w), v).expect("n × w values");
+        d.set_item("sample", cols.sample.into_pyarray(py))?;
+        d.set_item(
+            "indices",
+            Array2::from_shape_vec((n, k), cols.indices)
+                .expect("n × k")
+                .into_pyarray(py),
+        )?;
+        d.set_item(
+            "logits",
+            Array2::from_shape_vec((n, k), cols.logits)
+                .expect("n × k")
+                .into_pyarray(py),
+        )?;
+        d.set_item(
+            "tail",
+            Array2::from_shape_vec((n, 2), cols.tail)
+                .expect("n × 2")
+                .into_pyarray(py),
+        )?;
+        d.set_item("crop", two(cols.crop, 4).into_pyarray(py))?;
+        d.set_item("flip", Array1::from(cols.flip).into_pyarray(py))?;
+        d.set_item("cutout", two(cols.cutout, 4).into_pyarray(py))?;
+        d.set_item("mix", cols.mix.into_pyarray(py))?;
+        d.set_item("partner", cols.partner.into_pyarray(py))?;
+        d.set_item("partner_crop", two(cols.partner_crop, 4).into_pyarray(py))?;
+        d.set_item("partner_flip", cols.partner_flip.into_pyarray(py))?;
+        d.set_item("mixup_lambda", cols.mixup_lambda.into_pyarray(py))?;
+        d.set_item("cutmix_region", two(cols.cutmix_region, 4).into_pyarray(py))?;
+        Ok(d)
+    }
+
+    /// The teacher distribution of samples `start..stop` of `epoch` at `temperature`, rebuilt
+    /// from the stored top-k (FORMAT.md §5): `[n, classes]` float32.
+    #[pyo3(signature = (epoch, start, stop, temperature = 1.0))]
+    fn probs<'py>(
+        &self,
+        py: Python<'py>,
+        epoch: u32,
+        start: u32,
+        stop: u32,
+        temperature: f32,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let (start, stop) = self.span(epoch, start, stop)?;
+        if !(temperature > 0.0 && temperature.is_finite()) {
+            return Err(PyValueError::new_err(format!(
+                "temperature {temperature} must be > 0"
+            )));
+        }
+        let classes = self.store.manifest.classes as usize;
+        let out = py
+            .detach(|| -> Result<Vec<f32>, String> {
+                let recs = self.labels(epoch, start, stop)?;
+                let mut out = vec![0f32; recs.len() * classes];
+                for ((_, r), row) in recs.iter().zip(out.chunks_exact_mut(classes)) {
+                    r.label.dense_into(temperature, row);
+                }
+                Ok(out)
+            })
+            .map_err(store_err)?;
+        let n = out.len() / classes.max(1);
+        Ok(Array2::from_shape_vec((n, classes), out)
+            .expect("n × classes")
+            .into_pyarray(py))
+    }
+
+    fn __repr__(&self) -> String {
+        let r = self.store.samples();
+        format!(
+            "distill.Store({:?}: {} epochs × samples {r}, {} classes, top-{})",
+            self.store.dir,
+            self.store.epochs(),
+            self.store.manifest.classes,
+            self.store.manifest.k
+        )
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Store>()?;
+    m.add("StoreError", m.py().get_type::<StoreError>())?;
+    Ok(())
+}
