@@ -1,10 +1,13 @@
 """Tests the `distill` extension module (the Rust reader through PyO3) against the pure-Python
-reader `distill_store`, record for record, on the stores `test_reader.py` writes; and its errors.
+reader `distill_store`, record for record, on the stores `test_reader.py` writes; its errors; and
+`distill.Loader` on a store labelled here (npy digits, a teacher trained and exported by distill).
 
-Usage: test_module.py STORES_DIR (the work directory test_reader.py used).
+Usage: test_module.py STORES_DIR DISTILL (the work directory test_reader.py used, the binary).
 """
 
 import os
+import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -78,6 +81,82 @@ def expect(fn, exc, *needles: str) -> None:
     raise AssertionError(f"no {exc.__name__} raised (wanted {needles})")
 
 
+def write_npy_digits(d: str, n: int, flip_label: bool = False) -> np.ndarray:
+    """Four classes of 12x12 images (class c lights row 3c and column 3c), as npy files."""
+    os.makedirs(d, exist_ok=True)
+    rng = np.random.default_rng(0)
+    labels = (np.arange(n) * 7 % 4).astype(np.uint8)
+    img = rng.integers(0, 60, (n, 12, 12)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        img[i, 3 * c, :] = 220
+        img[i, :, 3 * c] = 220
+    if flip_label:
+        labels[5] = (labels[5] + 1) % 4
+    np.save(os.path.join(d, "train_images.npy"), img)
+    np.save(os.path.join(d, "train_labels.npy"), labels)
+    return labels
+
+
+def test_loader(distill_bin: str, work: str) -> int:
+    root = os.path.join(work, "loader")
+    shutil.rmtree(root, ignore_errors=True)
+    data, other = os.path.join(root, "data"), os.path.join(root, "other")
+    labels = write_npy_digits(data, 96)
+    write_npy_digits(other, 96, flip_label=True)
+
+    def run(*args: str) -> None:
+        r = subprocess.run([distill_bin, *args], capture_output=True, text=True)
+        check(r.returncode == 0, f"distill {' '.join(args)}: {r.stderr}")
+
+    run("train", "--data", data, "--model", "mlp", "--loss", "ce", "--epochs", "1", "--batch",
+        "32", "--test-split", "none", "--out", os.path.join(root, "teacher"), "--json")
+    run("export", os.path.join(root, "teacher"), "--onnx", os.path.join(root, "t.onnx"))
+    store_dir = os.path.join(root, "store")
+    run("label", "--teacher", os.path.join(root, "t.onnx"), "--data", data, "--aug", "usi",
+        "--epochs", "2", "--topk", "3", "--out", store_dir, "--json")
+    store = distill.Store(store_dir)
+
+    def epoch_of(loader, e):
+        loader.set_epoch(e)
+        return [b for b in loader]
+
+    loader = distill.Loader(store, data, 16, seed=3, temperature=2.0, threads=2)
+    check(len(loader) == 6, f"batches per epoch: {len(loader)}")
+    seen = {}
+    for e in (0, 1):
+        batches = epoch_of(loader, e)
+        check(len(batches) == 6, "six batches")
+        samples = np.concatenate([b["samples"] for b in batches])
+        check(sorted(samples.tolist()) == list(range(96)), f"epoch {e}: each sample once")
+        probs = store.probs(e % store.epochs, 0, 96, 2.0)
+        for b in batches:
+            n = len(b["samples"])
+            check(b["inputs"].dtype == np.float32 and b["inputs"].shape == (n, 1, 12, 12), "inputs")
+            check(np.array_equal(b["teacher"], probs[b["samples"]]), f"epoch {e}: teacher rows")
+            check(np.allclose(b["hard"].sum(axis=1), 1.0, atol=1e-5), "hard labels sum to 1")
+            check(np.array_equal(b["labels"], labels[b["samples"]]), "ground truth labels")
+        seen[e] = samples
+        check(loader.images_decoded >= 96, "decodes counted")
+    check(not np.array_equal(seen[0], seen[1]), "another epoch, another order")
+    # A second loader with the same arguments gives the same batches, bit for bit.
+    again = epoch_of(distill.Loader(store_dir, data, 16, seed=3, temperature=2.0, threads=1), 1)
+    first = epoch_of(loader, 1)
+    check(all(np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(first, again)), "repeatable")
+    # Two ranks: disjoint halves of the same order.
+    parts = [np.concatenate([b["samples"] for b in epoch_of(
+        distill.Loader(store, data, 16, seed=3, rank=r, world_size=2, threads=1), 1)])
+        for r in range(2)]
+    check(len(set(parts[0]) & set(parts[1])) == 0, "ranks are disjoint")
+    check(np.array_equal(np.concatenate(parts), seen[1]), "ranks cover the epoch in its order")
+    # Bad arguments are ValueErrors naming the argument; other data is refused naming the field.
+    expect(lambda: distill.Loader(store, data, 0), ValueError, "batch_size")
+    expect(lambda: distill.Loader(store, data, 8, rank=2, world_size=2), ValueError, "rank")
+    expect(lambda: distill.Loader(store, data, 8, mean=[0.5, 0.5]), ValueError, "mean")
+    expect(lambda: distill.Loader(store, data, 8, temperature=0.0), ValueError, "temperature")
+    expect(lambda: distill.Loader(store, other, 8), distill.StoreError, "dataset")
+    return 96 * 2
+
+
 def main(argv: list[str]) -> int:
     work = os.path.abspath(argv[1])
     stores = ["q8", "f16", "q8-k1", "q8-k-eq-c", "f16-k-eq-c", "f16-u32-indices", "merged"]
@@ -94,8 +173,10 @@ def main(argv: list[str]) -> int:
     expect(lambda: distill.Store(os.path.join(work, "nope")), distill.StoreError)
     bad = distill.Store(os.path.join(work, "bad-payload"))
     expect(bad.verify, distill.StoreError, "chunk")
+    replayed = test_loader(os.path.abspath(argv[2]), work)
     print(f"OK: {total} records in {len(stores)} stores equal through distill (Rust) and "
-          f"distill_store (Python); errors named")
+          f"distill_store (Python); errors named; Loader replayed {replayed} records, teacher rows "
+          f"equal to Store.probs, ranks disjoint")
     return 0
 
 

@@ -16,4 +16,4 @@ fi
 .venv-py/bin/python python/test_reader.py target/debug/distill target/debug/examples/synth target/python-test
 .venv-py/bin/python -m pip install --quiet --disable-pip-version-check "maturin==1.16.0"
 VIRTUAL_ENV="$PWD/.venv-py" .venv-py/bin/maturin develop --quiet --locked -m python/Cargo.toml
-(cd python && ../.venv-py/bin/python test_module.py ../target/python-test)
+(cd python && ../.venv-py/bin/python test_module.py ../target/python-test ../target/debug/distill)

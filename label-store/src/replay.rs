@@ -84,6 +84,45 @@ pub struct StreamConfig {
     /// image feeding all its crops (with blocks, the crops are shuffled within the window;
     /// without, they come one after another). An epoch then has this many times the records.
     pub multi_crop: u32,
+    /// This process's share of every epoch when several train one student (DDP ranks).
+    pub part: Part,
+}
+
+/// One rank's share of every epoch: the epoch's order (the same on every rank) cut into `world`
+/// contiguous, disjoint parts of equal length, so the ranks' parts cover the epoch (the contract
+/// of PyTorch's `DistributedSampler`; contiguous rather than interleaved, so that a rank's
+/// records share their decode windows). Without `drop_last` the last parts wrap around to the
+/// order's start to be as long as the others and a rank's last batch may be short; with it, the
+/// parts are cut to the same length and every batch is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub rank: usize,
+    pub world: usize,
+    pub drop_last: bool,
+}
+
+impl Part {
+    /// The whole epoch, last batch kept (one process).
+    pub const WHOLE: Part = Part {
+        rank: 0,
+        world: 1,
+        drop_last: false,
+    };
+
+    /// Records of this part of an epoch of `n` records, in batches of `batch`.
+    pub fn len(&self, n: usize, batch: usize) -> usize {
+        if self.drop_last {
+            let per = n / self.world.max(1);
+            per - per % batch.max(1)
+        } else {
+            n.div_ceil(self.world.max(1))
+        }
+    }
+
+    /// Whether the part holds no record of an epoch of `n`.
+    pub fn is_empty(&self, n: usize, batch: usize) -> bool {
+        self.len(n, batch) == 0
+    }
 }
 
 impl StreamConfig {
@@ -109,6 +148,7 @@ impl StreamConfig {
             shuffle: true,
             window: DEFAULT_WINDOW,
             multi_crop: 1,
+            part: Part::WHOLE,
         }
     }
 }
@@ -200,6 +240,13 @@ impl Stream {
         if cfg.multi_crop == 0 {
             return Err(ReplayError::config("--multi-crop must be ≥ 1"));
         }
+        let p = cfg.part;
+        if p.world == 0 || p.rank >= p.world {
+            return Err(ReplayError::config(format!(
+                "rank {} is not one of 0..{} (world_size)",
+                p.rank, p.world
+            )));
+        }
         let (range, plan) = match &labels {
             Labels::Store(store) => {
                 check_store(store, data.as_ref(), cfg.size)?;
@@ -254,9 +301,10 @@ impl Stream {
         })
     }
 
-    /// Records per epoch (samples × multi-crop).
+    /// Records per epoch (samples × multi-crop; this rank's part of them).
     pub fn samples(&self) -> usize {
-        self.range.len() as usize * self.cfg.multi_crop as usize
+        let all = self.range.len() as usize * self.cfg.multi_crop as usize;
+        self.cfg.part.len(all, self.cfg.batch)
     }
 
     /// Whether records come grouped by the store's decode-once blocks.
@@ -309,7 +357,28 @@ impl Stream {
         o.entries.iter().filter(|e| e.1 == 0).map(|e| e.0).collect()
     }
 
+    /// The epoch's order cut to this rank's part.
     fn epoch_order(&self, epoch: u32) -> EpochOrder {
+        let mut o = self.whole_order(epoch);
+        let p = self.cfg.part;
+        if p == Part::WHOLE {
+            return o;
+        }
+        let n = o.entries.len();
+        let per = p.len(n, self.cfg.batch);
+        let from = if p.drop_last {
+            p.rank * (n / p.world)
+        } else {
+            p.rank * per
+        };
+        let take = |v: &[(u32, u32)]| (from..from + per).map(|i| v[i % n]).collect();
+        let entries = take(&o.entries);
+        o.group = (from..from + per).map(|i| o.group[i % n]).collect();
+        o.entries = entries;
+        o
+    }
+
+    fn whole_order(&self, epoch: u32) -> EpochOrder {
         let k = self.cfg.multi_crop;
         // A stream no augmentation record uses (index u32::MAX is never a sample).
         let mut r = record_rng(self.cfg.seed, epoch, u32::MAX);

@@ -5,7 +5,8 @@
 
 use formats::{PixelBox, SoftLabel};
 use label_store::LabelStore;
-use numpy::ndarray::{Array1, Array2};
+use label_store::replay::{EpochBatches, Labels, Part, Stream, StreamConfig, store_input_size};
+use numpy::ndarray::{Array1, Array2, Array4};
 use numpy::{IntoPyArray, PyArray2};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
@@ -310,9 +311,218 @@ impl Store {
     }
 }
 
+/// Batches of a store replayed on its data, as `distill train` makes them: each record's stored
+/// augmentation applied to its images (bit-identical to what the teacher saw), normalized, with
+/// the mixed hard labels and the teacher distribution at `temperature`. Epoch `e` (see
+/// `set_epoch`) replays store epoch `e mod E` in an order drawn from (`seed`, `e`), the same on
+/// every rank; rank `rank` of `world_size` gets its contiguous part of it. The work runs on
+/// `threads` Rust threads with the GIL released; arrays are handed over without a copy.
+#[pyclass]
+struct Loader {
+    stream: Arc<Stream>,
+    store: Arc<LabelStore>,
+    temperature: f32,
+    epoch: u32,
+    current: Option<EpochBatches>,
+    shape: (usize, usize, usize),
+}
+
+#[pymethods]
+impl Loader {
+    #[new]
+    #[pyo3(signature = (store, data, batch_size, shuffle = true, seed = 0, temperature = 1.0,
+        threads = None, rank = 0, world_size = 1, drop_last = false, size = None, mean = None,
+        std = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        store: &Bound<'_, PyAny>,
+        data: PathBuf,
+        batch_size: usize,
+        shuffle: bool,
+        seed: u64,
+        temperature: f32,
+        threads: Option<usize>,
+        rank: usize,
+        world_size: usize,
+        drop_last: bool,
+        size: Option<(u32, u32)>,
+        mean: Option<Vec<f32>>,
+        std: Option<Vec<f32>>,
+    ) -> PyResult<Self> {
+        let store = match store.extract::<PyRef<'_, Store>>() {
+            Ok(s) => Arc::clone(&s.store),
+            Err(_) => {
+                let path: PathBuf = store.extract().map_err(|_| {
+                    PyValueError::new_err("store must be a distill.Store or a path")
+                })?;
+                Arc::new(LabelStore::open(&path).map_err(store_err)?)
+            }
+        };
+        if batch_size == 0 {
+            return Err(PyValueError::new_err("batch_size must be ≥ 1"));
+        }
+        if !(temperature > 0.0 && temperature.is_finite()) {
+            return Err(PyValueError::new_err(format!(
+                "temperature {temperature} must be > 0"
+            )));
+        }
+        if world_size == 0 || rank >= world_size {
+            return Err(PyValueError::new_err(format!(
+                "rank {rank} is not one of 0..{world_size} (world_size)"
+            )));
+        }
+        let split = store.manifest.dataset.split.clone();
+        let ds = py
+            .detach(|| formats::dataset::open(&data, None, &split))
+            .map_err(|e| PyValueError::new_err(format!("data: {e}")))?;
+        let ds: Arc<dyn formats::dataset::Dataset> = Arc::from(ds);
+        let c = usize::from(ds.channels());
+        for (name, v) in [("mean", &mean), ("std", &std)] {
+            if let Some(v) = v
+                && v.len() != c
+            {
+                return Err(PyValueError::new_err(format!(
+                    "{name} has {} values for {c}-channel images",
+                    v.len()
+                )));
+            }
+        }
+        let size = match size.or_else(|| store_input_size(&store)) {
+            Some(s) => s,
+            None => ds
+                .uniform_dims()
+                .map_err(|e| PyValueError::new_err(format!("size: {e}")))?,
+        };
+        let threads = threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let cfg = StreamConfig {
+            shuffle,
+            part: Part {
+                rank,
+                world: world_size,
+                drop_last,
+            },
+            ..StreamConfig::training(
+                batch_size,
+                threads,
+                seed,
+                mean.unwrap_or_else(|| vec![0.5; c]),
+                std.unwrap_or_else(|| vec![0.5; c]),
+                size,
+            )
+        };
+        let stream = py
+            .detach(|| Stream::new(ds, Labels::Store(Arc::clone(&store)), cfg))
+            .map_err(|e| match e {
+                label_store::replay::ReplayError::Config(m) => PyValueError::new_err(m),
+                other => store_err(other),
+            })?;
+        Ok(Loader {
+            stream: Arc::new(stream),
+            store,
+            temperature,
+            epoch: 0,
+            current: None,
+            shape: (c, size.1 as usize, size.0 as usize),
+        })
+    }
+
+    /// Batches per epoch (of this rank).
+    fn __len__(&self) -> usize {
+        self.stream.batches()
+    }
+
+    /// The epoch the next iteration replays (as `DistributedSampler.set_epoch`).
+    fn set_epoch(&mut self, epoch: u32) {
+        self.epoch = epoch;
+        self.current = None;
+    }
+
+    /// The store epoch that epoch `epoch` replays.
+    fn store_epoch(&self, epoch: u32) -> Option<u32> {
+        self.stream.store_epoch(epoch)
+    }
+
+    /// Images decoded so far in the current epoch.
+    #[getter]
+    fn images_decoded(&self) -> u64 {
+        self.current
+            .as_ref()
+            .map_or(0, EpochBatches::images_decoded)
+    }
+
+    fn __iter__(mut slf: PyRefMut<'_, Self>) -> PyResult<PyRefMut<'_, Self>> {
+        let (stream, store, epoch, tau) = (
+            Arc::clone(&slf.stream),
+            Arc::clone(&slf.store),
+            slf.epoch,
+            slf.temperature,
+        );
+        let batches = slf
+            .py()
+            .detach(move || -> Result<EpochBatches, String> {
+                let decoded = stream
+                    .store_epochs(epoch)
+                    .into_iter()
+                    .map(|e| {
+                        store
+                            .decode_epoch(e)
+                            .map(Arc::new)
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                stream
+                    .epoch(epoch, decoded, Some(tau))
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(store_err)?;
+        slf.current = Some(batches);
+        Ok(slf)
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(batches) = self.current.as_mut() else {
+            return Ok(None);
+        };
+        let Some(next) = py.detach(|| batches.next()) else {
+            return Ok(None);
+        };
+        let b = next.map_err(store_err)?;
+        let (c, h, w) = self.shape;
+        let classes = b.hard.len() / b.n.max(1);
+        let d = PyDict::new(py);
+        d.set_item(
+            "inputs",
+            Array4::from_shape_vec((b.n, c, h, w), b.inputs)
+                .map_err(|e| store_err(format!("inputs: {e}")))?
+                .into_pyarray(py),
+        )?;
+        d.set_item(
+            "hard",
+            Array2::from_shape_vec((b.n, classes), b.hard)
+                .expect("n × classes")
+                .into_pyarray(py),
+        )?;
+        if let Some(t) = b.teacher {
+            d.set_item(
+                "teacher",
+                Array2::from_shape_vec((b.n, classes), t)
+                    .expect("n × classes")
+                    .into_pyarray(py),
+            )?;
+        }
+        d.set_item("samples", b.samples.into_pyarray(py))?;
+        d.set_item("labels", b.labels.into_pyarray(py))?;
+        Ok(Some(d))
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Store>()?;
+    m.add_class::<Loader>()?;
     m.add("StoreError", m.py().get_type::<StoreError>())?;
     Ok(())
 }

@@ -892,6 +892,7 @@ impl Evaluator {
                 shuffle: false,
                 window: 0,
                 multi_crop: 1,
+                part: crate::stream::Part::WHOLE,
             },
         )?;
         Ok(Evaluator {

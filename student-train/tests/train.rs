@@ -169,6 +169,7 @@ fn the_loader_feeds_exactly_the_pixels_and_labels_the_store_describes() {
                 shuffle: true,
                 window: student_train::stream::DEFAULT_WINDOW,
                 multi_crop: 1,
+                part: student_train::stream::Part::WHOLE,
             },
         )
         .unwrap(),
@@ -612,4 +613,83 @@ fn a_block_grouped_stream_decodes_each_image_once_per_epoch() {
     train(&cfg, &rd, &out, false, &mut Quiet).unwrap();
     let m = load_metrics(&out).unwrap();
     assert_eq!(m[0].images_decoded, 384);
+}
+
+#[test]
+fn ranks_split_each_epoch_into_disjoint_parts_that_cover_it() {
+    let s = setup();
+    let store = block_store(&s);
+    let part_stream = |rank, world, drop_last| {
+        Arc::new(
+            Stream::new(
+                open(&s.data, "train"),
+                Labels::Store(Arc::clone(&store)),
+                StreamConfig {
+                    part: student_train::stream::Part {
+                        rank,
+                        world,
+                        drop_last,
+                    },
+                    ..StreamConfig::training(
+                        48,
+                        2,
+                        9,
+                        vec![0.5],
+                        vec![0.5],
+                        (SIDE as u32, SIDE as u32),
+                    )
+                },
+            )
+            .unwrap(),
+        )
+    };
+    let whole = one_epoch(&stream_over(&s, &store, 2, 1), &store, 2).0;
+    let order: Vec<u32> = whole.iter().map(|r| r.0).collect();
+    // Two ranks: halves of the same order, together the whole epoch, batches as a single
+    // process would cut them.
+    let mut joined = Vec::new();
+    for rank in 0..2 {
+        let st = part_stream(rank, 2, false);
+        assert_eq!(st.samples(), 192);
+        assert_eq!(st.batches(), 4);
+        let (recs, decodes) = one_epoch(&st, &store, 2);
+        assert!(
+            decodes <= 192 + 64,
+            "a rank decodes about its own half: {decodes}"
+        );
+        joined.extend(recs.into_iter().map(|r| r.0));
+    }
+    assert_eq!(joined, order);
+    // Five ranks: 77 records each, the last part wrapping to the start; with drop_last, 48 each
+    // (whole batches), disjoint.
+    let mut all = Vec::new();
+    for rank in 0..5 {
+        let recs = one_epoch(&part_stream(rank, 5, false), &store, 2).0;
+        assert_eq!(recs.len(), 77);
+        all.extend(recs.into_iter().map(|r| r.0));
+    }
+    assert_eq!(&all[..384], &order[..]);
+    assert_eq!(all[384], order[0]);
+    let mut seen = std::collections::HashSet::new();
+    for rank in 0..5 {
+        let recs = one_epoch(&part_stream(rank, 5, true), &store, 2).0;
+        assert_eq!(recs.len(), 48);
+        assert!(recs.iter().all(|r| seen.insert(r.0)));
+    }
+    let e = Stream::new(
+        open(&s.data, "train"),
+        Labels::Store(Arc::clone(&store)),
+        StreamConfig {
+            part: student_train::stream::Part {
+                rank: 2,
+                world: 2,
+                drop_last: false,
+            },
+            ..StreamConfig::training(48, 2, 9, vec![0.5], vec![0.5], (SIDE as u32, SIDE as u32))
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("rank 2") && e.contains("world_size"), "{e}");
 }
