@@ -633,23 +633,12 @@ fn write_rgb_teacher(path: &std::path::Path) {
     let w: Vec<f32> = (0..d * 3)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-3)
         .collect();
-    let m = Model {
-        graph_name: "rgb-linear".into(),
-        producer: "distill-tests".into(),
-        opset: 17,
-        nodes: vec![
-            Node::new("Flatten", "flat", &["image"], &["x"]).attr("axis", Attr::Int(1)),
-            Node::new("MatMul", "mm", &["x", "W"], &["logits"]),
-        ],
-        initializers: vec![Initializer {
-            name: "W".into(),
-            dims: vec![d as i64, 3],
-            data: InitData::Float(w),
-        }],
-        inputs: vec![formats::onnx::ValueInfo::images("image", 3, 16, 16)],
-        outputs: vec![formats::onnx::ValueInfo::logits("logits", 3)],
-    };
-    std::fs::write(path, m.to_bytes()).unwrap();
+    write_linear_teacher(
+        path,
+        formats::onnx::ValueInfo::images("image", 3, 16, 16),
+        w,
+        vec![0.0; 3],
+    );
 }
 
 #[test]

@@ -66,6 +66,12 @@ pub fn write_teacher(path: &Path, scale: f32, shift: f32) {
         }
     }
     let b: Vec<f32> = (0..10).map(|c| shift + c as f32 * 0.01).collect();
+    write_linear_teacher(path, image_input(), w, b);
+}
+
+/// A linear teacher on `input`: logits = flatten(x) · W + b, W row-major `[features, classes]`.
+pub fn write_linear_teacher(path: &Path, input: ValueInfo, w: Vec<f32>, b: Vec<f32>) {
+    let classes = b.len();
     let m = Model {
         graph_name: "linear".into(),
         producer: "distill-tests".into(),
@@ -78,17 +84,17 @@ pub fn write_teacher(path: &Path, scale: f32, shift: f32) {
         initializers: vec![
             Initializer {
                 name: "W".into(),
-                dims: vec![d as i64, 10],
+                dims: vec![(w.len() / classes) as i64, classes as i64],
                 data: InitData::Float(w),
             },
             Initializer {
                 name: "b".into(),
-                dims: vec![10],
+                dims: vec![classes as i64],
                 data: InitData::Float(b),
             },
         ],
-        inputs: vec![image_input()],
-        outputs: vec![logits_output()],
+        inputs: vec![input],
+        outputs: vec![ValueInfo::logits("logits", classes as i64)],
     };
     std::fs::write(path, m.to_bytes()).unwrap();
 }
