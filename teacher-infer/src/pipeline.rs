@@ -301,9 +301,12 @@ pub fn label_locked(
             }),
             cfg.seed,
             range,
-            &|s| {
-                data.dims(s)
-                    .map(|(w, h)| u64::from(w) * u64::from(h) * u64::from(c))
+            // Without a byte bound (the per-record path) sizes decide nothing: read none.
+            &|s| match per_record {
+                true => Ok(0),
+                false => data
+                    .dims(s)
+                    .map(|(w, h)| u64::from(w) * u64::from(h) * u64::from(c)),
             },
         )
         .map_err(|e| InferError::Model {
