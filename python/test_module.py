@@ -1,6 +1,8 @@
 """Tests the `distill` extension module (the Rust reader through PyO3) against the pure-Python
-reader `distill_store`, record for record, on the stores `test_reader.py` writes; its errors; and
-`distill.Loader` on a store labelled here (npy digits, a teacher trained and exported by distill).
+reader `distill_store`, record for record, on the stores `test_reader.py` writes; its errors;
+`distill.Loader` on stores labelled here (npy digits and a JPEG folder, teachers trained and
+exported by distill): ranks, bad arguments, damaged shards, and its batches against
+`distill train --stream-digest`'s, bit for bit.
 
 Usage: test_module.py STORES_DIR DISTILL (the work directory test_reader.py used, the binary).
 """
@@ -97,6 +99,111 @@ def write_npy_digits(d: str, n: int, flip_label: bool = False) -> np.ndarray:
     return labels
 
 
+def run_distill(distill_bin: str, *args: str) -> None:
+    r = subprocess.run([distill_bin, *args], capture_output=True, text=True)
+    check(r.returncode == 0, f"distill {' '.join(args)}: {r.stderr}")
+
+
+def label_with_trained_teacher(distill_bin: str, root: str, data: str, name: str,
+                               *label_args: str, size: str | None = None) -> str:
+    """Trains an mlp teacher on `data` with distill (1 epoch, hard labels), exports it and labels
+    `data` with it (usi, 2 epochs, `label_args`) into root/name; returns the store's path."""
+    teacher = os.path.join(root, f"{name}-teacher")
+    sized = ["--size", size] if size else []
+    run_distill(distill_bin, "train", "--data", data, *sized, "--model", "mlp", "--loss", "ce",
+                "--epochs", "1", "--batch", "16", "--test-split", "none", "--out", teacher,
+                "--json")
+    run_distill(distill_bin, "export", teacher, "--onnx", teacher + ".onnx")
+    store = os.path.join(root, name)
+    run_distill(distill_bin, "label", "--teacher", teacher + ".onnx", "--data", data, "--aug",
+                "usi", "--epochs", "2", *label_args, "--out", store, "--json")
+    return store
+
+
+def batch_digest(b: dict) -> int:
+    """`Batch::content_digest` (label_store::replay) of a Loader batch, computed here."""
+    parts = [b["inputs"].astype("<f4"), b["hard"].astype("<f4")]
+    if "teacher" in b:
+        parts.append(b["teacher"].astype("<f4"))
+    parts += [b["samples"].astype("<u4"), b["labels"].astype("<u4")]
+    return ds.xxh3_64(b"".join(p.tobytes() for p in parts))
+
+
+def epoch_digest(loader, epoch: int) -> str:
+    """`StreamDigest` of one epoch of `loader`: what `distill train` writes as `stream_xxh3`."""
+    loader.set_epoch(epoch)
+    words = b"".join(batch_digest(b).to_bytes(8, "little") for b in loader)
+    return f"{ds.xxh3_64(words):016x}"
+
+
+def metrics(run_dir: str) -> list:
+    import json
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def jpeg_folder(root: str, classes: int, per: int) -> None:
+    """`classes` folders of `per` JPEGs (40x30 and 30x40, quality 90) under root/train/cC."""
+    from PIL import Image
+
+    for c in range(classes):
+        d = os.path.join(root, "train", f"c{c}")
+        os.makedirs(d, exist_ok=True)
+        for i in range(per):
+            w, h = (40, 30) if i % 2 == 0 else (30, 40)
+            y, x = np.mgrid[0:h, 0:w]
+            v = ((x * 7 + y * 3 + i * 11) % 64).astype(np.uint8)
+            rgb = np.stack([v * 2 + c * 40, v, 255 - v], axis=-1).astype(np.uint8)
+            Image.fromarray(rgb).save(os.path.join(d, f"{i:03}.jpg"), quality=90)
+
+
+def test_train_stream(distill_bin: str, work: str) -> int:
+    """Loader batches equal `distill train`'s stream bit for bit: for every epoch trained, the
+    digest of the Loader's batches (hashed here, in Python, from the numpy arrays) equals the
+    `stream_xxh3` distill train recorded. On a JPEG folder labelled in decode-once blocks
+    (block-grouped stream, partners in the block), with and without multi-crop, and on arrays
+    labelled per record."""
+    root = os.path.join(work, "stream")
+    shutil.rmtree(root, ignore_errors=True)
+    jpegs, digits = os.path.join(root, "jpegs"), os.path.join(root, "digits")
+    jpeg_folder(jpegs, 3, 12)
+    write_npy_digits(digits, 80)
+
+    def run(*args: str) -> None:
+        run_distill(distill_bin, *args)
+
+    compared = 0
+    for name, data, size, block in [("jpegs", jpegs, "16", "8"), ("digits", digits, "12", "0")]:
+        store = label_with_trained_teacher(distill_bin, root, data, f"{name}-store", "--topk",
+                                           "2", "--block", block, size=size)
+        blocks = distill.Store(store).manifest.get("blocks")
+        check((blocks is not None) == (block != "0"), f"{name}: blocks {blocks}")
+        for multi_crop, window in [(1, 2), (2, 1)] if block != "0" else [(1, 2)]:
+            student = os.path.join(root, f"{name}-student-{multi_crop}")
+            run("train", "--data", data, "--labels", store, "--model", "mlp", "--loss", "kd",
+                "--temperature", "3", "--epochs", "3", "--batch", "5", "--seed", "11",
+                "--threads", "2", "--multi-crop", str(multi_crop), "--shuffle-window",
+                str(window), "--stream-digest", "--test-split", "none", "--out", student,
+                "--json")
+            trained = [m["stream_xxh3"] for m in metrics(student)]
+            check(len(trained) == 3, f"{name}: three epochs in metrics.jsonl")
+            loader = distill.Loader(store, data, 5, seed=11, temperature=3.0, threads=1,
+                                    multi_crop=multi_crop, shuffle_window=window)
+            replayed = [epoch_digest(loader, e) for e in range(3)]
+            check(replayed == trained, f"{name}, multi_crop {multi_crop}: Loader digests "
+                  f"{replayed} != distill train's {trained}")
+            check(len(set(trained)) == 3, f"{name}: every epoch its own batches")
+            # The digest sees every value: another seed, temperature or normalization differs.
+            for other in [dict(seed=12), dict(temperature=2.0), dict(mean=[0.4] * 3
+                          if name == "jpegs" else [0.4])]:
+                kw = dict(seed=11, temperature=3.0, multi_crop=multi_crop, shuffle_window=window)
+                kw.update(other)
+                d = epoch_digest(distill.Loader(store, data, 5, threads=1, **kw), 0)
+                check(d != trained[0], f"{name}: {other} changes the digest")
+            compared += 3 * len(loader)
+    return compared
+
+
 def test_loader(distill_bin: str, work: str) -> int:
     root = os.path.join(work, "loader")
     shutil.rmtree(root, ignore_errors=True)
@@ -104,16 +211,7 @@ def test_loader(distill_bin: str, work: str) -> int:
     labels = write_npy_digits(data, 96)
     write_npy_digits(other, 96, flip_label=True)
 
-    def run(*args: str) -> None:
-        r = subprocess.run([distill_bin, *args], capture_output=True, text=True)
-        check(r.returncode == 0, f"distill {' '.join(args)}: {r.stderr}")
-
-    run("train", "--data", data, "--model", "mlp", "--loss", "ce", "--epochs", "1", "--batch",
-        "32", "--test-split", "none", "--out", os.path.join(root, "teacher"), "--json")
-    run("export", os.path.join(root, "teacher"), "--onnx", os.path.join(root, "t.onnx"))
-    store_dir = os.path.join(root, "store")
-    run("label", "--teacher", os.path.join(root, "t.onnx"), "--data", data, "--aug", "usi",
-        "--epochs", "2", "--topk", "3", "--out", store_dir, "--json")
+    store_dir = label_with_trained_teacher(distill_bin, root, data, "store", "--topk", "3")
     store = distill.Store(store_dir)
 
     def epoch_of(loader, e):
@@ -154,10 +252,25 @@ def test_loader(distill_bin: str, work: str) -> int:
     expect(lambda: distill.Loader(store, data, 8, mean=[0.5, 0.5]), ValueError, "mean")
     expect(lambda: distill.Loader(store, data, 8, temperature=0.0), ValueError, "temperature")
     expect(lambda: distill.Loader(store, other, 8), distill.StoreError, "dataset")
+    expect(lambda: distill.Loader(store, data, 8, multi_crop=3), ValueError, "multi_crop")
+    # A shard damaged after the store was finished: iterating raises StoreError naming the
+    # shard and chunk (the interpreter lives on).
+    bad = os.path.join(root, "bad-store")
+    shutil.copytree(store_dir, bad)
+    shard = next(os.path.join(bad, f) for f in sorted(os.listdir(bad)) if f.endswith(".dls"))
+    with open(shard, "r+b") as f:
+        f.seek(200)
+        byte = f.read(1)
+        f.seek(200)
+        f.write(bytes([byte[0] ^ 0x40]))
+    damaged = distill.Loader(bad, data, 16, threads=1)
+    expect(lambda: list(damaged), distill.StoreError, "chunk", os.path.basename(shard))
     return 96 * 2
 
 
 def main(argv: list[str]) -> int:
+    # `import distill` never imports torch; distill.torch does (and needs it).
+    check("torch" not in sys.modules, "import distill imported torch")
     work = os.path.abspath(argv[1])
     stores = ["q8", "f16", "q8-k1", "q8-k-eq-c", "f16-k-eq-c", "f16-u32-indices", "merged"]
     total = sum(compare(os.path.join(work, s)) for s in stores)
@@ -174,9 +287,11 @@ def main(argv: list[str]) -> int:
     bad = distill.Store(os.path.join(work, "bad-payload"))
     expect(bad.verify, distill.StoreError, "chunk")
     replayed = test_loader(os.path.abspath(argv[2]), work)
+    batches = test_train_stream(os.path.abspath(argv[2]), work)
     print(f"OK: {total} records in {len(stores)} stores equal through distill (Rust) and "
           f"distill_store (Python); errors named; Loader replayed {replayed} records, teacher rows "
-          f"equal to Store.probs, ranks disjoint")
+          f"equal to Store.probs, ranks disjoint; {batches} Loader batches equal distill train's "
+          f"stream bit for bit")
     return 0
 
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# distill.Loader from Python against the Rust stream alone (issue 14), same store, data, batch
-# (128), threads (2), seed and epoch, in one run: the E = 8 usi store of scripts/bench-label-images.sh
-# (made first if missing), block windows (the default). The module is built with --release into
-# target/bench-venv; the Rust figure is the "block windows" row of the stream bench.
+# distill.Loader from Python against the Rust stream alone and against the loader a user writes
+# without the module (scripts/peer_replay.py: the pure-Python reader plus a PIL/numpy replay in
+# a 2-process pool), issue 14; same store, data, batch (128), 2 threads or workers, epoch, in
+# one run: the E = 8 usi store of scripts/bench-label-images.sh (made first if missing), block
+# windows (the default). The module is built with --release into target/bench-venv; the Rust
+# figure is the "block windows" row of the stream bench.
 # Usage: scripts/bench-python-loader.sh [FOLDER]   (default target/bench-jpegs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +13,8 @@ store=$PWD/target/bench-label/store-blocks-e8
 [ -f "$store/manifest.json" ] || scripts/bench-label-images.sh "$folder" 8 >/dev/null
 scripts/make-bench-jpegs.sh "$folder"
 folder=$(cd "$folder" && pwd)
-target/bench-venv/bin/pip install --quiet --disable-pip-version-check "maturin==1.16.0"
+target/bench-venv/bin/pip install --quiet --disable-pip-version-check "maturin==1.16.0" \
+    -r python/requirements.txt
 VIRTUAL_ENV="$PWD/target/bench-venv" target/bench-venv/bin/maturin develop --quiet --release \
     --locked -m python/Cargo.toml
 cat "$folder"/train/*/* >/dev/null
@@ -32,4 +35,5 @@ s = time.perf_counter() - t0
 print(json.dumps({"stream": "distill.Loader (Python)", "records": n, "seconds": s,
                   "records_per_sec": n / s, "images_decoded": loader.images_decoded}))
 PY
+    target/bench-venv/bin/python scripts/peer_replay.py "$store" "$folder" 1 2
 done

@@ -5,7 +5,9 @@
 
 use formats::{PixelBox, SoftLabel};
 use label_store::LabelStore;
-use label_store::replay::{EpochBatches, Labels, Part, Stream, StreamConfig, store_input_size};
+use label_store::replay::{
+    DEFAULT_WINDOW, EpochBatches, Labels, Part, Stream, StreamConfig, store_input_size,
+};
 use numpy::ndarray::{Array1, Array2, Array4};
 use numpy::{IntoPyArray, PyArray2};
 use pyo3::create_exception;
@@ -317,6 +319,8 @@ impl Store {
 /// `set_epoch`) replays store epoch `e mod E` in an order drawn from (`seed`, `e`), the same on
 /// every rank; rank `rank` of `world_size` gets its contiguous part of it. The work runs on
 /// `threads` Rust threads with the GIL released; arrays are handed over without a copy.
+/// `shuffle_window` and `multi_crop` are `distill train`'s `--shuffle-window` and
+/// `--multi-crop`; with the same settings the batches equal `distill train`'s bit for bit.
 #[pyclass]
 struct Loader {
     stream: Arc<Stream>,
@@ -332,7 +336,7 @@ impl Loader {
     #[new]
     #[pyo3(signature = (store, data, batch_size, shuffle = true, seed = 0, temperature = 1.0,
         threads = None, rank = 0, world_size = 1, drop_last = false, size = None, mean = None,
-        std = None))]
+        std = None, shuffle_window = None, multi_crop = 1))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -349,6 +353,8 @@ impl Loader {
         size: Option<(u32, u32)>,
         mean: Option<Vec<f32>>,
         std: Option<Vec<f32>>,
+        shuffle_window: Option<usize>,
+        multi_crop: u32,
     ) -> PyResult<Self> {
         let store = match store.extract::<PyRef<'_, Store>>() {
             Ok(s) => Arc::clone(&s.store),
@@ -365,6 +371,12 @@ impl Loader {
         if !(temperature > 0.0 && temperature.is_finite()) {
             return Err(PyValueError::new_err(format!(
                 "temperature {temperature} must be > 0"
+            )));
+        }
+        if multi_crop == 0 || multi_crop > store.epochs() {
+            return Err(PyValueError::new_err(format!(
+                "multi_crop {multi_crop} must lie in 1..={} (the store's epochs)",
+                store.epochs()
             )));
         }
         if world_size == 0 || rank >= world_size {
@@ -399,6 +411,8 @@ impl Loader {
             .max(1);
         let cfg = StreamConfig {
             shuffle,
+            window: shuffle_window.unwrap_or(DEFAULT_WINDOW),
+            multi_crop,
             part: Part {
                 rank,
                 world: world_size,
@@ -427,6 +441,12 @@ impl Loader {
             current: None,
             shape: (c, size.1 as usize, size.0 as usize),
         })
+    }
+
+    /// The temperature of the `teacher` arrays (the losses check it against theirs).
+    #[getter]
+    fn temperature(&self) -> f32 {
+        self.temperature
     }
 
     /// Batches per epoch (of this rank).

@@ -203,6 +203,7 @@ impl Ctx<'_> {
             eval_crop_pct: formats::augment::DEFAULT_CROP_PCT,
             shuffle_window: student_train::stream::DEFAULT_WINDOW,
             multi_crop: 1,
+            stream_digest: false,
         }
     }
 

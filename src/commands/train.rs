@@ -138,6 +138,12 @@ pub struct TrainArgs {
     /// less independent.
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub multi_crop: u32,
+    /// Record a digest of every epoch's batches (xxh3 of each batch's inputs, labels and
+    /// teacher values) as `stream_xxh3` in metrics.jsonl, to check another replay of the store
+    /// against this run bit for bit (distill.Loader from Python computes the same). Costs the
+    /// loader one hash pass over every batch.
+    #[arg(long)]
+    pub stream_digest: bool,
     /// Keep only the last N epoch checkpoints (0: keep every epoch's, e.g. to export an
     /// early-stopped teacher with `export --epoch`).
     #[arg(long, default_value_t = 0)]
@@ -320,6 +326,7 @@ pub fn train_config(
         eval_crop_pct: a.crop_pct,
         shuffle_window: a.shuffle_window,
         multi_crop: a.multi_crop,
+        stream_digest: a.stream_digest,
     })
 }
 

@@ -226,4 +226,136 @@ mod tests {
             .is_ok()
         );
     }
+
+    /// The cases `python/loss_cases.json` holds for `distill.torch`'s losses
+    /// (`python/test_torch.py` checks PyTorch against them): inputs drawn here, values computed
+    /// by these losses. The file must match what the losses compute now, so it cannot go stale;
+    /// `DISTILL_WRITE_LOSS_CASES=1` rewrites it after a deliberate change.
+    #[test]
+    fn python_loss_cases_match() {
+        let (n, c) = (6usize, 7usize);
+        let mut x = 0x2545_f491_u32;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            f64::from(x) / f64::from(u32::MAX)
+        };
+        let mut logits: Vec<f32> = (0..n * c).map(|_| (next() * 12.0 - 6.0) as f32).collect();
+        logits[c + 2] = 30.0; // a confident row: log-softmax must not overflow
+        let mut hard = vec![0.0f32; n * c];
+        let mut teacher = vec![0.0f32; n * c];
+        for r in 0..n {
+            hard[r * c + r % c] = if r % 2 == 0 { 1.0 } else { 0.3 };
+            if r % 2 == 1 {
+                hard[r * c + (r + 3) % c] = 0.7;
+            }
+            let e: Vec<f64> = (0..c).map(|_| (next() * 6.0).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for k in 0..c {
+                teacher[r * c + k] = (e[k] / z) as f32;
+            }
+        }
+        // A teacher row with zero mass on some classes (a top-k store at k < classes, τ → 0).
+        teacher[3 * c..4 * c].copy_from_slice(&[0.0, 0.6, 0.0, 0.4, 0.0, 0.0, 0.0]);
+        let losses = [
+            ("ce", LossKind::Ce, 0.0f32, 0.0f32, false),
+            (
+                "kd",
+                LossKind::Kd {
+                    weight: 0.9,
+                    tau: 4.0,
+                },
+                0.9,
+                4.0,
+                false,
+            ),
+            (
+                "kd",
+                LossKind::Kd {
+                    weight: 0.5,
+                    tau: 2.0,
+                },
+                0.5,
+                2.0,
+                false,
+            ),
+            (
+                "kd",
+                LossKind::Kd {
+                    weight: 1.0,
+                    tau: 1.0,
+                },
+                1.0,
+                1.0,
+                false,
+            ),
+            (
+                "usi",
+                LossKind::Usi {
+                    weight: 5.0,
+                    kd_only: false,
+                },
+                5.0,
+                1.0,
+                false,
+            ),
+            (
+                "usi",
+                LossKind::Usi {
+                    weight: 2.0,
+                    kd_only: true,
+                },
+                2.0,
+                1.0,
+                true,
+            ),
+        ];
+        let cases: Vec<serde_json::Value> = losses
+            .iter()
+            .map(|&(name, kind, weight, tau, kd_only)| {
+                let v = scalar(kind.loss(0, t(&logits, c), t(&hard, c), Some(t(&teacher, c))));
+                serde_json::json!({"loss": name, "weight": weight, "temperature": tau,
+                                   "kd_only": kd_only, "value": v})
+            })
+            .collect();
+        let rows = |v: &[f32]| v.chunks(c).map(<[f32]>::to_vec).collect::<Vec<_>>();
+        let want = serde_json::json!({
+            "comment": "written by student-train's loss::tests::python_loss_cases_match: \
+                        distill train's losses (burn, f32) on these inputs",
+            "logits": rows(&logits), "hard": rows(&hard), "teacher": rows(&teacher),
+            "cases": cases,
+        });
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/loss_cases.json");
+        if std::env::var_os("DISTILL_WRITE_LOSS_CASES").is_some() {
+            let text = serde_json::to_string_pretty(&want).unwrap() + "\n";
+            std::fs::write(&path, text).unwrap();
+        }
+        let text = std::fs::read_to_string(&path).expect("python/loss_cases.json");
+        let have: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for (key, v) in [("logits", &logits), ("hard", &hard), ("teacher", &teacher)] {
+            // As f32: serde_json's parsing of f64 text may be off by an ulp of f64.
+            let got: Vec<f32> = have[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r.as_array().unwrap().iter())
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            assert_eq!(&got, v, "{key} of {}", path.display());
+        }
+        let (have, want) = (
+            have["cases"].as_array().unwrap(),
+            want["cases"].as_array().unwrap(),
+        );
+        assert_eq!(have.len(), want.len());
+        for (h, w) in have.iter().zip(want) {
+            let (a, b) = (h["value"].as_f64().unwrap(), w["value"].as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{h} vs {w}");
+            for key in ["loss", "weight", "temperature", "kd_only"] {
+                assert_eq!(h[key], w[key], "{h} vs {w}");
+            }
+        }
+    }
 }

@@ -13,7 +13,7 @@ use crate::error::TrainError;
 use crate::loss::LossKind;
 use crate::models::{InputShape, ModelSpec, Student};
 use crate::optim::OptimConfig;
-use crate::stream::{Batch, Labels, Stream, StreamConfig, check_store};
+use crate::stream::{Batch, Labels, Stream, StreamConfig, StreamDigest, check_store};
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -71,6 +71,10 @@ pub struct TrainConfig {
     /// Store epochs replayed per epoch from one decode of each image (FKD's multi-crop).
     #[serde(default = "default_multi_crop")]
     pub multi_crop: u32,
+    /// Record each epoch's [`StreamDigest`] as `stream_xxh3` in `metrics.jsonl` (costs the
+    /// loader a hash of every batch). Not part of what makes runs equal.
+    #[serde(default)]
+    pub stream_digest: bool,
 }
 
 fn default_window() -> usize {
@@ -119,6 +123,7 @@ impl TrainConfig {
             eval_crop_pct: default_crop_pct(),
             shuffle_window: default_window(),
             multi_crop: default_multi_crop(),
+            stream_digest: false,
         }
     }
 
@@ -160,14 +165,15 @@ impl TrainConfig {
         self.identity() == other.identity()
     }
 
-    /// The run's identity for `--resume`: everything but the epoch count and thread count,
-    /// which a resumed run may change.
+    /// The run's identity for `--resume`: everything but the epoch count, thread count,
+    /// checkpoints kept and digest recording, which a resumed run may change.
     fn identity(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("config serializes");
         if let Some(o) = v.as_object_mut() {
             o.remove("epochs");
             o.remove("threads");
             o.remove("keep_checkpoints");
+            o.remove("stream_digest");
         }
         v
     }
@@ -238,6 +244,11 @@ pub struct EpochMetrics {
     /// Images the loader decoded this epoch (absent in runs of older builds: 0).
     #[serde(default)]
     pub images_decoded: u64,
+    /// xxh3 of the epoch's batches as trained ([`StreamDigest`]: every input, hard label and
+    /// teacher value, in order), so another replay of the store (`distill.Loader` from Python)
+    /// can be checked bit for bit against it (with `--stream-digest`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stream_xxh3: Option<String>,
     /// The store epoch replayed, when training from a store.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub store_epoch: Option<u32>,
@@ -336,6 +347,7 @@ pub fn train(
         StreamConfig {
             window: cfg.shuffle_window,
             multi_crop: cfg.multi_crop,
+            digest: cfg.stream_digest,
             ..StreamConfig::training(
                 cfg.batch,
                 cfg.threads.max(1),
@@ -434,12 +446,16 @@ pub fn train(
         let mut lr = cfg.optim.lr;
         let mut seen = 0usize;
         let mut loader = stream.epoch(epoch, decoded, tau)?;
+        let mut digest = StreamDigest::default();
         for step in 0..steps {
             let tw = Instant::now();
             let batch: Batch = loader
                 .next()
                 .ok_or_else(|| TrainError::config("the loader ended early"))??;
             waited += tw.elapsed().as_secs_f64();
+            if cfg.stream_digest {
+                digest.push(&batch);
+            }
             let n = batch.n;
             seen += n;
             let x = Tensor::<4>::from_data(TensorData::new(batch.inputs, [n, c, h, w]), &device);
@@ -491,6 +507,7 @@ pub fn train(
                 images_per_sec: seen as f64 / train_secs,
                 loader_wait_fraction: waited / train_secs,
                 images_decoded,
+                stream_xxh3: cfg.stream_digest.then(|| digest.hex()),
                 store_epoch: stream.store_epoch(epoch),
                 test_accuracy: report.as_ref().map(|r| r.accuracy),
                 test_agreement: report.as_ref().and_then(|r| r.agreement),
@@ -893,6 +910,7 @@ impl Evaluator {
                 window: 0,
                 multi_crop: 1,
                 part: crate::stream::Part::WHOLE,
+                digest: false,
             },
         )?;
         Ok(Evaluator {

@@ -129,6 +129,7 @@ fn config(loss: LossKind, epochs: u32) -> TrainConfig {
         eval_crop_pct: formats::augment::DEFAULT_CROP_PCT,
         shuffle_window: student_train::stream::DEFAULT_WINDOW,
         multi_crop: 1,
+        stream_digest: false,
     }
 }
 
@@ -170,6 +171,7 @@ fn the_loader_feeds_exactly_the_pixels_and_labels_the_store_describes() {
                 window: student_train::stream::DEFAULT_WINDOW,
                 multi_crop: 1,
                 part: student_train::stream::Part::WHOLE,
+                digest: false,
             },
         )
         .unwrap(),

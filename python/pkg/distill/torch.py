@@ -1,0 +1,120 @@
+"""PyTorch side of distill: a `ReplayDataset` over a `distill.Loader` that yields torch tensors,
+and `distill train`'s losses (`kd_loss`, `usi`, `cross_entropy`) on its batches.
+
+Importing this module imports torch; `import distill` alone does not.
+
+    import distill, distill.torch
+    loader = distill.Loader("stores/train", "data/mnist", batch_size=64, temperature=4.0,
+                            rank=rank, world_size=world)
+    ds = distill.torch.ReplayDataset(loader, device="cuda")
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        for b in ds:                        # dict of tensors, already batched
+            loss = distill.torch.kd_loss(model(b["inputs"]), b, temperature=4.0, weight=0.9)
+
+The `Loader` batches and replays on its own Rust threads, so a `torch.utils.data.DataLoader`
+around the dataset must not add workers or batching: `DataLoader(ds, batch_size=None)`, or
+iterate the dataset directly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import IterableDataset, get_worker_info
+
+__all__ = ["ReplayDataset", "cross_entropy", "kd_loss", "kl_teacher_student", "usi"]
+
+
+class ReplayDataset(IterableDataset):
+    """The batches of `loader` (a `distill.Loader`) as dicts of tensors: `inputs` float32
+    `[n, c, h, w]`, `hard` and `teacher` float32 `[n, classes]`, `samples` and `labels` int64
+    `[n]`, and `temperature` (a float, the teacher's τ). The tensors share memory with the
+    Loader's numpy arrays (no copy) unless `device` moves them; `pin_memory` pins them first so
+    that the copy to a GPU is asynchronous."""
+
+    def __init__(self, loader, device: torch.device | str | None = None, pin_memory: bool = False):
+        super().__init__()
+        self.loader = loader
+        self.device = None if device is None else torch.device(device)
+        self.pin_memory = pin_memory
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next iteration replays (as `DistributedSampler.set_epoch`)."""
+        self.loader.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        info = get_worker_info()
+        if info is not None and info.num_workers > 1:
+            raise RuntimeError(
+                "distill.torch.ReplayDataset: the Loader runs its own threads; use "
+                "DataLoader(dataset, batch_size=None, num_workers=0) (every worker would replay "
+                "the whole epoch)")
+        tau = float(self.loader.temperature)
+        for b in self.loader:
+            out = {
+                "inputs": torch.from_numpy(b["inputs"]),
+                "hard": torch.from_numpy(b["hard"]),
+                "samples": torch.from_numpy(b["samples"].astype("int64")),
+                "labels": torch.from_numpy(b["labels"].astype("int64")),
+            }
+            if "teacher" in b:
+                out["teacher"] = torch.from_numpy(b["teacher"])
+            if self.pin_memory:
+                out = {k: v.pin_memory() for k, v in out.items()}
+            if self.device is not None:
+                nb = self.pin_memory
+                out = {k: v.to(self.device, non_blocking=nb) for k, v in out.items()}
+            out["temperature"] = tau
+            yield out
+
+
+def _teacher(batch: dict, temperature: float, loss: str) -> torch.Tensor:
+    if "teacher" not in batch:
+        raise ValueError(f"{loss}: the batch has no teacher distribution")
+    have = batch.get("temperature")
+    if have is not None and abs(float(have) - float(temperature)) > 1e-6 * float(temperature):
+        raise ValueError(
+            f"{loss}: the batch's teacher is at temperature {have}, the loss needs {temperature} "
+            f"(make the Loader with temperature={temperature})")
+    return batch["teacher"]
+
+
+def cross_entropy(student_logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Mean over the batch of `−Σ_c y_c · log softmax(s)_c` with the (mixed) hard labels `y`:
+    `distill train --loss ce`."""
+    return -(F.log_softmax(student_logits, dim=1) * batch["hard"]).sum(dim=1).mean()
+
+
+def kl_teacher_student(student_logits: torch.Tensor, teacher: torch.Tensor,
+                       temperature: float) -> torch.Tensor:
+    """Mean over the batch of `KL(p_t ‖ softmax(s/τ))`; classes with `p_t = 0` add nothing."""
+    log_q = F.log_softmax(student_logits / temperature, dim=1)
+    log_p = teacher.clamp_min(1e-30).log()
+    return (teacher * (log_p - log_q)).sum(dim=1).mean()
+
+
+def kd_loss(student_logits: torch.Tensor, batch: dict, temperature: float = 4.0,
+            weight: float = 0.9) -> torch.Tensor:
+    """Hinton's KD, as `distill train --loss kd`: `(1 − w)·CE + w·τ²·KL(p_t^τ ‖ p_s^τ)`, with
+    `batch["teacher"]` the teacher at τ (a Loader made with `temperature=τ`)."""
+    if not (temperature > 0) or not (0.0 <= weight <= 1.0):
+        raise ValueError(f"kd_loss: temperature {temperature} must be > 0 and weight {weight} "
+                         "must lie in [0, 1]")
+    t = _teacher(batch, temperature, "kd_loss")
+    ce = cross_entropy(student_logits, batch)
+    return (1.0 - weight) * ce + weight * temperature * temperature * kl_teacher_student(
+        student_logits, t, temperature)
+
+
+def usi(student_logits: torch.Tensor, batch: dict, weight: float = 5.0,
+        kd_only: bool = False) -> torch.Tensor:
+    """USI, as `distill train --loss usi`: `CE + w·KL(p_t ‖ p_s)` at τ = 1 (a Loader made with
+    `temperature=1.0`); `kd_only` drops the CE term (`--kd-only`)."""
+    if not weight >= 0:
+        raise ValueError(f"usi: weight {weight} must be ≥ 0")
+    kl = weight * kl_teacher_student(student_logits, _teacher(batch, 1.0, "usi"), 1.0)
+    return kl if kd_only else cross_entropy(student_logits, batch) + kl
