@@ -169,6 +169,9 @@ fn two_processes_train_from_one_store_and_eval_reports_fidelity() {
     ]));
     assert_eq!(v["samples"], 100);
     assert_eq!(v["accuracy"], last["test_accuracy"]);
+    // Top-5 of 10 classes: the KL is against the rebuilt distribution, and both say so.
+    assert_eq!(v["kl_vs"], "top-k rebuild");
+    assert_eq!(last["test_kl_vs"], "top-k rebuild");
     // Teacher test labels on centre crops: the evaluator replays the store's crops; a store
     // made with a random recipe is refused as test labels.
     for (aug, out) in [("center", "center-store"), ("light", "light-store")] {
@@ -184,7 +187,7 @@ fn two_processes_train_from_one_store_and_eval_reports_fidelity() {
             "--aug",
             aug,
             "--topk",
-            "5",
+            if aug == "center" { "10" } else { "5" },
             "--out",
             path(&s.root.join(out)),
             "--mean",
@@ -207,6 +210,7 @@ fn two_processes_train_from_one_store_and_eval_reports_fidelity() {
     };
     let c = ok(&eval_with("center-store"));
     assert_eq!(c["samples"], 100);
+    assert_eq!(c["kl_vs"], "full", "k = classes: the exact distribution");
     assert!(c["agreement"].as_f64().unwrap() >= 0.8, "{c}");
     let o = eval_with("light-store");
     let err = String::from_utf8_lossy(&o.stderr);

@@ -252,6 +252,39 @@ impl Quality {
     }
 }
 
+/// What the teacher was run on (FORMAT.md §2 `teacher_input`): the input size every stored
+/// box (crops, cutmix and cutout regions) is in pixels of, and the teacher's pre-processing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TeacherInput {
+    pub width: u32,
+    pub height: u32,
+    /// Teacher input = (pixel / 255 · scale − mean[c]) / std[c]. Absent in stores no teacher
+    /// made (synthetic ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<Vec<f32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<Vec<f32>>,
+    /// How several teachers' outputs became one label (`probs` or `logits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<String>,
+}
+
+impl TeacherInput {
+    /// Only the size (stores no teacher made).
+    pub fn size(width: u32, height: u32) -> Self {
+        TeacherInput {
+            width,
+            height,
+            scale: None,
+            mean: None,
+            std: None,
+            ensemble: None,
+        }
+    }
+}
+
 /// The whole `manifest.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -287,6 +320,11 @@ pub struct Manifest {
     /// record decoded its own images. Recipes that mix drew partners inside these blocks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocks: Option<crate::block::BlockConfig>,
+    /// The teacher's input size and pre-processing (FORMAT.md §2). Stores of builds before it
+    /// was a field kept it as `extra.teacher_input`; [`Manifest::from_json`] moves it here.
+    /// Absent only in stores no labeller wrote (synthetic ones), which cannot be replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_input: Option<TeacherInput>,
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -295,8 +333,18 @@ impl Manifest {
     /// Parses and checks a manifest.
     pub fn from_json(text: &str) -> Result<Self, FormatError> {
         // Look at the version before the full schema, so a newer store gets the right error.
-        let raw: serde_json::Value = serde_json::from_str(text)
+        let mut raw: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| FormatError::invalid("manifest", e.to_string()))?;
+        // Stores of earlier builds kept teacher_input among the free-form extras.
+        if let Some(obj) = raw.as_object_mut()
+            && !obj.contains_key("teacher_input")
+            && let Some(t) = obj
+                .get_mut("extra")
+                .and_then(|e| e.as_object_mut())
+                .and_then(|e| e.remove("teacher_input"))
+        {
+            obj.insert("teacher_input".into(), t);
+        }
         if let Some(v) = raw.get("format_version").and_then(|v| v.as_u64())
             && v > u64::from(FORMAT_VERSION)
         {
@@ -354,6 +402,14 @@ impl Manifest {
         }
         if self.chunk_records == 0 {
             return Err(FormatError::invalid("chunk_records", "must be at least 1"));
+        }
+        if let Some(t) = &self.teacher_input
+            && (t.width == 0 || t.height == 0)
+        {
+            return Err(FormatError::invalid(
+                "teacher_input",
+                format!("size {}x{} is empty", t.width, t.height),
+            ));
         }
         if self.samples.is_empty() || u64::from(self.samples.end) > self.dataset.samples {
             return Err(FormatError::invalid(
@@ -481,6 +537,7 @@ mod tests {
             quality: Quality::default(),
             decode_probe: None,
             blocks: None,
+            teacher_input: None,
             extra: Default::default(),
         }
     }
@@ -491,6 +548,32 @@ mod tests {
         let back = Manifest::from_json(&m.to_json()).unwrap();
         assert_eq!(back, m);
         assert_eq!(m.records(), 200);
+    }
+
+    #[test]
+    fn teacher_input_of_older_stores_is_read_from_extra() {
+        let mut m = manifest();
+        let mut v = serde_json::to_value(&m).unwrap();
+        v.as_object_mut().unwrap().insert(
+            "extra".into(),
+            serde_json::json!({"teacher_input": {"width": 224, "height": 160, "scale": 1.0,
+                "mean": [0.5], "std": [0.25], "ensemble": "probs"}, "note": "kept"}),
+        );
+        let old = Manifest::from_json(&v.to_string()).unwrap();
+        let t = old.teacher_input.clone().unwrap();
+        assert_eq!((t.width, t.height), (224, 160));
+        assert_eq!(t.std, Some(vec![0.25]));
+        assert_eq!(t.ensemble.as_deref(), Some("probs"));
+        assert_eq!(old.extra.len(), 1, "the other extras stay");
+        // Written back, it is a field of its own, and reads the same.
+        let text = old.to_json();
+        let raw: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(raw["teacher_input"]["width"], 224);
+        assert!(raw["extra"].get("teacher_input").is_none());
+        assert_eq!(Manifest::from_json(&text).unwrap(), old);
+        m.teacher_input = Some(TeacherInput::size(0, 10));
+        let e = Manifest::from_json(&m.to_json()).unwrap_err().to_string();
+        assert!(e.contains("teacher_input"), "{e}");
     }
 
     #[test]

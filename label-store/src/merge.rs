@@ -91,7 +91,7 @@ fn incompatibility(a: &Manifest, b: &Manifest) -> Option<String> {
     if let Some(d) = a.dataset.mismatch(&b.dataset) {
         return Some(d);
     }
-    let fields: [(&str, String, String); 11] = [
+    let fields: [(&str, String, String); 12] = [
         (
             "format_version",
             a.format_version.to_string(),
@@ -108,6 +108,11 @@ fn incompatibility(a: &Manifest, b: &Manifest) -> Option<String> {
             "chunk_records",
             a.chunk_records.to_string(),
             b.chunk_records.to_string(),
+        ),
+        (
+            "teacher_input",
+            json(&a.teacher_input),
+            json(&b.teacher_input),
         ),
         ("extra", json(&a.extra), json(&b.extra)),
         ("decode_probe", json(&a.decode_probe), json(&b.decode_probe)),

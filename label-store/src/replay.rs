@@ -758,9 +758,13 @@ pub fn check_store(
             data.len()
         )));
     }
-    if let Some((w, h)) = store_input_size(store)
-        && (w, h) != size
-    {
+    let Some((w, h)) = store_input_size(store) else {
+        return Err(ReplayError::Mismatch(format!(
+            "{dir}: field teacher_input is missing, so the input size its crop and mix boxes \
+             belong to is unknown (a store distill label did not write?); label the data again"
+        )));
+    };
+    if (w, h) != size {
         return Err(ReplayError::Mismatch(format!(
             "{dir}: field teacher_input is {w}x{h} but the student input is {}x{} (mix boxes \
              and crops are stored for the teacher's size)",
@@ -772,10 +776,8 @@ pub fn check_store(
 
 /// The input size the store's records were made for (`teacher_input` in the manifest).
 pub fn store_input_size(store: &LabelStore) -> Option<(u32, u32)> {
-    let t = store.manifest.extra.get("teacher_input")?;
-    let w = t.get("width")?.as_u64()?;
-    let h = t.get("height")?.as_u64()?;
-    Some((u32::try_from(w).ok()?, u32::try_from(h).ok()?))
+    let t = store.manifest.teacher_input.as_ref()?;
+    Some((t.width, t.height))
 }
 
 #[cfg(test)]

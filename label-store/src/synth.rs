@@ -178,6 +178,7 @@ pub fn draft(cfg: &SynthConfig, epochs: u32, codec: ValueCodec, chunk_records: u
         quality: Quality::default(),
         decode_probe: None,
         blocks: None,
+        teacher_input: None,
         extra: Default::default(),
     }
 }

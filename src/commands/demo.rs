@@ -19,10 +19,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
+use student_train::EpochMetrics;
 use student_train::checkpoint::Checkpoint;
+use student_train::eval::evaluate_checkpoint;
+use student_train::export::checkpoint_to_onnx;
 use student_train::models::{InputShape, ModelSpec, NormKind};
 use student_train::optim::{OptimConfig, OptimizerKind, Schedule};
-use student_train::run::{EpochMetrics, load_metrics, student_checkpoint};
+use student_train::rundir::{load_metrics, student_checkpoint};
 use student_train::{DeviceChoice, LossKind, RunData, TrainConfig};
 
 #[derive(clap::Args)]
@@ -171,7 +174,7 @@ impl Ctx<'_> {
             labels: labels.map(|p| p.display().to_string()),
             labels_identity: labels
                 .and_then(|p| LabelStore::open(p).ok())
-                .map(|s| student_train::run::store_identity(&s)),
+                .map(|s| student_train::config::store_identity(&s)),
             eval_labels: eval.map(|p| p.display().to_string()),
             models: vec![ModelSpec {
                 family: "lenet5".into(),
@@ -248,7 +251,7 @@ impl Ctx<'_> {
 
     /// Exports the student in `run` to `onnx` (always: cheap, and it follows the student).
     fn export(&self, run: &Path, onnx: &Path) -> Result<bool> {
-        let bytes = student_checkpoint(run, None)?.to_onnx()?;
+        let bytes = checkpoint_to_onnx(&student_checkpoint(run, None)?)?;
         if std::fs::read(onnx).ok().as_deref() == Some(&bytes[..]) {
             return Ok(true);
         }
@@ -311,7 +314,8 @@ impl Ctx<'_> {
     fn evaluate(&self, run: &Path, labels: Option<&Path>) -> Result<StudentResult> {
         let device = DeviceChoice::Cpu.inference().map_err(anyhow::Error::msg)?;
         let store = labels.map(LabelStore::open).transpose()?.map(Arc::new);
-        let r = student_checkpoint(run, None)?.evaluate(
+        let r = evaluate_checkpoint(
+            &student_checkpoint(run, None)?,
             Arc::clone(&self.test),
             store,
             512,

@@ -171,16 +171,9 @@ fn show(a: &InspectArgs, range: (u64, u64)) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| store.manifest.dataset.split.clone());
     let data = formats::dataset::open(data_path, format, &split)?;
-    let input = store.manifest.extra.get("teacher_input");
-    let dim = |k: &str| {
-        input
-            .and_then(|t| t.get(k))
-            .and_then(|v| v.as_u64())
-            .map(|v| v as u32)
-    };
-    let (w, h) = match (dim("width"), dim("height")) {
-        (Some(w), Some(h)) => (w, h),
-        _ => data.dims(keys[0].1)?,
+    let (w, h) = match &store.manifest.teacher_input {
+        Some(t) => (t.width, t.height),
+        None => data.dims(keys[0].1)?,
     };
     let grid = label_store::show::render_grid(&store, data.as_ref(), &keys, w, h)?;
     let png = a.out.as_ref().context("--show needs --out")?;

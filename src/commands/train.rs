@@ -9,9 +9,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use student_train::EpochMetrics;
+use student_train::eval::{KlReference, evaluate_checkpoint};
+use student_train::export::checkpoint_to_onnx;
 use student_train::models::{InputShape, ModelSpec, NormKind};
 use student_train::optim::{OptimConfig, OptimizerKind, Schedule};
-use student_train::run::{EpochMetrics, Progress, student_checkpoint};
+use student_train::run::Progress;
+use student_train::rundir::student_checkpoint;
 use student_train::{DeviceChoice, LossKind, RunData, TrainConfig};
 
 #[derive(clap::Args)]
@@ -284,7 +288,7 @@ pub fn train_config(
         data: a.data.display().to_string(),
         split: a.split.clone(),
         labels: a.labels.as_ref().map(|p| p.display().to_string()),
-        labels_identity: store.map(student_train::run::store_identity),
+        labels_identity: store.map(student_train::config::store_identity),
         eval_labels: a.eval_labels.as_ref().map(|p| p.display().to_string()),
         models: a
             .models
@@ -364,10 +368,12 @@ impl Progress for Bars {
         self.bar = Some(bar);
     }
 
-    fn step(&mut self, loss: f64) {
+    fn step(&mut self, loss: Option<f64>) {
         if let Some(b) = &self.bar {
             b.inc(1);
-            b.set_message(format!("{loss:.4}"));
+            if let Some(loss) = loss {
+                b.set_message(format!("{loss:.4}"));
+            }
         }
     }
 
@@ -390,7 +396,10 @@ impl Progress for Bars {
                 m.images_decoded,
                 pct(m.test_accuracy),
                 pct(m.test_agreement),
-                m.test_kl.map_or("-".into(), |v| format!("{v:.4}")),
+                m.test_kl.map_or("-".into(), |v| match m.test_kl_vs {
+                    Some(KlReference::TopK) => format!("{v:.4} (vs top-k rebuild)"),
+                    _ => format!("{v:.4}"),
+                }),
             );
         }
     }
@@ -444,9 +453,16 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let data = open_data(&a.data, a.format.map(DataFormat::from), &a.split)?;
     let device = a.device.inference().map_err(anyhow::Error::msg)?;
     let labels = a.labels.as_deref().map(open_store).transpose()?;
-    let r = ck
-        .evaluate(data, labels, a.batch, threads(None), a.crop_pct, &device)
-        .with_context(|| format!("evaluating on {} (split {})", a.data.display(), a.split))?;
+    let r = evaluate_checkpoint(
+        &ck,
+        data,
+        labels,
+        a.batch,
+        threads(None),
+        a.crop_pct,
+        &device,
+    )
+    .with_context(|| format!("evaluating on {} (split {})", a.data.display(), a.split))?;
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
@@ -461,8 +477,10 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         if let (Some(ag), Some(kl)) = (r.agreement, r.kl) {
             write!(
                 out,
-                ", top-1 agreement {:.2}%, KL(teacher ‖ student) {kl:.4} nats",
-                100.0 * ag
+                ", top-1 agreement {:.2}%, KL(teacher ‖ student) {kl:.4} nats (vs the {} \
+                 teacher distribution)",
+                100.0 * ag,
+                r.kl_vs.map_or("?", KlReference::name)
             )?;
         }
         writeln!(out)?;
@@ -489,9 +507,8 @@ pub struct ExportArgs {
 /// `distill export`.
 pub fn export(a: ExportArgs) -> Result<ExitCode> {
     let ck = student_checkpoint(&a.run, a.epoch)?;
-    let bytes = ck
-        .to_onnx()
-        .with_context(|| format!("exporting {}", ck.path.display()))?;
+    let bytes =
+        checkpoint_to_onnx(&ck).with_context(|| format!("exporting {}", ck.path.display()))?;
     label_store::writer::write_atomic(&a.onnx, &bytes)?;
     let i = ck.meta.input;
     let mut out = std::io::stdout().lock();

@@ -149,43 +149,6 @@ impl Checkpoint {
             .map_err(|e| TrainError::corrupt(&self.path, format!("model: {e}")))
     }
 
-    /// Evaluates the student it holds on `data` (resized to its input, with its normalization)
-    /// on `device`, and against `labels` (a `--split test --aug none` store) when given.
-    pub fn evaluate(
-        &self,
-        data: std::sync::Arc<dyn formats::dataset::Dataset>,
-        labels: Option<std::sync::Arc<label_store::LabelStore>>,
-        batch: usize,
-        threads: usize,
-        crop_pct: f32,
-        device: &Device,
-    ) -> Result<crate::run::EvalReport, TrainError> {
-        let input = self.meta.input;
-        input
-            .check_data(data.as_ref(), "the evaluation data")
-            .map_err(|e| TrainError::Mismatch(format!("{}: {e}", self.path.display())))?;
-        let ev = crate::run::Evaluator::new(
-            data,
-            labels,
-            crate::run::EvalView {
-                size: (input.width as u32, input.height as u32),
-                mean: &self.meta.mean,
-                std: &self.meta.std,
-                crop_pct,
-            },
-            batch,
-            threads,
-        )?;
-        ev.evaluate(&self.student(device)?, device)
-    }
-
-    /// The student it holds as an ONNX model ([`crate::export::to_onnx`]), built on the CPU.
-    pub fn to_onnx(&self) -> Result<Vec<u8>, TrainError> {
-        let student = self.student(&Device::flex())?;
-        crate::export::to_onnx(&student, &self.meta)
-            .map_err(|e| TrainError::corrupt(&self.path, format!("export: {e}")))
-    }
-
     /// Restores the optimizer state it holds into `optim`.
     pub fn optimizer(&self, optim: ModuleOptimizer) -> Result<ModuleOptimizer, TrainError> {
         if self.optim.is_empty() {

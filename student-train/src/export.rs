@@ -8,7 +8,8 @@
 //! of the `layer` normalization is spelled out with ReduceMean, since GroupNormalization needs
 //! opset 18.
 
-use crate::checkpoint::CheckpointMeta;
+use crate::checkpoint::{Checkpoint, CheckpointMeta};
+use crate::error::TrainError;
 use crate::models::mlp::LAYER_NORM_EPS;
 use crate::models::norm::Norm;
 use crate::models::resnet::BasicBlock;
@@ -72,6 +73,12 @@ pub fn to_onnx(student: &Student, meta: &CheckpointMeta) -> Result<Vec<u8>, Stri
         }],
     };
     Ok(model.to_bytes())
+}
+
+/// The student `ck` holds as an ONNX model ([`to_onnx`]), built on the CPU.
+pub fn checkpoint_to_onnx(ck: &Checkpoint) -> Result<Vec<u8>, TrainError> {
+    let student = ck.student(&burn::tensor::Device::flex())?;
+    to_onnx(&student, &ck.meta).map_err(|e| TrainError::corrupt(&ck.path, format!("export: {e}")))
 }
 
 #[derive(Default)]

@@ -4,17 +4,23 @@
 //! It depends on `formats` and `label-store` only, never on `teacher-infer`.
 
 pub mod checkpoint;
+pub mod config;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod export;
 pub mod loss;
 pub mod models;
 pub mod optim;
 pub mod run;
+pub mod rundir;
 pub mod stream;
 pub mod synth;
 
+pub use config::TrainConfig;
 pub use device::DeviceChoice;
 pub use error::TrainError;
+pub use eval::{EvalReport, Evaluator};
 pub use loss::LossKind;
-pub use run::{EpochMetrics, EvalReport, Evaluator, RunData, TrainConfig, train};
+pub use run::{RunData, train};
+pub use rundir::EpochMetrics;

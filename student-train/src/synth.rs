@@ -77,11 +77,6 @@ pub fn write_store(
     let n = data.len();
     let (w, h) = data.dims(0)?;
     let classes = data.classes() as usize;
-    let mut extra = serde_json::Map::new();
-    extra.insert(
-        "teacher_input".into(),
-        serde_json::json!({"width": w, "height": h}),
-    );
     let draft = Manifest {
         format: FORMAT_NAME.into(),
         format_version: FORMAT_VERSION,
@@ -106,7 +101,8 @@ pub fn write_store(
         quality: Quality::default(),
         decode_probe: Some(formats::dataset::probe::decode_probe(data)?),
         blocks,
-        extra,
+        teacher_input: Some(formats::manifest::TeacherInput::size(w, h)),
+        extra: Default::default(),
     };
     let range = SampleRange { start: 0, end: n };
     let c = u64::from(data.channels());

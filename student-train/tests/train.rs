@@ -11,7 +11,8 @@ use std::sync::Arc;
 use student_train::checkpoint;
 use student_train::models::{InputShape, ModelSpec, NormKind};
 use student_train::optim::{OptimConfig, OptimizerKind, Schedule};
-use student_train::run::{Quiet, load_metrics};
+use student_train::run::{Progress, Quiet};
+use student_train::rundir::load_metrics;
 use student_train::stream::{Labels, Stream, StreamConfig, normalize};
 use student_train::synth::{Bands, write_store};
 use student_train::{DeviceChoice, LossKind, RunData, TrainConfig, TrainError, train};
@@ -134,12 +135,18 @@ fn config(loss: LossKind, epochs: u32) -> TrainConfig {
 }
 
 fn run_data(s: &Setup) -> RunData {
+    run_data_at(&s.root)
+}
+
+/// The run data of a [`setup`] made under `root`.
+fn run_data_at(root: &Path) -> RunData {
+    let data = root.join("data");
     RunData {
-        train: open(&s.data, "train"),
-        labels: Some(Arc::new(LabelStore::open(&s.root.join("store")).unwrap())),
-        test: Some(open(&s.data, "test")),
+        train: open(&data, "train"),
+        labels: Some(Arc::new(LabelStore::open(&root.join("store")).unwrap())),
+        test: Some(open(&data, "test")),
         eval_labels: Some(Arc::new(
-            LabelStore::open(&s.root.join("test-store")).unwrap(),
+            LabelStore::open(&root.join("test-store")).unwrap(),
         )),
     }
 }
@@ -297,6 +304,133 @@ fn several_students_train_from_one_stream() {
     assert_ne!(summary.students[0].dir, summary.students[1].dir);
 }
 
+/// In the child process of the crash test: the run directory to train into.
+const CRASH_ENV: &str = "DISTILL_TEST_CRASH_RUN";
+
+/// Aborts the process (no unwinding, no cleanup, as a kill -9 leaves the files) right after
+/// `student` saved the checkpoint of `epochs_done` epochs.
+struct AbortAfterSave {
+    student: usize,
+    epochs_done: u32,
+}
+
+impl Progress for AbortAfterSave {
+    fn checkpoint_saved(&mut self, student: usize, epochs_done: u32) {
+        if (student, epochs_done) == (self.student, self.epochs_done) {
+            std::process::abort();
+        }
+    }
+}
+
+fn two_students(epochs: u32, keep: u32) -> TrainConfig {
+    let mut cfg = config(KD, epochs);
+    cfg.models.push(ModelSpec {
+        family: "mlp".into(),
+        width: 0.5,
+        norm: NormKind::Layer,
+    });
+    cfg.keep_checkpoints = keep;
+    cfg
+}
+
+fn checkpoints_of(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_crash_between_two_students_saves_resumes_to_the_uninterrupted_run() {
+    if let Some(run) = std::env::var_os(CRASH_ENV) {
+        let run = Path::new(&run);
+        let root = run.parent().unwrap();
+        let mut abort = AbortAfterSave {
+            student: 0,
+            epochs_done: 2,
+        };
+        let _ = train(
+            &two_students(3, 1),
+            &run_data_at(root),
+            run,
+            false,
+            &mut abort,
+        );
+        unreachable!("the run was to abort after student 0's second checkpoint");
+    }
+    let s = setup();
+    let reference = s.root.join("reference");
+    let done = train(
+        &two_students(3, 1),
+        &run_data(&s),
+        &reference,
+        false,
+        &mut Quiet,
+    )
+    .unwrap();
+    for st in &done.students {
+        assert_eq!(
+            checkpoints_of(&st.dir),
+            ["epoch-0003.ckpt"],
+            "{}",
+            st.dir.display()
+        );
+    }
+
+    let crashed = s.root.join("crashed");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_crash_between_two_students_saves_resumes_to_the_uninterrupted_run",
+            "--nocapture",
+        ])
+        .env(CRASH_ENV, &crashed)
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child must have died");
+    let dirs: Vec<_> = done
+        .students
+        .iter()
+        .map(|st| crashed.join(st.dir.strip_prefix(&reference).unwrap()))
+        .collect();
+    // Student 0 saved epoch 2, student 1 did not: nothing was pruned yet, so epoch 1, which
+    // resume needs, is still there for both.
+    assert_eq!(
+        checkpoints_of(&dirs[0]),
+        ["epoch-0001.ckpt", "epoch-0002.ckpt"]
+    );
+    assert_eq!(checkpoints_of(&dirs[1]), ["epoch-0001.ckpt"]);
+
+    // Resume (keeping 2 now: the setting may change) continues from epoch 1 and ends where the
+    // uninterrupted run did.
+    let resumed = train(
+        &two_students(3, 2),
+        &run_data(&s),
+        &crashed,
+        true,
+        &mut Quiet,
+    )
+    .unwrap();
+    assert_eq!(resumed.resumed_from_epoch, 1);
+    for (st, dir) in done.students.iter().zip(&dirs) {
+        // The same losses and test metrics every epoch (checkpoint bytes differ: burn gives
+        // parameters random ids).
+        let (a, b) = (load_metrics(&st.dir).unwrap(), load_metrics(dir).unwrap());
+        assert_eq!(a.len(), 3);
+        assert_eq!(b.len(), 3);
+        for (a, b) in a.iter().zip(&b) {
+            let key = |m: &student_train::EpochMetrics| {
+                (m.train_loss, m.test_accuracy, m.test_agreement, m.test_kl)
+            };
+            assert_eq!(key(a), key(b), "{} epoch {}", dir.display(), a.epoch);
+        }
+        assert!(dir.join("student.ckpt").exists());
+        assert_eq!(checkpoints_of(dir), ["epoch-0002.ckpt", "epoch-0003.ckpt"]);
+    }
+}
+
 #[test]
 fn hard_label_training_without_a_store_learns() {
     let s = setup();
@@ -339,6 +473,27 @@ fn bad_inputs_are_clear_errors() {
     let e = train(&config(KD, 1), &data, &s.root.join("a"), false, &mut Quiet).unwrap_err();
     assert!(matches!(e, TrainError::Mismatch(_)), "{e}");
     assert!(e.to_string().contains("split"), "{e}");
+
+    // A store that does not say which input size its boxes are in cannot be replayed.
+    let bare = s.root.join("no-teacher-input");
+    std::fs::create_dir_all(&bare).unwrap();
+    for f in std::fs::read_dir(s.root.join("store")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, bare.join(f.file_name().unwrap())).unwrap();
+    }
+    let mpath = bare.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
+    assert!(m["teacher_input"]["width"].is_u64(), "a typed field: {m}");
+    m.as_object_mut().unwrap().remove("teacher_input");
+    std::fs::write(&mpath, m.to_string()).unwrap();
+    let mut data = run_data(&s);
+    data.labels = Some(Arc::new(LabelStore::open(&bare).unwrap()));
+    let e = train(&config(KD, 1), &data, &s.root.join("b"), false, &mut Quiet).unwrap_err();
+    assert!(
+        e.to_string().contains("field teacher_input is missing"),
+        "{e}"
+    );
 
     // Out-of-range hyper-parameters name their flag.
     for (loss, flag) in [

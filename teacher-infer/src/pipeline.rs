@@ -33,6 +33,16 @@ pub enum Ensemble {
     Logits,
 }
 
+impl Ensemble {
+    /// The name the manifest records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Ensemble::Probs => "probs",
+            Ensemble::Logits => "logits",
+        }
+    }
+}
+
 /// Everything one labelling run needs.
 pub struct LabelConfig {
     pub teachers: Vec<PathBuf>,
@@ -656,14 +666,6 @@ fn draft_manifest(
     (w, h): (u32, u32),
     probe: formats::dataset::probe::DecodeProbe,
 ) -> Manifest {
-    let mut extra = serde_json::Map::new();
-    extra.insert(
-        "teacher_input".into(),
-        serde_json::json!({
-            "width": w, "height": h, "scale": cfg.scale, "mean": cfg.mean, "std": cfg.std,
-            "ensemble": cfg.ensemble,
-        }),
-    );
     Manifest {
         format: FORMAT_NAME.into(),
         format_version: FORMAT_VERSION,
@@ -683,6 +685,14 @@ fn draft_manifest(
         quality: Quality::default(),
         decode_probe: Some(probe),
         blocks: cfg.blocks,
-        extra,
+        teacher_input: Some(formats::manifest::TeacherInput {
+            width: w,
+            height: h,
+            scale: Some(cfg.scale),
+            mean: Some(cfg.mean.clone()),
+            std: Some(cfg.std.clone()),
+            ensemble: Some(cfg.ensemble.name().into()),
+        }),
+        extra: Default::default(),
     }
 }

@@ -1,0 +1,314 @@
+//! Evaluation of students on a test split: accuracy and, against a teacher's test labels, the
+//! fidelity metrics of Stanton et al. (top-1 agreement and predictive KL).
+
+use crate::checkpoint::Checkpoint;
+use crate::error::TrainError;
+use crate::models::Student;
+use crate::stream::{Labels, Stream, StreamConfig, check_store};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use formats::augment::{Recipe, Sampler};
+use formats::dataset::Dataset;
+use label_store::LabelStore;
+use std::sync::Arc;
+
+/// Evaluation of one student.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvalReport {
+    pub accuracy: f64,
+    /// Top-1 agreement with the teacher, when teacher labels were given.
+    pub agreement: Option<f64>,
+    /// Mean KL(p_t ‖ p_s) at τ = 1 in nats, when teacher labels were given.
+    pub kl: Option<f64>,
+    /// What `kl` measured against: the teacher's full distribution (a test store with k =
+    /// classes) or the one rebuilt from its top-k, whose own error can be as large as the
+    /// fidelity gaps measured (label the test split with `--topk` = classes).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kl_vs: Option<KlReference>,
+    pub samples: u64,
+}
+
+/// The teacher distribution a fidelity KL is measured against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum KlReference {
+    /// Every class's logit was stored (k = classes): the distribution is exact.
+    #[serde(rename = "full")]
+    Full,
+    /// Rebuilt from the top-k and the stored tail (FORMAT.md §5): approximate.
+    #[serde(rename = "top-k rebuild")]
+    TopK,
+}
+
+impl KlReference {
+    /// The name metrics and `eval` print.
+    pub fn name(self) -> &'static str {
+        match self {
+            KlReference::Full => "full",
+            KlReference::TopK => "top-k rebuild",
+        }
+    }
+}
+
+/// Evaluates students on a test split (un-augmented, resized to the input size), optionally
+/// against a teacher's labels of the same split.
+pub struct Evaluator {
+    stream: Arc<Stream>,
+    teacher: Option<TeacherTest>,
+}
+
+/// A teacher's test labels: top-1 class and rebuilt distribution at τ = 1 per sample.
+struct TeacherTest {
+    top1: Vec<u32>,
+    probs: Vec<f32>,
+    reference: KlReference,
+}
+
+/// How the evaluator makes a student's inputs: the student's size and normalization, and the
+/// centre-crop fraction for image folders evaluated without teacher test labels.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalView<'a> {
+    pub size: (u32, u32),
+    pub mean: &'a [f32],
+    pub std: &'a [f32],
+    pub crop_pct: f32,
+}
+
+impl Evaluator {
+    /// An evaluator of `data`; `labels` must be a store of this very split made with `--aug
+    /// none` or `--aug center`, whose recipe the evaluator then replays. Without a store, image
+    /// folders are evaluated on centre crops (`crop_pct`, 0.875 as timm and torchvision evaluate)
+    /// and other datasets on whole images.
+    pub fn new(
+        data: Arc<dyn Dataset>,
+        labels: Option<Arc<LabelStore>>,
+        view: EvalView<'_>,
+        batch: usize,
+        threads: usize,
+    ) -> Result<Self, TrainError> {
+        let EvalView {
+            size,
+            mean,
+            std,
+            crop_pct,
+        } = view;
+        if data.is_empty() {
+            return Err(TrainError::config("the evaluation split has no samples"));
+        }
+        let classes = data.classes() as usize;
+        let recipe = match &labels {
+            Some(store) => eval_recipe(store)?,
+            None if data.format() == "image-folder" => Recipe::center(crop_pct),
+            None => Recipe::none(),
+        };
+        let sampler = Sampler::new(&recipe, 0, data.len(), size.0, size.1)?;
+        let dims = |i: u32| data.dims(i);
+        let teacher = match labels {
+            Some(store) => {
+                check_store(&store, data.as_ref(), size)?;
+                if store.samples().start != 0 || store.samples().end != data.len() {
+                    return Err(TrainError::Mismatch(format!(
+                        "{}: field samples is {}, but evaluation needs every one of the {} samples \
+                         (merge the shards first)",
+                        store.dir.display(),
+                        store.samples(),
+                        data.len()
+                    )));
+                }
+                let decoded = store.decode_epoch(0)?;
+                let n = data.len() as usize;
+                let mut top1 = Vec::with_capacity(n);
+                let mut probs = vec![0f32; n * classes];
+                let mut rec = formats::Record::empty(0);
+                for s in 0..data.len() {
+                    decoded.get_into(s, &mut rec)?;
+                    // The student sees what the teacher saw: the evaluator's own parameters
+                    // must be the stored ones.
+                    if rec.aug != sampler.sample(0, s, &dims)? {
+                        return Err(TrainError::Mismatch(format!(
+                            "{}: record (epoch 0, sample {s}) holds other augmentation than its \
+                             recipe {:?} gives; teacher test labels must be made with --aug none \
+                             or center",
+                            store.dir.display(),
+                            recipe.name
+                        )));
+                    }
+                    top1.push(rec.label.indices[0]);
+                    let i = s as usize;
+                    rec.label
+                        .dense_into(1.0, &mut probs[i * classes..(i + 1) * classes]);
+                }
+                let reference = if store.manifest.k >= store.manifest.classes {
+                    KlReference::Full
+                } else {
+                    KlReference::TopK
+                };
+                Some(TeacherTest {
+                    top1,
+                    probs,
+                    reference,
+                })
+            }
+            None => None,
+        };
+        let stream = Stream::new(
+            data,
+            Labels::Live(Arc::new(sampler)),
+            StreamConfig {
+                batch,
+                threads,
+                capacity: 2,
+                seed: 0,
+                mean: mean.to_vec(),
+                std: std.to_vec(),
+                size,
+                shuffle: false,
+                window: 0,
+                multi_crop: 1,
+                part: crate::stream::Part::WHOLE,
+                digest: false,
+            },
+        )?;
+        Ok(Evaluator {
+            stream: Arc::new(stream),
+            teacher,
+        })
+    }
+
+    /// Accuracy (and agreement and KL with teacher labels) of `model`, run on `device` in
+    /// inference mode (BatchNorm on running statistics).
+    pub fn evaluate(&self, model: &Student, device: &Device) -> Result<EvalReport, TrainError> {
+        Ok(self
+            .evaluate_all(&[model], device)?
+            .pop()
+            .expect("one report per model"))
+    }
+
+    /// [`Evaluator::evaluate`] of several students in one pass over the split: each batch is
+    /// decoded and uploaded once and fed to every model.
+    pub fn evaluate_all(
+        &self,
+        models: &[&Student],
+        device: &Device,
+    ) -> Result<Vec<EvalReport>, TrainError> {
+        let models: Vec<Student> = models.iter().map(|m| m.valid()).collect();
+        let device = device.clone().without_autodiff();
+        let cl = self.stream.classes();
+        let mut sums = vec![(0u64, 0u64, 0f64); models.len()];
+        let mut n_all = 0u64;
+        let loader = self.stream.epoch(0, Vec::new(), None)?;
+        let (w, h) = self.stream.size();
+        let (w, h) = (w as usize, h as usize);
+        for batch in loader {
+            let b = batch?;
+            let c = b.inputs.len() / (b.n * w * h);
+            let x = Tensor::<4>::from_data(TensorData::new(b.inputs, [b.n, c, h, w]), &device);
+            for (model, (correct, agree, kl)) in models.iter().zip(&mut sums) {
+                let logits = model
+                    .forward(x.clone())
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| TrainError::config(format!("reading logits: {e:?}")))?;
+                for (i, row) in logits.chunks(cl).enumerate() {
+                    let pred = argmax(row);
+                    let s = b.samples[i] as usize;
+                    *correct += u64::from(pred == b.labels[i]);
+                    if let Some(t) = &self.teacher {
+                        *agree += u64::from(pred == t.top1[s]);
+                        *kl += kl_from_logits(&t.probs[s * cl..(s + 1) * cl], row);
+                    }
+                }
+            }
+            n_all += b.n as u64;
+        }
+        let n = n_all.max(1) as f64;
+        Ok(sums
+            .into_iter()
+            .map(|(correct, agree, kl)| EvalReport {
+                accuracy: correct as f64 / n,
+                agreement: self.teacher.as_ref().map(|_| agree as f64 / n),
+                kl: self.teacher.as_ref().map(|_| kl / n),
+                kl_vs: self.teacher.as_ref().map(|t| t.reference),
+                samples: n_all,
+            })
+            .collect())
+    }
+}
+
+/// Index of the largest value (the first on ties).
+pub fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// `KL(p ‖ softmax(logits))` in nats, in f64.
+pub fn kl_from_logits(p: &[f32], logits: &[f32]) -> f64 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let lse = logits
+        .iter()
+        .map(|&l| (l as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max;
+    p.iter()
+        .zip(logits)
+        .filter(|(p, _)| **p > 0.0)
+        .map(|(&p, &l)| {
+            let p = p as f64;
+            p * (p.ln() - (l as f64 - lse))
+        })
+        .sum()
+}
+
+/// The recipe of a teacher test store, when it is one the evaluator can replay (`none` or a
+/// centre crop); an error naming the store otherwise.
+fn eval_recipe(store: &LabelStore) -> Result<Recipe, TrainError> {
+    let recipe: Recipe = serde_json::from_value(store.manifest.recipe.clone()).map_err(|e| {
+        TrainError::Mismatch(format!(
+            "{}: field recipe is not a recipe: {e}",
+            store.dir.display()
+        ))
+    })?;
+    if recipe.is_random() {
+        return Err(TrainError::Mismatch(format!(
+            "{}: recipe {:?} augments; teacher test labels must be made with --aug none or center",
+            store.dir.display(),
+            recipe.name
+        )));
+    }
+    Ok(recipe)
+}
+
+/// Evaluates the student `ck` holds on `data` (resized to its input, with its normalization)
+/// on `device`, and against `labels` (a `--split test --aug none` store) when given.
+pub fn evaluate_checkpoint(
+    ck: &Checkpoint,
+    data: Arc<dyn Dataset>,
+    labels: Option<Arc<LabelStore>>,
+    batch: usize,
+    threads: usize,
+    crop_pct: f32,
+    device: &Device,
+) -> Result<EvalReport, TrainError> {
+    let input = ck.meta.input;
+    input
+        .check_data(data.as_ref(), "the evaluation data")
+        .map_err(|e| TrainError::Mismatch(format!("{}: {e}", ck.path.display())))?;
+    let ev = Evaluator::new(
+        data,
+        labels,
+        EvalView {
+            size: (input.width as u32, input.height as u32),
+            mean: &ck.meta.mean,
+            std: &ck.meta.std,
+            crop_pct,
+        },
+        batch,
+        threads,
+    )?;
+    ev.evaluate(&ck.student(device)?, device)
+}
