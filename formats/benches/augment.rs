@@ -62,7 +62,7 @@ fn run(
     let t = Instant::now();
     let (ds, sampler) = (Arc::clone(ds), Arc::clone(sampler));
     let len = ds.len();
-    let loader = Loader::new(n as usize, threads, 4, move |i| {
+    let loader = Loader::new(n as usize, threads, 5 * threads, move |i| {
         let index = i as u32 % len;
         let dims = |j: u32| ds.dims(j);
         let p = sampler.sample(0, index, &dims).unwrap();

@@ -11,7 +11,8 @@ use crate::dataset::Image;
 use crate::error::FormatError;
 
 /// Augments `primary` (and `partner` when the record is mixed) into `out`, f32 CHW in [0, 1],
-/// `channels × out_h × out_w` long. Normalization is the caller's.
+/// `channels × out_h × out_w` long. Normalization is the caller's. The same as
+/// [`apply_u8`] followed by [`combine_into`], bit for bit (that is how it is computed).
 pub fn apply(
     params: &AugParams,
     primary: &Image,
@@ -30,7 +31,11 @@ pub fn apply(
     }
     SCRATCH.with(|scratch| {
         let (a, b) = &mut *scratch.borrow_mut();
-        mix_into(params, primary, partner, (out_w, out_h), out, a, b)
+        a.resize(c * plane, 0);
+        b.resize(c * plane, 0);
+        let lambda = apply_u8(params, primary, partner, out_w, out_h, a, b)?;
+        combine_into(a, lambda.map(|l| (b.as_slice(), l)), out);
+        Ok(())
     })
 }
 
@@ -42,23 +47,43 @@ thread_local! {
     };
 }
 
-/// [`apply`] with the u8 buffers `a` (primary) and `b` (partner) to resize into.
-fn mix_into(
+/// The augmented input as u8 pixels, the form a batch crosses to a device in (a quarter of
+/// f32): `pixels` (CHW, `channels × out_h × out_w`) gets the primary's crop with cutmix and
+/// cutout applied, which is the whole input unless the record is a mixup; for a mixup it
+/// returns `Some(λ)` and `partner_out` holds the partner's crop (cutout applied to both), and
+/// the input is `λ·a/255 + (1−λ)·b/255`, which [`combine_into`] computes. `partner_out` is
+/// untouched otherwise.
+pub fn apply_u8(
     params: &AugParams,
     primary: &Image,
     partner: Option<&Image>,
-    (out_w, out_h): (u32, u32),
-    out: &mut [f32],
-    a: &mut Vec<u8>,
-    b: &mut Vec<u8>,
-) -> Result<(), FormatError> {
+    out_w: u32,
+    out_h: u32,
+    pixels: &mut [u8],
+    partner_out: &mut [u8],
+) -> Result<Option<f32>, FormatError> {
     let c = usize::from(primary.channels);
     let plane = out_w as usize * out_h as usize;
-    a.resize(c * plane, 0);
-    resize_crop(primary, params.crop, params.flip, out_w, out_h, a, "crop")?;
-    for (o, &v) in out.iter_mut().zip(a.iter()) {
-        *o = f32::from(v) / 255.0;
+    if pixels.len() != c * plane || partner_out.len() != c * plane || out_w == 0 || out_h == 0 {
+        return Err(FormatError::invalid(
+            "output",
+            format!(
+                "buffers of {} and {} bytes for {c}x{out_h}x{out_w}",
+                pixels.len(),
+                partner_out.len()
+            ),
+        ));
     }
+    resize_crop(
+        primary,
+        params.crop,
+        params.flip,
+        out_w,
+        out_h,
+        pixels,
+        "crop",
+    )?;
+    let mut lambda = None;
     if let Some(m) = &params.mix {
         let p = partner.ok_or_else(|| {
             FormatError::invalid(
@@ -78,37 +103,53 @@ fn mix_into(
                 ),
             ));
         }
-        b.resize(c * plane, 0);
         resize_crop(
             p,
             m.partner_crop,
             m.partner_flip,
             out_w,
             out_h,
-            b,
+            partner_out,
             "partner_crop",
         )?;
         match m.kind {
-            MixKind::Mixup { lambda_q } => {
-                let lam = f32::from(lambda_q) / 65535.0;
-                let rest = 1.0 - lam;
-                for (o, &v) in out.iter_mut().zip(b.iter()) {
-                    *o = lam * *o + rest * (f32::from(v) / 255.0);
-                }
-            }
+            MixKind::Mixup { lambda_q } => lambda = Some(f32::from(lambda_q) / 65535.0),
             MixKind::Cutmix { region } => {
                 check_box(&region, out_w, out_h, "cutmix region")?;
-                for_box(&region, out_w, c, plane, |i| {
-                    out[i] = f32::from(b[i]) / 255.0
-                });
+                for_box(&region, out_w, c, plane, |i| pixels[i] = partner_out[i]);
             }
         }
     }
     if let Some(cut) = &params.cutout {
         check_box(cut, out_w, out_h, "cutout")?;
-        for_box(cut, out_w, c, plane, |i| out[i] = 0.0);
+        // Zero in both sources: λ·0 + (1−λ)·0 is the 0 a cutout writes after mixing.
+        for_box(cut, out_w, c, plane, |i| {
+            pixels[i] = 0;
+            if lambda.is_some() {
+                partner_out[i] = 0;
+            }
+        });
     }
-    Ok(())
+    Ok(lambda)
+}
+
+/// The f32 input of [`apply_u8`]'s pixels: `v / 255`, or for a mixup (`mix` = the partner's
+/// pixels and λ) `λ·(a/255) + (1−λ)·(b/255)`, each element by these IEEE operations in this
+/// order (a device that does the same gets the same bits).
+pub fn combine_into(pixels: &[u8], mix: Option<(&[u8], f32)>, out: &mut [f32]) {
+    match mix {
+        None => {
+            for (o, &v) in out.iter_mut().zip(pixels) {
+                *o = f32::from(v) / 255.0;
+            }
+        }
+        Some((partner, lam)) => {
+            let rest = 1.0 - lam;
+            for ((o, &a), &b) in out.iter_mut().zip(pixels).zip(partner) {
+                *o = lam * (f32::from(a) / 255.0) + rest * (f32::from(b) / 255.0);
+            }
+        }
+    }
 }
 
 fn check_box(b: &PixelBox, w: u32, h: u32, what: &str) -> Result<(), FormatError> {

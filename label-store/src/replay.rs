@@ -9,7 +9,7 @@
 
 use crate::error::StoreError;
 use crate::reader::{DecodedEpoch, LabelStore};
-use formats::apply::apply;
+use formats::apply::apply_u8;
 use formats::augment::{MixedLabel, Sampler, record_rng};
 use formats::block::{BlockOrder, BlockPlan, DecodeCache};
 use formats::dataset::Dataset;
@@ -64,8 +64,10 @@ pub struct StreamConfig {
     pub batch: usize,
     /// Loader worker threads.
     pub threads: usize,
-    /// Finished batches each worker may hold ahead of the training thread.
-    pub capacity: usize,
+    /// Batches built ahead of the training thread, in all (being built or waiting): the
+    /// loader's memory bound, whatever the thread count. Below `threads`, only that many
+    /// workers are busy.
+    pub prefetch: usize,
     /// Seed of the per-epoch sample order.
     pub seed: u64,
     /// Input = (pixel/255 − mean[c]) / std[c].
@@ -89,6 +91,9 @@ pub struct StreamConfig {
     /// Compute each batch's [`Batch::digest`] on the loader thread that builds it (about 18 ms
     /// per 128 images of 224 px on a 2-core VM, so a run asks for it: `--stream-digest`).
     pub digest: bool,
+    /// Make batches of u8 pixels ([`Inputs::U8`]) for a device to finish (`distill train`),
+    /// rather than normalized f32 ([`Inputs::F32`], what the Python loader hands over).
+    pub pixels: bool,
 }
 
 /// One rank's share of every epoch: the epoch's order (the same on every rank) cut into `world`
@@ -142,8 +147,7 @@ impl StreamConfig {
         StreamConfig {
             batch,
             threads,
-            // Up to (capacity + 1) batches per worker are in memory: keep the total near 8.
-            capacity: (8 / threads.max(1)).clamp(1, 2),
+            prefetch: default_prefetch(threads),
             seed,
             mean,
             std,
@@ -152,6 +156,7 @@ impl StreamConfig {
             window: DEFAULT_WINDOW,
             multi_crop: 1,
             digest: false,
+            pixels: false,
             part: Part::WHOLE,
         }
     }
@@ -160,13 +165,91 @@ impl StreamConfig {
 /// Blocks per shuffle window by default.
 pub const DEFAULT_WINDOW: usize = 2;
 
+/// Batches in flight by default: one per worker and two ready.
+pub fn default_prefetch(threads: usize) -> usize {
+    threads.max(1) + 2
+}
+
+/// A batch's inputs: f32 and normalized, or u8 pixels for a device to finish (a quarter of the
+/// bytes to keep in memory and to upload).
+#[derive(Clone, Debug)]
+pub enum Inputs {
+    /// `n × c × h × w` normalized inputs.
+    F32(Vec<f32>),
+    /// The u8 form of `formats::apply::apply_u8`.
+    U8(Pixels),
+}
+
+impl Default for Inputs {
+    fn default() -> Self {
+        Inputs::F32(Vec::new())
+    }
+}
+
+/// A batch's inputs as u8 pixels (FORMAT.md §4.1 "Replaying in u8"): the input of row `i` is
+/// `pixels/255`, or with `mix`, `λ_i·(pixels/255) + rest_i·(partner/255)` (λ = 1, rest = 0 and
+/// a zero partner for rows that are not mixups), then normalized; each step the same IEEE
+/// operation as [`Inputs::F32`] was made with, so a device gets the same bits.
+#[derive(Clone, Debug)]
+pub struct Pixels {
+    /// Rows.
+    pub n: usize,
+    /// `n × c × h × w`.
+    pub pixels: Vec<u8>,
+    /// Present when a row of the batch is a mixup.
+    pub mix: Option<PixelMix>,
+}
+
+/// The mixup half of [`Pixels`].
+#[derive(Clone, Debug)]
+pub struct PixelMix {
+    /// `n × c × h × w` partner pixels (zero in rows that are not mixups).
+    pub partner: Vec<u8>,
+    /// λ per row, and `1 − λ` computed in f32 (as `apply` computes it).
+    pub lambda: Vec<f32>,
+    pub rest: Vec<f32>,
+}
+
+impl Inputs {
+    /// The normalized f32 inputs, computing them from the pixels when the batch holds those:
+    /// the same bits either way.
+    pub fn to_f32(&self, channels: usize, mean: &[f32], std: &[f32]) -> Vec<f32> {
+        match self {
+            Inputs::F32(v) => v.clone(),
+            Inputs::U8(p) => {
+                let mut out = vec![0f32; p.pixels.len()];
+                let per = p.pixels.len() / p.n.max(1);
+                for (i, o) in out.chunks_mut(per.max(1)).enumerate() {
+                    let row = i * per..(i + 1) * per;
+                    // A row that is not a mixup has λ = 1 and a zero partner: 1·x + 0·0 = x.
+                    let mix = p
+                        .mix
+                        .as_ref()
+                        .map(|m| (&m.partner[row.clone()], m.lambda[i]));
+                    formats::apply::combine_into(&p.pixels[row], mix, o);
+                    normalize(o, channels, mean, std);
+                }
+                out
+            }
+        }
+    }
+
+    /// The f32 inputs, moved out when the batch holds them.
+    pub fn into_f32(self, channels: usize, mean: &[f32], std: &[f32]) -> Vec<f32> {
+        match self {
+            Inputs::F32(v) => v,
+            other => other.to_f32(channels, mean, std),
+        }
+    }
+}
+
 /// One batch, row-major and ready to become tensors.
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
     /// Number of samples.
     pub n: usize,
-    /// `n × c × h × w` normalized inputs.
-    pub inputs: Vec<f32>,
+    /// The inputs, in the form [`StreamConfig::pixels`] chose.
+    pub inputs: Inputs,
     /// `n × classes` mixed hard labels.
     pub hard: Vec<f32>,
     /// `n × classes` teacher distribution at the requested τ, when one was requested.
@@ -182,12 +265,16 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// xxh3-64 (seed 0) of the batch's bytes, little-endian, in this order: `inputs` (f32),
+    /// xxh3-64 (seed 0) of the batch's bytes, little-endian, in this order: `inputs` (the
+    /// normalized f32, computed from the pixels of a u8 batch with `channels`, `mean`, `std`),
     /// `hard` (f32), `teacher` (f32, when present), `samples` (u32), `labels` (u32). Python
     /// computes the same from the numpy arrays of a `distill.Loader` batch.
-    pub fn content_digest(&self) -> u64 {
+    pub fn content_digest(&self, channels: usize, mean: &[f32], std: &[f32]) -> u64 {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
-        feed_le(&mut h, &self.inputs);
+        match &self.inputs {
+            Inputs::F32(v) => feed_le(&mut h, v),
+            u8_form => feed_le(&mut h, &u8_form.to_f32(channels, mean, std)),
+        }
         feed_le(&mut h, &self.hard);
         if let Some(t) = &self.teacher {
             feed_le(&mut h, t);
@@ -243,10 +330,9 @@ impl ToLe for u32 {
 pub struct StreamDigest(xxhash_rust::xxh3::Xxh3);
 
 impl StreamDigest {
-    /// Adds the next batch (its [`Batch::digest`], or the digest computed now).
-    pub fn push(&mut self, batch: &Batch) {
-        let d = batch.digest.unwrap_or_else(|| batch.content_digest());
-        self.0.update(&d.to_le_bytes());
+    /// Adds the next batch's [`Batch::digest`].
+    pub fn push(&mut self, digest: u64) {
+        self.0.update(&digest.to_le_bytes());
     }
 
     /// The digest so far, as 16 hex digits.
@@ -558,7 +644,7 @@ impl Stream {
         ));
         let me = Arc::clone(self);
         let (order, c) = (Arc::new(o), Arc::clone(&cache));
-        let loader = Loader::new(n, self.cfg.threads, self.cfg.capacity, move |i| {
+        let loader = Loader::new(n, self.cfg.threads, self.cfg.prefetch, move |i| {
             let span = i * b..((i + 1) * b).min(order.entries.len());
             let refs: Vec<&DecodedEpoch> = decoded.iter().map(|d| d.as_ref()).collect();
             let out = me.build(
@@ -615,7 +701,7 @@ impl Stream {
         let cl = self.classes;
         let mut batch = Batch {
             n,
-            inputs: vec![0.0; n * per],
+            inputs: Inputs::default(),
             hard: vec![0.0; n * cl],
             teacher: tau.map(|_| vec![0.0; n * cl]),
             samples: entries.iter().map(|e| e.0).collect(),
@@ -659,31 +745,68 @@ impl Stream {
             let samples: Vec<u32> = run.iter().map(|&(_, s)| s).collect();
             cache.prefetch(run[0].0, &samples);
         }
+        // u8 rows for the whole batch (pixels), or one row at a time turned into f32 at once.
+        let u8_form = self.cfg.pixels;
+        let mut pixels = vec![0u8; if u8_form { n * per } else { per }];
+        let mut floats = if u8_form {
+            Vec::new()
+        } else {
+            vec![0f32; n * per]
+        };
+        let mut mix: Option<PixelMix> = None;
+        let mut partner = vec![0u8; per];
         for (i, ((&(s, _), &g), params)) in entries.iter().zip(groups).zip(&params).enumerate() {
             let label = self.data.label(s);
             batch.labels.push(label);
-            let out = &mut batch.inputs[i * per..(i + 1) * per];
-            let partner_label = self.render(s, params, out, g, cache)?;
+            let row = i * per..(i + 1) * per;
+            let px = if u8_form {
+                &mut pixels[row.clone()]
+            } else {
+                &mut pixels[..]
+            };
+            let (lambda, partner_label) = self.render(s, params, px, &mut partner, g, cache)?;
+            if u8_form {
+                if let Some(lam) = lambda {
+                    let m = mix.get_or_insert_with(|| PixelMix {
+                        partner: vec![0; n * per],
+                        lambda: vec![1.0; n],
+                        rest: vec![0.0; n],
+                    });
+                    m.partner[row].copy_from_slice(&partner);
+                    m.lambda[i] = lam;
+                    m.rest[i] = 1.0 - lam;
+                }
+            } else {
+                let out = &mut floats[row];
+                formats::apply::combine_into(px, lambda.map(|l| (&partner[..], l)), out);
+                normalize(out, c, &self.cfg.mean, &self.cfg.std);
+            }
             MixedLabel::new(params, label, partner_label.unwrap_or(label), w, h)
                 .dense_into(&mut batch.hard[i * cl..(i + 1) * cl]);
-            normalize(out, c, &self.cfg.mean, &self.cfg.std);
         }
+        batch.inputs = if u8_form {
+            Inputs::U8(Pixels { n, pixels, mix })
+        } else {
+            Inputs::F32(floats)
+        };
         if self.cfg.digest {
-            batch.digest = Some(batch.content_digest());
+            batch.digest = Some(batch.content_digest(c, &self.cfg.mean, &self.cfg.std));
         }
         Ok(batch)
     }
 
-    /// Replays `params` on sample `s` (and its partner) into `out` as [0, 1] pixels, images
-    /// from `cache` for decode group `group`; returns the partner's label when mixed.
+    /// Replays `params` on sample `s` (and its partner) into `out` and `partner_out` as u8
+    /// pixels ([`formats::apply::apply_u8`]), images from `cache` for decode group `group`;
+    /// returns λ for a mixup and the partner's label when mixed.
     fn render(
         &self,
         s: u32,
         params: &AugParams,
-        out: &mut [f32],
+        out: &mut [u8],
+        partner_out: &mut [u8],
         group: u32,
         cache: &DecodeCache,
-    ) -> Result<Option<u32>, ReplayError> {
+    ) -> Result<(Option<f32>, Option<u32>), ReplayError> {
         let (w, h) = self.cfg.size;
         let image = |j: u32| cache.get(group, j).map_err(|e| ReplayError::sample(j, e));
         let primary = image(s)?;
@@ -703,9 +826,9 @@ impl Stream {
             }
             None => (None, None),
         };
-        apply(params, &primary, partner.as_deref(), w, h, out)
+        let lambda = apply_u8(params, &primary, partner.as_deref(), w, h, out, partner_out)
             .map_err(|e| ReplayError::sample(s, e.to_string()))?;
-        Ok(partner_label)
+        Ok((lambda, partner_label))
     }
 }
 
@@ -791,46 +914,51 @@ mod tests {
     #[test]
     fn digest_is_xxh3_of_the_fields_in_order() {
         // More floats than the 16 KiB buffer holds, so the flush is exercised.
-        let inputs: Vec<f32> = (0..10_000).map(|i| i as f32 * 0.25 - 7.0).collect();
+        let mut inputs: Vec<f32> = (0..10_000).map(|i| i as f32 * 0.25 - 7.0).collect();
         let mut b = Batch {
             n: 2,
-            inputs,
+            inputs: Inputs::F32(inputs.clone()),
             hard: vec![0.0, 1.0, 0.3, 0.7],
             teacher: Some(vec![0.5, 0.5, 0.9, 0.1]),
             samples: vec![3, 9],
             labels: vec![1, 0],
             digest: None,
         };
-        let mut bytes = le(&b.inputs, f32::to_le_bytes);
+        let mut bytes = le(&inputs, f32::to_le_bytes);
         bytes.extend(le(&b.hard, f32::to_le_bytes));
         bytes.extend(le(b.teacher.as_ref().unwrap(), f32::to_le_bytes));
         bytes.extend(le(&b.samples, u32::to_le_bytes));
         bytes.extend(le(&b.labels, u32::to_le_bytes));
-        assert_eq!(b.content_digest(), xxhash_rust::xxh3::xxh3_64(&bytes));
-        let with_teacher = b.content_digest();
+        assert_eq!(
+            b.content_digest(1, &[0.0], &[1.0]),
+            xxhash_rust::xxh3::xxh3_64(&bytes)
+        );
+        let with_teacher = b.content_digest(1, &[0.0], &[1.0]);
         b.teacher = None;
-        assert_ne!(b.content_digest(), with_teacher);
-        b.inputs[9_999] = f32::from_bits(b.inputs[9_999].to_bits() ^ 1);
-        let mut bytes = le(&b.inputs, f32::to_le_bytes);
+        assert_ne!(b.content_digest(1, &[0.0], &[1.0]), with_teacher);
+        inputs[9_999] = f32::from_bits(inputs[9_999].to_bits() ^ 1);
+        b.inputs = Inputs::F32(inputs.clone());
+        let mut bytes = le(&inputs, f32::to_le_bytes);
         bytes.extend(le(&b.hard, f32::to_le_bytes));
         bytes.extend(le(&b.samples, u32::to_le_bytes));
         bytes.extend(le(&b.labels, u32::to_le_bytes));
-        assert_eq!(b.content_digest(), xxhash_rust::xxh3::xxh3_64(&bytes));
+        assert_eq!(
+            b.content_digest(1, &[0.0], &[1.0]),
+            xxhash_rust::xxh3::xxh3_64(&bytes)
+        );
 
         // The buffered path (big-endian machines) gives the same bytes.
         let mut h = xxhash_rust::xxh3::Xxh3::new();
-        feed_le_buffered(&mut h, &b.inputs);
+        feed_le_buffered(&mut h, &inputs);
         assert_eq!(
             h.digest(),
-            xxhash_rust::xxh3::xxh3_64(&le(&b.inputs, f32::to_le_bytes))
+            xxhash_rust::xxh3::xxh3_64(&le(&inputs, f32::to_le_bytes))
         );
 
         let mut s = StreamDigest::default();
-        let unset = b.content_digest();
-        s.push(&b); // no digest yet: computed by push
-        b.digest = Some(42);
-        s.push(&b);
-        let mut words = unset.to_le_bytes().to_vec();
+        s.push(0x0123_4567_89ab_cdef);
+        s.push(42);
+        let mut words = 0x0123_4567_89ab_cdef_u64.to_le_bytes().to_vec();
         words.extend(42u64.to_le_bytes());
         assert_eq!(
             s.hex(),

@@ -329,6 +329,9 @@ struct Loader {
     epoch: u32,
     current: Option<EpochBatches>,
     shape: (usize, usize, usize),
+    /// The normalization (the stream makes f32 inputs with it already).
+    mean: Vec<f32>,
+    std: Vec<f32>,
 }
 
 #[pymethods]
@@ -409,6 +412,8 @@ impl Loader {
         let threads = threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
+        let mean = mean.unwrap_or_else(|| vec![0.5; c]);
+        let std = std.unwrap_or_else(|| vec![0.5; c]);
         let cfg = StreamConfig {
             shuffle,
             window: shuffle_window.unwrap_or(DEFAULT_WINDOW),
@@ -418,14 +423,7 @@ impl Loader {
                 world: world_size,
                 drop_last,
             },
-            ..StreamConfig::training(
-                batch_size,
-                threads,
-                seed,
-                mean.unwrap_or_else(|| vec![0.5; c]),
-                std.unwrap_or_else(|| vec![0.5; c]),
-                size,
-            )
+            ..StreamConfig::training(batch_size, threads, seed, mean.clone(), std.clone(), size)
         };
         let stream = py
             .detach(|| Stream::new(ds, Labels::Store(Arc::clone(&store)), cfg))
@@ -440,6 +438,8 @@ impl Loader {
             epoch: 0,
             current: None,
             shape: (c, size.1 as usize, size.0 as usize),
+            mean,
+            std,
         })
     }
 
@@ -515,7 +515,7 @@ impl Loader {
         let d = PyDict::new(py);
         d.set_item(
             "inputs",
-            Array4::from_shape_vec((b.n, c, h, w), b.inputs)
+            Array4::from_shape_vec((b.n, c, h, w), b.inputs.into_f32(c, &self.mean, &self.std))
                 .map_err(|e| store_err(format!("inputs: {e}")))?
                 .into_pyarray(py),
         )?;

@@ -207,6 +207,7 @@ impl Ctx<'_> {
             shuffle_window: student_train::stream::DEFAULT_WINDOW,
             multi_crop: 1,
             stream_digest: false,
+            prefetch: None,
         }
     }
 

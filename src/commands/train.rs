@@ -148,6 +148,11 @@ pub struct TrainArgs {
     /// loader one hash pass over every batch.
     #[arg(long)]
     pub stream_digest: bool,
+    /// Batches the loader builds ahead of training, in all, whatever --threads is (the loader's
+    /// memory: N batches of u8 pixels, twice that when they mix). Default: one per thread and
+    /// two more.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
+    pub prefetch: Option<usize>,
     /// Keep only the last N epoch checkpoints (0: keep every epoch's, e.g. to export an
     /// early-stopped teacher with `export --epoch`).
     #[arg(long, default_value_t = 0)]
@@ -331,6 +336,7 @@ pub fn train_config(
         shuffle_window: a.shuffle_window,
         multi_crop: a.multi_crop,
         stream_digest: a.stream_digest,
+        prefetch: a.prefetch,
     })
 }
 

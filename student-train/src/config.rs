@@ -59,6 +59,10 @@ pub struct TrainConfig {
     /// loader a hash of every batch). Not part of what makes runs equal.
     #[serde(default)]
     pub stream_digest: bool,
+    /// Batches the loader builds ahead of training, in all (default: one per thread and two
+    /// more). Not part of what makes runs equal.
+    #[serde(default)]
+    pub prefetch: Option<usize>,
 }
 
 fn default_window() -> usize {
@@ -108,6 +112,7 @@ impl TrainConfig {
             shuffle_window: default_window(),
             multi_crop: default_multi_crop(),
             stream_digest: false,
+            prefetch: None,
         }
     }
 
@@ -158,6 +163,7 @@ impl TrainConfig {
             o.remove("threads");
             o.remove("keep_checkpoints");
             o.remove("stream_digest");
+            o.remove("prefetch");
         }
         v
     }

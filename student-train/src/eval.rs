@@ -3,10 +3,11 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::error::TrainError;
+use crate::input::upload;
 use crate::models::Student;
 use crate::stream::{Labels, Stream, StreamConfig, check_store};
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use formats::augment::{Recipe, Sampler};
 use formats::dataset::Dataset;
 use label_store::LabelStore;
@@ -54,6 +55,9 @@ impl KlReference {
 pub struct Evaluator {
     stream: Arc<Stream>,
     teacher: Option<TeacherTest>,
+    /// The students' normalization, applied on the device.
+    mean: Vec<f32>,
+    std: Vec<f32>,
 }
 
 /// A teacher's test labels: top-1 class and rebuilt distribution at τ = 1 per sample.
@@ -156,7 +160,7 @@ impl Evaluator {
             StreamConfig {
                 batch,
                 threads,
-                capacity: 2,
+                prefetch: crate::stream::default_prefetch(threads),
                 seed: 0,
                 mean: mean.to_vec(),
                 std: std.to_vec(),
@@ -166,11 +170,14 @@ impl Evaluator {
                 multi_crop: 1,
                 part: crate::stream::Part::WHOLE,
                 digest: false,
+                pixels: true,
             },
         )?;
         Ok(Evaluator {
             stream: Arc::new(stream),
             teacher,
+            mean: mean.to_vec(),
+            std: std.to_vec(),
         })
     }
 
@@ -198,10 +205,10 @@ impl Evaluator {
         let loader = self.stream.epoch(0, Vec::new(), None)?;
         let (w, h) = self.stream.size();
         let (w, h) = (w as usize, h as usize);
+        let c = self.mean.len();
         for batch in loader {
             let b = batch?;
-            let c = b.inputs.len() / (b.n * w * h);
-            let x = Tensor::<4>::from_data(TensorData::new(b.inputs, [b.n, c, h, w]), &device);
+            let x = upload(b.inputs, b.n, (c, h, w), &self.mean, &self.std, &device);
             for (model, (correct, agree, kl)) in models.iter().zip(&mut sums) {
                 let logits = model
                     .forward(x.clone())

@@ -9,6 +9,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod input;
 pub mod loss;
 pub mod models;
 pub mod optim;

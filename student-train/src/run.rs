@@ -12,6 +12,7 @@ use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::eval::{EvalView, Evaluator};
+use crate::input::upload;
 use crate::models::{ModelSpec, Student};
 use crate::rundir::{
     CHECKPOINTS, EpochMetrics, FINAL_FILE, METRICS_FILE, append_metrics, prepare_run_dir,
@@ -170,6 +171,10 @@ pub fn train(
             window: cfg.shuffle_window,
             multi_crop: cfg.multi_crop,
             digest: cfg.stream_digest,
+            prefetch: cfg
+                .prefetch
+                .unwrap_or_else(|| crate::stream::default_prefetch(cfg.threads.max(1))),
+            pixels: true,
             ..StreamConfig::training(
                 cfg.batch,
                 cfg.threads.max(1),
@@ -275,12 +280,12 @@ pub fn train(
                 .next()
                 .ok_or_else(|| TrainError::config("the loader ended early"))??;
             waited += tw.elapsed().as_secs_f64();
-            if cfg.stream_digest {
-                digest.push(&batch);
+            if let Some(d) = batch.digest {
+                digest.push(d);
             }
             let n = batch.n;
             seen += n;
-            let x = Tensor::<4>::from_data(TensorData::new(batch.inputs, [n, c, h, w]), &device);
+            let x = upload(batch.inputs, n, (c, h, w), &cfg.mean, &cfg.std, &device);
             let y =
                 Tensor::<2>::from_data(TensorData::new(batch.hard, [n, input.classes]), &device);
             let t = batch

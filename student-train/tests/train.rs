@@ -131,6 +131,7 @@ fn config(loss: LossKind, epochs: u32) -> TrainConfig {
         shuffle_window: student_train::stream::DEFAULT_WINDOW,
         multi_crop: 1,
         stream_digest: false,
+        prefetch: None,
     }
 }
 
@@ -159,9 +160,17 @@ const KD: LossKind = LossKind::Kd {
 #[test]
 fn the_loader_feeds_exactly_the_pixels_and_labels_the_store_describes() {
     let s = setup();
+    // f32 batches, and u8 batches finished on the device (burn-flex here): the same bits.
+    for pixels in [false, true] {
+        loader_feeds_exactly(&s, pixels);
+    }
+}
+
+fn loader_feeds_exactly(s: &Setup, pixels: bool) {
     let data = open(&s.data, "train");
     let store = Arc::new(LabelStore::open(&s.root.join("store")).unwrap());
     let (mean, std) = (vec![0.25f32], vec![0.5f32]);
+    let device = burn::tensor::Device::flex();
     let stream = Arc::new(
         Stream::new(
             Arc::clone(&data),
@@ -169,7 +178,7 @@ fn the_loader_feeds_exactly_the_pixels_and_labels_the_store_describes() {
             StreamConfig {
                 batch: 50,
                 threads: 2,
-                capacity: 2,
+                prefetch: 3,
                 seed: 9,
                 mean: mean.clone(),
                 std: std.clone(),
@@ -179,6 +188,7 @@ fn the_loader_feeds_exactly_the_pixels_and_labels_the_store_describes() {
                 multi_crop: 1,
                 part: student_train::stream::Part::WHOLE,
                 digest: false,
+                pixels,
             },
         )
         .unwrap(),
@@ -191,6 +201,28 @@ fn the_loader_feeds_exactly_the_pixels_and_labels_the_store_describes() {
     let per = SIDE * SIDE;
     for batch in stream.epoch(3, vec![decoded], Some(2.0)).unwrap() {
         let b = batch.unwrap();
+        assert_eq!(
+            matches!(b.inputs, student_train::stream::Inputs::U8(_)),
+            pixels
+        );
+        let cpu = b.inputs.to_f32(1, &mean, &std);
+        let on_device: Vec<f32> = student_train::input::upload(
+            b.inputs.clone(),
+            b.n,
+            (1, SIDE, SIDE),
+            &mean,
+            &std,
+            &device,
+        )
+        .into_data()
+        .try_to_vec()
+        .unwrap();
+        assert!(
+            cpu.iter()
+                .zip(&on_device)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "the device's inputs differ from the CPU's"
+        );
         let teacher = b.teacher.as_ref().unwrap();
         for (i, &smp) in b.samples.iter().enumerate() {
             assert!(!seen[smp as usize], "sample {smp} twice");
@@ -202,7 +234,7 @@ fn the_loader_feeds_exactly_the_pixels_and_labels_the_store_describes() {
             let mut want = vec![0f32; per];
             apply(&rec.aug, &primary, partner.as_ref(), 16, 16, &mut want).unwrap();
             normalize(&mut want, 1, &mean, &std);
-            let got = &b.inputs[i * per..(i + 1) * per];
+            let got = &cpu[i * per..(i + 1) * per];
             assert!(
                 want.iter()
                     .zip(got)

@@ -362,7 +362,8 @@ pub fn label_locked(
         Loader::new(
             todo.len(),
             cfg.threads,
-            2,
+            // Each worker a batch in hand and two waiting, as before the gate was global.
+            3 * cfg.threads.max(1),
             move |i| -> Result<Batch, String> {
                 let it = &todo[i];
                 let (epoch, block) = (it.epoch, it.block);
