@@ -9,6 +9,9 @@ weight decay 5e-4, batch 64, inputs normalized with mean 0.1307 and std 0.3081: 
 settings) and prints, per epoch, the training loss, seconds, test accuracy, and top-1 agreement
 and KL(p_t ‖ p_s) against the teacher's test store, as `distill train` does.
 
+`--model resnet20` trains distill's CIFAR ResNet-20 instead (without `--test-store` it only
+trains and times epochs: scripts/bench-train-backends.sh runs it next to `distill train`).
+
 The same script is the DDP form: under torchrun it trains one replica per process, each
 replaying its rank's part of every epoch (`distill.Loader(rank=, world_size=)`), gradients
 averaged by DistributedDataParallel; `--batch` stays the global batch:
@@ -55,6 +58,47 @@ class LeNet5(nn.Module):
         return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
 
 
+class BasicBlock(nn.Module):
+    """distill's ResNet block (student-train/src/models/resnet.rs): conv-BN-ReLU-conv-BN plus the
+    shortcut (a 1×1 conv and BN when the shape changes), then ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.norm1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.norm2 = nn.BatchNorm2d(cout)
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, 0, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm2(self.conv2(F.relu(self.norm1(self.conv1(x)))))
+        return F.relu(y + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class ResNet20(nn.Module):
+    """distill's `resnet20` (CIFAR ResNet: 3 stages of 3 blocks, 16/32/64 channels)."""
+
+    def __init__(self, channels: int, classes: int):
+        super().__init__()
+        self.stem = nn.Conv2d(channels, 16, 3, 1, 1, bias=False)
+        self.stem_norm = nn.BatchNorm2d(16)
+        blocks, cin = [], 16
+        for stage in range(3):
+            cout = 16 << stage
+            for b in range(3):
+                blocks.append(BasicBlock(cin, cout, 2 if stage > 0 and b == 0 else 1))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(cin, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(F.relu(self.stem_norm(self.stem(x))))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 def lr_at(lr: float, epoch: int, step: int, steps: int, epochs: int) -> float:
     """distill's per-step cosine to 0 (optim.rs `lr_at`, no warm-up)."""
     t, total = epoch * steps + step, epochs * steps
@@ -88,7 +132,10 @@ def evaluate(model: nn.Module, test: distill.Loader, test_store: distill.Store) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", required=True, help="training label store")
-    ap.add_argument("--test-store", required=True, help="teacher labels of the test split")
+    ap.add_argument("--test-store", help="teacher labels of the test split (fidelity metrics)")
+    ap.add_argument("--model", choices=["lenet5", "resnet20"], default="lenet5")
+    ap.add_argument("--mean", type=float, nargs="+", default=[0.1307])
+    ap.add_argument("--std", type=float, nargs="+", default=[0.3081])
     ap.add_argument("--data", required=True, help="the data the stores label (MNIST IDX)")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch", type=int, default=64, help="global batch (all ranks)")
@@ -113,21 +160,23 @@ def main() -> None:
     torch.manual_seed(a.seed)
 
     store = distill.Store(a.store)
-    mean, std = [0.1307], [0.3081]
+    mean, std = a.mean, a.std
     loader = distill.Loader(store, a.data, a.batch // world, seed=a.seed,
                             temperature=a.temperature, threads=a.threads, rank=rank,
                             world_size=world, mean=mean, std=std)
     train = dt.ReplayDataset(loader)
     first = next(iter(train))
     _, c, h, _ = first["inputs"].shape
-    model = LeNet5(c, h, store.classes)
+    model = LeNet5(c, h, store.classes) if a.model == "lenet5" else ResNet20(c, store.classes)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, nesterov=True,
                           weight_decay=5e-4)
-    test_store = distill.Store(a.test_store)
-    test = distill.Loader(test_store, a.data, 256, shuffle=False, temperature=1.0,
-                          threads=a.threads, mean=mean, std=std)
+    test_store = test = None
+    if a.test_store:
+        test_store = distill.Store(a.test_store)
+        test = distill.Loader(test_store, a.data, 256, shuffle=False, temperature=1.0,
+                              threads=a.threads, mean=mean, std=std)
 
     history = []
     steps = len(train)
@@ -147,12 +196,15 @@ def main() -> None:
         secs = time.perf_counter() - t0
         if rank == 0:
             m = {"epoch": epoch, "train_loss": total / seen, "seconds": secs,
-                 "images_per_sec": seen * world / secs,
-                 **evaluate(model.module if world > 1 else model, test, test_store)}
+                 "images_per_sec": seen * world / secs}
+            line = (f"epoch {epoch:2}  loss {m['train_loss']:.4f}  {secs:5.2f} s  "
+                    f"{m['images_per_sec']:7.0f} img/s")
+            if test is not None:
+                m.update(evaluate(model.module if world > 1 else model, test, test_store))
+                line += (f"  acc {m['test_accuracy']:.4f}  agree {m['test_agreement']:.4f}  "
+                         f"kl {m['test_kl']:.4f}")
             history.append(m)
-            print(f"epoch {epoch:2}  loss {m['train_loss']:.4f}  {secs:5.2f} s  "
-                  f"acc {m['test_accuracy']:.4f}  agree {m['test_agreement']:.4f}  "
-                  f"kl {m['test_kl']:.4f}", flush=True)
+            print(line, flush=True)
     if rank == 0 and a.json:
         with open(a.json, "w") as f:
             json.dump({"world_size": world, "epochs": history}, f, indent=1)

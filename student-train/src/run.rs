@@ -92,9 +92,10 @@ pub const LOSS_READ_EVERY: usize = 32;
 #[derive(Default)]
 struct LossSum {
     pending: Option<Tensor<1>>,
-    /// Images and first step of the pending sum.
+    /// Images, first and last step of the pending sum.
     pending_n: usize,
     pending_from: usize,
+    pending_to: usize,
     /// Sum of `loss × n` read so far.
     total: f64,
 }
@@ -110,6 +111,7 @@ impl LossSum {
             None => part,
         });
         self.pending_n += n;
+        self.pending_to = step;
     }
 
     /// Reads the pending sum (one device sync): the mean loss over its images, or an error
@@ -130,7 +132,7 @@ impl LossSum {
                  or set --clip-grad-norm)",
                 dir.display(),
                 self.pending_from,
-                self.pending_from + LOSS_READ_EVERY - 1
+                self.pending_to
             )));
         }
         self.total += sum;
