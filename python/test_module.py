@@ -253,6 +253,27 @@ def test_loader(distill_bin: str, work: str) -> int:
     expect(lambda: distill.Loader(store, data, 8, temperature=0.0), ValueError, "temperature")
     expect(lambda: distill.Loader(store, other, 8), distill.StoreError, "dataset")
     expect(lambda: distill.Loader(store, data, 8, multi_crop=3), ValueError, "multi_crop")
+    # pixels=True: u8 pixels (and a mixup's partner and λ) from which the documented f32
+    # operations, done here in numpy, give the f32 Loader's inputs bit for bit.
+    mean, std = [0.3], [0.6]
+    f32 = epoch_of(distill.Loader(store, data, 16, seed=3, mean=mean, std=std, threads=1), 1)
+    u8 = epoch_of(distill.Loader(store, data, 16, seed=3, mean=mean, std=std, threads=1,
+                                 pixels=True), 1)
+    mixed = 0
+    for a, b in zip(f32, u8):
+        check("inputs" not in b and b["pixels"].dtype == np.uint8, "u8 pixels")
+        x = b["pixels"].astype(np.float32) / np.float32(255)
+        if "partner" in b:
+            mixed += int((b["lambda"] < 1).sum())
+            lam, rest = b["lambda"][:, None, None, None], b["rest"][:, None, None, None]
+            x = x * lam + (b["partner"].astype(np.float32) / np.float32(255)) * rest
+        inv = np.float32(1) / np.array(std, np.float32)
+        x = (x - np.array(mean, np.float32)[None, :, None, None]) * inv[None, :, None, None]
+        check(x.dtype == np.float32 and np.array_equal(x.view(np.uint32),
+                                                       a["inputs"].view(np.uint32)),
+              "u8 pixels finished as documented equal the f32 inputs bit for bit")
+        check(np.array_equal(a["hard"], b["hard"]), "same labels")
+    check(mixed > 0, "some mixups among the u8 batches")
     # A shard damaged after the store was finished: iterating raises StoreError naming the
     # shard and chunk (the interpreter lives on).
     bad = os.path.join(root, "bad-store")

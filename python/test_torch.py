@@ -79,6 +79,14 @@ def test_dataset(distill_bin: str, work: str) -> int:
                 check(g[k].dtype == torch.float32 and np.array_equal(g[k].numpy(), w[k]), k)
             for k in ("samples", "labels"):
                 check(g[k].dtype == torch.int64 and np.array_equal(g[k].numpy(), w[k]), k)
+    # pixels=True: u8 crosses, inputs are finished by torch to the same bits.
+    u8 = dt.ReplayDataset(distill.Loader(store, data, 10, seed=4, temperature=2.0, threads=1,
+                                         pixels=True))
+    u8.set_epoch(1)
+    for g, w in zip(u8, want):
+        check("pixels" not in g and g["inputs"].dtype == torch.float32, "finished inputs")
+        check(np.array_equal(g["inputs"].numpy().view(np.uint32), w["inputs"].view(np.uint32)),
+              "u8 batches finished by torch equal the f32 Loader bit for bit")
     b = next(iter(ds))
     loss = dt.kd_loss(torch.zeros(len(b["samples"]), 4), b, 2.0, 0.5)
     check(torch.isfinite(loss), "kd on a replayed batch")

@@ -6,7 +6,7 @@
 use formats::{PixelBox, SoftLabel};
 use label_store::LabelStore;
 use label_store::replay::{
-    DEFAULT_WINDOW, EpochBatches, Labels, Part, Stream, StreamConfig, store_input_size,
+    DEFAULT_WINDOW, EpochBatches, Inputs, Labels, Part, Stream, StreamConfig, store_input_size,
 };
 use numpy::ndarray::{Array1, Array2, Array4};
 use numpy::{IntoPyArray, PyArray2};
@@ -321,6 +321,10 @@ impl Store {
 /// `threads` Rust threads with the GIL released; arrays are handed over without a copy.
 /// `shuffle_window` and `multi_crop` are `distill train`'s `--shuffle-window` and
 /// `--multi-crop`; with the same settings the batches equal `distill train`'s bit for bit.
+/// `pixels=True` hands over u8 `pixels` instead of `inputs` (and for batches with mixups the
+/// partner's `partner` pixels, `lambda` and `rest` = 1 − λ per row), a quarter of the bytes to
+/// move to a GPU: `inputs = ((pixels/255)·λ + (partner/255)·rest − mean) · (1/std)` per
+/// channel, in f32 in that order, gives the same bits (FORMAT.md §4.1 "Replaying in u8").
 #[pyclass]
 struct Loader {
     stream: Arc<Stream>,
@@ -339,7 +343,7 @@ impl Loader {
     #[new]
     #[pyo3(signature = (store, data, batch_size, shuffle = true, seed = 0, temperature = 1.0,
         threads = None, rank = 0, world_size = 1, drop_last = false, size = None, mean = None,
-        std = None, shuffle_window = None, multi_crop = 1))]
+        std = None, shuffle_window = None, multi_crop = 1, pixels = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -358,6 +362,7 @@ impl Loader {
         std: Option<Vec<f32>>,
         shuffle_window: Option<usize>,
         multi_crop: u32,
+        pixels: bool,
     ) -> PyResult<Self> {
         let store = match store.extract::<PyRef<'_, Store>>() {
             Ok(s) => Arc::clone(&s.store),
@@ -418,6 +423,7 @@ impl Loader {
             shuffle,
             window: shuffle_window.unwrap_or(DEFAULT_WINDOW),
             multi_crop,
+            pixels,
             part: Part {
                 rank,
                 world: world_size,
@@ -447,6 +453,18 @@ impl Loader {
     #[getter]
     fn temperature(&self) -> f32 {
         self.temperature
+    }
+
+    /// The per-channel normalization of the inputs (`pixels=True` batches leave it to the
+    /// consumer: `distill.torch.ReplayDataset` applies it on the device).
+    #[getter]
+    fn mean(&self) -> Vec<f32> {
+        self.mean.clone()
+    }
+
+    #[getter]
+    fn std(&self) -> Vec<f32> {
+        self.std.clone()
     }
 
     /// Batches per epoch (of this rank).
@@ -513,12 +531,24 @@ impl Loader {
         let (c, h, w) = self.shape;
         let classes = b.hard.len() / b.n.max(1);
         let d = PyDict::new(py);
-        d.set_item(
-            "inputs",
-            Array4::from_shape_vec((b.n, c, h, w), b.inputs.into_f32(c, &self.mean, &self.std))
-                .map_err(|e| store_err(format!("inputs: {e}")))?
-                .into_pyarray(py),
-        )?;
+        let shape = (b.n, c, h, w);
+        let bad = |e: numpy::ndarray::ShapeError| store_err(format!("inputs: {e}"));
+        match b.inputs {
+            Inputs::F32(v) => {
+                let a = Array4::from_shape_vec(shape, v).map_err(bad)?;
+                d.set_item("inputs", a.into_pyarray(py))?;
+            }
+            Inputs::U8(p) => {
+                let a = Array4::from_shape_vec(shape, p.pixels).map_err(bad)?;
+                d.set_item("pixels", a.into_pyarray(py))?;
+                if let Some(m) = p.mix {
+                    let a = Array4::from_shape_vec(shape, m.partner).map_err(bad)?;
+                    d.set_item("partner", a.into_pyarray(py))?;
+                    d.set_item("lambda", m.lambda.into_pyarray(py))?;
+                    d.set_item("rest", m.rest.into_pyarray(py))?;
+                }
+            }
+        }
         d.set_item(
             "hard",
             Array2::from_shape_vec((b.n, classes), b.hard)

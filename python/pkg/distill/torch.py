@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import IterableDataset, get_worker_info
 
-__all__ = ["ReplayDataset", "cross_entropy", "kd_loss", "kl_teacher_student", "usi"]
+__all__ = ["ReplayDataset", "cross_entropy", "finish_inputs", "kd_loss", "kl_teacher_student",
+           "usi"]
 
 
 class ReplayDataset(IterableDataset):
@@ -31,7 +32,9 @@ class ReplayDataset(IterableDataset):
     `[n, c, h, w]`, `hard` and `teacher` float32 `[n, classes]`, `samples` and `labels` int64
     `[n]`, and `temperature` (a float, the teacher's τ). The tensors share memory with the
     Loader's numpy arrays (no copy) unless `device` moves them; `pin_memory` pins them first so
-    that the copy to a GPU is asynchronous."""
+    that the copy to a GPU is asynchronous. With a Loader made with `pixels=True`, u8 pixels
+    (and a mixup's partner pixels and λ) cross instead, a quarter of the bytes, and `inputs` is
+    computed on `device` by :func:`finish_inputs`: the same bits as the f32 Loader's."""
 
     def __init__(self, loader, device: torch.device | str | None = None, pin_memory: bool = False):
         super().__init__()
@@ -54,13 +57,15 @@ class ReplayDataset(IterableDataset):
                 "DataLoader(dataset, batch_size=None, num_workers=0) (every worker would replay "
                 "the whole epoch)")
         tau = float(self.loader.temperature)
+        mean, std = list(self.loader.mean), list(self.loader.std)
         for b in self.loader:
-            out = {
-                "inputs": torch.from_numpy(b["inputs"]),
+            raw = ("pixels", "partner", "lambda", "rest") if "pixels" in b else ("inputs",)
+            out = {k: torch.from_numpy(b[k]) for k in raw if k in b}
+            out.update({
                 "hard": torch.from_numpy(b["hard"]),
                 "samples": torch.from_numpy(b["samples"].astype("int64")),
                 "labels": torch.from_numpy(b["labels"].astype("int64")),
-            }
+            })
             if "teacher" in b:
                 out["teacher"] = torch.from_numpy(b["teacher"])
             if self.pin_memory:
@@ -68,8 +73,27 @@ class ReplayDataset(IterableDataset):
             if self.device is not None:
                 nb = self.pin_memory
                 out = {k: v.to(self.device, non_blocking=nb) for k, v in out.items()}
+            if "pixels" in out:
+                out["inputs"] = finish_inputs(out.pop("pixels"), out.pop("partner", None),
+                                              out.pop("lambda", None), out.pop("rest", None),
+                                              mean, std)
             out["temperature"] = tau
             yield out
+
+
+def finish_inputs(pixels: torch.Tensor, partner: torch.Tensor | None, lam: torch.Tensor | None,
+                  rest: torch.Tensor | None, mean, std) -> torch.Tensor:
+    """The normalized float32 inputs of a `pixels=True` batch, on the pixels' device:
+    `pixels/255`, for batches with mixups `·λ + (partner/255)·rest`, then `(x − mean)·(1/std)`
+    per channel; each an IEEE float32 operation in the order the Rust stream does them, so the
+    result equals the f32 Loader's `inputs` bit for bit (FORMAT.md §4.1)."""
+    x = pixels.to(torch.float32) / 255.0
+    if partner is not None:
+        x = x * lam.view(-1, 1, 1, 1) + (partner.to(torch.float32) / 255.0) * rest.view(-1, 1, 1, 1)
+    dev = pixels.device
+    m = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
+    inv = (1.0 / torch.tensor(std, dtype=torch.float32)).to(dev).view(1, -1, 1, 1)
+    return (x - m) * inv
 
 
 def _teacher(batch: dict, temperature: float, loss: str) -> torch.Tensor:
