@@ -226,8 +226,7 @@ impl Inputs {
                         .mix
                         .as_ref()
                         .map(|m| (&m.partner[row.clone()], m.lambda[i]));
-                    formats::apply::combine_into(&p.pixels[row], mix, o);
-                    normalize(o, channels, mean, std);
+                    finish_row(&p.pixels[row], mix, o, channels, mean, std);
                 }
                 out
             }
@@ -778,8 +777,8 @@ impl Stream {
                 }
             } else {
                 let out = &mut floats[row];
-                formats::apply::combine_into(px, lambda.map(|l| (&partner[..], l)), out);
-                normalize(out, c, &self.cfg.mean, &self.cfg.std);
+                let mix = lambda.map(|l| (&partner[..], l));
+                finish_row(px, mix, out, c, &self.cfg.mean, &self.cfg.std);
             }
             MixedLabel::new(params, label, partner_label.unwrap_or(label), w, h)
                 .dense_into(&mut batch.hard[i * cl..(i + 1) * cl]);
@@ -830,6 +829,20 @@ impl Stream {
             .map_err(|e| ReplayError::sample(s, e.to_string()))?;
         Ok((lambda, partner_label))
     }
+}
+
+/// One record's normalized f32 input from its u8 form (`formats::apply::combine_into`, then
+/// [`normalize`]): the single definition both the f32 batches and [`Inputs::to_f32`] use.
+fn finish_row(
+    pixels: &[u8],
+    mix: Option<(&[u8], f32)>,
+    out: &mut [f32],
+    channels: usize,
+    mean: &[f32],
+    std: &[f32],
+) {
+    formats::apply::combine_into(pixels, mix, out);
+    normalize(out, channels, mean, std);
 }
 
 /// `(v − mean[c]) / std[c]` over each channel plane of a CHW buffer of [0, 1] pixels.
