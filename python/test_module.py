@@ -1,7 +1,7 @@
 """Tests the `distill` extension module (the Rust reader through PyO3) against the pure-Python
 reader `distill_store`, record for record, on the stores `test_reader.py` writes; its errors;
-`distill.Loader` on stores labelled here (npy digits and a JPEG folder, teachers trained and
-exported by distill): ranks, bad arguments, damaged shards, and its batches against
+`distill.Loader` on stores labelled here (npy digits, a JPEG folder and its WebDataset shards,
+teachers trained and exported by distill): ranks, bad arguments, damaged shards, and its batches against
 `distill train --stream-digest`'s, bit for bit.
 
 Usage: test_module.py STORES_DIR DISTILL (the work directory test_reader.py used, the binary).
@@ -162,23 +162,28 @@ def test_train_stream(distill_bin: str, work: str) -> int:
     digest of the Loader's batches (hashed here, in Python, from the numpy arrays) equals the
     `stream_xxh3` distill train recorded. On a JPEG folder labelled in decode-once blocks
     (block-grouped stream, partners in the block), with and without multi-crop, and on arrays
-    labelled per record."""
+    labelled per record, and on the folder packed into shuffled tar shards."""
     root = os.path.join(work, "stream")
     shutil.rmtree(root, ignore_errors=True)
     jpegs, digits = os.path.join(root, "jpegs"), os.path.join(root, "digits")
     jpeg_folder(jpegs, 3, 12)
     write_npy_digits(digits, 80)
+    # The JPEG folder as WebDataset tar shards (several, so blocks read across files).
+    shards = os.path.join(root, "shards")
+    run_distill(distill_bin, "data", "pack-wds", jpegs, shards, "--shard-size", "16K",
+                "--shuffle-seed", "3")
 
     def run(*args: str) -> None:
         run_distill(distill_bin, *args)
 
     compared = 0
-    for name, data, size, block in [("jpegs", jpegs, "16", "8"), ("digits", digits, "12", "0")]:
+    for name, data, size, block in [("jpegs", jpegs, "16", "8"), ("digits", digits, "12", "0"),
+                                    ("shards", shards, "16", "8")]:
         store = label_with_trained_teacher(distill_bin, root, data, f"{name}-store", "--topk",
                                            "2", "--block", block, size=size)
         blocks = distill.Store(store).manifest.get("blocks")
         check((blocks is not None) == (block != "0"), f"{name}: blocks {blocks}")
-        for multi_crop, window in [(1, 2), (2, 1)] if block != "0" else [(1, 2)]:
+        for multi_crop, window in [(1, 2), (2, 1)] if name == "jpegs" else [(1, 2)]:
             student = os.path.join(root, f"{name}-student-{multi_crop}")
             run("train", "--data", data, "--labels", store, "--model", "mlp", "--loss", "kd",
                 "--temperature", "3", "--epochs", "3", "--batch", "5", "--seed", "11",
@@ -195,7 +200,7 @@ def test_train_stream(distill_bin: str, work: str) -> int:
             check(len(set(trained)) == 3, f"{name}: every epoch its own batches")
             # The digest sees every value: another seed, temperature or normalization differs.
             for other in [dict(seed=12), dict(temperature=2.0), dict(mean=[0.4] * 3
-                          if name == "jpegs" else [0.4])]:
+                          if name != "digits" else [0.4])]:
                 kw = dict(seed=11, temperature=3.0, multi_crop=multi_crop, shuffle_window=window)
                 kw.update(other)
                 d = epoch_digest(distill.Loader(store, data, 5, threads=1, **kw), 0)

@@ -100,6 +100,37 @@ impl From<CodecFlag> for ValueCodec {
     }
 }
 
+/// How tar shards are read (`--label-key`, `--classes`); other formats refuse a label key.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct WdsFlags {
+    /// WebDataset shards: extension of the member holding each sample's class as decimal text.
+    #[arg(long, value_name = "EXT", default_value = None)]
+    pub label_key: Option<String>,
+    /// WebDataset shards: the number of classes (default: the largest label + 1, or the
+    /// store's class count where a store is given).
+    #[arg(long)]
+    pub classes: Option<u32>,
+}
+
+impl WdsFlags {
+    /// The reader options, `hint` (a store's or checkpoint's class count) standing in for an
+    /// absent `--classes` on shards.
+    pub fn options(
+        &self,
+        path: &std::path::Path,
+        format: Option<DataFormat>,
+        hint: Option<u32>,
+    ) -> formats::dataset::WdsOptions {
+        let wds = format
+            .or_else(|| formats::dataset::detect(path).ok())
+            .is_some_and(|f| f == DataFormat::Wds);
+        formats::dataset::WdsOptions {
+            label_key: self.label_key.clone(),
+            classes: self.classes.or(hint.filter(|_| wds)),
+        }
+    }
+}
+
 /// `--format`: the dataset format, when detection from the files is not wanted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FormatFlag {
@@ -115,6 +146,10 @@ pub enum FormatFlag {
     /// Image folders: ROOT/SPLIT/CLASS/*.jpg|png.
     #[value(alias = "image-folder")]
     Folder,
+    /// WebDataset tar shards: a directory of .tar files, one .tar, or a brace pattern
+    /// (train-{000000..000146}.tar).
+    #[value(alias = "webdataset")]
+    Wds,
 }
 
 impl From<FormatFlag> for DataFormat {
@@ -125,6 +160,7 @@ impl From<FormatFlag> for DataFormat {
             FormatFlag::Cifar100 => DataFormat::Cifar100,
             FormatFlag::Npy => DataFormat::Npy,
             FormatFlag::Folder => DataFormat::ImageFolder,
+            FormatFlag::Wds => DataFormat::Wds,
         }
     }
 }

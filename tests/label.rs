@@ -608,39 +608,6 @@ fn resuming_a_finished_store_is_a_success_without_work() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to do"));
 }
 
-/// `classes` folders of `per` JPEGs (quality 90) of 40×30 or 30×40, under `root/train/cC/`.
-fn jpeg_folder(root: &std::path::Path, classes: usize, per: usize) {
-    for c in 0..classes {
-        let dir = root.join("train").join(format!("c{c}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for i in 0..per {
-            let (w, h) = if i % 2 == 0 { (40, 30) } else { (30, 40) };
-            let img = image::RgbImage::from_fn(w, h, |x, y| {
-                let v = ((x * 7 + y * 3 + i as u32 * 11) % 64) as u8;
-                image::Rgb([v * 2 + (c as u8) * 40, v, 255 - v])
-            });
-            let f = std::fs::File::create(dir.join(format!("{i:03}.jpg"))).unwrap();
-            image::codecs::jpeg::JpegEncoder::new_with_quality(f, 90)
-                .encode_image(&img)
-                .unwrap();
-        }
-    }
-}
-
-/// A linear teacher on `[batch, 3, 16, 16]` inputs with 3 classes.
-fn write_rgb_teacher(path: &std::path::Path) {
-    let d = 3 * 16 * 16;
-    let w: Vec<f32> = (0..d * 3)
-        .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-3)
-        .collect();
-    write_linear_teacher(
-        path,
-        formats::onnx::ValueInfo::images("image", 3, 16, 16),
-        w,
-        vec![0.0; 3],
-    );
-}
-
 #[test]
 fn image_folders_decode_each_image_once_for_all_epochs() {
     let t = tempfile::tempdir().unwrap();
@@ -746,24 +713,7 @@ fn image_folders_decode_each_image_once_for_all_epochs() {
         }
     }
     let student = root.join("student");
-    let v = ok(&distill(&[
-        "train",
-        "--json",
-        "--data",
-        data.to_str().unwrap(),
-        "--labels",
-        root.join("usi").to_str().unwrap(),
-        "--model",
-        "mlp",
-        "--loss",
-        "kd",
-        "--epochs",
-        "2",
-        "--batch",
-        "8",
-        "--out",
-        student.to_str().unwrap(),
-    ]));
+    let v = ok(&train_mlp_kd(&data, &root.join("usi"), &student));
     let last = &v["students"][0]["last"];
     assert_eq!(last["images_decoded"], 30, "{v}");
     let acc = last["test_accuracy"].as_f64().expect("a test pass on val/");

@@ -57,7 +57,7 @@ pub struct TeacherInfo {
 }
 
 /// Identity of the dataset split the store was made from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetFingerprint {
     /// Reader that produced the samples (`mnist-idx`, `cifar10`, `image-folder`, `synthetic`, …).
     pub format: String,

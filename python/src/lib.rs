@@ -325,6 +325,8 @@ impl Store {
 /// partner's `partner` pixels, `lambda` and `rest` = 1 − λ per row), a quarter of the bytes to
 /// move to a GPU: `inputs = ((pixels/255)·λ + (partner/255)·rest − mean) · (1/std)` per
 /// channel, in f32 in that order, gives the same bits (FORMAT.md §4.1 "Replaying in u8").
+/// `data` may be WebDataset tar shards (a directory, a `.tar` or a brace pattern); `label_key`
+/// is then the extension of their label members (default `cls`, `distill label --label-key`).
 #[pyclass]
 struct Loader {
     stream: Arc<Stream>,
@@ -343,7 +345,7 @@ impl Loader {
     #[new]
     #[pyo3(signature = (store, data, batch_size, shuffle = true, seed = 0, temperature = 1.0,
         threads = None, rank = 0, world_size = 1, drop_last = false, size = None, mean = None,
-        std = None, shuffle_window = None, multi_crop = 1, pixels = false))]
+        std = None, shuffle_window = None, multi_crop = 1, pixels = false, label_key = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -363,6 +365,7 @@ impl Loader {
         shuffle_window: Option<usize>,
         multi_crop: u32,
         pixels: bool,
+        label_key: Option<String>,
     ) -> PyResult<Self> {
         let store = match store.extract::<PyRef<'_, Store>>() {
             Ok(s) => Arc::clone(&s.store),
@@ -393,8 +396,15 @@ impl Loader {
             )));
         }
         let split = store.manifest.dataset.split.clone();
+        // Tar shards: the class count is the store's (a subset of shards may lack a class).
+        let opts = formats::dataset::WdsOptions {
+            label_key,
+            classes: formats::dataset::detect(&data)
+                .is_ok_and(|f| f == formats::dataset::DataFormat::Wds)
+                .then_some(store.manifest.classes),
+        };
         let ds = py
-            .detach(|| formats::dataset::open(&data, None, &split))
+            .detach(|| formats::dataset::open_with(&data, None, &split, &opts))
             .map_err(|e| PyValueError::new_err(format!("data: {e}")))?;
         let ds: Arc<dyn formats::dataset::Dataset> = Arc::from(ds);
         let c = usize::from(ds.channels());

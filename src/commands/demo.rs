@@ -354,8 +354,9 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
             0.0
         }),
     );
-    let train = open_data(&a.data, None, "train")?;
-    let test = open_data(&a.data, None, "test")?;
+    let none = formats::dataset::WdsOptions::default();
+    let train = open_data(&a.data, None, "train", &none)?;
+    let test = open_data(&a.data, None, "test", &none)?;
     let (w, h) = train.dims(0)?;
     let mut cx = Ctx {
         a: &a,

@@ -2,7 +2,7 @@
 //! grid. Everything it prints goes through `writeln!` so that a closed pipe (`| head`) ends the
 //! command quietly instead of panicking.
 
-use crate::flags::{FormatFlag, parse_range};
+use crate::flags::{FormatFlag, WdsFlags, parse_range};
 use anyhow::{Context, Result, bail};
 use formats::{AugParams, MixKind, PixelBox};
 use label_store::{LabelStore, Summary, VerifyReport};
@@ -42,6 +42,8 @@ pub struct InspectArgs {
     /// Dataset format, when detection is not wanted (for --show).
     #[arg(long, value_enum)]
     format: Option<FormatFlag>,
+    #[command(flatten)]
+    wds: WdsFlags,
     /// Split of --data (default: the split the store records).
     #[arg(long)]
     split: Option<String>,
@@ -170,7 +172,10 @@ fn show(a: &InspectArgs, range: (u64, u64)) -> Result<ExitCode> {
         .split
         .clone()
         .unwrap_or_else(|| store.manifest.dataset.split.clone());
-    let data = formats::dataset::open(data_path, format, &split)?;
+    let opts = a
+        .wds
+        .options(data_path, format, Some(store.manifest.classes));
+    let data = formats::dataset::open_with(data_path, format, &split, &opts)?;
     let (w, h) = match &store.manifest.teacher_input {
         Some(t) => (t.width, t.height),
         None => data.dims(keys[0].1)?,

@@ -1,7 +1,9 @@
 //! `distill label`: flags to a [`teacher_infer::LabelConfig`], the writer lock taken first, a
 //! progress bar, and the printed summary.
 
-use crate::flags::{CodecFlag, EnsembleFlag, FormatFlag, parse_bytes, parse_shard, parse_size};
+use crate::flags::{
+    CodecFlag, EnsembleFlag, FormatFlag, WdsFlags, parse_bytes, parse_shard, parse_size,
+};
 use anyhow::{Context, Result};
 use formats::dataset::Dataset;
 use std::io::Write;
@@ -15,12 +17,15 @@ pub struct LabelArgs {
     /// ONNX teacher model; repeat for an ensemble (all must have the same class count).
     #[arg(long = "teacher", required = true)]
     pub teachers: Vec<PathBuf>,
-    /// Dataset directory (MNIST IDX, CIFAR binary, npy arrays or image folders).
+    /// Dataset: a directory (MNIST IDX, CIFAR binary, npy arrays, image folders, tar shards), a
+    /// .tar shard or a brace pattern of shards.
     #[arg(long)]
     pub data: PathBuf,
     /// Dataset format, when detection from the files is not wanted.
     #[arg(long, value_enum)]
     pub format: Option<FormatFlag>,
+    #[command(flatten)]
+    pub wds: WdsFlags,
     /// Split to label.
     #[arg(long, default_value = "train")]
     pub split: String,
@@ -88,7 +93,8 @@ pub struct LabelArgs {
     /// Per-channel standard deviation, comma-separated (default 1).
     #[arg(long, value_delimiter = ',')]
     pub std: Vec<f32>,
-    /// Label only shard I of N (contiguous sample ranges), for `distill merge` later.
+    /// Label only shard I of N (contiguous sample ranges; on tar shards, whole files), for
+    /// `distill merge` later.
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     pub shard: Option<(u32, u32)>,
     /// Continue an unfinished store from its last complete chunk.
@@ -184,14 +190,12 @@ pub fn label(a: LabelArgs) -> Result<ExitCode> {
     // batch job whose predecessor still runs) fails at once, before any slow set-up.
     let lock = label_store::WriterLock::acquire(&a.out)
         .with_context(|| format!("labelling into {}", a.out.display()))?;
-    let data: Arc<dyn Dataset> = Arc::from(formats::dataset::open(
-        &a.data,
-        a.format.map(Into::into),
-        &a.split,
-    )?);
+    let format = a.format.map(Into::into);
+    let opts = a.wds.options(&a.data, format, None);
+    let data = crate::commands::train::open_data(&a.data, format, &a.split, &opts)?;
     let json = a.json;
     let cfg = label_config(a, data)?;
-    let range = teacher_infer::pipeline::shard_range(cfg.data.len(), cfg.shard)?;
+    let range = teacher_infer::pipeline::shard_range(cfg.data.as_ref(), cfg.shard)?;
     let total = u64::from(range.len()) * u64::from(cfg.epochs);
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(

@@ -1,7 +1,9 @@
 //! `distill train` and `distill eval`: flags to a [`student_train::TrainConfig`], datasets and
 //! stores opened, progress bars, and the printed results.
 
-use crate::flags::{FormatFlag, LossFlag, NormFlag, OptimizerFlag, ScheduleFlag, parse_size};
+use crate::flags::{
+    FormatFlag, LossFlag, NormFlag, OptimizerFlag, ScheduleFlag, WdsFlags, parse_size,
+};
 use anyhow::{Context, Result, bail};
 use formats::dataset::{DataFormat, Dataset};
 use label_store::LabelStore;
@@ -20,12 +22,15 @@ use student_train::{DeviceChoice, LossKind, RunData, TrainConfig};
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
-    /// Dataset directory (MNIST IDX, CIFAR binary, npy arrays or image folders).
+    /// Dataset: a directory (MNIST IDX, CIFAR binary, npy arrays, image folders, tar shards), a
+    /// .tar shard or a brace pattern of shards.
     #[arg(long)]
     pub data: PathBuf,
     /// Dataset format, when detection is not wanted.
     #[arg(long, value_enum)]
     pub format: Option<FormatFlag>,
+    #[command(flatten)]
+    pub wds: WdsFlags,
     /// Split to train on.
     #[arg(long, default_value = "train")]
     pub split: String,
@@ -182,6 +187,8 @@ pub struct EvalArgs {
     /// Dataset format, when detection is not wanted.
     #[arg(long, value_enum)]
     pub format: Option<FormatFlag>,
+    #[command(flatten)]
+    pub wds: WdsFlags,
     /// Split of --data to evaluate.
     #[arg(long, default_value = "test")]
     pub split: String,
@@ -203,8 +210,13 @@ pub struct EvalArgs {
 }
 
 /// Opens a dataset split, naming the path on failure.
-pub fn open_data(path: &Path, format: Option<DataFormat>, split: &str) -> Result<Arc<dyn Dataset>> {
-    let data = formats::dataset::open(path, format, split)
+pub fn open_data(
+    path: &Path,
+    format: Option<DataFormat>,
+    split: &str,
+    opts: &formats::dataset::WdsOptions,
+) -> Result<Arc<dyn Dataset>> {
+    let data = formats::dataset::open_with(path, format, split, opts)
         .with_context(|| format!("opening {} (split {split})", path.display()))?;
     Ok(Arc::from(data))
 }
@@ -414,12 +426,15 @@ impl Progress for Bars {
 /// `distill train`.
 pub fn train(a: TrainArgs) -> Result<ExitCode> {
     let format = a.format.map(DataFormat::from);
-    let train_data = open_data(&a.data, format, &a.split)?;
     let labels = a.labels.as_deref().map(open_store).transpose()?;
+    let opts = a
+        .wds
+        .options(&a.data, format, labels.as_ref().map(|s| s.manifest.classes));
+    let train_data = open_data(&a.data, format, &a.split, &opts)?;
     let cfg = train_config(&a, train_data.as_ref(), labels.as_deref())?;
     let test = match a.test_split.as_str() {
         "none" => None,
-        split => Some(open_data(&a.data, format, split)?),
+        split => Some(open_data(&a.data, format, split, &opts)?),
     };
     let data = RunData {
         train: train_data,
@@ -456,7 +471,11 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
 /// `distill eval`.
 pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let ck = student_checkpoint(&a.run, a.epoch)?;
-    let data = open_data(&a.data, a.format.map(DataFormat::from), &a.split)?;
+    let format = a.format.map(DataFormat::from);
+    let opts = a
+        .wds
+        .options(&a.data, format, Some(ck.meta.input.classes as u32));
+    let data = open_data(&a.data, format, &a.split, &opts)?;
     let device = a.device.inference().map_err(anyhow::Error::msg)?;
     let labels = a.labels.as_deref().map(open_store).transpose()?;
     let r = evaluate_checkpoint(

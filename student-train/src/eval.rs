@@ -101,7 +101,8 @@ impl Evaluator {
         let classes = data.classes() as usize;
         let recipe = match &labels {
             Some(store) => eval_recipe(store)?,
-            None if data.format() == "image-folder" => Recipe::center(crop_pct),
+            // Photos of varied sizes (image folders, tar shards): the standard centre crop.
+            None if data.encoded() => Recipe::center(crop_pct),
             None => Recipe::none(),
         };
         let sampler = Sampler::new(&recipe, 0, data.len(), size.0, size.1)?;

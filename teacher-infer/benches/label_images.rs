@@ -1,12 +1,17 @@
 //! Labelling an image folder: today's per-record path (every record decodes its JPEG and its
 //! mixup/cutmix partner's) against decode-once blocks, in the same run, on the same folder,
 //! teacher and threads (issue 13). Driven by `scripts/bench-label-images.sh`, which generates the
-//! folder and runs the PIL + multiprocessing + onnxruntime peer against the teacher this writes.
+//! folder and runs the PIL + multiprocessing + onnxruntime peer against the teacher this writes,
+//! and by `scripts/bench-wds.sh` (the same images as a folder and as tar shards, issue 16).
 //!
 //! Environment: `DISTILL_BENCH_JPEGS` (an image folder with `train/`), `DISTILL_BENCH_OUT` (where
 //! the teacher and stores go), `DISTILL_BENCH_EPOCHS` (comma-separated, default `1,4,8`),
 //! `DISTILL_BENCH_THREADS` (loader threads, default 2), `DISTILL_BENCH_PATHS` (which of
-//! `per-record,blocks` to run; for profiling one). Prints one JSON line per run.
+//! `per-record,blocks` to run; for profiling one), `DISTILL_BENCH_DATA` (comma-separated
+//! `name=path` datasets to label instead of the folder alone, e.g. `folder=…,wds=…`),
+//! `DISTILL_BENCH_CACHE` (`warm`, or `cold,warm`: drop the page cache before each cold run —
+//! needs root — and run warm right after, when everything was just read). Prints one JSON line
+//! per run.
 
 use formats::augment::Recipe;
 use formats::dataset;
@@ -78,45 +83,69 @@ fn main() {
     std::fs::create_dir_all(&out).unwrap();
     let model = out.join("teacher.onnx");
     teacher(&model);
-    let data: Arc<dyn dataset::Dataset> = Arc::from(dataset::open(&folder, None, "train").unwrap());
+    let sets = var(
+        "DISTILL_BENCH_DATA",
+        &format!("folder={}", folder.display()),
+    );
+    let caches = var("DISTILL_BENCH_CACHE", "warm");
     let recipe = Recipe::usi();
-    for &e in &epochs {
-        for (path, blocks) in [
-            ("per-record", None),
-            (
-                "blocks",
-                teacher_infer::default_blocks(data.as_ref(), &recipe),
-            ),
-        ] {
-            if !paths.split(',').any(|p| p == path) {
-                continue;
+    for set in sets.split(',') {
+        let (name, path) = set
+            .split_once('=')
+            .expect("DISTILL_BENCH_DATA: name=path,…");
+        let data: Arc<dyn dataset::Dataset> =
+            Arc::from(dataset::open(Path::new(path), None, "train").unwrap());
+        for &e in &epochs {
+            for (path, blocks) in [
+                ("per-record", None),
+                (
+                    "blocks",
+                    teacher_infer::default_blocks(data.as_ref(), &recipe),
+                ),
+            ] {
+                if !paths.split(',').any(|p| p == path) {
+                    continue;
+                }
+                for cache in caches.split(',') {
+                    if cache == "cold" {
+                        drop_page_cache();
+                    }
+                    let cfg = LabelConfig {
+                        epochs: e,
+                        recipe: recipe.clone(),
+                        threads,
+                        session_threads: 1,
+                        size: Some((224, 224)),
+                        mean: vec![0.485, 0.456, 0.406],
+                        std: vec![0.229, 0.224, 0.225],
+                        mode: OpenMode::Overwrite,
+                        blocks,
+                        ..LabelConfig::new(
+                            vec![model.clone()],
+                            Arc::clone(&data),
+                            out.join(format!("store-{name}-{path}-e{e}")),
+                        )
+                    };
+                    let s = teacher_infer::label(&cfg, |_| {}).unwrap();
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "tool": "distill", "path": path, "epochs": e, "samples": data.len(),
+                            "data": name, "format": data.format(), "cache": cache,
+                            "records": s.labelled, "seconds": s.seconds,
+                            "records_per_sec": s.labelled as f64 / s.seconds,
+                            "images_decoded": s.images_decoded,
+                        })
+                    );
+                }
             }
-            let cfg = LabelConfig {
-                epochs: e,
-                recipe: recipe.clone(),
-                threads,
-                session_threads: 1,
-                size: Some((224, 224)),
-                mean: vec![0.485, 0.456, 0.406],
-                std: vec![0.229, 0.224, 0.225],
-                mode: OpenMode::Overwrite,
-                blocks,
-                ..LabelConfig::new(
-                    vec![model.clone()],
-                    Arc::clone(&data),
-                    out.join(format!("store-{path}-e{e}")),
-                )
-            };
-            let s = teacher_infer::label(&cfg, |_| {}).unwrap();
-            println!(
-                "{}",
-                serde_json::json!({
-                    "tool": "distill", "path": path, "epochs": e, "samples": data.len(),
-                    "records": s.labelled, "seconds": s.seconds,
-                    "records_per_sec": s.labelled as f64 / s.seconds,
-                    "images_decoded": s.images_decoded,
-                })
-            );
         }
     }
+}
+
+/// Empties the page cache (root only), so the next run reads its images from the disk.
+fn drop_page_cache() {
+    let _ = std::process::Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3")
+        .expect("cold runs drop the page cache: run as root (or DISTILL_BENCH_CACHE=warm)");
 }

@@ -170,8 +170,15 @@ pub struct LabelSummary {
     pub quality: Quality,
 }
 
-/// The sample range of shard `i` of `n` over `len` samples.
-pub fn shard_range(len: u32, shard: Option<(u32, u32)>) -> Result<SampleRange, InferError> {
+/// The sample range of shard `i` of `n` of `data`: equal contiguous ranges, or, where the samples
+/// lie in files (tar shards, [`Dataset::file_starts`]) and there are at least `n` of them, ranges
+/// cut on file boundaries (each as near the equal cut as the files allow), so each job reads
+/// whole files. A pure function of the data and `(i, n)`: every job computes the same tiling.
+pub fn shard_range(
+    data: &dyn Dataset,
+    shard: Option<(u32, u32)>,
+) -> Result<SampleRange, InferError> {
+    let len = data.len();
     let Some((i, n)) = shard else {
         return Ok(SampleRange { start: 0, end: len });
     };
@@ -181,11 +188,42 @@ pub fn shard_range(len: u32, shard: Option<(u32, u32)>) -> Result<SampleRange, I
             what: format!("shard {i}/{n} is not one of 0..{n} over {len} samples"),
         });
     }
-    let at = |j: u32| (u64::from(len) * u64::from(j) / u64::from(n)) as u32;
+    let even = |j: u32| (u64::from(len) * u64::from(j) / u64::from(n)) as u32;
+    let cuts = match data.file_starts() {
+        Some(starts) if starts.len() >= n as usize => file_cuts(starts, len, n),
+        Some(starts) => {
+            tracing::warn!(
+                "--shard {i}/{n}: the data has only {} files, so jobs split files",
+                starts.len()
+            );
+            (0..=n).map(even).collect()
+        }
+        None => (0..=n).map(even).collect(),
+    };
     Ok(SampleRange {
-        start: at(i),
-        end: at(i + 1),
+        start: cuts[i as usize],
+        end: cuts[i as usize + 1],
     })
+}
+
+/// `n + 1` cuts (0 first, `len` last) on the file starts `starts` (at least `n` files): cut `j` is
+/// the file start nearest `len · j / n` that leaves every job at least one file.
+fn file_cuts(starts: &[u32], len: u32, n: u32) -> Vec<u32> {
+    let files = starts.len();
+    let mut cuts = vec![0u32];
+    let mut prev = 0usize;
+    for j in 1..n as usize {
+        let target = u64::from(len) * j as u64 / u64::from(n);
+        // Files prev+1 ..= files-(n-j) may start job j.
+        let (lo, hi) = (prev + 1, files - (n as usize - j));
+        let k = (lo..=hi)
+            .min_by_key(|&k| u64::from(starts[k]).abs_diff(target))
+            .expect("a file for every job");
+        cuts.push(starts[k]);
+        prev = k;
+    }
+    cuts.push(len);
+    cuts
 }
 
 struct Batch {
@@ -280,7 +318,7 @@ pub fn label_locked(
             what: "a standard deviation of 0".into(),
         });
     }
-    let range = shard_range(data.len(), cfg.shard)?;
+    let range = shard_range(data.as_ref(), cfg.shard)?;
     let sampler =
         Sampler::new(&cfg.recipe, cfg.seed, data.len(), w, h).map_err(|e| InferError::Model {
             file: PathBuf::from("--aug"),
@@ -695,5 +733,24 @@ fn draft_manifest(
             ensemble: Some(cfg.ensemble.name().into()),
         }),
         extra: Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_cuts;
+
+    #[test]
+    fn jobs_cut_on_the_file_start_nearest_the_even_cut_and_each_gets_a_file() {
+        assert_eq!(
+            file_cuts(&[0, 10, 20, 30, 40], 50, 5),
+            [0, 10, 20, 30, 40, 50]
+        );
+        assert_eq!(file_cuts(&[0, 10, 20, 30, 40], 50, 2), [0, 20, 50]);
+        assert_eq!(file_cuts(&[0, 10, 20, 30, 40], 50, 1), [0, 50]);
+        // Uneven files: the nearest start, even when that leaves one job far larger.
+        assert_eq!(file_cuts(&[0, 1, 2, 100], 101, 2), [0, 2, 101]);
+        // As many jobs as files: one file each, however near the even cuts are.
+        assert_eq!(file_cuts(&[0, 1, 2, 100], 101, 4), [0, 1, 2, 100, 101]);
     }
 }

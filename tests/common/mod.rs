@@ -110,3 +110,58 @@ pub fn ok(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
 }
+
+/// `classes` folders of `per` JPEGs (quality 90) of 40×30 or 30×40, under `root/train/cC/`.
+pub fn jpeg_folder(root: &Path, classes: usize, per: usize) {
+    for c in 0..classes {
+        let dir = root.join("train").join(format!("c{c}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per {
+            let (w, h) = if i % 2 == 0 { (40, 30) } else { (30, 40) };
+            let img = image::RgbImage::from_fn(w, h, |x, y| {
+                let v = ((x * 7 + y * 3 + i as u32 * 11) % 64) as u8;
+                image::Rgb([v * 2 + (c as u8) * 40, v, 255 - v])
+            });
+            let f = std::fs::File::create(dir.join(format!("{i:03}.jpg"))).unwrap();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(f, 90)
+                .encode_image(&img)
+                .unwrap();
+        }
+    }
+}
+
+/// A linear teacher on `[batch, 3, 16, 16]` inputs with 3 classes.
+pub fn write_rgb_teacher(path: &Path) {
+    let d = 3 * 16 * 16;
+    let w: Vec<f32> = (0..d * 3)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-3)
+        .collect();
+    write_linear_teacher(
+        path,
+        formats::onnx::ValueInfo::images("image", 3, 16, 16),
+        w,
+        vec![0.0; 3],
+    );
+}
+
+/// `distill train --json`: an mlp `kd` student, 2 epochs of batches of 8, from `labels` on `data`.
+pub fn train_mlp_kd(data: &Path, labels: &Path, out: &Path) -> Output {
+    distill(&[
+        "train",
+        "--json",
+        "--data",
+        data.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--model",
+        "mlp",
+        "--loss",
+        "kd",
+        "--epochs",
+        "2",
+        "--batch",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}

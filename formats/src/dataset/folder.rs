@@ -195,47 +195,17 @@ impl Dataset for ImageFolder {
         3
     }
     fn dims(&self, index: u32) -> Result<(u32, u32), FormatError> {
-        self.dims.get(index as usize).copied().ok_or_else(|| {
-            FormatError::invalid(
-                "index",
-                format!("sample {index} is beyond the {} samples", self.files.len()),
-            )
-        })
+        super::dims_at(&self.dims, index)
     }
     fn uniform_dims(&self) -> Result<(u32, u32), FormatError> {
-        let first = self.dims[0];
-        match self.dims.iter().position(|d| *d != first) {
-            None => Ok(first),
-            Some(i) => Err(FormatError::data(
-                &self.files[i],
-                format!(
-                    "images differ in size ({}x{} here, {}x{} in {}): give the input size with --size",
-                    self.dims[i].0,
-                    self.dims[i].1,
-                    first.0,
-                    first.1,
-                    self.files[0].display()
-                ),
-            )),
-        }
+        super::uniform_of(&self.dims, &|i| {
+            (self.files[i].clone(), self.files[i].display().to_string())
+        })
     }
     fn image(&self, index: u32) -> Result<Image, FormatError> {
         let f = self.file(index)?;
         let bytes = std::fs::read(f).map_err(FormatError::io(f))?;
-        if let Some(what) = jpeg_truncation(&bytes) {
-            return Err(FormatError::data(
-                f,
-                format!("sample {index}: cannot decode: {what}"),
-            ));
-        }
-        let img = image::ImageReader::new(std::io::Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(FormatError::io(f))?
-            .decode()
-            .map_err(|e| FormatError::data(f, format!("sample {index}: cannot decode: {e}")))?;
-        let rgb = img.to_rgb8();
-        let (w, h) = rgb.dimensions();
-        Image::new(w, h, 3, rgb.into_raw())
+        decode_rgb(&bytes).map_err(|e| FormatError::data(f, format!("sample {index}: {e}")))
     }
 
     fn encoded(&self) -> bool {
@@ -277,6 +247,31 @@ fn split_dir(root: &Path, split: &str) -> Result<PathBuf, FormatError> {
                 .join(", ")
         ),
     ))
+}
+
+/// Decodes an encoded image (JPEG or PNG, format guessed from the bytes) to RGB; the error says
+/// why it cannot ("cannot decode: …"), for the caller to prefix with the file and sample.
+pub(crate) fn decode_rgb(bytes: &[u8]) -> Result<Image, String> {
+    if let Some(what) = jpeg_truncation(bytes) {
+        return Err(format!("cannot decode: {what}"));
+    }
+    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("cannot decode: {e}"))?
+        .decode()
+        .map_err(|e| format!("cannot decode: {e}"))?;
+    let rgb = img.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    Image::new(w, h, 3, rgb.into_raw()).map_err(|e| e.to_string())
+}
+
+/// (width, height) from an encoded image's header, without decoding pixels.
+pub(crate) fn bytes_dims(bytes: &[u8]) -> Result<(u32, u32), String> {
+    image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read image size: {e}"))?
+        .into_dimensions()
+        .map_err(|e| format!("cannot read image size: {e}"))
 }
 
 /// (width, height) from the file's header, without decoding pixels.

@@ -30,10 +30,7 @@ pub type Index = HashMap<String, Entry>;
 
 /// Reads the index of `dir`; `None` when there is none or it does not parse.
 pub fn load(dir: &Path) -> Option<Index> {
-    let bytes = std::fs::read(dir.join(INDEX_FILE)).ok()?;
-    let body = bytes.strip_prefix(MAGIC.as_slice())?;
-    // Streaming: memory grows with what the frame really holds, not with what it claims.
-    let raw = zstd::stream::decode_all(body).ok()?;
+    let raw = read_frame(&dir.join(INDEX_FILE), MAGIC)?;
     let mut at = 0usize;
     let mut take = |n: usize| -> Option<&[u8]> {
         let s = raw.get(at..at.checked_add(n)?)?;
@@ -61,6 +58,36 @@ pub fn load(dir: &Path) -> Option<Index> {
     Some(index)
 }
 
+/// The body of an index file: `magic`, then one zstd frame; `None` when missing or damaged.
+pub(crate) fn read_frame(path: &Path, magic: &[u8; 8]) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(path).ok()?;
+    let body = bytes.strip_prefix(magic.as_slice())?;
+    // Streaming: memory grows with what the frame really holds, not with what it claims.
+    zstd::stream::decode_all(body).ok()
+}
+
+/// Writes `magic` and `raw` as one zstd frame to `dir/name`, through a temporary file and a
+/// rename, so a reader never sees half an index.
+pub(crate) fn write_frame(
+    dir: &Path,
+    name: &str,
+    magic: &[u8; 8],
+    raw: &[u8],
+) -> Result<(), FormatError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut out = magic.to_vec();
+        out.extend_from_slice(&zstd::bulk::compress(raw, 3)?);
+        std::fs::write(&tmp, &out)?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        FormatError::Io { path, source: e }
+    })
+}
+
 /// Writes `entries` (in the order given) as the index of `dir`, through a temporary file and a
 /// rename, so a reader never sees half an index.
 pub fn save(dir: &Path, entries: &[(String, Entry)]) -> Result<(), FormatError> {
@@ -73,18 +100,7 @@ pub fn save(dir: &Path, entries: &[(String, Entry)]) -> Result<(), FormatError> 
         raw.extend_from_slice(&e.width.to_le_bytes());
         raw.extend_from_slice(&e.height.to_le_bytes());
     }
-    let path = dir.join(INDEX_FILE);
-    let tmp = dir.join(format!("{INDEX_FILE}.tmp{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut out = MAGIC.to_vec();
-        out.extend_from_slice(&zstd::bulk::compress(&raw, 3)?);
-        std::fs::write(&tmp, &out)?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        FormatError::Io { path, source: e }
-    })
+    write_frame(dir, INDEX_FILE, MAGIC, &raw)
 }
 
 /// A file's modification time in nanoseconds since the epoch (0 where the OS has none).

