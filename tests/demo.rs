@@ -7,9 +7,15 @@ use std::path::Path;
 use std::process::Command;
 
 fn demo(out: &Path, mnist: &Path) -> serde_json::Value {
+    demo_with(out, mnist, &[])
+}
+
+fn demo_with(out: &Path, mnist: &Path, extra: &[&str]) -> serde_json::Value {
     let o = Command::new(env!("CARGO_BIN_EXE_distill"))
         .args(["demo", "--json", "--teacher-epochs", "2", "--epochs", "2"])
-        .args(["--label-epochs", "2", "--generations", "2", "--out"])
+        .args(["--label-epochs", "2", "--generations", "2"])
+        .args(extra)
+        .arg("--out")
         .arg(out)
         .arg("--data")
         .arg(mnist)
@@ -56,6 +62,11 @@ fn the_demo_runs_end_to_end_and_resumes() {
     assert!(out.join("report.html").exists());
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("polyline"));
+    // Epoch ticks on the x axis, the KL curve, and what the teacher saw.
+    assert!(html.contains("Test KL(teacher") && html.contains(">2</text>"));
+    assert!(html.contains("teacher-saw.png"));
+    let grid = image::open(out.join("teacher-saw.png")).unwrap();
+    assert!(grid.width() >= 4 * 28 && grid.height() >= 2 * 28);
 
     // Run again: every stage reused, the same table.
     let again = demo(&out, &mnist);
@@ -78,4 +89,47 @@ fn the_demo_runs_end_to_end_and_resumes() {
     assert_eq!(f(&third, &["seconds", "teacher"]), 0.0);
     // Resumed from the epoch-1 checkpoint with the same data and seed: the same student.
     assert_eq!(third["student_kd"], v["student_kd"]);
+
+    // The stored-epochs sweep: E = 1 and 2, two seeds each. E = 2 with the demo's epochs and
+    // first seed is the demo's own kd student (reused); the rest trains.
+    let sw = [
+        "--sweep",
+        "1,2",
+        "--sweep-seeds",
+        "2",
+        "--sweep-epochs",
+        "2",
+    ];
+    let fourth = demo_with(&out, &mnist, &sw);
+    let pts = fourth["sweep"].as_array().unwrap();
+    assert_eq!(pts.len(), 2, "{fourth}");
+    assert_eq!(
+        (
+            pts[0]["label_epochs"].as_u64(),
+            pts[1]["label_epochs"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    assert_eq!(pts[1]["runs"][0], v["student_kd"]);
+    assert!(f(&fourth, &["seconds", "sweep"]) > 0.0);
+    for p in pts {
+        assert_eq!(p["runs"].as_array().unwrap().len(), 2);
+        assert!(f(p, &["agreement", "mean"]) >= 0.9, "{p}");
+        assert!(f(p, &["agreement", "sd"]) < 0.05, "{p}");
+    }
+    // Two stored epochs cost twice one (8,000 samples, 8–40 bytes a record).
+    let (b1, b2) = (
+        f(&pts[0], &["bytes_per_sample"]),
+        f(&pts[1], &["bytes_per_sample"]),
+    );
+    assert!(
+        (8.0..40.0).contains(&b1) && (1.8..2.2).contains(&(b2 / b1)),
+        "{b1} {b2}"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Fidelity against stored epochs") && html.contains("<circle"));
+    // Run again: the sweep is reused whole.
+    let fifth = demo_with(&out, &mnist, &sw);
+    assert_eq!(f(&fifth, &["seconds", "sweep"]), 0.0);
+    assert_eq!(fifth["sweep"], fourth["sweep"]);
 }

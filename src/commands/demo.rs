@@ -67,6 +67,19 @@ pub struct DemoArgs {
     /// Print the table as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// After the demo, measure fidelity against the number of stored epochs: train the kd
+    /// student for --sweep-epochs epochs from stores of each E listed (e.g. 1,2,4,8,16,40; E equal
+    /// to the student's epochs is the online-KD equivalent: every epoch sees fresh views),
+    /// --sweep-seeds seeds each. The table and plot go into the report and the JSON; every store
+    /// and student already made is reused.
+    #[arg(long, value_delimiter = ',', value_name = "E,E,...")]
+    pub sweep: Vec<u32>,
+    /// Student seeds per stored-epoch count of --sweep.
+    #[arg(long, default_value_t = 3)]
+    pub sweep_seeds: u32,
+    /// Student epochs of every --sweep run (the same for every E).
+    #[arg(long, default_value_t = 40)]
+    pub sweep_epochs: u32,
 }
 
 /// One student's results.
@@ -84,6 +97,43 @@ struct Generation {
     student_kd: StudentResult,
 }
 
+/// Mean and (sample) standard deviation over seeds.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+struct Spread {
+    mean: f64,
+    sd: f64,
+}
+
+impl Spread {
+    fn of(v: &[f64]) -> Self {
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let var = if v.len() > 1 {
+            v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+        } else {
+            0.0
+        };
+        Spread {
+            mean,
+            sd: var.sqrt(),
+        }
+    }
+}
+
+/// One stored-epoch count of the `--sweep`: its store and the students trained from it.
+#[derive(Clone, Debug, serde::Serialize)]
+struct SweepPoint {
+    label_epochs: u32,
+    store_bytes: u64,
+    /// Store bytes per training sample (all E epochs of it).
+    bytes_per_sample: f64,
+    /// One per seed, in seed order.
+    runs: Vec<StudentResult>,
+    agreement: Spread,
+    kl: Spread,
+    accuracy: Spread,
+}
+
 #[derive(Debug, serde::Serialize)]
 struct DemoReport {
     out: PathBuf,
@@ -95,6 +145,8 @@ struct DemoReport {
     /// Seconds per stage (0 for stages reused from an earlier run) and in total.
     seconds: serde_json::Map<String, serde_json::Value>,
     generations: Vec<Generation>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sweep: Vec<SweepPoint>,
     report: PathBuf,
 }
 
@@ -262,10 +314,10 @@ impl Ctx<'_> {
 
     /// Labels `split` with `teacher` into `out` unless a finished store of that very teacher is
     /// there; resumes an interrupted one; relabels one made by another teacher.
-    fn label(&self, teacher: &Path, split: &str, out: &Path) -> Result<bool> {
+    fn label(&self, teacher: &Path, split: &str, out: &Path, train_epochs: u32) -> Result<bool> {
         let sha = formats::sha256_hex(&std::fs::read(teacher)?);
         let (data, recipe, epochs) = match split {
-            "train" => (Arc::clone(&self.train), demo_recipe(), self.a.label_epochs),
+            "train" => (Arc::clone(&self.train), demo_recipe(), train_epochs),
             _ => (Arc::clone(&self.test), Recipe::none(), 1),
         };
         let mode = match LabelStore::open(out) {
@@ -310,6 +362,63 @@ impl Ctx<'_> {
         };
         teacher_infer::label(&cfg, |_| {})?;
         Ok(false)
+    }
+
+    /// `--sweep`: the kd student trained for `--sweep-epochs` from a store of each E, seeds
+    /// `seed + 1 …` (the first is the demo's own kd seed), reusing the demo's store and kd
+    /// student where they are the same run. Returns the points and whether all was reused.
+    fn sweep(&self, gen1: &Path, ltest: &Path, kd: LossKind) -> Result<(Vec<SweepPoint>, bool)> {
+        let a = self.a;
+        if a.sweep_seeds == 0 || a.sweep_epochs == 0 || a.sweep.contains(&0) {
+            anyhow::bail!("--sweep needs stored epochs, --sweep-seeds and --sweep-epochs ≥ 1");
+        }
+        let (onnx, dir) = (gen1.join("teacher.onnx"), a.out.join("sweep"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut list = a.sweep.clone();
+        list.sort_unstable();
+        list.dedup();
+        let (mut points, mut reused) = (Vec::new(), true);
+        for e in list {
+            let store = if e == a.label_epochs {
+                gen1.join("labels-train")
+            } else {
+                dir.join(format!("labels-e{e}"))
+            };
+            reused &= self.label(&onnx, "train", &store, e)?;
+            let mut runs = Vec::new();
+            for k in 0..a.sweep_seeds {
+                let run = if e == a.label_epochs && a.sweep_epochs == a.epochs && k == 0 {
+                    gen1.join("student-kd")
+                } else {
+                    dir.join(format!("e{e}-s{k}"))
+                };
+                let cfg = self.config(
+                    kd,
+                    a.sweep_epochs,
+                    Some(&store),
+                    Some(ltest),
+                    a.seed + 1 + u64::from(k),
+                );
+                self.say(&format!("  sweep: E = {e}, seed {k} → {}", run.display()));
+                reused &= self.train(&cfg, &run)?;
+                runs.push(self.evaluate(&run, Some(ltest))?);
+            }
+            let st = LabelStore::open(&store)?;
+            let bytes: u64 = st.manifest.shards.iter().map(|s| s.bytes).sum();
+            let of = |get: fn(&StudentResult) -> f64| {
+                Spread::of(&runs.iter().map(get).collect::<Vec<_>>())
+            };
+            points.push(SweepPoint {
+                label_epochs: e,
+                store_bytes: bytes,
+                bytes_per_sample: bytes as f64 / f64::from(st.samples().len()),
+                agreement: of(|r| r.agreement),
+                kl: of(|r| r.kl),
+                accuracy: of(|r| r.accuracy),
+                runs,
+            });
+        }
+        Ok((points, reused))
     }
 
     fn evaluate(&self, run: &Path, labels: Option<&Path>) -> Result<StudentResult> {
@@ -399,8 +508,8 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
         })?;
         let (ltrain, ltest) = (gdir.join("labels-train"), gdir.join("labels-test"));
         cx.timed(&format!("label{sfx}"), |c| {
-            let r1 = c.label(&onnx, "train", &ltrain)?;
-            let r2 = c.label(&onnx, "test", &ltest)?;
+            let r1 = c.label(&onnx, "train", &ltrain, c.a.label_epochs)?;
+            let r2 = c.label(&onnx, "test", &ltest, 1)?;
             Ok(((), r1 && r2))
         })?;
         let kd_run = gdir.join("student-kd");
@@ -437,8 +546,24 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
     );
     cx.timed("train ce", |c| Ok(((), c.train(&cfg, &ce_run)?)))?;
     let student_ce = cx.evaluate(&ce_run, Some(&ltest))?;
+    let sweep = if a.sweep.is_empty() {
+        Vec::new()
+    } else {
+        let gen1 = out.join("gen1");
+        cx.timed("sweep", |c| c.sweep(&gen1, &ltest, kd))?
+    };
 
     let store = LabelStore::open(&ltrain)?;
+    // What the teacher saw: the first 16 records of store epoch 0, as `inspect --show` draws them.
+    let grid_name = "teacher-saw.png";
+    let samples = store.samples();
+    let keys: Vec<(u32, u32)> = (samples.start..samples.end.min(samples.start + 16))
+        .map(|s| (0, s))
+        .collect();
+    let (w, h) = cx.train.dims(0)?;
+    label_store::show::render_grid(&store, cx.train.as_ref(), &keys, w, h)?
+        .save(out.join(grid_name))
+        .with_context(|| format!("writing {}", out.join(grid_name).display()))?;
     let bytes: u64 = store.manifest.shards.iter().map(|s| s.bytes).sum();
     let report_path = out.join("report.html");
     let curves = [
@@ -449,8 +574,11 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
         ),
         ("student ce", load_metrics(&ce_run)?),
     ];
-    std::fs::write(&report_path, report_html(&curves, &generations))
-        .with_context(|| format!("writing {}", report_path.display()))?;
+    std::fs::write(
+        &report_path,
+        report_html(&curves, &generations, &sweep, Some(grid_name)),
+    )
+    .with_context(|| format!("writing {}", report_path.display()))?;
     cx.seconds.insert(
         "total".into(),
         serde_json::json!(t_all.elapsed().as_secs_f64()),
@@ -464,6 +592,7 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
         store_records: store.records(),
         seconds: cx.seconds,
         generations,
+        sweep,
         report: report_path,
     };
     let mut stdout = std::io::stdout().lock();
@@ -524,14 +653,45 @@ fn print_table(out: &mut impl Write, r: &DemoReport) -> std::io::Result<()> {
             )?;
         }
     }
+    if !r.sweep.is_empty() {
+        writeln!(
+            out,
+            "fidelity against stored epochs E (kd student, {} seeds each, same student epochs):",
+            r.sweep[0].runs.len()
+        )?;
+        writeln!(
+            out,
+            "  {:>4} {:>13} {:>17} {:>17} {:>17}",
+            "E", "bytes/sample", "agreement", "KL(t‖s)", "accuracy"
+        )?;
+        for p in &r.sweep {
+            writeln!(
+                out,
+                "  {:>4} {:>13.1} {:>17} {:>17} {:>17}",
+                p.label_epochs,
+                p.bytes_per_sample,
+                format!(
+                    "{:.2} ± {:.2}%",
+                    100.0 * p.agreement.mean,
+                    100.0 * p.agreement.sd
+                ),
+                format!("{:.4} ± {:.4}", p.kl.mean, p.kl.sd),
+                format!(
+                    "{:.2} ± {:.2}%",
+                    100.0 * p.accuracy.mean,
+                    100.0 * p.accuracy.sd
+                )
+            )?;
+        }
+    }
     writeln!(
         out,
         "label store: {} records, {:.1} bytes/record",
         r.store_records, r.bytes_per_record
     )?;
     // In pipeline order (the JSON map is sorted by name).
-    const ORDER: [&str; 7] = [
-        "fetch", "teacher", "export", "label", "train kd", "train ce", "total",
+    const ORDER: [&str; 8] = [
+        "fetch", "teacher", "export", "label", "train kd", "train ce", "sweep", "total",
     ];
     let rank = |k: &str| {
         ORDER
@@ -551,72 +711,142 @@ fn print_table(out: &mut impl Write, r: &DemoReport) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A self-contained HTML page with two SVG charts: test accuracy and test agreement per epoch.
-fn report_html(curves: &[(&str, Vec<EpochMetrics>)], gens: &[Generation]) -> String {
-    let colors = ["#555", "#d62728", "#1f77b4"];
-    let chart = |title: &str, get: &dyn Fn(&EpochMetrics) -> Option<f64>| -> String {
-        let (w, h, pad) = (560.0, 300.0, 48.0);
-        let series: Vec<(usize, Vec<(u32, f64)>)> = curves
+/// One line of a chart: its points, and the points of each seed drawn as dots around it.
+struct Series {
+    name: String,
+    color: &'static str,
+    line: Vec<(f64, f64)>,
+    dots: Vec<(f64, f64)>,
+}
+
+/// An SVG line chart with ticks on both axes; `log_x` spaces x by log₂ (stored epochs),
+/// `percent` prints y as a percentage.
+fn svg_chart(title: &str, x_label: &str, series: &[Series], log_x: bool, percent: bool) -> String {
+    let (w, h, pad) = (560.0, 300.0, 52.0);
+    let pts = || series.iter().flat_map(|s| s.line.iter().chain(&s.dots));
+    if pts().next().is_none() {
+        return String::new();
+    }
+    let fx = |x: f64| if log_x { x.max(1e-9).log2() } else { x };
+    let (mut x0, mut x1) = (f64::INFINITY, f64::NEG_INFINITY);
+    let (mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in pts() {
+        (x0, x1) = (x0.min(fx(x)), x1.max(fx(x)));
+        (y0, y1) = (y0.min(y), y1.max(y));
+    }
+    if !log_x {
+        x0 = x0.min(0.0);
+    }
+    if percent {
+        // Whole percentage points, up to 100%.
+        (y0, y1) = (
+            (y0 * 100.0).floor() / 100.0,
+            ((y1 * 100.0).ceil() / 100.0).min(1.0),
+        );
+    } else {
+        (y0, y1) = (0.0, y1 * 1.1);
+    }
+    if y1 - y0 < 1e-9 {
+        y1 = y0 + 0.01;
+    }
+    if x1 - x0 < 1e-9 {
+        x1 = x0 + 1.0;
+    }
+    let x = |v: f64| pad + (w - 2.0 * pad) * (fx(v) - x0) / (x1 - x0);
+    let y = |v: f64| h - pad - (h - 2.0 * pad) * (v - y0) / (y1 - y0);
+    let mut s = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><text x="{pad}" y="20" font-weight="bold">{title}</text><line x1="{pad}" y1="{b}" x2="{r}" y2="{b}" stroke="#999"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{b}" stroke="#999"/>"##,
+        b = h - pad,
+        r = w - pad,
+    );
+    for k in 0..=4 {
+        let v = y0 + (y1 - y0) * f64::from(k) / 4.0;
+        let label = if percent {
+            format!("{:.1}%", 100.0 * v)
+        } else {
+            format!("{v:.3}")
+        };
+        s += &format!(r#"<text x="2" y="{:.1}">{label}</text>"#, y(v) + 4.0);
+    }
+    // x ticks: every distinct x of a log axis (the stored epochs); about eight on a linear one.
+    let mut ticks: Vec<f64> = if log_x {
+        let mut t: Vec<f64> = pts().map(|p| p.0).collect();
+        t.sort_by(f64::total_cmp);
+        t.dedup();
+        t
+    } else {
+        let step = ((x1 / 8.0).ceil()).max(1.0);
+        (0..=(x1 / step) as u32)
+            .map(|k| f64::from(k) * step)
+            .collect()
+    };
+    ticks.retain(|t| t.is_finite());
+    for t in ticks {
+        s += &format!(
+            r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="#999"/><text x="{0:.1}" y="{3}" text-anchor="middle">{t}</text>"##,
+            x(t),
+            h - pad,
+            h - pad + 4.0,
+            h - pad + 16.0
+        );
+    }
+    s += &format!(
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{x_label}</text>"#,
+        w / 2.0,
+        h - 12.0
+    );
+    for (i, se) in series.iter().enumerate() {
+        let path: Vec<String> = se
+            .line
+            .iter()
+            .map(|&(a, b)| format!("{:.1},{:.1}", x(a), y(b)))
+            .collect();
+        s += &format!(
+            r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/><text x="{:.1}" y="{:.1}" fill="{c}">{}</text>"#,
+            path.join(" "),
+            w - pad - 170.0,
+            pad + 16.0 * i as f64,
+            se.name,
+            c = se.color,
+        );
+        for &(a, b) in &se.dots {
+            s += &format!(
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{}" fill-opacity="0.5"/>"#,
+                x(a),
+                y(b),
+                se.color
+            );
+        }
+    }
+    s + "</svg>"
+}
+
+/// A self-contained HTML page: test accuracy, agreement and KL per epoch, the generations, the
+/// `--sweep` table and plots, and the grid of what the teacher saw (`grid`, a PNG beside it).
+fn report_html(
+    curves: &[(&str, Vec<EpochMetrics>)],
+    gens: &[Generation],
+    sweep: &[SweepPoint],
+    grid: Option<&str>,
+) -> String {
+    const COLORS: [&str; 3] = ["#555", "#d62728", "#1f77b4"];
+    let per_epoch = |title: &str, percent: bool, get: &dyn Fn(&EpochMetrics) -> Option<f64>| {
+        let series: Vec<Series> = curves
             .iter()
             .enumerate()
-            .map(|(i, (_, m))| {
-                (
-                    i,
-                    m.iter().filter_map(|e| Some((e.epoch, get(e)?))).collect(),
-                )
+            .map(|(i, (name, m))| Series {
+                name: name.to_string(),
+                color: COLORS[i % COLORS.len()],
+                line: m
+                    .iter()
+                    // Epochs trained (1-based), as the progress lines count them.
+                    .filter_map(|e| Some((f64::from(e.epoch + 1), get(e)?)))
+                    .collect(),
+                dots: Vec::new(),
             })
-            .filter(|(_, v): &(usize, Vec<(u32, f64)>)| !v.is_empty())
+            .filter(|s| !s.line.is_empty())
             .collect();
-        let all: Vec<f64> = series
-            .iter()
-            .flat_map(|(_, v)| v.iter().map(|p| p.1))
-            .collect();
-        let lo = all.iter().cloned().fold(1.0, f64::min).min(0.99);
-        let (lo, hi) = ((lo * 100.0).floor() / 100.0, 1.0);
-        let max_e = series
-            .iter()
-            .flat_map(|(_, v)| v.iter().map(|p| p.0))
-            .max()
-            .unwrap_or(1)
-            .max(1) as f64;
-        let x = |e: u32| pad + (w - 2.0 * pad) * f64::from(e) / max_e;
-        let y = |v: f64| h - pad - (h - 2.0 * pad) * (v - lo) / (hi - lo).max(1e-9);
-        let mut s = format!(
-            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><text x="{pad}" y="20" font-weight="bold">{title}</text><line x1="{pad}" y1="{}" x2="{}" y2="{}" stroke="#999"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{}" stroke="#999"/>"##,
-            h - pad,
-            w - pad,
-            h - pad,
-            h - pad
-        );
-        for k in 0..=4 {
-            let v = lo + (hi - lo) * f64::from(k) / 4.0;
-            s += &format!(
-                r#"<text x="4" y="{:.1}">{:.1}%</text>"#,
-                y(v) + 4.0,
-                100.0 * v
-            );
-        }
-        s += &format!(
-            r#"<text x="{:.1}" y="{:.1}">epoch</text>"#,
-            w / 2.0,
-            h - 12.0
-        );
-        for (i, pts) in &series {
-            let path: Vec<String> = pts
-                .iter()
-                .map(|&(e, v)| format!("{:.1},{:.1}", x(e), y(v)))
-                .collect();
-            s += &format!(
-                r#"<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/><text x="{:.1}" y="{:.1}" fill="{}">{}</text>"#,
-                colors[*i % colors.len()],
-                path.join(" "),
-                w - pad - 150.0,
-                pad + 16.0 * *i as f64,
-                colors[*i % colors.len()],
-                curves[*i].0
-            );
-        }
-        s + "</svg>"
+        svg_chart(title, "epoch", &series, false, percent)
     };
     let mut rows = String::new();
     for g in gens {
@@ -629,13 +859,77 @@ fn report_html(curves: &[(&str, Vec<EpochMetrics>)], gens: &[Generation]) -> Str
             g.student_kd.kl
         );
     }
+    let mut body = format!(
+        "<h1>distill demo: MNIST, LeNet-5</h1>{}{}{}<h2>Generations</h2><table border=\"1\" \
+         cellpadding=\"4\"><tr><th>gen</th><th>teacher accuracy</th><th>kd student accuracy</th>\
+         <th>agreement</th><th>KL(t‖s)</th></tr>{rows}</table>",
+        per_epoch("Test accuracy", true, &|e| e.test_accuracy),
+        per_epoch("Test agreement with the teacher", true, &|e| e
+            .test_agreement),
+        per_epoch("Test KL(teacher ‖ student)", false, &|e| e.test_kl),
+    );
+    if !sweep.is_empty() {
+        let series = |get: &dyn Fn(&StudentResult) -> f64| Series {
+            name: format!("kd student, mean of {} seeds", sweep[0].runs.len()),
+            color: COLORS[1],
+            line: sweep
+                .iter()
+                .map(|p| {
+                    let v: Vec<f64> = p.runs.iter().map(get).collect();
+                    (f64::from(p.label_epochs), Spread::of(&v).mean)
+                })
+                .collect(),
+            dots: sweep
+                .iter()
+                .flat_map(|p| p.runs.iter().map(|r| (f64::from(p.label_epochs), get(r))))
+                .collect(),
+        };
+        let mut srows = String::new();
+        for p in sweep {
+            srows += &format!(
+                "<tr><td>{}</td><td>{:.1}</td><td>{:.2} ± {:.2}%</td><td>{:.4} ± {:.4}</td>\
+                 <td>{:.2} ± {:.2}%</td></tr>",
+                p.label_epochs,
+                p.bytes_per_sample,
+                100.0 * p.agreement.mean,
+                100.0 * p.agreement.sd,
+                p.kl.mean,
+                p.kl.sd,
+                100.0 * p.accuracy.mean,
+                100.0 * p.accuracy.sd
+            );
+        }
+        body += &format!(
+            "<h2>Fidelity against stored epochs</h2><p>The same kd student, the same student \
+             epochs, from stores of E augmented epochs (student epoch e replays store epoch e mod \
+             E); dots are single seeds.</p>{}{}<table border=\"1\" cellpadding=\"4\"><tr><th>E \
+             </th><th>store bytes per sample</th><th>test agreement</th><th>test KL(t‖s)</th>\
+             <th>test accuracy</th></tr>{srows}</table>",
+            svg_chart(
+                "Test agreement against stored epochs",
+                "stored epochs E (log scale)",
+                &[series(&|r| r.agreement)],
+                true,
+                true
+            ),
+            svg_chart(
+                "Test KL(teacher ‖ student) against stored epochs",
+                "stored epochs E (log scale)",
+                &[series(&|r| r.kl)],
+                true,
+                false
+            ),
+        );
+    }
+    if let Some(g) = grid {
+        body += &format!(
+            "<h2>What the teacher saw</h2><p>The first records of store epoch 0, replayed from \
+             the store (<code>distill inspect --show</code>): each with its mixing and the \
+             teacher's top classes.</p><img src=\"{g}\" alt=\"replayed records\">"
+        );
+    }
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>distill demo</title></head>\
-         <body style=\"font-family:sans-serif\"><h1>distill demo: MNIST, LeNet-5</h1>{}{}\
-         <h2>Generations</h2><table border=\"1\" cellpadding=\"4\"><tr><th>gen</th><th>teacher \
-         accuracy</th><th>kd student accuracy</th><th>agreement</th><th>KL(t‖s)</th></tr>{rows}\
-         </table></body></html>\n",
-        chart("Test accuracy", &|e| e.test_accuracy),
-        chart("Test agreement with the teacher", &|e| e.test_agreement),
+         <body style=\"font-family:sans-serif\">{body}</body></html>\n"
     )
 }
