@@ -104,7 +104,7 @@ impl From<CodecFlag> for ValueCodec {
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct WdsFlags {
     /// WebDataset shards: extension of the member holding each sample's class as decimal text.
-    #[arg(long, value_name = "EXT", default_value = None)]
+    #[arg(long, value_name = "EXT")]
     pub label_key: Option<String>,
     /// WebDataset shards: the number of classes (default: the largest label + 1, or the
     /// store's class count where a store is given).

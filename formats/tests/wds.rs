@@ -60,6 +60,17 @@ fn packed_shards_read_back_as_the_folder_sample_for_sample() {
     assert_eq!(starts.len(), s.shards.len());
     assert_eq!(starts[0], 0);
     assert!(starts.windows(2).all(|p| p[0] < p[1]), "{starts:?}");
+    // Each shard within the bound, unless one sample alone is larger.
+    let mut ends = starts[1..].to_vec();
+    ends.push(12);
+    for (k, path) in s.shards.iter().enumerate() {
+        let size = std::fs::metadata(path).unwrap().len();
+        assert!(
+            size <= 4096 || ends[k] - starts[k] == 1,
+            "{}: {size}",
+            path.display()
+        );
+    }
     let direct = WebDataset::open(&out, "train", &WdsOptions::default()).unwrap();
     assert_eq!(direct.key(0), "ant/img_0");
     assert_eq!(direct.key(11), "cow/img_3");

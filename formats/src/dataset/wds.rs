@@ -722,6 +722,18 @@ pub struct PackSummary {
     pub bytes: u64,
 }
 
+/// Bytes a member of `len` bytes named with `name_len` bytes takes in a GNU tar: its header, a
+/// long-name header and block for names over 100 bytes, and its data padded to 512.
+fn member_bytes(name_len: usize, len: usize) -> u64 {
+    let blocks = |n: usize| n.div_ceil(512) as u64 * 512;
+    let long = if name_len > 100 {
+        512 + blocks(name_len + 1)
+    } else {
+        0
+    };
+    512 + long + blocks(len)
+}
+
 /// The shard file `index` of `prefix` in `out`: `out/prefix-000000.tar`.
 pub fn shard_file(out: &Path, prefix: &str, index: usize) -> PathBuf {
     out.join(format!("{prefix}-{index:06}.tar"))
@@ -810,10 +822,12 @@ pub fn pack_folder(
             ));
         }
         let cls = folder.label(i).to_string();
-        let need = 3 * 512 + bytes.len() as u64 + cls.len() as u64 + 2048;
+        let need = member_bytes(key.len() + 1 + ext.len(), bytes.len())
+            + member_bytes(key.len() + 4, cls.len());
+        // The two zero blocks that end an archive count too.
         if current
             .as_ref()
-            .is_some_and(|(_, _, used)| used + need > max_bytes)
+            .is_some_and(|(_, _, used)| used + need + 1024 > max_bytes)
         {
             let (b, tmp, _) = current.take().expect("an open shard");
             close(b, &tmp, &mut summary)?;
