@@ -2,11 +2,12 @@
 # WebDataset shards against the same images as a folder (issue 16), one command. N samples
 # (default 10,000: copies of the 2,000 generated 500x375 JPEGs of scripts/make-bench-jpegs.sh,
 # 10 classes of N/10 files, each copy its own file so a cold cache is cold for every one) are
-# packed into ~1 GB shards with `distill data pack-wds`; then
+# packed into shards of at most 256 MB (4 of them: both cores scan) with `distill data pack-wds`; then
 #   - opening the data (listing + every image's size) with and without the dataset index,
 #     cold page cache and warm: the index build time per 10,000 samples;
-#   - labelling (recipe usi, 224 px, the cheap teacher of the label_images bench, 2 loader
-#     threads, decode-once blocks) from the folder and from the shards, cold and warm.
+#   - labelling (224 px, the cheap teacher of the label_images bench, 2 loader threads,
+#     decode-once blocks; recipe usi, whose blocks walk a permutation of the samples, and light,
+#     whose blocks walk them in order) from the folder and from the shards, cold and warm.
 # Cold runs drop the page cache (needs root). Prints markdown tables.
 # Usage: scripts/bench-wds.sh [N] [EPOCHS]   (defaults 10000, 1)
 set -euo pipefail
@@ -34,7 +35,7 @@ drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 secs() { awk "BEGIN { printf \"%.2f\", $2 - $1 }"; }
 if [ ! -f "$shards/train-000000.tar" ]; then
     t0=$(date +%s.%N)
-    "$distill" data pack-wds "$folder" "$shards" --shard-size 1G --json >"$root/pack.json"
+    "$distill" data pack-wds "$folder" "$shards" --shard-size 256M --json >"$root/pack.json"
     t1=$(date +%s.%N)
     echo "packed $n samples into $(ls "$shards"/*.tar | wc -l) shards ($(du -sh "$shards" | cut -f1)) in $(secs "$t0" "$t1") s"
 fi
@@ -61,18 +62,23 @@ for what in folder shards; do
 done
 
 echo
-DISTILL_BENCH_OUT="$root/label" DISTILL_BENCH_EPOCHS="$epochs" DISTILL_BENCH_PATHS=blocks \
-    DISTILL_BENCH_DATA="folder=$folder,wds=$shards" DISTILL_BENCH_CACHE=cold,warm \
-    cargo bench --quiet -p teacher-infer --bench label_images | grep '^{' >"$root/label.jsonl"
+: >"$root/label.jsonl"
+for recipe in usi light; do
+    DISTILL_BENCH_OUT="$root/label" DISTILL_BENCH_EPOCHS="$epochs" DISTILL_BENCH_PATHS=blocks \
+        DISTILL_BENCH_DATA="folder=$folder,wds=$shards" DISTILL_BENCH_CACHE=cold,warm \
+        DISTILL_BENCH_RECIPE=$recipe \
+        cargo bench --quiet -p teacher-infer --bench label_images | grep '^{' >>"$root/label.jsonl"
+done
 python3 - "$root/label.jsonl" <<'PY'
 import json, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
-print("| E | data | cache | records | s | records/s | vs folder, same cache |")
-print("|---:|---|---|---:|---:|---:|---:|")
+print("| recipe | E | data | cache | records | s | records/s | vs folder, same cache |")
+print("|---|---:|---|---|---:|---:|---:|---:|")
 for r in runs:
     base = next(b for b in runs if b["data"] == "folder" and b["cache"] == r["cache"]
-                and b["epochs"] == r["epochs"])
-    print(f"| {r['epochs']} | {r['data']} ({r['format']}) | {r['cache']} | {r['records']} | "
+                and b["epochs"] == r["epochs"] and b["recipe"] == r["recipe"])
+    print(f"| {r['recipe']} | {r['epochs']} | {r['data']} ({r['format']}) | {r['cache']} | "
+          f"{r['records']} | "
           f"{r['seconds']:.1f} | {r['records_per_sec']:.0f} | "
           f"{r['records_per_sec'] / base['records_per_sec']:.2f}x |")
 PY

@@ -10,8 +10,9 @@
 //! `per-record,blocks` to run; for profiling one), `DISTILL_BENCH_DATA` (comma-separated
 //! `name=path` datasets to label instead of the folder alone, e.g. `folder=…,wds=…`),
 //! `DISTILL_BENCH_CACHE` (`warm`, or `cold,warm`: drop the page cache before each cold run —
-//! needs root — and run warm right after, when everything was just read). Prints one JSON line
-//! per run.
+//! needs root — and run warm right after, when everything was just read), `DISTILL_BENCH_RECIPE`
+//! (default `usi`; `light` does not mix, so its blocks walk the samples in order). Prints one
+//! JSON line per run.
 
 use formats::augment::Recipe;
 use formats::dataset;
@@ -88,7 +89,7 @@ fn main() {
         &format!("folder={}", folder.display()),
     );
     let caches = var("DISTILL_BENCH_CACHE", "warm");
-    let recipe = Recipe::usi();
+    let recipe = Recipe::load(&var("DISTILL_BENCH_RECIPE", "usi")).unwrap();
     for set in sets.split(',') {
         let (name, path) = set
             .split_once('=')
@@ -132,6 +133,7 @@ fn main() {
                         serde_json::json!({
                             "tool": "distill", "path": path, "epochs": e, "samples": data.len(),
                             "data": name, "format": data.format(), "cache": cache,
+                            "recipe": recipe.name,
                             "records": s.labelled, "seconds": s.seconds,
                             "records_per_sec": s.labelled as f64 / s.seconds,
                             "images_decoded": s.images_decoded,
