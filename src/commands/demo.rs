@@ -762,7 +762,9 @@ fn svg_chart(title: &str, x_label: &str, series: &[Series], log_x: bool, percent
     for k in 0..=4 {
         let v = y0 + (y1 - y0) * f64::from(k) / 4.0;
         let label = if percent {
-            format!("{:.1}%", 100.0 * v)
+            // Quarter steps of a range of a few points need two decimals.
+            let digits = if y1 - y0 < 0.04 { 2 } else { 1 };
+            format!("{:.digits$}%", 100.0 * v)
         } else {
             format!("{v:.3}")
         };
