@@ -423,6 +423,8 @@ impl WebDataset {
                     },
                 );
             }
+            // Shards deleted since are forgotten; other splits' shards in `dir` are kept.
+            index.retain(|name, _| dir.join(name).is_file());
             if let Err(e) = save_index(&dir, &index) {
                 // Read-only shards work, only without the cache.
                 tracing::debug!("dataset index not written: {e}");
