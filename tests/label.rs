@@ -265,8 +265,21 @@ fn killed_run_resumes(extra: &[&str], watch: &str) {
         .spawn()
         .unwrap();
     let partial = out.join(format!("shard-0000000000-0000000400.dls.{watch}"));
+    // A file grows page by page while a write is under way, so its size can pass a threshold in
+    // the middle of a write: for the staging log, wait until its first group (a 40-byte log
+    // header, a 40-byte group header with the payload length at bytes 20..24, the payload) is
+    // whole, so that the kill lands after a complete block. Chunk files hold many small chunks.
+    let written = |p: &std::path::Path| -> bool {
+        if watch != "staging" {
+            return std::fs::metadata(p).map_or(0, |m| m.len()) >= 20_000;
+        }
+        let bytes = std::fs::read(p).unwrap_or_default();
+        bytes
+            .get(60..64)
+            .is_some_and(|l| bytes.len() >= 80 + u32::from_le_bytes(l.try_into().unwrap()) as usize)
+    };
     let t0 = std::time::Instant::now();
-    while std::fs::metadata(&partial).map_or(0, |m| m.len()) < 20_000 {
+    while !written(&partial) {
         assert!(
             t0.elapsed().as_secs() < 60,
             "the labeller never wrote a chunk"
