@@ -9,6 +9,7 @@
 #     decode-once blocks; recipe usi, whose blocks walk a permutation of the samples, and light,
 #     whose blocks walk them in order) from the folder and from the shards, cold and warm.
 # Cold runs drop the page cache (needs root). Prints markdown tables.
+#   - the training stream from shards and from a folder (warm).
 # Usage: scripts/bench-wds.sh [N] [EPOCHS]   (defaults 10000, 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,4 +82,36 @@ for r in runs:
           f"{r['records']} | "
           f"{r['seconds']:.1f} | {r['records_per_sec']:.0f} | "
           f"{r['records_per_sec'] / base['records_per_sec']:.2f}x |")
+PY
+
+# The training stream from shards and from the folder (both warm): the 2,000 generated JPEGs as a
+# folder and packed into 64 MB shards, each labelled (usi, E = 8, decode-once blocks), then the
+# stream benchmark of issue 13 over each store (2 loader threads, batch 128: the stream alone
+# and one epoch of a small MLP, for each record order).
+small=$PWD/target/bench-jpegs
+small_shards=$root/shards-2000
+[ -f "$small_shards/train-000000.tar" ] ||
+    "$distill" data pack-wds "$small" "$small_shards" --shard-size 64M --json >/dev/null
+DISTILL_BENCH_OUT="$root/label" DISTILL_BENCH_EPOCHS=8 DISTILL_BENCH_PATHS=blocks \
+    DISTILL_BENCH_DATA="folder2000=$small,wds2000=$small_shards" \
+    cargo bench --quiet -p teacher-infer --bench label_images >/dev/null
+: >"$root/stream.jsonl"
+for what in folder2000=$small wds2000=$small_shards; do
+    name=${what%%=*} data=${what#*=}
+    cat "$data"/* "$data"/train/*/* >/dev/null 2>&1 || true
+    DISTILL_BENCH_JPEGS="$data" DISTILL_BENCH_STORE="$root/label/store-$name-blocks-e8" \
+        cargo bench --quiet --workspace --bench stream | grep '^{' |
+        sed "s/^{/{\"data\": \"$name\", /" >>"$root/stream.jsonl"
+done
+echo
+python3 - "$root/stream.jsonl" <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+print("| what | order | folder records/s | shards records/s | shards / folder |")
+print("|---|---|---:|---:|---:|")
+for r in (r for r in runs if r["data"] == "folder2000"):
+    w = next(x for x in runs if x["data"] == "wds2000" and x["what"] == r["what"]
+             and x["stream"] == r["stream"])
+    print(f"| {r['what']} | {r['stream']} | {r['records_per_sec']:.0f} | "
+          f"{w['records_per_sec']:.0f} | {w['records_per_sec'] / r['records_per_sec']:.2f}x |")
 PY
