@@ -113,20 +113,13 @@ pub struct WdsFlags {
 }
 
 impl WdsFlags {
-    /// The reader options, `hint` (a store's or checkpoint's class count) standing in for an
-    /// absent `--classes` on shards.
-    pub fn options(
-        &self,
-        path: &std::path::Path,
-        format: Option<DataFormat>,
-        hint: Option<u32>,
-    ) -> formats::dataset::WdsOptions {
-        let wds = format
-            .or_else(|| formats::dataset::detect(path).ok())
-            .is_some_and(|f| f == DataFormat::Wds);
+    /// The reader options; `default_classes` (a store's or checkpoint's class count) stands in
+    /// for an absent `--classes` on shards.
+    pub fn options(&self, default_classes: Option<u32>) -> formats::dataset::WdsOptions {
         formats::dataset::WdsOptions {
             label_key: self.label_key.clone(),
-            classes: self.classes.or(hint.filter(|_| wds)),
+            classes: self.classes,
+            default_classes,
         }
     }
 }

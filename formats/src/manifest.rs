@@ -368,6 +368,11 @@ impl Manifest {
         s
     }
 
+    /// Bytes of all shard files (what the store costs on disk, manifest aside).
+    pub fn stored_bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.bytes).sum()
+    }
+
     /// Total records (`samples × epochs`).
     pub fn records(&self) -> u64 {
         u64::from(self.samples.len()) * u64::from(self.epochs)

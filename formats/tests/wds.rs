@@ -147,6 +147,7 @@ fn splits_options_and_a_changed_shard() {
     let opts = WdsOptions {
         label_key: None,
         classes: Some(1000),
+        default_classes: None,
     };
     assert_eq!(
         dataset::open_with(&out, None, "train", &opts)
@@ -154,9 +155,27 @@ fn splits_options_and_a_changed_shard() {
             .classes(),
         1000
     );
+    // A store's class count stands in for --classes on shards; a folder keeps its own.
+    let opts = WdsOptions {
+        default_classes: Some(10),
+        ..WdsOptions::default()
+    };
+    assert_eq!(
+        dataset::open_with(&out, None, "train", &opts)
+            .unwrap()
+            .classes(),
+        10
+    );
+    assert_eq!(
+        dataset::open_with(&root, None, "train", &opts)
+            .unwrap()
+            .classes(),
+        3
+    );
     let opts = WdsOptions {
         label_key: None,
         classes: Some(2),
+        default_classes: None,
     };
     let e = err(dataset::open_with(&out, None, "train", &opts));
     assert!(
@@ -167,6 +186,7 @@ fn splits_options_and_a_changed_shard() {
     let opts = WdsOptions {
         label_key: Some("cls2".into()),
         classes: None,
+        default_classes: None,
     };
     let e = err(dataset::open_with(&out, None, "train", &opts));
     assert!(

@@ -62,8 +62,7 @@ fn write(dir: &Path, recs: &[Record], codec: ValueCodec, level: i32, chunk: u32)
         w.append(0, i as u32, r, &q).unwrap();
     }
     let m = w.finish().unwrap();
-    m.shards.iter().map(|s| s.bytes).sum::<u64>()
-        + std::fs::metadata(dir.join("manifest.json")).unwrap().len()
+    m.stored_bytes() + std::fs::metadata(dir.join("manifest.json")).unwrap().len()
 }
 
 /// Baseline for writing: the same rows encoded and written uncompressed, no chunks or checksums.

@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
         threads,
     };
     let m = write_store(&a.out, &cfg, &opts, |_| {})?;
-    let bytes: u64 = m.shards.iter().map(|s| s.bytes).sum();
+    let bytes = m.stored_bytes();
     println!(
         "wrote {} records ({} samples × {} epochs) to {} in {:.1}s: {bytes} bytes, {:.2} B/record",
         m.records(),

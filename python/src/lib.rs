@@ -399,9 +399,8 @@ impl Loader {
         // Tar shards: the class count is the store's (a subset of shards may lack a class).
         let opts = formats::dataset::WdsOptions {
             label_key,
-            classes: formats::dataset::detect(&data)
-                .is_ok_and(|f| f == formats::dataset::DataFormat::Wds)
-                .then_some(store.manifest.classes),
+            classes: None,
+            default_classes: Some(store.manifest.classes),
         };
         let ds = py
             .detach(|| formats::dataset::open_with(&data, None, &split, &opts))

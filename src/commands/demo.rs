@@ -404,7 +404,7 @@ impl Ctx<'_> {
                 runs.push(self.evaluate(&run, Some(ltest))?);
             }
             let st = LabelStore::open(&store)?;
-            let bytes: u64 = st.manifest.shards.iter().map(|s| s.bytes).sum();
+            let bytes = st.manifest.stored_bytes();
             let of = |get: fn(&StudentResult) -> f64| {
                 Spread::of(&runs.iter().map(get).collect::<Vec<_>>())
             };
@@ -564,7 +564,7 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
     label_store::show::render_grid(&store, cx.train.as_ref(), &keys, w, h)?
         .save(out.join(grid_name))
         .with_context(|| format!("writing {}", out.join(grid_name).display()))?;
-    let bytes: u64 = store.manifest.shards.iter().map(|s| s.bytes).sum();
+    let bytes = store.manifest.stored_bytes();
     let report_path = out.join("report.html");
     let curves = [
         ("teacher (ce, hard labels)", load_metrics(&teacher_run)?),

@@ -427,9 +427,7 @@ impl Progress for Bars {
 pub fn train(a: TrainArgs) -> Result<ExitCode> {
     let format = a.format.map(DataFormat::from);
     let labels = a.labels.as_deref().map(open_store).transpose()?;
-    let opts = a
-        .wds
-        .options(&a.data, format, labels.as_ref().map(|s| s.manifest.classes));
+    let opts = a.wds.options(labels.as_ref().map(|s| s.manifest.classes));
     let train_data = open_data(&a.data, format, &a.split, &opts)?;
     let cfg = train_config(&a, train_data.as_ref(), labels.as_deref())?;
     let test = match a.test_split.as_str() {
@@ -472,9 +470,7 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
 pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let ck = student_checkpoint(&a.run, a.epoch)?;
     let format = a.format.map(DataFormat::from);
-    let opts = a
-        .wds
-        .options(&a.data, format, Some(ck.meta.input.classes as u32));
+    let opts = a.wds.options(Some(ck.meta.input.classes as u32));
     let data = open_data(&a.data, format, &a.split, &opts)?;
     let device = a.device.inference().map_err(anyhow::Error::msg)?;
     let labels = a.labels.as_deref().map(open_store).transpose()?;

@@ -38,6 +38,10 @@ pub struct WdsOptions {
     pub label_key: Option<String>,
     /// Number of classes (default: the largest label + 1).
     pub classes: Option<u32>,
+    /// The class count to use when `classes` is not given (a store's or a checkpoint's): shards
+    /// carry no class count, and a subset of them may lack the last class. Other formats, which
+    /// know their classes, ignore it.
+    pub default_classes: Option<u32>,
 }
 
 /// One sample as the index keeps it.
@@ -471,13 +475,18 @@ impl WebDataset {
             return Err(FormatError::data(path, "more than 2^32 samples"));
         }
         let top = ds.labels.iter().copied().max().unwrap_or(0);
-        ds.classes = match opts.classes {
-            Some(c) => {
+        let given = match (opts.classes, opts.default_classes) {
+            (Some(c), _) => Some((c, "--classes")),
+            (None, Some(c)) => Some((c, "the class count of the store or student")),
+            (None, None) => None,
+        };
+        ds.classes = match given {
+            Some((c, from)) => {
                 if let Some(i) = ds.labels.iter().position(|&l| l >= c) {
                     return Err(FormatError::data(
                         ds.shard_of(i as u32),
                         format!(
-                            "sample {:?}: label {} is not below --classes {c}",
+                            "sample {:?}: label {} is not below {from} {c}",
                             ds.keys[i], ds.labels[i]
                         ),
                     ));
