@@ -8,6 +8,9 @@
 # epoch's images/s (training only). Models: lenet5 on the MNIST demo's store (scripts/main.sh
 # makes it) and resnet20 on 4,000 generated 32×32 RGB images (npy; labelled here, `light`
 # recipe, by a small teacher distill trains and exports).
+# DISTILL_TCH_BASE names a second LibTorch build to run beside it (e.g. one without the patched
+# burn-tch of vendor/, built from an older commit); DISTILL_DEVICES (default "cpu tch:cpu") picks
+# which of distill's runs to make.
 # Usage: scripts/bench-train-backends.sh      (prints one JSON line per run, then a table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,19 +62,28 @@ for model in lenet5 resnet20; do
         data=$rgbdata store=$rgb norm=(--mean 0.5,0.5,0.5 --std 0.25,0.25,0.25)
         pynorm=(--mean 0.5 0.5 0.5 --std 0.25 0.25 0.25)
     fi
-    for dev in cpu tch:cpu; do
-        bin=$distill
+    runs=()
+    for dev in ${DISTILL_DEVICES:-cpu tch:cpu}; do
         if [ "$dev" = tch:cpu ]; then
-            [ -n "${DISTILL_TCH:-}" ] || continue
-            bin=$DISTILL_TCH
+            if [ -n "${DISTILL_TCH_BASE:-}" ]; then
+                runs+=("tch:cpu|$DISTILL_TCH_BASE|tch:cpu (base)")
+            fi
+            if [ -n "${DISTILL_TCH:-}" ]; then
+                runs+=("tch:cpu|$DISTILL_TCH|tch:cpu")
+            fi
+        else
+            runs+=("$dev|$distill|$dev")
         fi
-        run=$out/$model-${dev/:/-}
+    done
+    for r in "${runs[@]}"; do
+        IFS='|' read -r dev bin label <<<"$r"
+        run=$out/$model-${label//[^a-z0-9]/-}
         rm -rf "$run"
         "$bin" train --data "$data" --labels "$store" --model "$model" --device "$dev" \
             "${common[@]}" "${norm[@]}" --out "$run" --json >/dev/null
         r=$(median "$run/metrics.jsonl")
-        echo "{\"model\": \"$model\", \"run\": \"distill train --device $dev\", \"images_per_sec\": $r}"
-        results+=("$model|distill $dev|$r")
+        echo "{\"model\": \"$model\", \"run\": \"distill train --device $label\", \"images_per_sec\": $r}"
+        results+=("$model|distill $label|$r")
     done
     if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import torch, distill" 2>/dev/null; then
         "$venv/bin/python" python/examples/train_kd.py --store "$store" --data "$data" \
@@ -86,8 +98,8 @@ python3 - "${results[@]}" <<'PY'
 import sys
 rows = [r.split("|") for r in sys.argv[1:]]
 torch = {m: float(v) for m, who, v in rows if who == "PyTorch eager"}
-print(f"{'model':9} {'run':18} {'images/s':>9} {'vs PyTorch':>10}")
+print(f"{'model':9} {'run':25} {'images/s':>9} {'vs PyTorch':>10}")
 for m, who, v in rows:
     ratio = f"{float(v) / torch[m]:.2f}x" if m in torch else "-"
-    print(f"{m:9} {who:18} {float(v):9.0f} {ratio:>10}")
+    print(f"{m:9} {who:25} {float(v):9.0f} {ratio:>10}")
 PY

@@ -117,6 +117,100 @@ mod tests {
         assert!("tch:cuda:x".parse::<DeviceChoice>().is_err());
     }
 
+    /// The vendored burn-tch's batch norm, ReLU and convolution backward (vendor/README.md) against
+    /// burn's composed defaults on burn-flex: output, batch statistics and every gradient, on
+    /// channels with means far from zero (where a shortcut through uncentred sums would cancel).
+    #[cfg(feature = "tch")]
+    #[test]
+    fn tch_batch_norm_and_relu_backward_match_flex() {
+        use burn::tensor::activation::relu;
+        use burn::tensor::module::{batch_norm_train, conv2d};
+        use burn::tensor::ops::ConvOptions;
+        use burn::tensor::{Tensor, TensorData};
+        let shape = [4, 3, 5, 6];
+        let n: usize = shape.iter().product();
+        let xs: Vec<f32> = (0..n)
+            .map(|i| (i * 37 % 101) as f32 / 25.0 - 2.0 + ((i / 30) % 3) as f32 * 40.0)
+            .collect();
+        let ws: Vec<f32> = (0..n).map(|i| (i * 53 % 89) as f32 / 44.0 - 1.0).collect();
+        let run = |device: Device| -> Vec<Vec<f32>> {
+            let x =
+                Tensor::<4>::from_data(TensorData::new(xs.clone(), shape), &device).require_grad();
+            let per_channel = |v: [f32; 3]| {
+                Tensor::<1>::from_data(TensorData::new(v.to_vec(), [3]), &device).require_grad()
+            };
+            let kernel: Vec<f32> = (0..81)
+                .map(|i| (i * 29 % 31) as f32 / 150.0 - 0.1)
+                .collect();
+            let weight = Tensor::<4>::from_data(TensorData::new(kernel, [3, 3, 3, 3]), &device)
+                .require_grad();
+            let bias = per_channel([0.2, -0.1, 0.05]);
+            let gamma = per_channel([0.5, 1.5, -2.0]);
+            let beta = per_channel([0.1, -0.3, 0.7]);
+            let w = Tensor::<4>::from_data(TensorData::new(ws.clone(), shape), &device);
+            let conv = conv2d(
+                x.clone(),
+                weight.clone(),
+                Some(bias.clone()),
+                ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+            );
+            let out = batch_norm_train(x.clone() + conv, gamma.clone(), beta.clone(), 1e-5);
+            let y = relu(out.output.clone());
+            // A strided convolution with asymmetric padding too (the backward pads, then crops).
+            let strided = conv2d(
+                x.clone(),
+                weight.clone(),
+                None,
+                ConvOptions {
+                    stride: [2, 2],
+                    padding: [(0, 1), (1, 0)],
+                    dilation: [1, 1],
+                    groups: 1,
+                },
+            );
+            assert_eq!(strided.dims(), [4, 3, 2, 3]);
+            let grads = ((y * w).sum() + (strided.clone() * strided).sum() * 0.1).backward();
+            let v4 = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+            let v1 = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+            vec![
+                v4(out.output),
+                v1(out.mean),
+                v1(out.variance),
+                v4(x.grad(&grads).unwrap()),
+                v4(weight.grad(&grads).unwrap()),
+                v1(bias.grad(&grads).unwrap()),
+                v1(gamma.grad(&grads).unwrap()),
+                v1(beta.grad(&grads).unwrap()),
+            ]
+        };
+        let flex = run(DeviceChoice::Cpu.training().unwrap());
+        let tch = run(DeviceChoice::TchCpu.training().unwrap());
+        let names = [
+            "output",
+            "mean",
+            "variance",
+            "x grad",
+            "weight grad",
+            "bias grad",
+            "gamma grad",
+            "beta grad",
+        ];
+        for ((name, a), b) in names.iter().zip(&flex).zip(&tch) {
+            let scale = a.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let worst = a
+                .iter()
+                .zip(b)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst <= 2e-5 * scale,
+                "{name}: max |flex - tch| {worst} (scale {scale})"
+            );
+        }
+        // The channel statistics are what the data says, not just equal to each other.
+        assert!(flex[1][1] > 30.0 && flex[1][2] > 70.0, "{:?}", flex[1]);
+    }
+
     #[cfg(not(feature = "tch"))]
     #[test]
     fn a_backend_not_built_in_names_its_feature() {
