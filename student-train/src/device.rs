@@ -122,7 +122,7 @@ mod tests {
     /// channels with means far from zero (where a shortcut through uncentred sums would cancel).
     #[cfg(feature = "tch")]
     #[test]
-    fn tch_batch_norm_and_relu_backward_match_flex() {
+    fn patched_tch_ops_match_flex() {
         use burn::tensor::activation::relu;
         use burn::tensor::module::{batch_norm_train, conv2d};
         use burn::tensor::ops::ConvOptions;

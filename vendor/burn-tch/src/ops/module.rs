@@ -111,11 +111,11 @@ impl ModuleOps<Self> for LibTorch {
         options: ConvOptions<2>,
     ) -> TchTensor {
         let size = x.tensor.size();
-        let padding = options.padding;
+        let (asymmetric, padding) = (options.is_asymmetric(), options.padding);
         let (x, options) = pad_asymmetric_conv_input::<LibTorch, 2>(x, options);
         let (grad, _) = native_conv::backward(&x, &weight, &output_grad, &options, true, false);
         let mut grad = grad.expect("input gradient requested");
-        if padding.iter().any(|(begin, end)| begin != end) {
+        if asymmetric {
             // The gradient of the padded input: keep the part over the real one.
             for (d, (begin, _)) in padding.iter().enumerate() {
                 let dim = d as i64 + 2;
