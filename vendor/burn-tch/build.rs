@@ -152,18 +152,19 @@ impl SystemInfo {
             "src/cuda_hack/fake_cuda_dependency.cpp"
         };
         println!("cargo:rerun-if-changed={cuda_dependency}");
-        // distill: the convolution backward shim, built against the same LibTorch headers.
-        // Without the headers (an unusual layout) the backend keeps burn's default backward.
-        let distill_conv = "src/distill_conv.cpp";
-        println!("cargo:rerun-if-changed={distill_conv}");
-        let headers = self
-            .libtorch_include_dirs
-            .iter()
-            .any(|d| d.join("ATen/ops/convolution_backward.h").exists());
+        // distill: the shim of LibTorch's convolution and batch-norm backward kernels, built
+        // against the same LibTorch headers. Without the headers (an unusual layout) the backend
+        // keeps burn's default backwards.
+        let distill_native = "src/distill_native.cpp";
+        println!("cargo:rerun-if-changed={distill_native}");
+        let headers = self.libtorch_include_dirs.iter().any(|d| {
+            d.join("ATen/ops/convolution_backward.h").exists()
+                && d.join("ATen/ops/native_batch_norm_backward.h").exists()
+        });
         let files: &[&str] = match headers {
             true => {
-                println!("cargo:rustc-cfg=distill_native_conv");
-                &[cuda_dependency, distill_conv]
+                println!("cargo:rustc-cfg=distill_native");
+                &[cuda_dependency, distill_native]
             }
             false => &[cuda_dependency],
         };
@@ -230,8 +231,8 @@ fn check_out_dir() -> Option<PathBuf> {
 }
 
 fn main() {
-    // distill: set by `make` when the convolution backward shim is compiled (LibTorch found).
-    println!("cargo::rustc-check-cfg=cfg(distill_native_conv)");
+    // distill: set by `make` when the backward-kernel shim is compiled (LibTorch's headers found).
+    println!("cargo::rustc-check-cfg=cfg(distill_native)");
     let system_info = SystemInfo::new();
     let out_dir = env_var_rerun("OUT_DIR").expect("Failed to get out dir");
 

@@ -102,8 +102,8 @@ impl ModuleOps<Self> for LibTorch {
     }
 
     // distill: the input and weight gradients from LibTorch's `convolution_backward`
-    // (src/distill_conv.cpp), not burn's transposed convolution and swapped-dims convolution.
-    #[cfg(distill_native_conv)]
+    // (src/distill_native.cpp), not burn's transposed convolution and swapped-dims convolution.
+    #[cfg(distill_native)]
     fn conv2d_x_backward(
         x: TchTensor,
         weight: TchTensor,
@@ -113,7 +113,7 @@ impl ModuleOps<Self> for LibTorch {
         let size = x.tensor.size();
         let (asymmetric, padding) = (options.is_asymmetric(), options.padding);
         let (x, options) = pad_asymmetric_conv_input::<LibTorch, 2>(x, options);
-        let (grad, _) = native_conv::backward(&x, &weight, &output_grad, &options, true, false);
+        let (grad, _) = native::conv_backward(&x, &weight, &output_grad, &options, true, false);
         let mut grad = grad.expect("input gradient requested");
         if asymmetric {
             // The gradient of the padded input: keep the part over the real one.
@@ -125,7 +125,7 @@ impl ModuleOps<Self> for LibTorch {
         TchTensor::new(grad)
     }
 
-    #[cfg(distill_native_conv)]
+    #[cfg(distill_native)]
     fn conv2d_weight_backward(
         x: TchTensor,
         weight: TchTensor,
@@ -133,7 +133,7 @@ impl ModuleOps<Self> for LibTorch {
         options: ConvOptions<2>,
     ) -> TchTensor {
         let (x, options) = pad_asymmetric_conv_input::<LibTorch, 2>(x, options);
-        let (_, grad) = native_conv::backward(&x, &weight, &output_grad, &options, false, true);
+        let (_, grad) = native::conv_backward(&x, &weight, &output_grad, &options, false, true);
         TchTensor::new(grad.expect("weight gradient requested"))
     }
 
@@ -628,6 +628,33 @@ impl ModuleOps<Self> for LibTorch {
         )
     }
 
+    // distill: LibTorch's fused backward (src/distill_native.cpp), what PyTorch's autograd runs
+    // for `BatchNorm2d`: one kernel against the nine passes of the composed form below.
+    #[cfg(distill_native)]
+    fn batch_norm_train_backward(
+        x: TchTensor,
+        gamma: TchTensor,
+        mean: TchTensor,
+        variance: TchTensor,
+        epsilon: f64,
+        output_grad: TchTensor,
+    ) -> BatchNormTrainBackward<Self> {
+        // The saved statistics in gamma's kind: the kernel takes them in the parameters' type
+        // (f32 beside a half-precision input on CUDA).
+        let kind = gamma.tensor.kind();
+        let invstd = (&variance.tensor + epsilon).rsqrt().to_kind(kind);
+        let mean = mean.tensor.to_kind(kind);
+        let (x_grad, gamma_grad, beta_grad) =
+            native::batch_norm_backward(&output_grad, &x, &gamma, &mean, &invstd, epsilon);
+        BatchNormTrainBackward::new(
+            TchTensor::new(x_grad),
+            TchTensor::new(gamma_grad),
+            TchTensor::new(beta_grad),
+        )
+    }
+
+    // distill: without the shim, the backward in seven passes with no layout copies.
+    #[cfg(not(distill_native))]
     fn batch_norm_train_backward(
         x: TchTensor,
         gamma: TchTensor,
@@ -770,9 +797,9 @@ mod tests {
     }
 }
 
-/// distill: the binding of src/distill_conv.cpp.
-#[cfg(distill_native_conv)]
-mod native_conv {
+/// distill: the bindings of src/distill_native.cpp.
+#[cfg(distill_native)]
+mod native {
     use crate::TchTensor;
     use burn_backend::ops::ConvOptions;
     use std::ffi::{CStr, c_char, c_int};
@@ -795,11 +822,41 @@ mod native_conv {
             error: *mut c_char,
             error_len: usize,
         ) -> c_int;
+
+        fn distill_batch_norm_backward(
+            grad_output: *const C_tensor,
+            input: *const C_tensor,
+            weight: *const C_tensor,
+            save_mean: *const C_tensor,
+            save_invstd: *const C_tensor,
+            eps: f64,
+            out_input: *mut *mut C_tensor,
+            out_weight: *mut *mut C_tensor,
+            out_bias: *mut *mut C_tensor,
+            error: *mut c_char,
+            error_len: usize,
+        ) -> c_int;
     }
 
-    /// The requested gradients of a convolution with symmetric padding; panics with LibTorch's
-    /// message on failure, as every other op of this backend does.
-    pub(super) fn backward<const N: usize>(
+    /// Calls a shim function with an error buffer; panics with LibTorch's message on failure,
+    /// as every other op of this backend does.
+    fn call(op: &str, f: impl FnOnce(*mut c_char, usize) -> c_int) {
+        let mut error = [0 as c_char; 512];
+        if f(error.as_mut_ptr(), error.len()) != 0 {
+            // SAFETY: the shim NUL-terminates the message within the buffer.
+            let message = unsafe { CStr::from_ptr(error.as_ptr()) };
+            panic!("{op}: {}", message.to_string_lossy());
+        }
+    }
+
+    /// Takes ownership of a tensor the shim allocated (null: not asked for).
+    fn own(p: *mut C_tensor) -> Option<tch::Tensor> {
+        // SAFETY: a non-null pointer is a fresh `at::Tensor` nothing else owns.
+        (!p.is_null()).then(|| unsafe { tch::Tensor::from_ptr(p) })
+    }
+
+    /// The requested gradients of a convolution with symmetric padding.
+    pub(super) fn conv_backward<const N: usize>(
         x: &TchTensor,
         weight: &TchTensor,
         output_grad: &TchTensor,
@@ -812,10 +869,9 @@ mod native_conv {
         let dilation = options.dilation.map(|v| v as i64);
         let mut input_grad: *mut C_tensor = std::ptr::null_mut();
         let mut weight_grad: *mut C_tensor = std::ptr::null_mut();
-        let mut error = [0 as c_char; 512];
         // SAFETY: the tensors outlive the call; the shim writes the out pointers only for the
-        // gradients asked for, each a new `at::Tensor` that `Tensor::from_ptr` takes ownership of.
-        let rc = unsafe {
+        // gradients asked for.
+        call("convolution_backward", |error, len| unsafe {
             distill_convolution_backward(
                 output_grad.tensor.as_ptr(),
                 x.tensor.as_ptr(),
@@ -829,17 +885,42 @@ mod native_conv {
                 want_weight as c_int,
                 &mut input_grad,
                 &mut weight_grad,
-                error.as_mut_ptr(),
-                error.len(),
+                error,
+                len,
             )
-        };
-        if rc != 0 {
-            // SAFETY: the shim NUL-terminates the message within the buffer.
-            let message = unsafe { CStr::from_ptr(error.as_ptr()) };
-            panic!("convolution_backward: {}", message.to_string_lossy());
-        }
-        // SAFETY: see above.
-        let own = |p: *mut C_tensor| (!p.is_null()).then(|| unsafe { tch::Tensor::from_ptr(p) });
+        });
         (own(input_grad), own(weight_grad))
+    }
+
+    /// The gradients of input, gamma and beta of a training-mode batch norm, from the batch's
+    /// mean and `1 / sqrt(var + eps)`.
+    pub(super) fn batch_norm_backward(
+        output_grad: &TchTensor,
+        x: &TchTensor,
+        gamma: &TchTensor,
+        mean: &tch::Tensor,
+        invstd: &tch::Tensor,
+        epsilon: f64,
+    ) -> (tch::Tensor, tch::Tensor, tch::Tensor) {
+        let mut grads: [*mut C_tensor; 3] = [std::ptr::null_mut(); 3];
+        let [gx, gw, gb] = &mut grads;
+        // SAFETY: the tensors outlive the call; on success the shim writes all three pointers.
+        call("native_batch_norm_backward", |error, len| unsafe {
+            distill_batch_norm_backward(
+                output_grad.tensor.as_ptr(),
+                x.tensor.as_ptr(),
+                gamma.tensor.as_ptr(),
+                mean.as_ptr(),
+                invstd.as_ptr(),
+                epsilon,
+                gx,
+                gw,
+                gb,
+                error,
+                len,
+            )
+        });
+        let [gx, gw, gb] = grads.map(|p| own(p).expect("the shim returned all three gradients"));
+        (gx, gw, gb)
     }
 }
