@@ -629,7 +629,7 @@ impl ModuleOps<Self> for LibTorch {
     }
 
     // distill: LibTorch's fused backward (src/distill_native.cpp), what PyTorch's autograd runs
-    // for `BatchNorm2d`: one kernel against the nine passes of the composed form below.
+    // for `BatchNorm2d`: one kernel against the seven passes of the composed form below.
     #[cfg(distill_native)]
     fn batch_norm_train_backward(
         x: TchTensor,
