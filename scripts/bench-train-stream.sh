@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 folder=${1:-target/bench-jpegs}
-store=$PWD/target/bench-label/store-blocks-e8
+store=$PWD/target/bench-label/store-folder-blocks-e8
 [ -f "$store/manifest.json" ] || scripts/bench-label-images.sh "$folder" 8 >/dev/null
 scripts/fetch-ort.sh >/dev/null
 folder=$(cd "$folder" && pwd)

@@ -25,7 +25,7 @@ fn main() {
     let folder = PathBuf::from(var("DISTILL_BENCH_JPEGS", "target/bench-jpegs"));
     let store_dir = PathBuf::from(var(
         "DISTILL_BENCH_STORE",
-        "target/bench-label/store-blocks-e8",
+        "target/bench-label/store-folder-blocks-e8",
     ));
     let threads: usize = var("DISTILL_BENCH_THREADS", "2").parse().unwrap();
     let data: Arc<dyn dataset::Dataset> = Arc::from(dataset::open(&folder, None, "train").unwrap());
