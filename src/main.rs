@@ -5,8 +5,13 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod alloc;
 mod commands;
 mod flags;
+
+/// mimalloc unless `DISTILL_ALLOCATOR=system` (`alloc`: why, and what it measured).
+#[global_allocator]
+static ALLOCATOR: alloc::Distill = alloc::Distill;
 
 use commands::{data, demo, doctor, inspect, label, merge, train};
 
@@ -45,8 +50,8 @@ enum Command {
     /// Export a trained student (or any epoch's checkpoint) to ONNX, normalization included, so
     /// it can serve, or label as the next teacher.
     Export(train::ExportArgs),
-    /// Check the labelling stage's set-up: where ONNX Runtime was found, whether it loads,
-    /// which execution providers work, and the command that fixes what is missing.
+    /// Check the set-up: where ONNX Runtime was found, whether it loads, which execution
+    /// providers work, the command that fixes what is missing, and the memory allocator.
     Doctor(doctor::DoctorArgs),
 }
 
@@ -58,6 +63,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = alloc::check_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => inspect::inspect(a),

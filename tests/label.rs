@@ -741,6 +741,32 @@ fn image_folders_decode_each_image_once_for_all_epochs() {
     assert_eq!(e["samples"], 6);
     assert_eq!(e["accuracy"].as_f64().unwrap(), acc);
 
+    // The allocator changes no result: the same student on the system allocator
+    // (DISTILL_ALLOCATOR=system; mimalloc is the default, src/alloc.rs) trains to the same
+    // losses and accuracies, bit for bit.
+    let system = root.join("student-system-alloc");
+    ok(&train_mlp_kd_env(
+        &[("DISTILL_ALLOCATOR", "system")],
+        &data,
+        &root.join("usi"),
+        &system,
+    ));
+    let metrics = |run: &std::path::Path| -> Vec<(f64, Option<f64>)> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["train_loss"].as_f64().unwrap(),
+                    v["test_accuracy"].as_f64(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(metrics(&student).len(), 2);
+    assert_eq!(metrics(&system), metrics(&student));
+
     // A truncated JPEG stops the run naming the file, keeping what it labelled: a resume on
     // the same data stops at the same file again. Repairing the file changes the dataset (its
     // index entry), so the store must then be redone; it equals an undamaged run's.
@@ -776,5 +802,44 @@ fn image_folders_decode_each_image_once_for_all_epochs() {
     assert_eq!(
         std::fs::read(root.join("damaged").join(shard)).unwrap(),
         std::fs::read(root.join("clean").join(shard)).unwrap()
+    );
+}
+
+/// `distill doctor` names the allocator the process runs on: mimalloc with distill's purge delay
+/// unless mimalloc's own variable or `DISTILL_ALLOCATOR=system` says otherwise; a value naming
+/// no allocator is refused before any work.
+#[test]
+fn doctor_reports_the_allocator() {
+    let allocator = |env: &[(&str, &str)]| -> String {
+        // The doctor's exit status says whether ONNX Runtime works, which is not this test's.
+        let o = distill_env(env, &["doctor", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["item"] == "memory allocator")
+            .unwrap_or_else(|| panic!("no allocator check in {v}"))["detail"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let default = allocator(&[]);
+    assert!(
+        default.starts_with("mimalloc 3.") && default.ends_with("purge delay 1000 ms"),
+        "{default}"
+    );
+    let own = allocator(&[("MIMALLOC_PURGE_DELAY", "250")]);
+    assert!(own.ends_with("purge delay 250 ms"), "{own}");
+    assert_eq!(
+        allocator(&[("DISTILL_ALLOCATOR", "system")]),
+        "system allocator (DISTILL_ALLOCATOR=system)"
+    );
+    let o = distill_env(&[("DISTILL_ALLOCATOR", "jemalloc")], &["doctor", "--json"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("DISTILL_ALLOCATOR=\"jemalloc\" is not an allocator"),
+        "{err}"
     );
 }

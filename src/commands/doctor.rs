@@ -1,4 +1,5 @@
-//! `distill doctor`: is ONNX Runtime found, does it load, which execution providers work.
+//! `distill doctor`: is ONNX Runtime found, does it load, which execution providers work; and
+//! which memory allocator the process runs on.
 
 use anyhow::Result;
 use std::io::Write;
@@ -18,7 +19,13 @@ pub struct DoctorArgs {
 /// `distill doctor`: exit status 1 when the CPU execution provider does not work (CUDA is
 /// optional).
 pub fn doctor(a: DoctorArgs) -> Result<ExitCode> {
-    let checks = teacher_infer::runtime::doctor(a.ort_lib.as_deref());
+    let mut checks = teacher_infer::runtime::doctor(a.ort_lib.as_deref());
+    checks.push(teacher_infer::runtime::Check {
+        item: "memory allocator".into(),
+        ok: true,
+        detail: crate::alloc::describe(),
+        fix: None,
+    });
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&checks)?)?;

@@ -100,7 +100,13 @@ pub fn write_linear_teacher(path: &Path, input: ValueInfo, w: Vec<f32>, b: Vec<f
 }
 
 pub fn distill(args: &[&str]) -> Output {
+    distill_env(&[], args)
+}
+
+/// `distill` with these environment variables set.
+pub fn distill_env(env: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_distill"))
+        .envs(env.iter().copied())
         .args(args)
         .output()
         .unwrap()
@@ -146,22 +152,30 @@ pub fn write_rgb_teacher(path: &Path) {
 
 /// `distill train --json`: an mlp `kd` student, 2 epochs of batches of 8, from `labels` on `data`.
 pub fn train_mlp_kd(data: &Path, labels: &Path, out: &Path) -> Output {
-    distill(&[
-        "train",
-        "--json",
-        "--data",
-        data.to_str().unwrap(),
-        "--labels",
-        labels.to_str().unwrap(),
-        "--model",
-        "mlp",
-        "--loss",
-        "kd",
-        "--epochs",
-        "2",
-        "--batch",
-        "8",
-        "--out",
-        out.to_str().unwrap(),
-    ])
+    train_mlp_kd_env(&[], data, labels, out)
+}
+
+/// [`train_mlp_kd`] with these environment variables set.
+pub fn train_mlp_kd_env(env: &[(&str, &str)], data: &Path, labels: &Path, out: &Path) -> Output {
+    distill_env(
+        env,
+        &[
+            "train",
+            "--json",
+            "--data",
+            data.to_str().unwrap(),
+            "--labels",
+            labels.to_str().unwrap(),
+            "--model",
+            "mlp",
+            "--loss",
+            "kd",
+            "--epochs",
+            "2",
+            "--batch",
+            "8",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    )
 }
