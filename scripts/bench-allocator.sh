@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The process allocator (issue 15): the same `distill` binary on mimalloc with distill's purge delay
-# (its default, src/alloc.rs), on mimalloc never purging (MIMALLOC_PURGE_DELAY=-1) and on the
-# system allocator (DISTILL_ALLOCATOR=system, glibc here), rounds alternating, in one run. Workloads: lenet5 training from the 224 px JPEG store (where glibc's fresh mmap per big
+# (10 s, its default, src/alloc.rs), on mimalloc purging after 1 s and never purging
+# (MIMALLOC_PURGE_DELAY=1000 / -1) and on the system allocator (DISTILL_ALLOCATOR=system, glibc
+# here), rounds alternating, in one run. Workloads: lenet5 training from the 224 px JPEG store (where glibc's fresh mmap per big
 # burn-flex buffer cost half the epoch), lenet5 on the MNIST demo store (small buffers: must not
 # lose), and labelling the 2,000 bench JPEGs (E = 4, usi, 224 px). With DISTILL_BENCH_RESNET18=1
 # also the peak RSS of the first 120 s of 224 px resnet18 with 16 loader threads (the loader-memory
@@ -33,6 +34,7 @@ measure() {
     local env=()
     case $alloc in
         system) env=(DISTILL_ALLOCATOR=system) ;;
+        mimalloc-1s) env=(MIMALLOC_PURGE_DELAY=1000) ;;
         mimalloc-no-purge) env=(MIMALLOC_PURGE_DELAY=-1) ;;
     esac
     env "${env[@]}" /usr/bin/time -v -o "$out/time.txt" "$@" >"$out/stdout.txt" 2>"$out/stderr.txt" || {
@@ -68,7 +70,7 @@ PY
 }
 
 for round in $(seq "$rounds"); do
-    for alloc in system mimalloc mimalloc-no-purge; do
+    for alloc in system mimalloc mimalloc-1s mimalloc-no-purge; do
         measure "lenet5 224 px JPEG, flex" "$alloc" train "$out/lenet5-224-$alloc" \
             "$distill" train --data "$jpegs" --labels "$store" --model lenet5 --loss kd \
             --batch 64 --threads 2 --epochs 1 --test-split none "${inet[@]}" \
@@ -97,7 +99,7 @@ print("| workload | allocator | rate (median) | user s | system s | minor faults
 print("|---|---|---:|---:|---:|---:|---:|---:|")
 for w in dict.fromkeys(r["workload"] for r in runs):
     med = {}
-    for a in ("system", "mimalloc", "mimalloc-no-purge"):
+    for a in ("system", "mimalloc", "mimalloc-1s", "mimalloc-no-purge"):
         rs = [r for r in runs if r["workload"] == w and r["allocator"] == a]
         m = {k: st.median(r[k] for r in rs) for k in ("user_s", "system_s", "minor_faults", "peak_rss_mb")}
         m["rate"] = st.median(r["rate"] for r in rs) if rs[0]["rate"] is not None else None

@@ -21,10 +21,13 @@ use mimalloc::MiMalloc;
 pub const ENV: &str = "DISTILL_ALLOCATOR";
 
 /// How long mimalloc keeps freed memory before purging it (giving the pages back), in ms.
-/// mimalloc's own default, 10 ms, is far shorter than one 224 px training step (≈ 1.5 s on two
-/// cores), so a step's buffers were purged before the next step asked for them again and came
-/// back as fresh pages. Arenas purge after ten times this (`arena_purge_mult`).
-pub const PURGE_DELAY_MS: i64 = 1_000;
+/// Training frees and asks again for the same big buffers every step, so the delay must outlast
+/// a step: mimalloc's own default, 10 ms, and 1 s both fall short of a 224 px step on two cores
+/// (≈ 1.3 s for lenet5, more for resnet18), and the purged pages came back as fresh, zeroed huge
+/// pages (17 % of the cycles at 1 s). Memory a finished phase leaves (the labelling's decode
+/// cache, an evaluation pass) still goes back. Arenas purge after ten times this
+/// (`arena_purge_mult`). BENCHMARKS.md, "The process allocator", compares 1 s, 10 s and never.
+pub const PURGE_DELAY_MS: i64 = 10_000;
 
 /// mimalloc's option numbers (`mi_option_t` in its mimalloc.h, the same in v2 and v3; the
 /// crate names only some of them).

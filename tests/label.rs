@@ -826,7 +826,7 @@ fn doctor_reports_the_allocator() {
     };
     let default = allocator(&[]);
     assert!(
-        default.starts_with("mimalloc 3.") && default.ends_with("purge delay 1000 ms"),
+        default.starts_with("mimalloc 3.") && default.ends_with("purge delay 10000 ms"),
         "{default}"
     );
     let own = allocator(&[("MIMALLOC_PURGE_DELAY", "250")]);
