@@ -3,8 +3,8 @@
 //! Why: burn-flex's activations and its convolution's per-task scratch are 46–310 MB blocks at
 //! 224 px. glibc serves every block above 32 MB (its mmap threshold's ceiling) with a fresh
 //! `mmap` and gives it back with `munmap` on free, so each training step faulted in and zeroed
-//! gigabytes of new pages: 26 M page faults and 78 s of a 141 s epoch in the kernel
-//! (BENCHMARKS.md, "flex at 224 px"). mimalloc keeps freed blocks in its arenas for reuse.
+//! gigabytes of new pages: 26 M page faults an epoch, 78 of its 141 CPU seconds in the
+//! kernel (BENCHMARKS.md, "flex at 224 px"). mimalloc keeps freed blocks in its arenas for reuse.
 //!
 //! `DISTILL_ALLOCATOR=system` selects the system allocator instead, for the whole process (the
 //! choice is made at the first allocation, before `main`, and never changes, so no block is
@@ -134,12 +134,10 @@ unsafe impl GlobalAlloc for Distill {
 /// Refuses a [`ENV`] value that names no allocator. The allocator itself cannot complain: it
 /// decides before `main`, and anything but `system` means mimalloc.
 pub fn check_env() -> Result<(), String> {
-    match std::env::var(ENV).as_deref() {
-        Err(std::env::VarError::NotPresent) | Ok("mimalloc") | Ok("system") => Ok(()),
-        Ok(other) => Err(format!(
-            "{ENV}={other:?} is not an allocator: use mimalloc (the default) or system"
-        )),
-        Err(std::env::VarError::NotUnicode(v)) => Err(format!(
+    match std::env::var_os(ENV) {
+        None => Ok(()),
+        Some(v) if v == "mimalloc" || v == "system" => Ok(()),
+        Some(v) => Err(format!(
             "{ENV}={v:?} is not an allocator: use mimalloc (the default) or system"
         )),
     }
