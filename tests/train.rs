@@ -105,14 +105,6 @@ fn train_args(s: &Setup, out: &str) -> Vec<String> {
     .to_vec()
 }
 
-fn metrics(dir: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn two_processes_train_from_one_store_and_eval_reports_fidelity() {
     let s = setup();

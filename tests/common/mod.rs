@@ -150,6 +150,15 @@ pub fn write_rgb_teacher(path: &Path) {
     );
 }
 
+/// A run directory's `metrics.jsonl`, a value per epoch.
+pub fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// `distill train --json`: an mlp `kd` student, 2 epochs of batches of 8, from `labels` on `data`.
 pub fn train_mlp_kd(data: &Path, labels: &Path, out: &Path) -> Output {
     train_mlp_kd_env(&[], data, labels, out)
