@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 FORMAT_NAME = "distill-label-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 MANIFEST_FILE = "manifest.json"
 WRITING_FILE = "writing.json"
@@ -901,7 +901,7 @@ class Store:
         if _require(m, "format", str, mpath) != FORMAT_NAME:
             raise _err(mpath, "format", f"{m['format']!r} is not {FORMAT_NAME!r}")
         if _require(m, "format_version", int, mpath) < 1:
-            raise _err(mpath, "format_version", f"{v} is not supported (this reader knows 1..=1)")
+            raise _err(mpath, "format_version", f"{v} is not supported (this reader knows 1..={FORMAT_VERSION})")
         self.epochs = _require(m, "epochs", int, mpath)
         self.classes = _require(m, "classes", int, mpath)
         self.topk = _require(m, "k", int, mpath)

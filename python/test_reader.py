@@ -371,7 +371,7 @@ def test_corruption(src: str, work: str) -> int:
     cases += 1
     # Newer shard version in the header.
     d, shard, _ = fresh("new-shard-version")
-    patch(shard, 8, (2).to_bytes(4, "little"))
+    patch(shard, 8, (ds.FORMAT_VERSION + 1).to_bytes(4, "little"))
     expect_error(lambda: ds.open_store(d), os.path.basename(shard), "header.version", "newer")
     cases += 1
     # Footer damaged (checksum).
@@ -387,7 +387,7 @@ def test_corruption(src: str, work: str) -> int:
     cases += 1
     # Newer store version in the manifest.
     d, _, m = fresh("new-store-version")
-    m["format_version"] = 2
+    m["format_version"] = ds.FORMAT_VERSION + 1
     with open(os.path.join(d, "manifest.json"), "w") as f:
         json.dump(m, f)
     expect_error(lambda: ds.open_store(d), "manifest.json", "format_version", "newer")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tests the Python reader of label stores (python/) against `distill inspect`, record for record,
 # then builds the `distill` extension module (PyO3, maturin) into the same environment and tests
-# it against the pure-Python reader and `distill train`'s stream. Creates the virtual environment
+# it against the pure-Python reader and `distill train`'s stream, and its resampling against Pillow. Creates the virtual environment
 # .venv-py on first use (python3 -m venv; numpy, zstandard, maturin and pillow, for test JPEGs,
 # from PyPI) and reuses it afterwards; stores are written under target/python-test.
 set -euo pipefail
@@ -18,3 +18,5 @@ fi
     -r python/requirements-test.txt
 VIRTUAL_ENV="$PWD/.venv-py" .venv-py/bin/maturin develop --quiet --locked -m python/Cargo.toml
 (cd python && ../.venv-py/bin/python test_module.py ../target/python-test ../target/debug/distill)
+# Resampling against Pillow (the pinned version), byte for byte.
+(cd python && ../.venv-py/bin/python test_pillow.py)

@@ -7,6 +7,7 @@
 use clap::ValueEnum;
 use formats::ValueCodec;
 use formats::dataset::DataFormat;
+use formats::resample::Interpolation;
 use student_train::models::NormKind;
 use teacher_infer::Ensemble;
 
@@ -41,6 +42,26 @@ pub enum ScheduleFlag {
     Step,
     /// The peak rate throughout.
     Constant,
+}
+
+/// `--interpolation`: the filter crops are resized with (Pillow's, as torchvision's PIL path
+/// and timm resize).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InterpolationFlag {
+    /// Triangle filter, antialiased when shrinking: torchvision's default.
+    Bilinear,
+    /// Cubic convolution (a = −0.5), antialiased when shrinking: what most timm models were
+    /// trained and are evaluated with.
+    Bicubic,
+}
+
+impl From<InterpolationFlag> for Interpolation {
+    fn from(f: InterpolationFlag) -> Self {
+        match f {
+            InterpolationFlag::Bilinear => Interpolation::Bilinear,
+            InterpolationFlag::Bicubic => Interpolation::Bicubic,
+        }
+    }
 }
 
 /// `--ensemble`: how several teachers become one label.
@@ -253,6 +274,13 @@ mod tests {
         for f in NormFlag::value_variants() {
             let name = f.to_possible_value().unwrap().get_name().to_string();
             assert_eq!(name.parse::<NormKind>().unwrap(), NormKind::from(*f));
+        }
+        for f in InterpolationFlag::value_variants() {
+            let name = f.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(
+                Interpolation::parse(&name).unwrap(),
+                Interpolation::from(*f)
+            );
         }
         for f in CodecFlag::value_variants() {
             let name = f.to_possible_value().unwrap().get_name().to_string();

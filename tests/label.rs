@@ -1,6 +1,6 @@
 //! `distill label` end to end on a small IDX dataset with linear teachers written as ONNX.
 
-use formats::apply::apply;
+use formats::apply::{Kernel, ViewRule, apply};
 use formats::augment::{Recipe, Sampler};
 use formats::dataset;
 use formats::onnx::{Attr, InitData, Initializer, Model, Node};
@@ -74,10 +74,16 @@ fn label(s: &Setup, out: &str, extra: &[&str]) -> Output {
 #[test]
 fn records_match_a_direct_session_call_on_the_replayed_input() {
     let s = setup();
-    let v = ok(&label(&s, "store", &[]));
+    let v = ok(&label(&s, "store", &["--interpolation", "bicubic"]));
     assert_eq!(v["records"], 800);
     assert_eq!(v["labelled"], 800);
     let store = LabelStore::open(&s.root.join("store")).unwrap();
+    assert_eq!(store.manifest.format_version, 2);
+    assert_eq!(store.manifest.recipe["interpolation"], "bicubic");
+    let bicubic = ViewRule {
+        kernel: Kernel::Pillow(formats::resample::Interpolation::Bicubic),
+        center: None,
+    };
     assert_eq!(store.manifest.teachers.len(), 1);
     assert_eq!(store.manifest.teachers[0].classes, 10);
     let data = dataset::open(&s.data, None, "train").unwrap();
@@ -95,6 +101,7 @@ fn records_match_a_direct_session_call_on_the_replayed_input() {
         let partner = rec.aug.mix.map(|m| data.image(m.partner).unwrap());
         let mut x = vec![0f32; SIDE * SIDE];
         apply(
+            &bicubic,
             &rec.aug,
             &data.image(i).unwrap(),
             partner.as_ref(),
@@ -120,6 +127,11 @@ fn records_match_a_direct_session_call_on_the_replayed_input() {
 
     // Without augmentation, the template teacher is right on these easy images.
     let v = ok(&label(&s, "plain", &["--aug", "none"]));
+    let plain = LabelStore::open(&s.root.join("plain")).unwrap();
+    assert_eq!(
+        plain.manifest.recipe["interpolation"], "bilinear",
+        "the default"
+    );
     let acc = v["quality"]["teacher_top1_accuracy"].as_f64().unwrap();
     assert!(acc > 0.95, "teacher accuracy {acc}");
     assert_eq!(v["quality"]["teacher_accuracy_records"], 800);
@@ -144,6 +156,7 @@ fn ensembles_are_the_mean_of_single_teachers() {
         let rec = both.get(1, i).unwrap();
         let mut x = vec![0f32; SIDE * SIDE];
         apply(
+            &ViewRule::of_store(2, &both.manifest.recipe).unwrap(),
             &rec.aug,
             &data.image(i).unwrap(),
             None,
@@ -232,6 +245,14 @@ fn bad_inputs_are_named() {
     );
     let o = label(&s, "z", &["--mean", "0.5,0.5"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("2 values for 1 channels"));
+    // An unknown filter: clap refuses it, listing the ones there are.
+    let o = label(&s, "v", &["--interpolation", "lanczos"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("lanczos") && err.contains("bilinear, bicubic"),
+        "{err}"
+    );
     let o = label(&s, "w", &["--device", "cuda"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("cuda:0"), "{err}");
@@ -415,6 +436,7 @@ fn show_renders_the_replayed_inputs() {
     let partner = rec.aug.mix.map(|m| data.image(m.partner).unwrap());
     let mut x = vec![0f32; SIDE * SIDE];
     apply(
+        &ViewRule::of_store(2, &store.manifest.recipe).unwrap(),
         &rec.aug,
         &data.image(398).unwrap(),
         partner.as_ref(),

@@ -7,7 +7,7 @@
 //! criterion's figure for one thread.
 
 use criterion::{Criterion, Throughput};
-use formats::apply::apply;
+use formats::apply::{ViewRule, apply};
 use formats::augment::{Recipe, Sampler};
 use formats::dataset::{self, Dataset};
 use formats::loader::Loader;
@@ -72,7 +72,8 @@ fn run(
             return black_box(primary.data.len() + partner.map_or(0, |p| p.data.len())) as f32;
         }
         let mut out = vec![0.0f32; usize::from(primary.channels) * (size * size) as usize];
-        apply(&p, &primary, partner.as_ref(), size, size, &mut out).unwrap();
+        let rule = ViewRule::of_recipe(sampler.recipe());
+        apply(&rule, &p, &primary, partner.as_ref(), size, size, &mut out).unwrap();
         out[0]
     });
     for x in loader {

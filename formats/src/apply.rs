@@ -1,19 +1,100 @@
 //! `apply`: the one implementation of turning (realized parameters, source images) into the
 //! augmented input, called by the labelling stage and by the training stage alike.
 //!
-//! Bit-identical everywhere: crops are resized with fixed-point integer bilinear interpolation
-//! (half-pixel centres, 8-bit weights) into u8, and the only float work is a per-element
-//! `v / 255`, mixup's `λ·a + (1−λ)·b` and copies, each the same IEEE operations in the same order
-//! for every element, so results do not depend on threads, SIMD width or the machine.
+//! Bit-identical everywhere: crops are resized in integer arithmetic into u8 ([`crate::resample`]:
+//! Pillow's convolution, or format version 1's 2×2 bilinear for those stores), and the only float
+//! work is a per-element `v / 255`, mixup's `λ·a + (1−λ)·b` and copies, each the same IEEE
+//! operations in the same order for every element, so results do not depend on threads, SIMD
+//! width or the machine. *Which* resize a record gets is a [`ViewRule`], derived from the
+//! store's format version and recipe, never from the record.
 
 use crate::aug::{AugParams, MixKind, PixelBox};
+use crate::augment::Recipe;
 use crate::dataset::Image;
 use crate::error::FormatError;
+use crate::resample::{self, Interpolation, Isa, Span, legacy};
+
+/// The resampling kernel a store's records are replayed with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// Pillow's convolution with this filter (format version 2 on).
+    Pillow(Interpolation),
+    /// Format version 1's 2×2 bilinear ([`resample::legacy`]).
+    Legacy,
+}
+
+impl std::fmt::Display for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kernel::Pillow(i) => write!(f, "{i} (Pillow)"),
+            Kernel::Legacy => f.write_str("bilinear 2x2 (format version 1)"),
+        }
+    }
+}
+
+/// How a record's crop box becomes pixels: the kernel, and for a centre-crop recipe the rule
+/// that replaces the box (torchvision's `Resize(floor(size / crop_pct))` of the whole image,
+/// then `CenterCrop(size)`; the stored box stays as a description of the region). Derived
+/// from the recipe and the store's format version, so records carry no field for it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ViewRule {
+    pub kernel: Kernel,
+    /// `crop_pct` of a centre-crop recipe (Pillow kernels only).
+    pub center: Option<f64>,
+}
+
+impl ViewRule {
+    /// The rule of records made now with `recipe`.
+    pub fn of_recipe(recipe: &Recipe) -> Self {
+        ViewRule {
+            kernel: Kernel::Pillow(recipe.interpolation),
+            center: recipe.center.as_ref().map(|c| c.crop_pct),
+        }
+    }
+
+    /// The rule a store of `format_version` with `recipe` (its manifest's JSON) was labelled
+    /// with: version 1 resized every crop box with the 2×2 kernel; version 2 names its filter in
+    /// `recipe.interpolation`, and a filter this build lacks is an error naming it.
+    pub fn of_store(format_version: u32, recipe: &serde_json::Value) -> Result<Self, FormatError> {
+        if format_version < 2 {
+            return Ok(ViewRule {
+                kernel: Kernel::Legacy,
+                center: None,
+            });
+        }
+        let name = recipe
+            .get("interpolation")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| {
+                FormatError::invalid(
+                    "recipe.interpolation",
+                    format!("a format version {format_version} store must name its filter"),
+                )
+            })?;
+        let f = Interpolation::parse(name).map_err(|_| {
+            FormatError::invalid(
+                "recipe.interpolation",
+                format!("{name:?} is not a filter this build replays (bilinear, bicubic)"),
+            )
+        })?;
+        let center = match recipe.get("center") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(c) => Some(c.get("crop_pct").and_then(|v| v.as_f64()).ok_or_else(|| {
+                FormatError::invalid("recipe.center.crop_pct", "missing or not a number")
+            })?),
+        };
+        Ok(ViewRule {
+            kernel: Kernel::Pillow(f),
+            center,
+        })
+    }
+}
 
 /// Augments `primary` (and `partner` when the record is mixed) into `out`, f32 CHW in [0, 1],
 /// `channels × out_h × out_w` long. Normalization is the caller's. The same as
 /// [`apply_u8`] followed by [`combine_into`], bit for bit (that is how it is computed).
 pub fn apply(
+    rule: &ViewRule,
     params: &AugParams,
     primary: &Image,
     partner: Option<&Image>,
@@ -33,7 +114,7 @@ pub fn apply(
         let (a, b) = &mut *scratch.borrow_mut();
         a.resize(c * plane, 0);
         b.resize(c * plane, 0);
-        let lambda = apply_u8(params, primary, partner, out_w, out_h, a, b)?;
+        let lambda = apply_u8(rule, params, primary, partner, out_w, out_h, a, b)?;
         combine_into(a, lambda.map(|l| (b.as_slice(), l)), out);
         Ok(())
     })
@@ -53,7 +134,9 @@ thread_local! {
 /// returns `Some(λ)` and `partner_out` holds the partner's crop (cutout applied to both), and
 /// the input is `λ·a/255 + (1−λ)·b/255`, which [`combine_into`] computes. `partner_out` is
 /// untouched otherwise.
+#[allow(clippy::too_many_arguments)] // the rule, the record, two sources, a size, two outputs
 pub fn apply_u8(
+    rule: &ViewRule,
     params: &AugParams,
     primary: &Image,
     partner: Option<&Image>,
@@ -74,7 +157,8 @@ pub fn apply_u8(
             ),
         ));
     }
-    resize_crop(
+    render(
+        rule,
         primary,
         params.crop,
         params.flip,
@@ -103,7 +187,8 @@ pub fn apply_u8(
                 ),
             ));
         }
-        resize_crop(
+        render(
+            rule,
             p,
             m.partner_crop,
             m.partner_flip,
@@ -178,26 +263,11 @@ fn for_box(b: &PixelBox, out_w: u32, c: usize, plane: usize, mut f: impl FnMut(u
     }
 }
 
-/// Source positions of output pixels along one axis: (index, next index, weight of next / 256).
-fn axis_table(start: u32, len: u32, out: u32) -> Vec<(u32, u32, u32)> {
-    (0..out)
-        .map(|d| {
-            // Centre of output pixel d in source coordinates, 16.16 fixed point:
-            // (d + 0.5) · len / out − 0.5.
-            let num =
-                (2 * i64::from(d) + 1) * i64::from(len) * 65536 / (2 * i64::from(out)) - 32768;
-            let fp = num.clamp(0, i64::from(len - 1) * 65536);
-            let i = (fp >> 16) as u32;
-            let frac = ((fp & 0xffff) >> 8) as u32;
-            let next = (i + 1).min(len - 1);
-            (start + i, start + next, frac)
-        })
-        .collect()
-}
-
-/// Crops `img` to `crop` (whole image if `None`), resizes to `out_w` × `out_h` with fixed-point
-/// bilinear interpolation, flips if asked, and writes u8 CHW into `dst`.
-fn resize_crop(
+/// One source's crop (or, under a centre-crop rule, the centre of the resized whole image),
+/// resized to `out_w` × `out_h`, flipped if asked, u8 CHW into `dst`.
+#[allow(clippy::too_many_arguments)]
+fn render(
+    rule: &ViewRule,
     img: &Image,
     crop: Option<PixelBox>,
     flip: bool,
@@ -206,103 +276,74 @@ fn resize_crop(
     dst: &mut [u8],
     what: &str,
 ) -> Result<(), FormatError> {
-    let b = crop.unwrap_or(PixelBox {
-        x: 0,
-        y: 0,
-        w: img.width.min(65535) as u16,
-        h: img.height.min(65535) as u16,
-    });
-    if b.w == 0 || b.h == 0 || !b.fits(img.width, img.height) {
-        return Err(FormatError::invalid(
-            what,
-            format!(
-                "box ({},{}) {}x{} lies outside the {}x{} image",
-                b.x, b.y, b.w, b.h, img.width, img.height
-            ),
-        ));
-    }
-    let xs = axis_table(u32::from(b.x), u32::from(b.w), out_w);
-    let ys = axis_table(u32::from(b.y), u32::from(b.h), out_h);
-    let c = usize::from(img.channels);
-    let (ow, plane) = (out_w as usize, out_w as usize * out_h as usize);
-    // Column table in output order (flip applied), byte offsets within a source row.
-    let cols: Vec<(usize, usize, u32)> = (0..ow)
-        .map(|dx| {
-            let (x0, x1, fx) = xs[if flip { ow - 1 - dx } else { dx }];
-            (x0 as usize * c, x1 as usize * c, fx)
-        })
-        .collect();
-    // v = (p00(256−fx) + p01·fx)(256−fy) + (p10(256−fx) + p11·fx)·fy, exactly the bilinear sum
-    // of FORMAT.md §4.1 regrouped (integer arithmetic, so the grouping changes nothing). The
-    // horizontal sums (≤ 255 · 256, so u16) of a source row are computed once and kept while
-    // consecutive output rows use that row; the vertical step then runs over whole rows.
-    // (Measured: about 1.4× the direct four-tap loop on 224-px usi crops; taking the vertical
-    // sums first is slower, its per-element gathers cost more than the rows it saves.)
-    let mut rows = [vec![0u16; c * ow], vec![0u16; c * ow]];
-    // The source rows held in `rows[0]` (the upper one) and `rows[1]`.
-    let mut held = [u32::MAX; 2];
-    for (dy, &(y0, y1, fy)) in ys.iter().enumerate() {
-        if held != [y0, y1] {
-            if held[1] == y0 {
-                rows.swap(0, 1);
-            } else {
-                horizontal(img, y0, &cols, ow, &mut rows[0]);
-            }
-            if y1 != y0 {
-                horizontal(img, y1, &cols, ow, &mut rows[1]);
-            } else {
-                let (a, b) = rows.split_at_mut(1);
-                b[0].copy_from_slice(&a[0]);
-            }
-            held = [y0, y1];
+    let f = match rule.kernel {
+        Kernel::Legacy => {
+            let b = resample::source_box(img, crop, what)?;
+            legacy::resize_box(img, b, flip, out_w, out_h, dst);
+            return Ok(());
         }
-        let (wy0, wy1) = (256 - fy, fy);
-        for ch in 0..c {
-            let out = &mut dst[ch * plane + dy * ow..][..ow];
-            let top = &rows[0][ch * ow..][..ow];
-            let bot = &rows[1][ch * ow..][..ow];
-            for ((o, &t), &b) in out.iter_mut().zip(top).zip(bot) {
-                *o = ((u32::from(t) * wy0 + u32::from(b) * wy1 + 32768) >> 16) as u8;
+        Kernel::Pillow(f) => f,
+    };
+    let (xs, ys) = match rule.center {
+        Some(pct) => {
+            let v = resample::center_view((img.width, img.height), (out_w, out_h), pct)?;
+            if v.pad == (0, 0) && v.xs.count == out_w && v.ys.count == out_h {
+                (v.xs, v.ys)
+            } else {
+                return render_padded(f, img, &v, flip, out_w, out_h, dst);
+            }
+        }
+        None => {
+            let b = resample::source_box(img, crop, what)?;
+            (
+                Span::whole(u32::from(b.x), u32::from(b.w), out_w),
+                Span::whole(u32::from(b.y), u32::from(b.h), out_h),
+            )
+        }
+    };
+    resample::resample(Isa::detect(), f, img, xs, ys, flip, dst)
+}
+
+/// A centre crop larger than the resized image on some axis: the resized region placed at
+/// the view's padding inside zeros (torchvision's `CenterCrop` pads), then flipped if asked.
+fn render_padded(
+    f: Interpolation,
+    img: &Image,
+    v: &resample::CenterView,
+    flip: bool,
+    out_w: u32,
+    out_h: u32,
+    dst: &mut [u8],
+) -> Result<(), FormatError> {
+    let c = usize::from(img.channels);
+    let (kw, kh) = (v.xs.count as usize, v.ys.count as usize);
+    let mut region = vec![0u8; c * kw * kh];
+    resample::resample(Isa::detect(), f, img, v.xs, v.ys, false, &mut region)?;
+    dst.fill(0);
+    let (ow, plane) = (out_w as usize, out_w as usize * out_h as usize);
+    let (px, py) = (v.pad.0 as usize, v.pad.1 as usize);
+    for ch in 0..c {
+        for y in 0..kh {
+            let src = &region[(ch * kh + y) * kw..][..kw];
+            let row = &mut dst[ch * plane + (py + y) * ow..][..ow];
+            row[px..px + kw].copy_from_slice(src);
+            if flip {
+                row.reverse();
             }
         }
     }
     Ok(())
 }
 
-/// The horizontal bilinear sums `p(x0)·(256 − fx) + p(x1)·fx` of source row `y` for every
-/// output column, channel-planar (`c × ow`).
-fn horizontal(img: &Image, y: u32, cols: &[(usize, usize, u32)], ow: usize, out: &mut [u16]) {
-    let c = usize::from(img.channels);
-    let stride = img.width as usize * c;
-    let row = &img.data[y as usize * stride..][..stride];
-    match c {
-        3 => {
-            let (r, rest) = out.split_at_mut(ow);
-            let (g, b) = rest.split_at_mut(ow);
-            for (dx, &(x0, x1, fx)) in cols.iter().enumerate() {
-                let wx0 = 256 - fx;
-                let (p, q) = (&row[x0..x0 + 3], &row[x1..x1 + 3]);
-                r[dx] = (u32::from(p[0]) * wx0 + u32::from(q[0]) * fx) as u16;
-                g[dx] = (u32::from(p[1]) * wx0 + u32::from(q[1]) * fx) as u16;
-                b[dx] = (u32::from(p[2]) * wx0 + u32::from(q[2]) * fx) as u16;
-            }
-        }
-        _ => {
-            for (dx, &(x0, x1, fx)) in cols.iter().enumerate() {
-                let wx0 = 256 - fx;
-                for ch in 0..c {
-                    out[ch * ow + dx] =
-                        (u32::from(row[x0 + ch]) * wx0 + u32::from(row[x1 + ch]) * fx) as u16;
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::aug::Mix;
+
+    const BILINEAR: ViewRule = ViewRule {
+        kernel: Kernel::Pillow(Interpolation::Bilinear),
+        center: None,
+    };
 
     fn gradient(w: u32, h: u32, c: u8) -> Image {
         let data = (0..h)
@@ -319,7 +360,7 @@ mod tests {
     fn identity_resize_is_exact() {
         let img = gradient(9, 7, 3);
         let mut out = vec![0.0; 3 * 9 * 7];
-        apply(&AugParams::default(), &img, None, 9, 7, &mut out).unwrap();
+        apply(&BILINEAR, &AugParams::default(), &img, None, 9, 7, &mut out).unwrap();
         for y in 0..7 {
             for x in 0..9 {
                 for ch in 0..3 {
@@ -340,7 +381,7 @@ mod tests {
             ..Default::default()
         };
         let mut out = vec![0.0; 16];
-        apply(&p, &img, None, 4, 4, &mut out).unwrap();
+        apply(&BILINEAR, &p, &img, None, 4, 4, &mut out).unwrap();
         assert_eq!(out[0], f32::from(img.at(5, 2, 0)) / 255.0);
         assert_eq!(out[3], f32::from(img.at(2, 2, 0)) / 255.0);
         // Mixup of a constant 200 image with a constant 100 image at λ = 1/4 (quantized).
@@ -358,7 +399,7 @@ mod tests {
             cutout: Some(PixelBox::new(0, 0, 1, 1)),
             ..Default::default()
         };
-        apply(&p, &a, Some(&b), 4, 4, &mut out).unwrap();
+        apply(&BILINEAR, &p, &a, Some(&b), 4, 4, &mut out).unwrap();
         assert_eq!(out[0], 0.0, "cutout is applied last");
         assert_eq!(
             out[5],
@@ -374,73 +415,81 @@ mod tests {
             }),
             ..Default::default()
         };
-        apply(&p, &a, Some(&b), 4, 4, &mut out).unwrap();
+        apply(&BILINEAR, &p, &a, Some(&b), 4, 4, &mut out).unwrap();
         assert_eq!(out[0], 200.0 / 255.0);
         assert_eq!(out[5], 100.0 / 255.0);
         assert_eq!(out[15], 200.0 / 255.0);
     }
 
-    /// The direct four-tap sum of FORMAT.md §4.1, per output element.
-    fn reference(img: &Image, b: PixelBox, flip: bool, ow: u32, oh: u32) -> Vec<u8> {
-        let xs = axis_table(u32::from(b.x), u32::from(b.w), ow);
-        let ys = axis_table(u32::from(b.y), u32::from(b.h), oh);
-        let mut out = vec![0u8; usize::from(img.channels) * (ow * oh) as usize];
-        for ch in 0..img.channels {
-            for (dy, &(y0, y1, fy)) in ys.iter().enumerate() {
-                for dx in 0..ow as usize {
-                    let (x0, x1, fx) = xs[if flip { ow as usize - 1 - dx } else { dx }];
-                    let p = |x, y| u32::from(img.at(x, y, ch));
-                    let v = (p(x0, y0) * (256 - fx) + p(x1, y0) * fx) * (256 - fy)
-                        + (p(x0, y1) * (256 - fx) + p(x1, y1) * fx) * fy;
-                    out[(usize::from(ch) * oh as usize + dy) * ow as usize + dx] =
-                        ((v + 32768) >> 16) as u8;
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn row_reuse_gives_the_four_tap_sum_exactly() {
-        let mut seed = 12345u64;
-        let mut next = |n: u32| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 33) as u32) % n
-        };
-        for case in 0..300 {
-            let c = [1u8, 3, 4][case % 3];
-            let (w, h) = (1 + next(60), 1 + next(60));
-            let data: Vec<u8> = (0..w * h * u32::from(c)).map(|_| next(256) as u8).collect();
-            let img = Image::new(w, h, c, data).unwrap();
-            let (bw, bh) = (1 + next(w), 1 + next(h));
-            let b = PixelBox::new(
-                next(w - bw + 1) as u16,
-                next(h - bh + 1) as u16,
-                bw as u16,
-                bh as u16,
-            );
-            let (ow, oh) = (1 + next(70), 1 + next(70));
-            let flip = next(2) == 1;
-            let mut got = vec![0u8; usize::from(c) * (ow * oh) as usize];
-            resize_crop(&img, Some(b), flip, ow, oh, &mut got, "crop").unwrap();
-            assert_eq!(
-                got,
-                reference(&img, b, flip, ow, oh),
-                "case {case}: {w}x{h}x{c} box {b:?} to {ow}x{oh}"
-            );
-        }
-    }
-
     #[test]
     fn upscale_interpolates_between_pixels() {
-        // 2x1 → 4x1: half-pixel centres give 0.25/0.75 mixes at the inner pixels.
+        // 2x1 → 4x1: half-pixel centres give 0.25/0.75 mixes at the inner pixels, with either
+        // kernel (Pillow's drops the taps past the edge and renormalizes: the edge repeats).
         let img = Image::new(2, 1, 1, vec![0, 255]).unwrap();
-        let mut out = vec![0.0; 4];
-        apply(&AugParams::default(), &img, None, 4, 1, &mut out).unwrap();
-        let v: Vec<u8> = out.iter().map(|x| (x * 255.0).round() as u8).collect();
-        assert_eq!(v, vec![0, 64, 191, 255]);
+        let legacy = ViewRule {
+            kernel: Kernel::Legacy,
+            center: None,
+        };
+        for rule in [BILINEAR, legacy] {
+            let mut out = vec![0.0; 4];
+            apply(&rule, &AugParams::default(), &img, None, 4, 1, &mut out).unwrap();
+            let v: Vec<u8> = out.iter().map(|x| (x * 255.0).round() as u8).collect();
+            assert_eq!(v, vec![0, 64, 191, 255], "{rule:?}");
+        }
+    }
+
+    #[test]
+    fn stores_name_their_rule() {
+        let v1 = ViewRule::of_store(1, &serde_json::json!({"name": "usi"})).unwrap();
+        assert_eq!(v1.kernel, Kernel::Legacy);
+        let r = serde_json::to_value(Recipe::center(0.9)).unwrap();
+        assert_eq!(r["interpolation"], "bilinear");
+        // Version 1's centre crop was a crop box like any other.
+        assert_eq!(ViewRule::of_store(1, &r).unwrap().center, None);
+        let v2 = ViewRule::of_store(2, &r).unwrap();
+        assert_eq!(v2, ViewRule::of_recipe(&Recipe::center(0.9)));
+        assert_eq!(v2.center, Some(0.9));
+        let mut usi = Recipe::usi();
+        usi.interpolation = Interpolation::Bicubic;
+        let r = serde_json::to_value(&usi).unwrap();
+        let v2 = ViewRule::of_store(2, &r).unwrap();
+        assert_eq!(v2.kernel, Kernel::Pillow(Interpolation::Bicubic));
+        assert_eq!(v2.center, None);
+        let e = ViewRule::of_store(2, &serde_json::json!({"interpolation": "lanczos"}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("recipe.interpolation") && e.contains("\"lanczos\""),
+            "{e}"
+        );
+        let e = ViewRule::of_store(2, &serde_json::json!({"name": "usi"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("recipe.interpolation"), "{e}");
+    }
+
+    #[test]
+    fn centre_crops_pad_where_the_crop_is_wider() {
+        // A 4x8 portrait to a 6x2 output at crop_pct 1: shorter side 2, so 2x4; the 6-wide
+        // crop pads 2 zero columns left and 2 right (torchvision's CenterCrop), rows 1..3.
+        let img = Image::new(4, 8, 1, vec![200; 32]).unwrap();
+        let rule = ViewRule {
+            kernel: Kernel::Pillow(Interpolation::Bilinear),
+            center: Some(1.0),
+        };
+        let (mut a, mut b) = (vec![9u8; 12], vec![0u8; 12]);
+        apply_u8(
+            &rule,
+            &AugParams::default(),
+            &img,
+            None,
+            6,
+            2,
+            &mut a,
+            &mut b,
+        )
+        .unwrap();
+        assert_eq!(a, [0, 0, 200, 200, 0, 0, 0, 0, 200, 200, 0, 0]);
     }
 
     #[test]
@@ -451,7 +500,7 @@ mod tests {
             crop: Some(PixelBox::new(6, 0, 4, 4)),
             ..Default::default()
         };
-        let e = apply(&p, &img, None, 4, 4, &mut out)
+        let e = apply(&BILINEAR, &p, &img, None, 4, 4, &mut out)
             .unwrap_err()
             .to_string();
         assert!(
@@ -462,7 +511,7 @@ mod tests {
             cutout: Some(PixelBox::new(3, 3, 2, 2)),
             ..Default::default()
         };
-        assert!(apply(&p, &img, None, 4, 4, &mut out).is_err());
+        assert!(apply(&BILINEAR, &p, &img, None, 4, 4, &mut out).is_err());
         let p = AugParams {
             mix: Some(Mix {
                 partner: 3,
@@ -472,10 +521,21 @@ mod tests {
             }),
             ..Default::default()
         };
-        let e = apply(&p, &img, None, 4, 4, &mut out)
+        let e = apply(&BILINEAR, &p, &img, None, 4, 4, &mut out)
             .unwrap_err()
             .to_string();
         assert!(e.contains("sample 3"), "{e}");
-        assert!(apply(&AugParams::default(), &img, None, 4, 4, &mut out[..3]).is_err());
+        assert!(
+            apply(
+                &BILINEAR,
+                &AugParams::default(),
+                &img,
+                None,
+                4,
+                4,
+                &mut out[..3]
+            )
+            .is_err()
+        );
     }
 }

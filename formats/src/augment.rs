@@ -18,6 +18,7 @@ use crate::aug::{AugParams, Mix, MixKind, PixelBox};
 use crate::block::{BlockConfig, BlockOrder, BlockPlan};
 use crate::error::FormatError;
 use crate::manifest::SampleRange;
+use crate::resample::Interpolation;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Beta, Distribution};
@@ -41,11 +42,12 @@ pub struct CropConfig {
 #[serde(deny_unknown_fields)]
 pub struct CenterConfig {
     /// Fraction of the resized shorter side that the crop keeps (0.875 for ImageNet at 224).
-    pub crop_pct: f32,
+    /// f64, as Python holds it: `floor(size / crop_pct)` must round as timm's does.
+    pub crop_pct: f64,
 }
 
 /// The default `crop_pct` of centre-crop evaluation (timm's and torchvision's 224/256).
-pub const DEFAULT_CROP_PCT: f32 = 0.875;
+pub const DEFAULT_CROP_PCT: f64 = 0.875;
 
 /// Random erasing settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -93,6 +95,10 @@ pub struct Recipe {
     pub cutout: Option<CutoutConfig>,
     #[serde(default)]
     pub mix: Option<MixConfig>,
+    /// The filter crops are resized with (Pillow's; FORMAT.md §4.1). Recipes without the key
+    /// mean bilinear, torchvision's default.
+    #[serde(default)]
+    pub interpolation: Interpolation,
 }
 
 const IMAGENET_CROP: CropConfig = CropConfig {
@@ -110,12 +116,13 @@ impl Recipe {
             flip: 0.0,
             cutout: None,
             mix: None,
+            interpolation: Interpolation::Bilinear,
         }
     }
 
     /// Centre-crop evaluation keeping `crop_pct` of the resized shorter side: the recipe of
     /// teacher test stores and student evaluation on image folders.
-    pub fn center(crop_pct: f32) -> Self {
+    pub fn center(crop_pct: f64) -> Self {
         Recipe {
             name: "center".into(),
             center: Some(CenterConfig { crop_pct }),
@@ -243,25 +250,28 @@ impl Recipe {
     }
 }
 
-/// The crop box, in source pixels, of a centre crop: the source resized so its shorter side is
-/// `floor(min(out) / crop_pct)` (timm's `scale_size`), then the central `out` region, rounded
-/// as torchvision's `CenterCrop` rounds.
+/// The crop box, in source pixels, of a centre crop (torchvision's `Resize` of the whole image
+/// to a shorter side of `floor(min(out) / crop_pct)`, timm's `scale_size`, then `CenterCrop`;
+/// [`crate::resample::center_view`]): the region of the source the output covers, rounded to
+/// whole pixels. Replay does not resize this box: it recomputes the view from the image size
+/// (FORMAT.md §4.1); the box describes the record for `inspect` and readers.
 pub fn center_box(
     (w, h): (u32, u32),
     (ow, oh): (u32, u32),
-    crop_pct: f32,
+    crop_pct: f64,
     index: u32,
 ) -> Result<PixelBox, FormatError> {
     check_source((w, h), index)?;
-    let scale_size = (f64::from(ow.min(oh)) / f64::from(crop_pct))
-        .floor()
-        .max(1.0);
-    let f = scale_size / f64::from(w.min(h));
-    let cw = ((f64::from(ow) / f).round() as u32).clamp(1, w);
-    let ch = ((f64::from(oh) / f).round() as u32).clamp(1, h);
-    let x = (f64::from(w - cw) / 2.0).round_ties_even() as u32;
-    let y = (f64::from(h - ch) / 2.0).round_ties_even() as u32;
-    Ok(PixelBox::new(x as u16, y as u16, cw as u16, ch as u16))
+    let v = crate::resample::center_view((w, h), (ow, oh), crop_pct)
+        .map_err(|e| FormatError::invalid("center", format!("sample {index}: {e}")))?;
+    let side = |s: crate::resample::Span| {
+        let at = |i: u32| (f64::from(i) * f64::from(s.len) / f64::from(s.full)).round() as u32;
+        let a = at(s.start).min(s.len - 1);
+        let b = at(s.start + s.count).clamp(a + 1, s.len);
+        (a as u16, (b - a) as u16)
+    };
+    let ((x, cw), (y, ch)) = (side(v.xs), side(v.ys));
+    Ok(PixelBox::new(x, y, cw, ch))
 }
 
 /// A source image's sides must fit the crop boxes' u16 fields.
@@ -349,6 +359,11 @@ impl Sampler {
     pub fn with_plan(mut self, plan: Arc<BlockPlan>) -> Self {
         self.plan = Some(plan);
         self
+    }
+
+    /// The recipe records are sampled from.
+    pub fn recipe(&self) -> &Recipe {
+        &self.recipe
     }
 
     /// The block plan partners are drawn in, if any.

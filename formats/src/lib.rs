@@ -14,6 +14,7 @@ pub mod loader;
 pub mod manifest;
 pub mod onnx;
 pub mod record;
+pub mod resample;
 pub mod soft_label;
 
 pub use aug::{AUG_BYTES, AugParams, Mix, MixKind, PixelBox};

@@ -12,7 +12,10 @@ pub const FORMAT_NAME: &str = "distill-label-store";
 
 /// Current on-disk format version (manifest and shard files). A reader refuses newer versions;
 /// adding optional manifest keys does not change it (readers ignore keys they do not know).
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: records replay through Pillow's resampling (`recipe.interpolation`, and the
+/// centre crop taken from the resized whole image); version 1 stores replay with the 2×2
+/// bilinear they were labelled with ([`crate::apply::ViewRule::of_store`]).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A half-open range of sample indices `[start, end)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 
 use formats::AugParams;
 use formats::FormatError;
-use formats::apply::apply;
+use formats::apply::{ViewRule, apply};
 use formats::augment::{MixedLabel, Recipe, Sampler};
 use formats::dataset::Image;
 use formats::{AUG_BYTES, MixKind};
@@ -28,7 +28,8 @@ fn replay(sampler: &Sampler, epoch: u32, index: u32) -> u64 {
     let p = sampler.sample(epoch, index, &dims).unwrap();
     let partner = p.mix.map(|m| image(m.partner));
     let mut out = vec![0.0f32; 3 * 24 * 24];
-    apply(&p, &image(index), partner.as_ref(), 24, 24, &mut out).unwrap();
+    let rule = ViewRule::of_recipe(sampler.recipe());
+    apply(&rule, &p, &image(index), partner.as_ref(), 24, 24, &mut out).unwrap();
     let mut bytes = vec![0u8; AUG_BYTES];
     p.encode(&mut bytes);
     bytes.extend(out.iter().flat_map(|v| v.to_bits().to_le_bytes()));
@@ -284,24 +285,26 @@ fn mixed_labels() {
 fn centre_crops_are_timms_evaluation_crop() {
     use formats::PixelBox;
     use formats::augment::{DEFAULT_CROP_PCT, center_box};
-    // 500x375 at 224, crop_pct 0.875: shorter side to 256, central 224 → 328 source px.
+    // 500x375 at 224, crop_pct 0.875: resized to 341x256 (int(256·500/375)), columns 58..282
+    // (round(58.5) = 58, half to even) and rows 16..240 kept: source columns
+    // 85.04..413.49 → 85..413, rows 23.4..351.6 → 23..352.
     let b = center_box((500, 375), (224, 224), 0.875, 0).unwrap();
-    assert_eq!((b.x, b.y, b.w, b.h), (86, 24, 328, 328));
-    // crop_pct 1: the largest central square.
+    assert_eq!((b.x, b.y, b.w, b.h), (85, 23, 328, 329));
+    // crop_pct 1: resized to 298x224, columns 37..261 → source 62.1..437.9.
     let b = center_box((500, 375), (224, 224), 1.0, 0).unwrap();
-    assert_eq!((b.x, b.y, b.w, b.h), (62, 0, 375, 375));
-    // Portrait source, landscape output: shorter side 300 → 114 (f = 0.38), so the 200 px
-    // output width needs 526 source px: clamped to the image (torchvision would pad), and the
-    // height 100 / 0.38 = 263, centred at 68.5 → 68 (ties to even, as Python's round).
+    assert_eq!((b.x, b.y, b.w, b.h), (62, 0, 376, 375));
+    // Portrait source, landscape output: shorter side 300 → 114, so 114x152; the 200 px
+    // output is wider than 114 (torchvision pads: the box is the whole width), rows 26..126
+    // of 152 → source 68.4..331.6.
     let b = center_box((300, 400), (200, 100), 0.875, 0).unwrap();
-    assert_eq!((b.x, b.y, b.w, b.h), (0, 68, 300, 263));
+    assert_eq!((b.x, b.y, b.w, b.h), (0, 68, 300, 264));
     let r = Recipe::load("center").unwrap();
     assert_eq!(r.center.as_ref().unwrap().crop_pct, DEFAULT_CROP_PCT);
     let s = Sampler::new(&r, 9, 10, 224, 224).unwrap();
     let dims = |_: u32| Ok((500, 375));
     for e in 0..3 {
         let p = s.sample(e, 4, &dims).unwrap();
-        assert_eq!(p.crop, Some(PixelBox::new(86, 24, 328, 328)));
+        assert_eq!(p.crop, Some(PixelBox::new(85, 23, 328, 329)));
         assert!(!p.flip && p.mix.is_none() && p.cutout.is_none());
     }
     let mut bad = Recipe::center(0.875);

@@ -9,7 +9,7 @@
 
 use crate::error::StoreError;
 use crate::reader::{DecodedEpoch, LabelStore};
-use formats::apply::apply_u8;
+use formats::apply::{ViewRule, apply_u8};
 use formats::augment::{MixedLabel, Sampler, record_rng};
 use formats::block::{BlockOrder, BlockPlan, DecodeCache};
 use formats::dataset::Dataset;
@@ -349,6 +349,8 @@ pub struct Stream {
     classes: usize,
     /// The store's decode-once blocks, when the stream groups records by them.
     plan: Option<Arc<BlockPlan>>,
+    /// How records become pixels (the store's format version and recipe, or the live recipe).
+    rule: ViewRule,
 }
 
 /// One epoch's batches, computed ahead on the worker threads, and the decodes they made.
@@ -414,9 +416,14 @@ impl Stream {
                 p.rank, p.world
             )));
         }
-        let (range, plan) = match &labels {
+        let (range, plan, rule) = match &labels {
             Labels::Store(store) => {
                 check_store(store, data.as_ref(), cfg.size)?;
+                let rule =
+                    ViewRule::of_store(store.manifest.format_version, &store.manifest.recipe)
+                        .map_err(|e| {
+                            ReplayError::Mismatch(format!("{}: {e}", store.dir.display()))
+                        })?;
                 if cfg.multi_crop > store.epochs() {
                     return Err(ReplayError::config(format!(
                         "--multi-crop {} needs as many stored epochs; {} has {}",
@@ -442,9 +449,9 @@ impl Stream {
                     }
                     _ => None,
                 };
-                (store.samples(), plan)
+                (store.samples(), plan, rule)
             }
-            Labels::Live(_) => {
+            Labels::Live(sampler) => {
                 if cfg.multi_crop > 1 {
                     return Err(ReplayError::config(
                         "--multi-crop replays stored epochs: it needs --labels STORE",
@@ -454,7 +461,7 @@ impl Stream {
                     start: 0,
                     end: data.len(),
                 };
-                (all, None)
+                (all, None, ViewRule::of_recipe(sampler.recipe()))
             }
         };
         let classes = data.classes() as usize;
@@ -465,6 +472,7 @@ impl Stream {
             range,
             classes,
             plan,
+            rule,
         })
     }
 
@@ -825,8 +833,17 @@ impl Stream {
             }
             None => (None, None),
         };
-        let lambda = apply_u8(params, &primary, partner.as_deref(), w, h, out, partner_out)
-            .map_err(|e| ReplayError::sample(s, e.to_string()))?;
+        let lambda = apply_u8(
+            &self.rule,
+            params,
+            &primary,
+            partner.as_deref(),
+            w,
+            h,
+            out,
+            partner_out,
+        )
+        .map_err(|e| ReplayError::sample(s, e.to_string()))?;
         Ok((lambda, partner_label))
     }
 }

@@ -66,6 +66,9 @@ pub fn render_grid(
     let mut img = RgbImage::from_pixel(cols * tile_w, rows * tile_h, Rgb([255, 255, 255]));
     let c = usize::from(data.channels());
     let mut buf = vec![0f32; c * (out_w * out_h) as usize];
+    let rule =
+        formats::apply::ViewRule::of_store(store.manifest.format_version, &store.manifest.recipe)
+            .map_err(|e| StoreError::Invalid(format!("{}: {e}", store.dir.display())))?;
     let classes = store.manifest.classes as usize;
     let names = data.class_names();
     let max_chars = (tile_w / GLYPH) as usize;
@@ -88,8 +91,16 @@ pub fn render_grid(
             ),
             None => None,
         };
-        apply(&rec.aug, &primary, partner.as_ref(), out_w, out_h, &mut buf)
-            .map_err(|err| StoreError::Invalid(format!("record (epoch {e}, sample {s}): {err}")))?;
+        apply(
+            &rule,
+            &rec.aug,
+            &primary,
+            partner.as_ref(),
+            out_w,
+            out_h,
+            &mut buf,
+        )
+        .map_err(|err| StoreError::Invalid(format!("record (epoch {e}, sample {s}): {err}")))?;
         let (x0, y0) = (
             (n as u32 % cols) * tile_w + 4,
             (n as u32 / cols) * tile_h + 4,

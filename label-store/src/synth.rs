@@ -162,7 +162,8 @@ pub fn draft(cfg: &SynthConfig, epochs: u32, codec: ValueCodec, chunk_records: u
             "name": "synthetic-usi",
             "out_size": OUT_SIZE,
             "random_resized_crop": {"scale": [0.08, 1.0], "ratio": [0.75, 1.3333]},
-            "flip": 0.5, "mix_prob": 1.0, "switch_prob": 0.5, "mixup_alpha": 0.8, "cutmix_alpha": 1.0
+            "flip": 0.5, "mix_prob": 1.0, "switch_prob": 0.5, "mixup_alpha": 0.8, "cutmix_alpha": 1.0,
+            "interpolation": "bilinear"
         }),
         seed: cfg.seed,
         epochs,

@@ -406,12 +406,13 @@ fn corruption_is_named_precisely() {
     // A newer format version, with a valid footer checksum.
     let mut bad = good.clone();
     let f = bad.len() - 80;
-    bad[f + 56..f + 60].copy_from_slice(&2u32.to_le_bytes());
+    let newer = formats::FORMAT_VERSION + 1;
+    bad[f + 56..f + 60].copy_from_slice(&newer.to_le_bytes());
     let sum = xxhash_rust::xxh3::xxh3_64(&bad[f..f + 72]);
     bad[f + 72..].copy_from_slice(&sum.to_le_bytes());
     fs::write(&path, &bad).unwrap();
     let err = LabelStore::open(t.path()).err().unwrap().to_string();
-    assert!(err.contains("version 2 is newer"), "{err}");
+    assert!(err.contains(&format!("version {newer} is newer")), "{err}");
 
     // Missing shard.
     fs::remove_file(&path).unwrap();

@@ -9,7 +9,7 @@ use label_store::replay::{
     DEFAULT_WINDOW, EpochBatches, Inputs, Labels, Part, Stream, StreamConfig, store_input_size,
 };
 use numpy::ndarray::{Array1, Array2, Array4};
-use numpy::{IntoPyArray, PyArray2};
+use numpy::{IntoPyArray, PyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -578,10 +578,175 @@ impl Loader {
     }
 }
 
+/// u8 pixels `[h, w]` or `[h, w, c]` (c ≤ 4), or the box `(x, y, w, h)` of them (copied as
+/// `PIL.Image.crop` copies), as an image; errors name the argument.
+fn image_arg(
+    pixels: &PyReadonlyArrayDyn<'_, u8>,
+    region: Option<(u32, u32, u32, u32)>,
+) -> PyResult<formats::dataset::Image> {
+    let shape = pixels.shape().to_vec();
+    let (h, w, c) = match shape[..] {
+        [h, w] => (h, w, 1),
+        [h, w, c] => (h, w, c),
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "pixels: shape {shape:?} is not [h, w] or [h, w, c]"
+            )));
+        }
+    };
+    let side = |v: usize, what: &str| {
+        u32::try_from(v)
+            .ok()
+            .filter(|&v| (1..=65535).contains(&v))
+            .ok_or_else(|| PyValueError::new_err(format!("pixels: {what} {v} is not 1..=65535")))
+    };
+    let (w, h) = (side(w, "width")?, side(h, "height")?);
+    let c = u8::try_from(c)
+        .ok()
+        .filter(|&c| (1..=4).contains(&c))
+        .ok_or_else(|| PyValueError::new_err(format!("pixels: {c} channels, not 1 to 4")))?;
+    let (x0, y0, bw, bh) = region.unwrap_or((0, 0, w, h));
+    let fits = bw >= 1
+        && bh >= 1
+        && u64::from(x0) + u64::from(bw) <= u64::from(w)
+        && u64::from(y0) + u64::from(bh) <= u64::from(h);
+    if !fits {
+        return Err(PyValueError::new_err(format!(
+            "box: ({x0}, {y0}, {bw}, {bh}) does not lie inside the {w}x{h} image"
+        )));
+    }
+    let a = pixels.as_array();
+    let view = a.slice_each_axis(|ax| match ax.axis.index() {
+        0 => numpy::ndarray::Slice::from(y0 as usize..(y0 + bh) as usize),
+        1 => numpy::ndarray::Slice::from(x0 as usize..(x0 + bw) as usize),
+        _ => numpy::ndarray::Slice::from(..),
+    });
+    let data = match view.as_slice() {
+        Some(s) => s.to_vec(),
+        None => view.iter().copied().collect(),
+    };
+    formats::dataset::Image::new(bw, bh, c, data).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// `[h, w, c]` (or `[h, w]` for one channel) from CHW u8.
+fn hwc_array<'py>(
+    py: Python<'py>,
+    chw: &[u8],
+    c: usize,
+    (w, h): (usize, usize),
+    flat: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let plane = w * h;
+    let mut hwc = vec![0u8; chw.len()];
+    for (i, px) in hwc.chunks_exact_mut(c).enumerate() {
+        for (ch, v) in px.iter_mut().enumerate() {
+            *v = chw[ch * plane + i];
+        }
+    }
+    let shape: Vec<usize> = if flat { vec![h, w] } else { vec![h, w, c] };
+    let a = numpy::ndarray::ArrayD::from_shape_vec(shape, hwc)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(a.into_pyarray(py).into_any())
+}
+
+/// Renders the whole of `img` under `rule` (flipped if asked) at `size`, as `[h, w(, c)]` u8.
+fn render_view<'py>(
+    py: Python<'py>,
+    img: formats::dataset::Image,
+    rule: formats::apply::ViewRule,
+    flip: bool,
+    (ow, oh): (u32, u32),
+    flat: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    if ow == 0 || oh == 0 {
+        return Err(PyValueError::new_err(format!(
+            "size: {ow}x{oh} has no pixels"
+        )));
+    }
+    let c = usize::from(img.channels);
+    let n = c * ow as usize * oh as usize;
+    let params = formats::AugParams {
+        flip,
+        ..Default::default()
+    };
+    let out = py
+        .detach(|| -> Result<Vec<u8>, String> {
+            let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+            formats::apply::apply_u8(&rule, &params, &img, None, ow, oh, &mut a, &mut b)
+                .map_err(|e| e.to_string())?;
+            Ok(a)
+        })
+        .map_err(PyValueError::new_err)?;
+    hwc_array(py, &out, c, (ow as usize, oh as usize), flat)
+}
+
+fn interpolation_arg(name: &str) -> PyResult<formats::resample::Interpolation> {
+    formats::resample::Interpolation::parse(name).map_err(|_| {
+        PyValueError::new_err(format!(
+            "interpolation: {name:?} is not bilinear or bicubic"
+        ))
+    })
+}
+
+/// `pixels` (u8 `[h, w]` or `[h, w, c]`) cropped to `box` (`(x, y, w, h)`, or `None` for the
+/// whole image), resized to `size` (`(width, height)`) with Pillow's `interpolation` and
+/// flipped if asked: the pixels `PIL.Image.crop(...).resize(size, filter)` gives, byte for
+/// byte, and what distill feeds a teacher for such a crop. Returns `[height, width(, c)]`.
+#[pyfunction]
+#[pyo3(signature = (pixels, box_, size, interpolation = "bilinear", flip = false))]
+fn resized_crop<'py>(
+    py: Python<'py>,
+    pixels: PyReadonlyArrayDyn<'py, u8>,
+    box_: Option<(u32, u32, u32, u32)>,
+    size: (u32, u32),
+    interpolation: &str,
+    flip: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let f = interpolation_arg(interpolation)?;
+    let flat = pixels.ndim() == 2;
+    // Cropped first, as torchvision crops a PIL image: taps stop at the box's edges.
+    let img = image_arg(&pixels, box_)?;
+    let rule = formats::apply::ViewRule {
+        kernel: formats::apply::Kernel::Pillow(f),
+        center: None,
+    };
+    render_view(py, img, rule, flip, size, flat)
+}
+
+/// torchvision's evaluation view of `pixels` (u8 `[h, w]` or `[h, w, c]`): `Resize(floor(
+/// min(size) / crop_pct))` of the whole image with Pillow's `interpolation`, then
+/// `CenterCrop(size)` (`size` = `(width, height)`), byte for byte; what `distill label --aug
+/// center` feeds a teacher. Returns `[height, width(, c)]`.
+#[pyfunction]
+#[pyo3(signature = (pixels, size, crop_pct = 0.875, interpolation = "bilinear"))]
+fn center_crop<'py>(
+    py: Python<'py>,
+    pixels: PyReadonlyArrayDyn<'py, u8>,
+    size: (u32, u32),
+    crop_pct: f64,
+    interpolation: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let f = interpolation_arg(interpolation)?;
+    if !(crop_pct > 0.0 && crop_pct <= 1.0) {
+        return Err(PyValueError::new_err(format!(
+            "crop_pct: {crop_pct} is not in (0, 1]"
+        )));
+    }
+    let flat = pixels.ndim() == 2;
+    let img = image_arg(&pixels, None)?;
+    let rule = formats::apply::ViewRule {
+        kernel: formats::apply::Kernel::Pillow(f),
+        center: Some(crop_pct),
+    };
+    render_view(py, img, rule, false, size, flat)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Store>()?;
     m.add_class::<Loader>()?;
+    m.add_function(wrap_pyfunction!(resized_crop, m)?)?;
+    m.add_function(wrap_pyfunction!(center_crop, m)?)?;
     m.add("StoreError", m.py().get_type::<StoreError>())?;
     Ok(())
 }

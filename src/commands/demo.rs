@@ -169,6 +169,7 @@ fn demo_recipe() -> Recipe {
             cutmix_alpha: 0.0,
             partner_block: None,
         }),
+        interpolation: Default::default(),
     }
 }
 

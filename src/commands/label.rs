@@ -2,7 +2,8 @@
 //! progress bar, and the printed summary.
 
 use crate::flags::{
-    CodecFlag, EnsembleFlag, FormatFlag, WdsFlags, parse_bytes, parse_shard, parse_size,
+    CodecFlag, EnsembleFlag, FormatFlag, InterpolationFlag, WdsFlags, parse_bytes, parse_shard,
+    parse_size,
 };
 use anyhow::{Context, Result};
 use formats::dataset::Dataset;
@@ -49,7 +50,13 @@ pub struct LabelArgs {
     pub aug: String,
     /// With --aug center: the fraction of the resized shorter side kept.
     #[arg(long, default_value_t = formats::augment::DEFAULT_CROP_PCT)]
-    pub crop_pct: f32,
+    pub crop_pct: f64,
+    /// The filter crops are resized with, Pillow's exactly (what torchvision's PIL path and timm
+    /// feed a teacher): bilinear is torchvision's default; most timm models were trained and
+    /// are evaluated with bicubic. Overrides the recipe's `interpolation` (default: the
+    /// recipe's, bilinear if it names none).
+    #[arg(long, value_enum)]
+    pub interpolation: Option<InterpolationFlag>,
     /// Seed of the augmentation sampling: parameters of (seed, epoch, sample) never depend
     /// on thread order.
     #[arg(long, default_value_t = 0)]
@@ -123,10 +130,13 @@ pub struct LabelArgs {
 /// The labelling configuration the flags describe, over the opened `data`.
 pub fn label_config(a: LabelArgs, data: Arc<dyn Dataset>) -> Result<LabelConfig> {
     let channels = usize::from(data.channels());
-    let recipe = match a.aug.as_str() {
+    let mut recipe = match a.aug.as_str() {
         "center" => formats::augment::Recipe::center(a.crop_pct),
         other => formats::augment::Recipe::load(other)?,
     };
+    if let Some(f) = a.interpolation {
+        recipe.interpolation = f.into();
+    }
     let blocks = match a.block {
         Some(0) => None,
         Some(n) => Some(teacher_infer::block_config(n, a.block_mem, &recipe)),

@@ -133,7 +133,7 @@ pub struct TrainArgs {
     /// resized to size / crop-pct and the central size × size taken (timm's and torchvision's
     /// evaluation). Teacher test labels (--eval-labels) replay their own recipe instead.
     #[arg(long, default_value_t = formats::augment::DEFAULT_CROP_PCT)]
-    pub crop_pct: f32,
+    pub crop_pct: f64,
     /// With a store labelled in decode-once blocks over a permutation (image folders with a
     /// mixing recipe): shuffle its blocks, then the records within windows of N blocks, so each
     /// image is decoded once per epoch (about two windows of decoded images are in memory).
@@ -200,7 +200,7 @@ pub struct EvalArgs {
     pub batch: usize,
     /// Centre-crop fraction on image folders without --labels (as for train).
     #[arg(long, default_value_t = formats::augment::DEFAULT_CROP_PCT)]
-    pub crop_pct: f32,
+    pub crop_pct: f64,
     /// Backend, as for train.
     #[arg(long, default_value = "cpu", value_parser = clap::value_parser!(DeviceChoice))]
     pub device: DeviceChoice,

@@ -47,7 +47,7 @@ pub struct TrainConfig {
     /// Centre-crop fraction of the per-epoch test pass on image folders (without teacher test
     /// labels, whose own recipe is replayed).
     #[serde(default = "default_crop_pct")]
-    pub eval_crop_pct: f32,
+    pub eval_crop_pct: f64,
     /// Blocks per shuffle window over a store labelled in permuted decode-once blocks (0:
     /// shuffle all records); see [`StreamConfig::window`].
     #[serde(default = "default_window")]
@@ -210,6 +210,6 @@ pub fn store_identity(store: &LabelStore) -> String {
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }
 
-fn default_crop_pct() -> f32 {
+fn default_crop_pct() -> f64 {
     formats::augment::DEFAULT_CROP_PCT
 }

@@ -54,6 +54,9 @@ impl KlReference {
 /// against a teacher's labels of the same split.
 pub struct Evaluator {
     stream: Arc<Stream>,
+    /// The teacher test store's records, which the stream replays (with their store's rule:
+    /// a format version 1 store's crops through the 2×2 kernel it was labelled with).
+    replayed: Option<Arc<label_store::reader::DecodedEpoch>>,
     teacher: Option<TeacherTest>,
     /// The students' normalization, applied on the device.
     mean: Vec<f32>,
@@ -74,7 +77,7 @@ pub struct EvalView<'a> {
     pub size: (u32, u32),
     pub mean: &'a [f32],
     pub std: &'a [f32],
-    pub crop_pct: f32,
+    pub crop_pct: f64,
 }
 
 impl Evaluator {
@@ -105,11 +108,9 @@ impl Evaluator {
             None if data.encoded() => Recipe::center(crop_pct),
             None => Recipe::none(),
         };
-        let sampler = Sampler::new(&recipe, 0, data.len(), size.0, size.1)?;
-        let dims = |i: u32| data.dims(i);
-        let teacher = match labels {
+        let (teacher, replayed) = match &labels {
             Some(store) => {
-                check_store(&store, data.as_ref(), size)?;
+                check_store(store, data.as_ref(), size)?;
                 if store.samples().start != 0 || store.samples().end != data.len() {
                     return Err(TrainError::Mismatch(format!(
                         "{}: field samples is {}, but evaluation needs every one of the {} samples \
@@ -119,24 +120,13 @@ impl Evaluator {
                         data.len()
                     )));
                 }
-                let decoded = store.decode_epoch(0)?;
+                let decoded = Arc::new(store.decode_epoch(0)?);
                 let n = data.len() as usize;
                 let mut top1 = Vec::with_capacity(n);
                 let mut probs = vec![0f32; n * classes];
                 let mut rec = formats::Record::empty(0);
                 for s in 0..data.len() {
                     decoded.get_into(s, &mut rec)?;
-                    // The student sees what the teacher saw: the evaluator's own parameters
-                    // must be the stored ones.
-                    if rec.aug != sampler.sample(0, s, &dims)? {
-                        return Err(TrainError::Mismatch(format!(
-                            "{}: record (epoch 0, sample {s}) holds other augmentation than its \
-                             recipe {:?} gives; teacher test labels must be made with --aug none \
-                             or center",
-                            store.dir.display(),
-                            recipe.name
-                        )));
-                    }
                     top1.push(rec.label.indices[0]);
                     let i = s as usize;
                     rec.label
@@ -147,17 +137,30 @@ impl Evaluator {
                 } else {
                     KlReference::TopK
                 };
-                Some(TeacherTest {
+                let teacher = TeacherTest {
                     top1,
                     probs,
                     reference,
-                })
+                };
+                (Some(teacher), Some(decoded))
             }
-            None => None,
+            None => (None, None),
+        };
+        // The student sees what the teacher saw: with teacher test labels, their stored
+        // records are replayed; without, parameters come from the evaluation recipe.
+        let source = match labels {
+            Some(store) => Labels::Store(store),
+            None => Labels::Live(Arc::new(Sampler::new(
+                &recipe,
+                0,
+                data.len(),
+                size.0,
+                size.1,
+            )?)),
         };
         let stream = Stream::new(
             data,
-            Labels::Live(Arc::new(sampler)),
+            source,
             StreamConfig {
                 batch,
                 threads,
@@ -176,6 +179,7 @@ impl Evaluator {
         )?;
         Ok(Evaluator {
             stream: Arc::new(stream),
+            replayed,
             teacher,
             mean: mean.to_vec(),
             std: std.to_vec(),
@@ -203,7 +207,9 @@ impl Evaluator {
         let cl = self.stream.classes();
         let mut sums = vec![(0u64, 0u64, 0f64); models.len()];
         let mut n_all = 0u64;
-        let loader = self.stream.epoch(0, Vec::new(), None)?;
+        let loader = self
+            .stream
+            .epoch(0, self.replayed.iter().cloned().collect(), None)?;
         let (w, h) = self.stream.size();
         let (w, h) = (w as usize, h as usize);
         let c = self.mean.len();
@@ -299,7 +305,7 @@ pub fn evaluate_checkpoint(
     labels: Option<Arc<LabelStore>>,
     batch: usize,
     threads: usize,
-    crop_pct: f32,
+    crop_pct: f64,
     device: &Device,
 ) -> Result<EvalReport, TrainError> {
     let input = ck.meta.input;

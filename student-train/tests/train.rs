@@ -2,7 +2,7 @@
 //! pixels against `apply`, a short run above an accuracy floor, resume, several students from
 //! one stream, and the bad inputs of issue 6.
 
-use formats::apply::apply;
+use formats::apply::{Kernel, ViewRule, apply};
 use formats::augment::{CropConfig, MixConfig, MixedLabel, Recipe};
 use formats::dataset::{self, Dataset};
 use label_store::LabelStore;
@@ -38,6 +38,8 @@ fn recipe() -> Recipe {
             cutmix_alpha: 1.0,
             partner_block: None,
         }),
+        // The other filter than the default, so both are replayed somewhere in the tests.
+        interpolation: formats::resample::Interpolation::Bicubic,
     }
 }
 
@@ -160,15 +162,48 @@ const KD: LossKind = LossKind::Kd {
 #[test]
 fn the_loader_feeds_exactly_the_pixels_and_labels_the_store_describes() {
     let s = setup();
+    let bicubic = ViewRule {
+        kernel: Kernel::Pillow(formats::resample::Interpolation::Bicubic),
+        center: None,
+    };
     // f32 batches, and u8 batches finished on the device (burn-flex here): the same bits.
     for pixels in [false, true] {
-        loader_feeds_exactly(&s, pixels);
+        loader_feeds_exactly(&s, &s.root.join("store"), pixels, bicubic);
     }
+    // The same records in a format version 1 store replay with version 1's 2x2 kernel, as
+    // they were labelled (a copy of the store, its manifest marked version 1).
+    let v1 = s.root.join("store-v1");
+    std::fs::create_dir_all(&v1).unwrap();
+    for e in std::fs::read_dir(s.root.join("store")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), v1.join(e.file_name())).unwrap();
+    }
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(v1.join("manifest.json")).unwrap()).unwrap();
+    m["format_version"] = 1.into();
+    m["recipe"].as_object_mut().unwrap().remove("interpolation");
+    std::fs::write(v1.join("manifest.json"), m.to_string()).unwrap();
+    let legacy = ViewRule {
+        kernel: Kernel::Legacy,
+        center: None,
+    };
+    let differ = loader_feeds_exactly(&s, &v1, true, legacy);
+    assert!(differ > 100, "the kernels differ on {differ} records only");
 }
 
-fn loader_feeds_exactly(s: &Setup, pixels: bool) {
+/// Checks one epoch of the stream over `store_dir` against `apply` under `rule`; returns the
+/// records whose pixels the other kernel (bicubic / the 2x2 one) would have made differently.
+fn loader_feeds_exactly(s: &Setup, store_dir: &Path, pixels: bool, rule: ViewRule) -> usize {
     let data = open(&s.data, "train");
-    let store = Arc::new(LabelStore::open(&s.root.join("store")).unwrap());
+    let store = Arc::new(LabelStore::open(store_dir).unwrap());
+    let other = ViewRule {
+        kernel: match rule.kernel {
+            Kernel::Legacy => Kernel::Pillow(formats::resample::Interpolation::Bicubic),
+            Kernel::Pillow(_) => Kernel::Legacy,
+        },
+        center: None,
+    };
+    let mut differ = 0;
     let (mean, std) = (vec![0.25f32], vec![0.5f32]);
     let device = burn::tensor::Device::flex();
     let stream = Arc::new(
@@ -232,7 +267,28 @@ fn loader_feeds_exactly(s: &Setup, pixels: bool) {
             let partner = rec.aug.mix.as_ref().map(|m| data.image(m.partner).unwrap());
             mixed += usize::from(partner.is_some());
             let mut want = vec![0f32; per];
-            apply(&rec.aug, &primary, partner.as_ref(), 16, 16, &mut want).unwrap();
+            apply(
+                &rule,
+                &rec.aug,
+                &primary,
+                partner.as_ref(),
+                16,
+                16,
+                &mut want,
+            )
+            .unwrap();
+            let mut alt = vec![0f32; per];
+            apply(
+                &other,
+                &rec.aug,
+                &primary,
+                partner.as_ref(),
+                16,
+                16,
+                &mut alt,
+            )
+            .unwrap();
+            differ += usize::from(alt != want);
             normalize(&mut want, 1, &mean, &std);
             let got = &cpu[i * per..(i + 1) * per];
             assert!(
@@ -252,6 +308,7 @@ fn loader_feeds_exactly(s: &Setup, pixels: bool) {
     }
     assert!(seen.iter().all(|&v| v), "every sample once per epoch");
     assert!(mixed > 200, "the recipe mixes most records ({mixed})");
+    differ
 }
 
 #[test]

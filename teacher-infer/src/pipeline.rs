@@ -397,6 +397,7 @@ pub fn label_locked(
         let (sampler, todo, images) = (Arc::clone(&sampler), todo.clone(), Arc::clone(&images));
         let (data, plan) = (Arc::clone(data), Arc::clone(&plan));
         let (scale, mean, std) = (cfg.scale, cfg.mean.clone(), cfg.std.clone());
+        let rule = formats::apply::ViewRule::of_recipe(&cfg.recipe);
         Loader::new(
             todo.len(),
             cfg.threads,
@@ -437,7 +438,7 @@ pub fn label_locked(
                             None => None,
                         };
                         let out = &mut pixels[k * per..(k + 1) * per];
-                        formats::apply::apply(p, &img, partner.as_deref(), w, h, out)
+                        formats::apply::apply(&rule, p, &img, partner.as_deref(), w, h, out)
                             .map_err(|e| format!("sample {s} (epoch {epoch}): {e}"))?;
                         for (ch, plane_px) in out.chunks_exact_mut(plane).enumerate() {
                             let (m, inv) = (mean[ch], 1.0 / std[ch]);
