@@ -10,12 +10,12 @@
 //! 1's 2×2 bilinear, to replay those stores as they were written.
 //!
 //! Speed: coefficients are computed once per (axis, output size) call, only for the outputs
-//! kept (a centre crop computes the central part of the resized image, nothing else), and
-//! expanded per channel and padded to blocks of eight taps so that the horizontal pass is a
-//! fixed-width multiply-add over interleaved pixels; the vertical pass runs over whole rows.
-//! On x86-64 with AVX2 the same code is compiled a second time for AVX2 and chosen at run time
-//! (32-bit products: the 22-bit coefficients need them); the bytes cannot differ, and a test
-//! checks it. Buffers live per thread and are reused.
+//! kept (a centre crop computes the central part of the resized image, nothing else). The
+//! horizontal pass works on strips of eight source rows transposed so that each tap is one
+//! multiply-add over whole vectors (channel × row lanes); the vertical pass runs over whole
+//! rows. On x86-64 with AVX2 the same code is compiled a second time for AVX2 and chosen at
+//! run time (32-bit products: the 22-bit coefficients need them); the bytes cannot differ, and
+//! a test checks it. Buffers live per thread and are reused.
 
 pub mod legacy;
 
@@ -161,25 +161,21 @@ struct Axis {
     first: Vec<u32>,
     /// Taps of each output.
     taps: Vec<u32>,
-    /// i32 per output in `k`.
+    /// i32 per output in `k` (the most taps an output can have).
     stride: usize,
-    /// Each output's 22-bit taps, each repeated `lanes` times, zero-padded to `stride`.
+    /// Each output's 22-bit taps, zero-padded to `stride`.
     k: Vec<i32>,
 }
 
 impl Axis {
     /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for a span of `len` source samples
-    /// resized to `full`, for the outputs `outputs` (in that order). Each tap is repeated
-    /// `lanes` times (the channels of an interleaved pixel) and each output's taps are
-    /// zero-padded to a multiple of `block` taps.
+    /// resized to `full`, for the outputs `outputs` (in that order).
     fn build(
         &mut self,
         f: Interpolation,
         len: u32,
         full: u32,
         outputs: impl Iterator<Item = u32>,
-        lanes: usize,
-        block: usize,
     ) -> Result<(), FormatError> {
         // Pillow: scale = (double)(in1 - in0) / outSize, the box in f32 (exact for u16 sides).
         let scale = f64::from(len as f32) / f64::from(full);
@@ -187,8 +183,7 @@ impl Axis {
         let support = f.support() * filterscale;
         let ksize = support.ceil() as usize * 2 + 1;
         let inv = 1.0 / filterscale;
-        let padded = ksize.div_ceil(block) * block;
-        self.stride = padded * lanes;
+        self.stride = ksize;
         self.first.clear();
         self.taps.clear();
         self.k.clear();
@@ -222,9 +217,9 @@ impl Axis {
                 } else {
                     (0.5 + wx * one) as i32
                 };
-                self.k.extend(std::iter::repeat_n(q, lanes));
+                self.k.push(q);
             }
-            self.k.resize(self.k.len() + (padded - n) * lanes, 0);
+            self.k.resize(self.k.len() + (ksize - n), 0);
             self.first.push(xmin as u32);
             self.taps.push(n as u32);
         }
@@ -285,12 +280,18 @@ impl Isa {
     }
 }
 
-/// Per-thread coefficient tables and intermediate rows, reused by every resize.
+/// Per-thread coefficient tables and intermediate images, reused by every resize.
 #[derive(Default)]
 struct Scratch {
     x: Axis,
     y: Axis,
+    /// The first pass's image.
     tmp: Vec<u8>,
+    /// The second pass's rows, when it is the horizontal one.
+    rows: Vec<u8>,
+    /// Eight source rows, transposed ([`horizontal`]), and their outputs.
+    strip: Vec<u8>,
+    done: Vec<u8>,
     row: Vec<u8>,
     acc: Vec<i32>,
 }
@@ -368,7 +369,7 @@ struct Job<'a> {
 }
 
 /// Coefficients (f64, ISA-independent), then the integer passes on `isa`. `L` = 8 · `C`: the
-/// lanes of one block of eight taps over interleaved pixels.
+/// lanes (channel, row) of the horizontal pass's eight-row strips.
 fn run<const C: usize, const L: usize>(
     job: &Job,
     dst: &mut [u8],
@@ -384,11 +385,11 @@ fn run<const C: usize, const L: usize>(
     } = job;
     let kept = |sp: Span| sp.start..sp.start + sp.count;
     if flip {
-        s.x.build(f, xs.len, xs.full, kept(xs).rev(), C, 8)?;
+        s.x.build(f, xs.len, xs.full, kept(xs).rev())?;
     } else {
-        s.x.build(f, xs.len, xs.full, kept(xs), C, 8)?;
+        s.x.build(f, xs.len, xs.full, kept(xs))?;
     }
-    s.y.build(f, ys.len, ys.full, kept(ys), 1, 1)?;
+    s.y.build(f, ys.len, ys.full, kept(ys))?;
     // Pillow (13.0) runs the vertical pass first when the height shrinks by more than twice
     // what the width does (C ints: a growing width counts negative), so that the horizontal
     // pass has fewer rows.
@@ -435,6 +436,9 @@ fn passes<const C: usize, const L: usize>(j: &Passes, s: &mut Scratch, dst: &mut
         x,
         y,
         tmp,
+        rows,
+        strip,
+        done,
         row,
         acc,
     } = s;
@@ -442,17 +446,16 @@ fn passes<const C: usize, const L: usize>(j: &Passes, s: &mut Scratch, dst: &mut
     let stride = img.width as usize * C;
     let (ow, oh) = (xs.count as usize, ys.count as usize);
     let plane = ow * oh;
-    row.resize(ow * C, 0);
     if !j.vertical_first {
         // Horizontal pass over the source rows the kept outputs read, into `tmp`.
         let y0 = y.first[0] as usize;
         let y1 = (y.first[oh - 1] + y.taps[oh - 1]) as usize;
         tmp.resize((y1 - y0) * ow * C, 0);
-        for (r, out) in tmp.chunks_exact_mut(ow * C).enumerate() {
-            let at = (ys.offset as usize + y0 + r) * stride + xs.offset as usize * C;
-            horizontal::<C, L>(&img.data[at..], x, out);
-        }
+        let at = (ys.offset as usize + y0) * stride + xs.offset as usize * C;
+        let width = xs.len as usize * C;
+        horizontal::<C, L>(&img.data, at, stride, width, x, (strip, done), tmp);
         acc.resize(ow * C, 0);
+        row.resize(ow * C, 0);
         for (e, k) in y.k.chunks_exact(y.stride).enumerate() {
             let taps = &k[..y.taps[e] as usize];
             let first = y.first[e] as usize - y0;
@@ -460,7 +463,7 @@ fn passes<const C: usize, const L: usize>(j: &Passes, s: &mut Scratch, dst: &mut
             scatter::<C>(row, dst, e * ow, plane);
         }
     } else {
-        // Vertical pass over the span's columns into `tmp`, then horizontal per row.
+        // Vertical pass over the span's columns into `tmp`, then the horizontal pass.
         let width = xs.len as usize * C;
         tmp.resize(oh * width, 0);
         acc.resize(width, 0);
@@ -470,47 +473,136 @@ fn passes<const C: usize, const L: usize>(j: &Passes, s: &mut Scratch, dst: &mut
             let out = &mut tmp[e * width..(e + 1) * width];
             vertical(&img.data, stride, at, taps, acc, out);
         }
-        for e in 0..oh {
-            horizontal::<C, L>(&tmp[e * width..], x, row);
-            scatter::<C>(row, dst, e * ow, plane);
+        rows.resize(oh * ow * C, 0);
+        horizontal::<C, L>(tmp, 0, width, width, x, (strip, done), rows);
+        for (e, r) in rows.chunks_exact(ow * C).enumerate() {
+            scatter::<C>(r, dst, e * ow, plane);
         }
     }
 }
 
-/// One row of the horizontal pass: `src` starts at the span's first pixel of a source row and
-/// may run on past it (into later rows: their taps are zero); `out` gets the kept outputs,
-/// interleaved.
+/// Source rows per strip of the horizontal pass.
+const STRIP: usize = 8;
+
+/// The horizontal pass of `out.len() / (kept · C)` rows: row `r` of the span is
+/// `src[at + r · stride..][..width]`; `out` gets the kept outputs of each row, interleaved.
+///
+/// Eight rows at a time: the strip is transposed so that the eight rows' values of one pixel
+/// lie side by side (`strip[(x · C + c) · 8 + r]`); an output then sums its taps as whole
+/// vectors of C · 8 lanes (channel, row) times one coefficient each — no per-output
+/// reductions and no gathers, which is what makes a 3-channel horizontal pass vectorize.
 #[inline(always)]
-fn horizontal<const C: usize, const L: usize>(src: &[u8], x: &Axis, out: &mut [u8]) {
-    for (o, ((&first, &n), k)) in out
-        .chunks_exact_mut(C)
-        .zip(x.first.iter().zip(&x.taps).zip(x.k.chunks_exact(x.stride)))
-    {
-        let at = first as usize * C;
-        let blocks = (n as usize).div_ceil(8);
-        let mut sums = [0i32; C];
-        if let Some(px) = src.get(at..at + blocks * L) {
-            // Whole blocks of eight taps: the taps past `n` are zero.
+fn horizontal<const C: usize, const L: usize>(
+    src: &[u8],
+    at: usize,
+    stride: usize,
+    width: usize,
+    x: &Axis,
+    strip: (&mut Vec<u8>, &mut Vec<u8>),
+    out: &mut [u8],
+) {
+    let kept = x.first.len();
+    let rows = out.len() / (kept * C);
+    let (strip, done) = strip;
+    strip.resize(width * STRIP, 0);
+    done.resize(kept * L, 0);
+    for s0 in (0..rows).step_by(STRIP) {
+        let nr = (rows - s0).min(STRIP);
+        transpose_strip(src, at + s0 * stride, stride, width, nr, strip);
+        for ((j, k), o) in
+            x.k.chunks_exact(x.stride)
+                .enumerate()
+                .zip(done.chunks_exact_mut(L))
+        {
+            let first = x.first[j] as usize;
+            let taps = &k[..x.taps[j] as usize];
             let mut lanes = [0i32; L];
-            for (p, kb) in px.chunks_exact(L).zip(k.chunks_exact(L)) {
+            for (t, &kt) in taps.iter().enumerate() {
+                let px = &strip[(first + t) * L..][..L];
                 for l in 0..L {
-                    lanes[l] += i32::from(p[l]) * kb[l];
+                    lanes[l] += i32::from(px[l]) * kt;
                 }
             }
-            for (l, v) in lanes.iter().enumerate() {
-                sums[l % C] += v;
-            }
-        } else {
-            // Near the end of the buffer: only the real taps.
-            let px = &src[at..at + n as usize * C];
-            for (i, (&p, &kt)) in px.iter().zip(k).enumerate() {
-                sums[i % C] += i32::from(p) * kt;
+            for (o, &v) in o.iter_mut().zip(&lanes) {
+                *o = clip8(v);
             }
         }
-        for (o, v) in o.iter_mut().zip(sums) {
-            *o = clip8(v);
+        // `done` holds the strip's outputs as (output, channel, row): back to rows.
+        untranspose_strip(done, kept * C, nr, &mut out[s0 * kept * C..]);
+    }
+}
+
+/// The inverse of [`transpose_strip`] into rows of `width` bytes: `out[r · width + i] =
+/// strip[i · 8 + r]` for `r < rows`.
+#[inline(always)]
+fn untranspose_strip(strip: &[u8], width: usize, rows: usize, out: &mut [u8]) {
+    let whole = if rows == STRIP { width / 8 * 8 } else { 0 };
+    for i in (0..whole).step_by(8) {
+        let m: [u64; 8] = std::array::from_fn(|q| {
+            u64::from_le_bytes(strip[(i + q) * 8..][..8].try_into().expect("8 bytes"))
+        });
+        for (r, v) in transpose8x8(m).iter().enumerate() {
+            out[r * width + i..][..8].copy_from_slice(&v.to_le_bytes());
         }
     }
+    for r in 0..rows {
+        for i in whole..width {
+            out[r * width + i] = strip[i * 8 + r];
+        }
+    }
+}
+
+/// `strip[i · 8 + r] = src[at + r · stride + i]` for `i < width`, `r < rows` (≤ 8): eight
+/// rows side by side, 8×8-byte blocks transposed in registers.
+#[inline(always)]
+fn transpose_strip(
+    src: &[u8],
+    at: usize,
+    stride: usize,
+    width: usize,
+    rows: usize,
+    strip: &mut [u8],
+) {
+    let whole = if rows == STRIP { width / 8 * 8 } else { 0 };
+    for i in (0..whole).step_by(8) {
+        let mut m = [0u64; 8];
+        for (r, v) in m.iter_mut().enumerate() {
+            let b = &src[at + r * stride + i..][..8];
+            *v = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        }
+        let t = transpose8x8(m);
+        for (q, v) in t.iter().enumerate() {
+            strip[(i + q) * 8..][..8].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    for r in 0..rows {
+        let row = &src[at + r * stride..][..width];
+        for i in whole..width {
+            strip[i * 8 + r] = row[i];
+        }
+    }
+}
+
+/// Transposes an 8×8 byte matrix held as eight little-endian rows: byte `q` of row `r` becomes
+/// byte `r` of row `q` (three rounds of block swaps: 4×4, 2×2, 1×1).
+#[inline(always)]
+fn transpose8x8(mut a: [u64; 8]) -> [u64; 8] {
+    for r in 0..4 {
+        let t = ((a[r] >> 32) ^ a[r + 4]) & 0x0000_0000_ffff_ffff;
+        a[r] ^= t << 32;
+        a[r + 4] ^= t;
+    }
+    for r in [0, 1, 4, 5] {
+        let t = ((a[r] >> 16) ^ a[r + 2]) & 0x0000_ffff_0000_ffff;
+        a[r] ^= t << 16;
+        a[r + 2] ^= t;
+    }
+    for r in [0, 2, 4, 6] {
+        let t = ((a[r] >> 8) ^ a[r + 1]) & 0x00ff_00ff_00ff_00ff;
+        a[r] ^= t << 8;
+        a[r + 1] ^= t;
+    }
+    a
 }
 
 /// One output row of the vertical pass: rows `at`, `at + stride`, … of `src` (each
@@ -654,12 +746,12 @@ mod tests {
         // 4 → 2 bilinear: scale 2, support 2; output 0 (centre 1.0) reads source 0..3 with
         // weights 0.75, 0.75, 0.25 / 1.75 = 3/7, 3/7, 1/7 → round(x · 2²²).
         let mut a = Axis::default();
-        a.build(Interpolation::Bilinear, 4, 2, 0..2, 1, 1).unwrap();
+        a.build(Interpolation::Bilinear, 4, 2, 0..2).unwrap();
         assert_eq!(a.first, vec![0, 1]);
         assert_eq!(a.taps, vec![3, 3]);
         assert_eq!(&a.k[..3], &[1797559, 1797559, 599186]);
         // 3 → 5 bicubic: no antialiasing (scale < 1), support 2, edge taps renormalized.
-        a.build(Interpolation::Bicubic, 3, 5, 0..5, 1, 1).unwrap();
+        a.build(Interpolation::Bicubic, 3, 5, 0..5).unwrap();
         assert_eq!(a.first, vec![0, 0, 0, 0, 1]);
         assert_eq!(a.taps, vec![2, 3, 3, 3, 2]);
         for k in a.k.chunks(a.stride) {
@@ -673,6 +765,17 @@ mod tests {
             resize(Interpolation::Bilinear, &img, (0, 0, 4, 1), (2, 1)),
             vec![50, 160]
         );
+    }
+
+    #[test]
+    fn byte_transpose_by_hand() {
+        let m: [u64; 8] =
+            std::array::from_fn(|r| u64::from_le_bytes(std::array::from_fn(|q| (r * 8 + q) as u8)));
+        let t = transpose8x8(m);
+        for (q, row) in t.iter().enumerate() {
+            let want: [u8; 8] = std::array::from_fn(|r| (r * 8 + q) as u8);
+            assert_eq!(row.to_le_bytes(), want, "row {q}");
+        }
     }
 
     #[test]
