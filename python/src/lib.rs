@@ -615,15 +615,26 @@ fn image_arg(
             "box: ({x0}, {y0}, {bw}, {bh}) does not lie inside the {w}x{h} image"
         )));
     }
-    let a = pixels.as_array();
-    let view = a.slice_each_axis(|ax| match ax.axis.index() {
-        0 => numpy::ndarray::Slice::from(y0 as usize..(y0 + bh) as usize),
-        1 => numpy::ndarray::Slice::from(x0 as usize..(x0 + bw) as usize),
-        _ => numpy::ndarray::Slice::from(..),
-    });
-    let data = match view.as_slice() {
-        Some(s) => s.to_vec(),
-        None => view.iter().copied().collect(),
+    // Row by row from the contiguous array (numpy's default layout), else element-wise.
+    let (row, c8) = (w as usize * usize::from(c), usize::from(c));
+    let data = match pixels.as_slice() {
+        Ok(all) => {
+            let mut data = Vec::with_capacity(bw as usize * bh as usize * c8);
+            for y in y0..y0 + bh {
+                let at = y as usize * row + x0 as usize * c8;
+                data.extend_from_slice(&all[at..at + bw as usize * c8]);
+            }
+            data
+        }
+        Err(_) => {
+            let a = pixels.as_array();
+            let view = a.slice_each_axis(|ax| match ax.axis.index() {
+                0 => numpy::ndarray::Slice::from(y0 as usize..(y0 + bh) as usize),
+                1 => numpy::ndarray::Slice::from(x0 as usize..(x0 + bw) as usize),
+                _ => numpy::ndarray::Slice::from(..),
+            });
+            view.iter().copied().collect()
+        }
     };
     formats::dataset::Image::new(bw, bh, c, data).map_err(|e| PyValueError::new_err(e.to_string()))
 }
