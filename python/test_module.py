@@ -258,6 +258,8 @@ def test_loader(distill_bin: str, work: str) -> int:
     expect(lambda: distill.Loader(store, data, 8, temperature=0.0), ValueError, "temperature")
     expect(lambda: distill.Loader(store, other, 8), distill.StoreError, "dataset")
     expect(lambda: distill.Loader(store, data, 8, multi_crop=3), ValueError, "multi_crop")
+    expect(lambda: store.view(0, 96, data), distill.StoreError, "96")
+    expect(lambda: store.view(0, 0, other), distill.StoreError, "dataset")
     # pixels=True: u8 pixels (and a mixup's partner and λ) from which the documented f32
     # operations, done here in numpy, give the f32 Loader's inputs bit for bit.
     mean, std = [0.3], [0.6]
@@ -265,6 +267,7 @@ def test_loader(distill_bin: str, work: str) -> int:
     u8 = epoch_of(distill.Loader(store, data, 16, seed=3, mean=mean, std=std, threads=1,
                                  pixels=True), 1)
     mixed = 0
+    store_epoch = distill.Loader(store, data, 16, seed=3).store_epoch(1)
     for a, b in zip(f32, u8):
         check("inputs" not in b and b["pixels"].dtype == np.uint8, "u8 pixels")
         x = b["pixels"].astype(np.float32) / np.float32(255)
@@ -272,6 +275,11 @@ def test_loader(distill_bin: str, work: str) -> int:
             mixed += int((b["lambda"] < 1).sum())
             lam, rest = b["lambda"][:, None, None, None], b["rest"][:, None, None, None]
             x = x * lam + (b["partner"].astype(np.float32) / np.float32(255)) * rest
+        # Store.view: the pixels each record replays to (a mixup's blend rounded to u8).
+        for i, s in enumerate(b["samples"][:4]):
+            want = np.clip(np.rint(x[i, 0] * np.float32(255)), 0, 255).astype(np.uint8)
+            got = store.view(store_epoch, int(s), data)
+            check(got.shape == (12, 12) and np.array_equal(got, want), f"view of sample {s}")
         inv = np.float32(1) / np.array(std, np.float32)
         x = (x - np.array(mean, np.float32)[None, :, None, None]) * inv[None, :, None, None]
         check(x.dtype == np.float32 and np.array_equal(x.view(np.uint32),

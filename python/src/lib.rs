@@ -301,6 +301,75 @@ impl Store {
             .into_pyarray(py))
     }
 
+    /// The pixels record (`epoch`, `sample`) replays to — what the teacher was shown — as u8
+    /// `[height, width(, channels)]` at the store's input size, from `data` (the dataset the
+    /// store was labelled from; checked by fingerprint). A mixup's input is a blend of two
+    /// images: it comes back rounded to u8 (`255 · (λ·a + (1−λ)·b)`, half to even); every other record
+    /// is exact.
+    #[pyo3(signature = (epoch, sample, data, label_key = None))]
+    fn view<'py>(
+        &self,
+        py: Python<'py>,
+        epoch: u32,
+        sample: u32,
+        data: PathBuf,
+        label_key: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let store = &self.store;
+        let size = store_input_size(store).ok_or_else(|| {
+            StoreError::new_err(format!(
+                "{}: the store names no teacher input size (a synthetic store): nothing to view",
+                store.dir.display()
+            ))
+        })?;
+        let (c, px) = py.detach(|| -> Result<(usize, Vec<u8>), PyErr> {
+            let opts = formats::dataset::WdsOptions {
+                label_key,
+                classes: None,
+                default_classes: Some(store.manifest.classes),
+            };
+            let split = &store.manifest.dataset.split;
+            let ds = formats::dataset::open_with(&data, None, split, &opts)
+                .map_err(|e| PyValueError::new_err(format!("data: {e}")))?;
+            label_store::replay::check_store(store, ds.as_ref(), size).map_err(store_err)?;
+            let rec = store.get(epoch, sample).map_err(store_err)?;
+            let rule = formats::apply::ViewRule::of_store(
+                store.manifest.format_version,
+                &store.manifest.recipe,
+            )
+            .map_err(store_err)?;
+            let image = |s: u32| {
+                ds.image(s)
+                    .map_err(|e| PyValueError::new_err(format!("data: sample {s}: {e}")))
+            };
+            let primary = image(sample)?;
+            let partner = rec.aug.mix.map(|m| image(m.partner)).transpose()?;
+            let c = usize::from(primary.channels);
+            let n = c * (size.0 * size.1) as usize;
+            let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+            let lambda = formats::apply::apply_u8(
+                &rule,
+                &rec.aug,
+                &primary,
+                partner.as_ref(),
+                size.0,
+                size.1,
+                &mut a,
+                &mut b,
+            )
+            .map_err(|e| store_err(format!("record (epoch {epoch}, sample {sample}): {e}")))?;
+            if let Some(lam) = lambda {
+                let mut x = vec![0f32; n];
+                formats::apply::combine_into(&a, Some((&b, lam)), &mut x);
+                for (o, v) in a.iter_mut().zip(&x) {
+                    *o = (v * 255.0).round_ties_even().clamp(0.0, 255.0) as u8;
+                }
+            }
+            Ok((c, a))
+        })?;
+        hwc_array(py, &px, c, (size.0 as usize, size.1 as usize), c == 1)
+    }
+
     fn __repr__(&self) -> String {
         let r = self.store.samples();
         format!(
