@@ -57,6 +57,8 @@ fn inspect_summarizes_and_verifies() {
     assert_eq!(v["samples"], 500);
     assert_eq!(v["classes"], 100);
     assert_eq!(v["k"], 10);
+    // The synthetic store names bilinear: Pillow's kernel (format version 2).
+    assert_eq!(v["resampling"], "bilinear (Pillow)");
     // Every file of the store but the writer lock, which holds no store data.
     let on_disk: u64 = std::fs::read_dir(&store)
         .unwrap()

@@ -26,6 +26,9 @@ pub struct Summary {
     pub compression_vs_dense_f32: f64,
     pub teachers: Vec<TeacherInfo>,
     pub recipe: serde_json::Value,
+    /// How records become pixels (format version and recipe): the kernel, and the centre-crop
+    /// rule when there is one; or why this build cannot replay them.
+    pub resampling: String,
     pub seed: u64,
     pub dataset: formats::DatasetFingerprint,
     pub created: String,
@@ -92,6 +95,16 @@ pub fn summarize(store: &LabelStore) -> Result<Summary> {
         compression_vs_dense_f32: 4.0 * f64::from(m.classes) / bytes_per_record,
         teachers: m.teachers.clone(),
         recipe: m.recipe.clone(),
+        resampling: match formats::apply::ViewRule::of_store(m.format_version, &m.recipe) {
+            Ok(r) => match r.center {
+                Some(p) => format!(
+                    "{}, centre crop of the resized whole image (crop_pct {p})",
+                    r.kernel
+                ),
+                None => r.kernel.to_string(),
+            },
+            Err(e) => format!("cannot be replayed by this build: {e}"),
+        },
         seed: m.seed,
         dataset: m.dataset.clone(),
         created: m.created.clone(),

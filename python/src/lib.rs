@@ -821,12 +821,26 @@ fn center_crop<'py>(
     render_view(py, img, rule, false, size, flat)
 }
 
+/// The RGB pixels (u8 `[h, w, 3]`) distill's image folders and tar shards decode `data` (the
+/// encoded bytes of a JPEG or PNG file) to: what the teacher is shown before any crop.
+#[pyfunction]
+fn decode_image<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let img = py
+        .detach(|| formats::dataset::decode_rgb(data))
+        .map_err(PyValueError::new_err)?;
+    let (w, h) = (img.width as usize, img.height as usize);
+    let a = numpy::ndarray::Array3::from_shape_vec((h, w, 3), img.data)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(a.into_pyarray(py).into_any())
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Store>()?;
     m.add_class::<Loader>()?;
     m.add_function(wrap_pyfunction!(resized_crop, m)?)?;
     m.add_function(wrap_pyfunction!(center_crop, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_image, m)?)?;
     m.add("StoreError", m.py().get_type::<StoreError>())?;
     Ok(())
 }

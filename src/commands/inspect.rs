@@ -288,6 +288,7 @@ fn print_summary(out: &mut impl Write, path: &std::path::Path, s: &Summary) -> s
         None => writeln!(out, "  decode probe (not recorded by the writer)")?,
     }
     writeln!(out, "  recipe       {}", s.recipe)?;
+    writeln!(out, "  resampling   {}", s.resampling)?;
     if let Some(b) = &s.blocks {
         writeln!(
             out,

@@ -249,9 +249,10 @@ fn split_dir(root: &Path, split: &str) -> Result<PathBuf, FormatError> {
     ))
 }
 
-/// Decodes an encoded image (JPEG or PNG, format guessed from the bytes) to RGB; the error says
-/// why it cannot ("cannot decode: …"), for the caller to prefix with the file and sample.
-pub(crate) fn decode_rgb(bytes: &[u8]) -> Result<Image, String> {
+/// Decodes an encoded image (JPEG or PNG, format guessed from the bytes) to RGB, as image
+/// folders and tar shards do; the error says why it cannot ("cannot decode: …"), for the
+/// caller to prefix with the file and sample.
+pub fn decode_rgb(bytes: &[u8]) -> Result<Image, String> {
     if let Some(what) = jpeg_truncation(bytes) {
         return Err(format!("cannot decode: {what}"));
     }

@@ -15,7 +15,7 @@ pub mod probe;
 pub mod wds;
 
 pub use cifar::Cifar;
-pub use folder::ImageFolder;
+pub use folder::{ImageFolder, decode_rgb};
 pub use idx::{Mnist, write_idx};
 pub use npy::{NpyArrays, write_npy};
 pub use wds::{WdsOptions, WebDataset};

@@ -9,6 +9,6 @@ code that makes a teacher's inputs. Errors are `StoreError`
 (a `ValueError`) naming the file, field, shard or chunk.
 """
 
-from ._native import Loader, Store, StoreError, center_crop, resized_crop
+from ._native import Loader, Store, StoreError, center_crop, decode_image, resized_crop
 
-__all__ = ["Loader", "Store", "StoreError", "center_crop", "resized_crop"]
+__all__ = ["Loader", "Store", "StoreError", "center_crop", "decode_image", "resized_crop"]
