@@ -167,6 +167,8 @@ struct Axis {
     /// Each output's 22-bit taps, each repeated `lanes` times, zero-padded to `stride` (the
     /// most taps an output can have, rounded up to a block).
     k: Vec<i32>,
+    /// One output's f64 weights while they are computed.
+    w: Vec<f64>,
 }
 
 impl Axis {
@@ -194,7 +196,9 @@ impl Axis {
         self.first.clear();
         self.taps.clear();
         self.k.clear();
-        let mut w = vec![0f64; ksize];
+        let w = &mut self.w;
+        w.clear();
+        w.resize(ksize, 0.0);
         for xx in outputs {
             let center = (f64::from(xx) + 0.5) * scale;
             // C's (int) casts truncate toward zero; so does `as`.
