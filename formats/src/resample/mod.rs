@@ -172,6 +172,19 @@ struct Axis {
 }
 
 impl Axis {
+    /// (scale, filter scale, support) of `len` samples resized to `full`.
+    fn support(f: Interpolation, len: u32, full: u32) -> (f64, f64, f64) {
+        // Pillow: scale = (double)(in1 - in0) / outSize, the box in f32 (exact for u16 sides).
+        let scale = f64::from(len as f32) / f64::from(full);
+        let filterscale = scale.max(1.0);
+        (scale, filterscale, f.support() * filterscale)
+    }
+
+    /// The most taps an output can have (Pillow's `ksize`).
+    fn ksize(f: Interpolation, len: u32, full: u32) -> usize {
+        Self::support(f, len, full).2.ceil() as usize * 2 + 1
+    }
+
     /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for a span of `len` source samples
     /// resized to `full`, for the outputs `outputs` (in that order). Each tap is repeated
     /// `lanes` times and each output's taps are zero-padded to a multiple of `block` taps (the
@@ -185,11 +198,8 @@ impl Axis {
         lanes: usize,
         block: usize,
     ) -> Result<(), FormatError> {
-        // Pillow: scale = (double)(in1 - in0) / outSize, the box in f32 (exact for u16 sides).
-        let scale = f64::from(len as f32) / f64::from(full);
-        let filterscale = scale.max(1.0);
-        let support = f.support() * filterscale;
-        let ksize = support.ceil() as usize * 2 + 1;
+        let (scale, filterscale, support) = Self::support(f, len, full);
+        let ksize = Self::ksize(f, len, full);
         let inv = 1.0 / filterscale;
         let padded = ksize.div_ceil(block) * block;
         self.stride = padded * lanes;
@@ -397,8 +407,7 @@ fn run<const C: usize, const L: usize>(
     let kept = |sp: Span| sp.start..sp.start + sp.count;
     // Many taps per output (a strong shrink): dot products over interleaved pixels read the
     // source once and cost less than transposing it into strips (measured on 12-MP photos).
-    let support = f.support() * (f64::from(xs.len) / f64::from(xs.full)).max(1.0);
-    let dot = support.ceil() as usize * 2 + 1 >= DOT_TAPS;
+    let dot = Axis::ksize(f, xs.len, xs.full) >= DOT_TAPS;
     let (lanes, block) = if dot { (C, 8) } else { (1, 1) };
     if flip {
         s.x.build(f, xs.len, xs.full, kept(xs).rev(), lanes, block)?;
