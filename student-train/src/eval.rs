@@ -5,7 +5,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::TrainError;
 use crate::input::upload;
 use crate::models::Student;
-use crate::stream::{Labels, Stream, StreamConfig, check_store};
+use crate::stream::{Labels, Stream, StreamConfig};
 use burn::module::Module;
 use burn::tensor::Device;
 use formats::augment::{Recipe, Sampler};
@@ -108,24 +108,54 @@ impl Evaluator {
             None if data.encoded() => Recipe::center(crop_pct),
             None => Recipe::none(),
         };
+        // The student sees what the teacher saw: with teacher test labels, their stored
+        // records are replayed (the stream checks the store against the data); without,
+        // parameters come from the evaluation recipe.
+        let source = match &labels {
+            Some(store) => Labels::Store(Arc::clone(store)),
+            None => Labels::Live(Arc::new(Sampler::new(
+                &recipe,
+                0,
+                data.len(),
+                size.0,
+                size.1,
+            )?)),
+        };
+        let n = data.len();
+        let stream = Stream::new(
+            data,
+            source,
+            StreamConfig {
+                batch,
+                threads,
+                prefetch: crate::stream::default_prefetch(threads),
+                seed: 0,
+                mean: mean.to_vec(),
+                std: std.to_vec(),
+                size,
+                shuffle: false,
+                window: 0,
+                multi_crop: 1,
+                part: crate::stream::Part::WHOLE,
+                digest: false,
+                pixels: true,
+            },
+        )?;
         let (teacher, replayed) = match &labels {
             Some(store) => {
-                check_store(store, data.as_ref(), size)?;
-                if store.samples().start != 0 || store.samples().end != data.len() {
+                if store.samples().start != 0 || store.samples().end != n {
                     return Err(TrainError::Mismatch(format!(
-                        "{}: field samples is {}, but evaluation needs every one of the {} samples \
+                        "{}: field samples is {}, but evaluation needs every one of the {n} samples \
                          (merge the shards first)",
                         store.dir.display(),
                         store.samples(),
-                        data.len()
                     )));
                 }
                 let decoded = Arc::new(store.decode_epoch(0)?);
-                let n = data.len() as usize;
-                let mut top1 = Vec::with_capacity(n);
-                let mut probs = vec![0f32; n * classes];
+                let mut top1 = Vec::with_capacity(n as usize);
+                let mut probs = vec![0f32; n as usize * classes];
                 let mut rec = formats::Record::empty(0);
-                for s in 0..data.len() {
+                for s in 0..n {
                     decoded.get_into(s, &mut rec)?;
                     top1.push(rec.label.indices[0]);
                     let i = s as usize;
@@ -146,37 +176,6 @@ impl Evaluator {
             }
             None => (None, None),
         };
-        // The student sees what the teacher saw: with teacher test labels, their stored
-        // records are replayed; without, parameters come from the evaluation recipe.
-        let source = match labels {
-            Some(store) => Labels::Store(store),
-            None => Labels::Live(Arc::new(Sampler::new(
-                &recipe,
-                0,
-                data.len(),
-                size.0,
-                size.1,
-            )?)),
-        };
-        let stream = Stream::new(
-            data,
-            source,
-            StreamConfig {
-                batch,
-                threads,
-                prefetch: crate::stream::default_prefetch(threads),
-                seed: 0,
-                mean: mean.to_vec(),
-                std: std.to_vec(),
-                size,
-                shuffle: false,
-                window: 0,
-                multi_crop: 1,
-                part: crate::stream::Part::WHOLE,
-                digest: false,
-                pixels: true,
-            },
-        )?;
         Ok(Evaluator {
             stream: Arc::new(stream),
             replayed,
