@@ -278,7 +278,7 @@ mod tests {
         for f in InterpolationFlag::value_variants() {
             let name = f.to_possible_value().unwrap().get_name().to_string();
             assert_eq!(
-                Interpolation::parse(&name).unwrap(),
+                Interpolation::parse(&name, "--interpolation").unwrap(),
                 Interpolation::from(*f)
             );
         }

@@ -71,12 +71,7 @@ impl ViewRule {
                     format!("a format version {format_version} store must name its filter"),
                 )
             })?;
-        let f = Interpolation::parse(name).map_err(|_| {
-            FormatError::invalid(
-                "recipe.interpolation",
-                format!("{name:?} is not a filter this build replays (bilinear, bicubic)"),
-            )
-        })?;
+        let f = Interpolation::parse(name, "recipe.interpolation")?;
         let center = match recipe.get("center") {
             None | Some(serde_json::Value::Null) => None,
             Some(c) => Some(c.get("crop_pct").and_then(|v| v.as_f64()).ok_or_else(|| {

@@ -151,6 +151,14 @@ impl LabelStore {
         })
     }
 
+    /// How this store's records become pixels (its format version and recipe); a recipe this
+    /// build cannot replay is an error naming the store and the field.
+    pub fn view_rule(&self) -> Result<formats::apply::ViewRule> {
+        let m = &self.manifest;
+        formats::apply::ViewRule::of_store(m.format_version, &m.recipe)
+            .map_err(crate::error::format(self.dir.display().to_string()))
+    }
+
     /// Epochs in the store.
     pub fn epochs(&self) -> u32 {
         self.manifest.epochs

@@ -419,11 +419,7 @@ impl Stream {
         let (range, plan, rule) = match &labels {
             Labels::Store(store) => {
                 check_store(store, data.as_ref(), cfg.size)?;
-                let rule =
-                    ViewRule::of_store(store.manifest.format_version, &store.manifest.recipe)
-                        .map_err(|e| {
-                            ReplayError::Mismatch(format!("{}: {e}", store.dir.display()))
-                        })?;
+                let rule = store.view_rule()?;
                 if cfg.multi_crop > store.epochs() {
                     return Err(ReplayError::config(format!(
                         "--multi-crop {} needs as many stored epochs; {} has {}",

@@ -66,9 +66,7 @@ pub fn render_grid(
     let mut img = RgbImage::from_pixel(cols * tile_w, rows * tile_h, Rgb([255, 255, 255]));
     let c = usize::from(data.channels());
     let mut buf = vec![0f32; c * (out_w * out_h) as usize];
-    let rule =
-        formats::apply::ViewRule::of_store(store.manifest.format_version, &store.manifest.recipe)
-            .map_err(|e| StoreError::Invalid(format!("{}: {e}", store.dir.display())))?;
+    let rule = store.view_rule()?;
     let classes = store.manifest.classes as usize;
     let names = data.class_names();
     let max_chars = (tile_w / GLYPH) as usize;

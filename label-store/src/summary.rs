@@ -95,7 +95,7 @@ pub fn summarize(store: &LabelStore) -> Result<Summary> {
         compression_vs_dense_f32: 4.0 * f64::from(m.classes) / bytes_per_record,
         teachers: m.teachers.clone(),
         recipe: m.recipe.clone(),
-        resampling: match formats::apply::ViewRule::of_store(m.format_version, &m.recipe) {
+        resampling: match store.view_rule() {
             Ok(r) => match r.center {
                 Some(p) => format!(
                     "{}, centre crop of the resized whole image (crop_pct {p})",

@@ -333,11 +333,7 @@ impl Store {
                 .map_err(|e| PyValueError::new_err(format!("data: {e}")))?;
             label_store::replay::check_store(store, ds.as_ref(), size).map_err(store_err)?;
             let rec = store.get(epoch, sample).map_err(store_err)?;
-            let rule = formats::apply::ViewRule::of_store(
-                store.manifest.format_version,
-                &store.manifest.recipe,
-            )
-            .map_err(store_err)?;
+            let rule = store.view_rule().map_err(store_err)?;
             let image = |s: u32| {
                 ds.image(s)
                     .map_err(|e| PyValueError::new_err(format!("data: sample {s}: {e}")))
@@ -761,11 +757,8 @@ fn render_view<'py>(
 }
 
 fn interpolation_arg(name: &str) -> PyResult<formats::resample::Interpolation> {
-    formats::resample::Interpolation::parse(name).map_err(|_| {
-        PyValueError::new_err(format!(
-            "interpolation: {name:?} is not bilinear or bicubic"
-        ))
-    })
+    formats::resample::Interpolation::parse(name, "interpolation")
+        .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// `pixels` (u8 `[h, w]` or `[h, w, c]`) cropped to `box` (`(x, y, w, h)`, or `None` for the

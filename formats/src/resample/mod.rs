@@ -51,15 +51,16 @@ impl Interpolation {
         }
     }
 
-    /// The filter called `name`; an unknown name is an error listing the known ones.
-    pub fn parse(name: &str) -> Result<Self, FormatError> {
+    /// The filter called `name`; an unknown name is an error naming `field` and listing the
+    /// known filters.
+    pub fn parse(name: &str, field: &str) -> Result<Self, FormatError> {
         Self::ALL
             .into_iter()
             .find(|f| f.name() == name)
             .ok_or_else(|| {
                 FormatError::invalid(
-                    "interpolation",
-                    format!("{name:?} is not one this build replays (bilinear, bicubic)"),
+                    field,
+                    format!("{name:?} is not a filter this build replays (bilinear, bicubic)"),
                 )
             })
     }
