@@ -1,4 +1,4 @@
-"""Pure-Python reader of distill label stores (format version 1).
+"""Pure-Python reader of distill label stores (format versions 1 to 3).
 
 Written from ``formats/FORMAT.md``, the byte-level specification; it depends only on numpy and
 the ``zstandard`` package. A store is opened through its ``manifest.json``; every shard's header,
@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 FORMAT_NAME = "distill-label-store"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 MANIFEST_FILE = "manifest.json"
 WRITING_FILE = "writing.json"

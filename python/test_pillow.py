@@ -1,4 +1,5 @@
-"""distill's resampling against Pillow (the pinned version in requirements-test.txt), byte for byte.
+"""distill's decoding and resampling against Pillow (the pinned version in requirements-test.txt),
+byte for byte.
 
 What torchvision's PIL path and timm feed a teacher is Pillow's: `RandomResizedCrop` is
 `img.crop(box).resize(size, filter)`, evaluation is `Resize(floor(size / crop_pct))` of the whole
@@ -6,13 +7,21 @@ image then `CenterCrop(size)`. `distill.resized_crop` and `distill.center_crop` 
 makes distill's teacher inputs and replays them; here they meet Pillow on generated images from
 1x1 to 6000x4000 (grayscale, RGB, and RGB converted from RGBA and palette images, as
 `convert("RGB")` does), crop boxes from 8x upscaling to 30x downscaling, both filters, flips, and
-centre crops at several crop_pct. Every byte must be equal (FORMAT.md §4.1 names no exception).
+centre crops at several crop_pct. `distill.decode_image` meets `Image.open(f).convert("RGB")` on
+JPEGs of each chroma mode, progressive, with restart markers, grayscale, CMYK and YCCK, odd sizes
+and an EXIF orientation (ignored by both), and on PNGs of every bit depth and colour type
+(palettes short and long, tRNS, 16-bit, interlaced). Every byte must be equal (FORMAT.md §4.1
+and "Decoding" name no exception).
 
 Usage: test_pillow.py (after `maturin develop`); prints one line per group and a closing count.
 """
 
+import io
 import math
+import struct
 import sys
+import warnings
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -163,6 +172,130 @@ def large(t: Tally, rng) -> None:
     print(f"large sources: {n} cases")
 
 
+def encoded(im: Image.Image, fmt: str, **kw) -> bytes:
+    b = io.BytesIO()
+    im.save(b, fmt, **kw)
+    return b.getvalue()
+
+
+def as_ycck(cmyk_jpeg: bytes) -> bytes:
+    """A CMYK JPEG (Adobe marker, transform 0) relabelled YCCK (transform 2): the decoder then
+    reads the same coefficients as Y, Cb, Cr, K and converts them, as for a real YCCK file."""
+    at = cmyk_jpeg.index(b"\xff\xeeAdobe"[:2] + b"\x00\x0eAdobe")
+    transform = at + 4 + 5 + 6  # marker, length, "Adobe", version and two flag words
+    assert cmyk_jpeg[transform] == 0
+    return cmyk_jpeg[:transform] + b"\x02" + cmyk_jpeg[transform + 1 :]
+
+
+def raw_png(w, h, depth, colour, samples: np.ndarray, chunks=(), interlace=False) -> bytes:
+    """A PNG written by hand (Pillow cannot write 16-bit colour or Adam7): `samples` holds
+    `h × w × channels` values of `depth` bits."""
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[colour]
+
+    def rows(a: np.ndarray) -> bytes:
+        out = b""
+        for row in a.reshape(a.shape[0], -1):
+            if depth == 16:
+                data = row.astype(">u2").tobytes()
+            elif depth == 8:
+                data = row.astype(np.uint8).tobytes()
+            else:
+                data = np.packbits(
+                    np.unpackbits(row.astype(np.uint8)[:, None], axis=1)[:, 8 - depth :]
+                ).tobytes()
+            out += b"\x00" + data
+        return out
+
+    a = samples.reshape(h, w, channels)
+    if interlace:
+        raw = b""
+        for x0, y0, dx, dy in [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4),
+                               (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]:
+            sub = a[y0::dy, x0::dx]
+            if sub.size:
+                raw += rows(sub)
+    else:
+        raw = rows(a)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data)
+        )
+
+    head = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, int(interlace))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head)
+            + b"".join(chunk(k, d) for k, d in chunks)
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def decode_cases(rng):
+    """(what, file bytes) for every JPEG and PNG kind the readers meet."""
+    for w, h in [(1, 1), (17, 9), (33, 65), (500, 375), (375, 500)]:
+        rgb = Image.fromarray(photo_like(rng, w, h, 3), "RGB")
+        for sub in ["4:4:4", "4:2:2", "4:2:0"]:
+            yield f"JPEG {w}x{h} {sub}", encoded(rgb, "JPEG", quality=90, subsampling=sub)
+            yield f"JPEG {w}x{h} {sub} progressive", encoded(
+                rgb, "JPEG", quality=80, subsampling=sub, progressive=True)
+        yield f"JPEG {w}x{h} restart markers", encoded(
+            rgb, "JPEG", quality=90, restart_marker_blocks=3)
+        yield f"JPEG {w}x{h} grayscale", encoded(rgb.convert("L"), "JPEG", quality=85)
+        cmyk = encoded(Image.fromarray(photo_like(rng, w, h, 4), "CMYK"), "JPEG", quality=90)
+        yield f"JPEG {w}x{h} CMYK", cmyk
+        yield f"JPEG {w}x{h} YCCK", as_ycck(cmyk)
+        yield f"JPEG {w}x{h} RGB (Adobe, no YCbCr)", encoded(rgb, "JPEG", keep_rgb=True)
+    rgb = Image.fromarray(photo_like(rng, 640, 480, 3), "RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90°: torchvision's ImageFolder, like Pillow's open, ignores it
+    yield "JPEG EXIF orientation 6", encoded(rgb, "JPEG", exif=exif)
+    yield "JPEG 4000x3000", encoded(
+        Image.fromarray(photo_like(rng, 4000, 3000, 3), "RGB"), "JPEG", quality=92)
+
+    w, h = 37, 23
+    rgb8 = photo_like(rng, w, h, 3)
+    rgba8 = photo_like(rng, w, h, 4)
+    g8 = photo_like(rng, w, h, 1)
+    yield "PNG RGB", encoded(Image.fromarray(rgb8, "RGB"), "PNG")
+    yield "PNG RGBA", encoded(Image.fromarray(rgba8, "RGBA"), "PNG")
+    yield "PNG L", encoded(Image.fromarray(g8, "L"), "PNG")
+    yield "PNG LA", encoded(Image.fromarray(rgba8, "RGBA").convert("LA"), "PNG")
+    yield "PNG 1-bit", encoded(Image.fromarray(g8, "L").convert("1"), "PNG")
+    yield "PNG P 256", encoded(Image.fromarray(rgb8, "RGB").quantize(256), "PNG")
+    yield "PNG P + transparency", encoded(
+        Image.fromarray(rgb8, "RGB").quantize(64), "PNG", transparency=3)
+    for depth in (1, 2, 4):
+        n = 1 << depth
+        idx = rng.integers(0, n, (h, w))
+        yield f"PNG gray {depth}-bit", raw_png(w, h, depth, 0, idx)
+        # A palette shorter than the indices reach (an index past it is black in both).
+        pal = rng.integers(0, 256, 3 * max(1, n - 1)).astype(np.uint8).tobytes()
+        yield f"PNG P {depth}-bit", raw_png(w, h, depth, 3, idx, [(b"PLTE", pal)])
+        yield f"PNG P {depth}-bit tRNS", raw_png(
+            w, h, depth, 3, idx, [(b"PLTE", pal), (b"tRNS", b"\x00\x80")])
+    for colour, ch in [(0, 1), (2, 3), (4, 2), (6, 4)]:
+        v = rng.integers(0, 65536, (h, w, ch))
+        v[0, :4, 0] = [0, 255, 256, 65535]
+        yield f"PNG 16-bit colour type {colour}", raw_png(w, h, 16, colour, v)
+        yield f"PNG 16-bit colour type {colour} interlaced", raw_png(w, h, 16, colour, v,
+                                                                      interlace=True)
+    low = rng.integers(0, 300, (h, w))
+    yield "PNG 16-bit gray near 255", raw_png(w, h, 16, 0, low)
+    yield "PNG 16-bit gray + tRNS", raw_png(w, h, 16, 0, low, [(b"tRNS", b"\x00\x07")])
+    yield "PNG gray + tRNS", raw_png(w, h, 8, 0, g8, [(b"tRNS", b"\x00\x07")])
+    yield "PNG RGB + tRNS", raw_png(w, h, 8, 2, rgb8, [(b"tRNS", b"\x00\x01\x00\x02\x00\x03")])
+    yield "PNG RGB interlaced", raw_png(w, h, 8, 2, rgb8, interlace=True)
+
+
+def decoding(t: Tally, rng) -> None:
+    n = 0
+    # Pillow suggests converting palettes with tRNS to RGBA; convert("RGB") is what is measured.
+    warnings.filterwarnings("ignore", "Palette images with Transparency")
+    for what, data in decode_cases(rng):
+        want = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        t.check(distill.decode_image(data), want, f"decode {what}")
+        n += 1
+    print(f"decoding: {n} cases")
+
+
 def bad_arguments() -> None:
     a = np.zeros((4, 4, 3), np.uint8)
     for call, needle in [
@@ -186,6 +319,7 @@ def main() -> int:
     resized_crops(t, rng)
     centre_crops(t, rng)
     large(t, rng)
+    decoding(t, rng)
     bad_arguments()
     for f in t.failed[:20]:
         print("DIFFERS:", f)

@@ -11,6 +11,7 @@
 # Usage: scripts/bench-allocator.sh [ROUNDS]   (default 2; prints one JSON line per run, then a table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/build-deps.sh
 rounds=${1:-2}
 distill=${DISTILL:-target/release/distill}
 out=target/bench-alloc

@@ -8,6 +8,7 @@
 # Usage: scripts/bench-label-images.sh [FOLDER] [EPOCHS]   (defaults target/bench-jpegs, 1,4,8)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/build-deps.sh
 folder=${1:-target/bench-jpegs}
 epochs=${2:-1,4,8}
 scripts/fetch-ort.sh >/dev/null

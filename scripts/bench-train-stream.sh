@@ -7,6 +7,7 @@
 # Usage: scripts/bench-train-stream.sh [FOLDER]   (default target/bench-jpegs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/build-deps.sh
 folder=${1:-target/bench-jpegs}
 store=$PWD/target/bench-label/store-folder-blocks-e8
 [ -f "$store/manifest.json" ] || scripts/bench-label-images.sh "$folder" 8 >/dev/null

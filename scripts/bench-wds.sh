@@ -13,6 +13,7 @@
 # Usage: scripts/bench-wds.sh [N] [EPOCHS]   (defaults 10000, 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/build-deps.sh
 n=${1:-10000}
 epochs=${2:-1}
 scripts/fetch-ort.sh >/dev/null

@@ -4,6 +4,7 @@
 # Idempotent: finished stages under data/demo are reused, interrupted ones resume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/build-deps.sh
 scripts/fetch-ort.sh
 cargo build --release --locked --bin distill
 ./target/release/distill demo --out data/demo --data data/mnist "$@"

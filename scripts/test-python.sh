@@ -6,6 +6,7 @@
 # from PyPI) and reuses it afterwards; stores are written under target/python-test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/build-deps.sh
 # `cargo test --no-run` builds target/debug/distill and the synth example with the test
 # suite's feature set, so after scripts/test.sh's `cargo test` nothing is rebuilt.
 cargo test --workspace --locked --no-run --quiet

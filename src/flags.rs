@@ -135,12 +135,17 @@ pub struct WdsFlags {
 
 impl WdsFlags {
     /// The reader options; `default_classes` (a store's or checkpoint's class count) stands in
-    /// for an absent `--classes` on shards.
-    pub fn options(&self, default_classes: Option<u32>) -> formats::dataset::WdsOptions {
+    /// for an absent `--classes` on shards; `decoder` is a store's, when one is replayed.
+    pub fn options(
+        &self,
+        default_classes: Option<u32>,
+        decoder: formats::dataset::ImageDecoder,
+    ) -> formats::dataset::WdsOptions {
         formats::dataset::WdsOptions {
             label_key: self.label_key.clone(),
             classes: self.classes,
             default_classes,
+            decoder,
         }
     }
 }

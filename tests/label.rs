@@ -5,7 +5,7 @@ use formats::augment::{Recipe, Sampler};
 use formats::dataset;
 use formats::onnx::{Attr, InitData, Initializer, Model, Node};
 use label_store::LabelStore;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
@@ -78,7 +78,7 @@ fn records_match_a_direct_session_call_on_the_replayed_input() {
     assert_eq!(v["records"], 800);
     assert_eq!(v["labelled"], 800);
     let store = LabelStore::open(&s.root.join("store")).unwrap();
-    assert_eq!(store.manifest.format_version, 2);
+    assert_eq!(store.manifest.format_version, 3);
     assert_eq!(store.manifest.recipe["interpolation"], "bicubic");
     let bicubic = ViewRule {
         kernel: Kernel::Pillow(formats::resample::Interpolation::Bicubic),
@@ -860,6 +860,124 @@ fn doctor_reports_the_allocator() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("DISTILL_ALLOCATOR=\"jemalloc\" is not an allocator"),
+        "{err}"
+    );
+}
+
+/// Stores are replayed with the decoder that made their inputs: a format version 2 store (its
+/// probe made by `image` with zune-jpeg) trains on this build because its data are read with
+/// that decoder again; the same probe under this build's decoder's name is refused, and a
+/// decoder this build lacks is named.
+#[test]
+fn stores_replay_with_the_decoder_they_were_labelled_with() {
+    use formats::dataset::{ImageDecoder, WdsOptions, probe};
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    let data = root.join("data");
+    jpeg_folder(&data, 3, 6);
+    // A test split for the students (the folder's own images).
+    for c in 0..3 {
+        let (from, to) = (data.join("train").join(format!("c{c}")), data.join("val"));
+        std::fs::create_dir_all(to.join(format!("c{c}"))).unwrap();
+        for e in std::fs::read_dir(&from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(format!("c{c}")).join(e.file_name())).unwrap();
+        }
+    }
+    let teacher = root.join("rgb.onnx");
+    write_rgb_teacher(&teacher);
+    let store = root.join("store");
+    ok(&distill(&[
+        "label",
+        "--teacher",
+        teacher.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--aug",
+        "light",
+        "--size",
+        "16",
+        "--topk",
+        "2",
+        "--json",
+        "--out",
+        store.to_str().unwrap(),
+    ]));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(store.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["format_version"], 3);
+    assert_eq!(m["decode_probe"]["decoder"], ImageDecoder::Pillow.name());
+
+    let open = |d: ImageDecoder| {
+        let opts = WdsOptions {
+            decoder: d,
+            ..WdsOptions::default()
+        };
+        dataset::open_with(&data, None, "train", &opts).unwrap()
+    };
+    let legacy = probe::decode_probe(open(ImageDecoder::Legacy).as_ref()).unwrap();
+    assert_eq!(legacy.decoder, ImageDecoder::Legacy.name());
+    let differ = (0..18)
+        .filter(|&i| {
+            open(ImageDecoder::Legacy).image(i).unwrap()
+                != open(ImageDecoder::Pillow).image(i).unwrap()
+        })
+        .count();
+    assert!(differ > 0, "the two decoders agree on every test JPEG");
+    assert_ne!(
+        serde_json::to_value(&legacy).unwrap(),
+        m["decode_probe"],
+        "the probe cannot tell the decoders apart"
+    );
+
+    // A copy marked as a version 2 store whose probe the legacy decoder made.
+    let as_store = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| -> PathBuf {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for e in std::fs::read_dir(&store).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+        let mut m = m.clone();
+        m["format_version"] = 2.into();
+        m["decode_probe"] = serde_json::to_value(&legacy).unwrap();
+        edit(&mut m);
+        std::fs::write(dir.join("manifest.json"), m.to_string()).unwrap();
+        dir
+    };
+    let train = |labels: &Path, out: &str| train_mlp_kd(&data, labels, &root.join(out));
+    ok(&train(&store, "run-v3"));
+    let v2 = as_store("store-v2", &|_| {});
+    ok(&train(&v2, "run-v2"));
+    let o = distill(&["inspect", v2.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("zune-jpeg 0.5.15"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+
+    // The legacy probe under this build's decoder's name: the pixels differ, and it says so.
+    let renamed = as_store("store-renamed", &|m| {
+        m["format_version"] = 3.into();
+        m["decode_probe"]["decoder"] = ImageDecoder::Pillow.name().into();
+    });
+    let o = train(&renamed, "run-renamed");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "trained on pixels the teacher never saw"
+    );
+    assert!(err.contains("decodes to other pixels"), "{err}");
+
+    let unknown = as_store("store-unknown", &|m| {
+        m["decode_probe"]["decoder"] = "libjpeg 9f".into();
+    });
+    let o = train(&unknown, "run-unknown");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("decode_probe.decoder") && err.contains("libjpeg 9f"),
         "{err}"
     );
 }

@@ -15,7 +15,9 @@ pub const FORMAT_NAME: &str = "distill-label-store";
 /// Version 2: records replay through Pillow's resampling (`recipe.interpolation`, and the
 /// centre crop taken from the resized whole image); version 1 stores replay with the 2×2
 /// bilinear they were labelled with ([`crate::apply::ViewRule::of_store`]).
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 3: images decoded as Pillow decodes them (libjpeg-turbo); stores of versions 1 and 2
+/// replay with the decoder they were labelled with ([`crate::dataset::ImageDecoder::of_store`]).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// A half-open range of sample indices `[start, end)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

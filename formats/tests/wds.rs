@@ -148,6 +148,7 @@ fn splits_options_and_a_changed_shard() {
         label_key: None,
         classes: Some(1000),
         default_classes: None,
+        ..WdsOptions::default()
     };
     assert_eq!(
         dataset::open_with(&out, None, "train", &opts)
@@ -176,6 +177,7 @@ fn splits_options_and_a_changed_shard() {
         label_key: None,
         classes: Some(2),
         default_classes: None,
+        ..WdsOptions::default()
     };
     let e = err(dataset::open_with(&out, None, "train", &opts));
     assert!(
@@ -187,6 +189,7 @@ fn splits_options_and_a_changed_shard() {
         label_key: Some("cls2".into()),
         classes: None,
         default_classes: None,
+        ..WdsOptions::default()
     };
     let e = err(dataset::open_with(&out, None, "train", &opts));
     assert!(

@@ -159,6 +159,14 @@ impl LabelStore {
             .map_err(crate::error::format(self.dir.display().to_string()))
     }
 
+    /// The decoder this store's inputs were made with (its decode probe's, or its format
+    /// version's): replay must read the data with it to see what the teacher saw.
+    pub fn image_decoder(&self) -> Result<formats::dataset::ImageDecoder> {
+        let m = &self.manifest;
+        formats::dataset::ImageDecoder::of_store(m.format_version, m.decode_probe.as_ref())
+            .map_err(crate::error::format(self.dir.display().to_string()))
+    }
+
     /// Epochs in the store.
     pub fn epochs(&self) -> u32 {
         self.manifest.epochs

@@ -327,6 +327,7 @@ impl Store {
                 label_key,
                 classes: None,
                 default_classes: Some(store.manifest.classes),
+                decoder: store.image_decoder().map_err(store_err)?,
             };
             let split = &store.manifest.dataset.split;
             let ds = formats::dataset::open_with(&data, None, split, &opts)
@@ -466,6 +467,7 @@ impl Loader {
             label_key,
             classes: None,
             default_classes: Some(store.manifest.classes),
+            decoder: store.image_decoder().map_err(store_err)?,
         };
         let ds = py
             .detach(|| formats::dataset::open_with(&data, None, &split, &opts))
@@ -815,7 +817,8 @@ fn center_crop<'py>(
 }
 
 /// The RGB pixels (u8 `[h, w, 3]`) distill's image folders and tar shards decode `data` (the
-/// encoded bytes of a JPEG or PNG file) to: what the teacher is shown before any crop.
+/// encoded bytes of a JPEG or PNG file) to: what the teacher is shown before any crop, equal to
+/// Pillow's `Image.open(f).convert("RGB")` (FORMAT.md §4.1, "Decoding").
 #[pyfunction]
 fn decode_image<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     let img = py

@@ -172,7 +172,9 @@ fn show(a: &InspectArgs, range: (u64, u64)) -> Result<ExitCode> {
         .split
         .clone()
         .unwrap_or_else(|| store.manifest.dataset.split.clone());
-    let opts = a.wds.options(Some(store.manifest.classes));
+    let opts = a
+        .wds
+        .options(Some(store.manifest.classes), store.image_decoder()?);
     let data = formats::dataset::open_with(data_path, format, &split, &opts)?;
     let (w, h) = match &store.manifest.teacher_input {
         Some(t) => (t.width, t.height),

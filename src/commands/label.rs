@@ -201,7 +201,9 @@ pub fn label(a: LabelArgs) -> Result<ExitCode> {
     let lock = label_store::WriterLock::acquire(&a.out)
         .with_context(|| format!("labelling into {}", a.out.display()))?;
     let format = a.format.map(Into::into);
-    let opts = a.wds.options(None);
+    let opts = a
+        .wds
+        .options(None, formats::dataset::ImageDecoder::default());
     let data = crate::commands::train::open_data(&a.data, format, &a.split, &opts)?;
     let json = a.json;
     let cfg = label_config(a, data)?;

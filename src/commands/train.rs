@@ -221,6 +221,14 @@ pub fn open_data(
     Ok(Arc::from(data))
 }
 
+/// The decoder to read data with: `store`'s when one is replayed, else this build's.
+pub fn store_decoder(store: Option<&LabelStore>) -> Result<formats::dataset::ImageDecoder> {
+    Ok(match store {
+        Some(s) => s.image_decoder()?,
+        None => formats::dataset::ImageDecoder::default(),
+    })
+}
+
 fn open_store(path: &Path) -> Result<Arc<LabelStore>> {
     Ok(Arc::new(
         LabelStore::open(path).with_context(|| format!("opening {}", path.display()))?,
@@ -427,18 +435,27 @@ impl Progress for Bars {
 pub fn train(a: TrainArgs) -> Result<ExitCode> {
     let format = a.format.map(DataFormat::from);
     let labels = a.labels.as_deref().map(open_store).transpose()?;
-    let opts = a.wds.options(labels.as_ref().map(|s| s.manifest.classes));
+    let eval_labels = a.eval_labels.as_deref().map(open_store).transpose()?;
+    let opts = a.wds.options(
+        labels.as_ref().map(|s| s.manifest.classes),
+        store_decoder(labels.as_deref())?,
+    );
     let train_data = open_data(&a.data, format, &a.split, &opts)?;
     let cfg = train_config(&a, train_data.as_ref(), labels.as_deref())?;
+    // The test split is read as the store that labelled it decoded it.
+    let test_opts = formats::dataset::WdsOptions {
+        decoder: store_decoder(eval_labels.as_deref().or(labels.as_deref()))?,
+        ..opts
+    };
     let test = match a.test_split.as_str() {
         "none" => None,
-        split => Some(open_data(&a.data, format, split, &opts)?),
+        split => Some(open_data(&a.data, format, split, &test_opts)?),
     };
     let data = RunData {
         train: train_data,
         labels,
         test,
-        eval_labels: a.eval_labels.as_deref().map(open_store).transpose()?,
+        eval_labels,
     };
     let mut bars = Bars::new(a.json, a.epochs);
     let summary = student_train::train(&cfg, &data, &a.out, a.resume, &mut bars)
@@ -470,10 +487,13 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
 pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let ck = student_checkpoint(&a.run, a.epoch)?;
     let format = a.format.map(DataFormat::from);
-    let opts = a.wds.options(Some(ck.meta.input.classes as u32));
+    let labels = a.labels.as_deref().map(open_store).transpose()?;
+    let opts = a.wds.options(
+        Some(ck.meta.input.classes as u32),
+        store_decoder(labels.as_deref())?,
+    );
     let data = open_data(&a.data, format, &a.split, &opts)?;
     let device = a.device.inference().map_err(anyhow::Error::msg)?;
-    let labels = a.labels.as_deref().map(open_store).transpose()?;
     let r = evaluate_checkpoint(
         &ck,
         data,

@@ -14,6 +14,7 @@
 //! file's relative path and size, not its bytes: reading a whole ImageNet to fingerprint it would
 //! take longer than labelling it.
 
+use super::decode::ImageDecoder;
 use super::{Dataset, Image};
 use crate::error::FormatError;
 use crate::manifest::DatasetFingerprint;
@@ -28,6 +29,7 @@ pub struct ImageFolder {
     labels: Vec<u32>,
     names: Vec<String>,
     fingerprint: DatasetFingerprint,
+    decoder: ImageDecoder,
 }
 
 fn is_image(p: &Path) -> bool {
@@ -156,7 +158,14 @@ impl ImageFolder {
             labels,
             names,
             fingerprint,
+            decoder: ImageDecoder::default(),
         })
+    }
+
+    /// The same folder read with `decoder` (a store's, to replay what it was labelled from).
+    pub fn with_decoder(mut self, decoder: ImageDecoder) -> Self {
+        self.decoder = decoder;
+        self
     }
 
     /// Path of sample `index`.
@@ -205,7 +214,9 @@ impl Dataset for ImageFolder {
     fn image(&self, index: u32) -> Result<Image, FormatError> {
         let f = self.file(index)?;
         let bytes = std::fs::read(f).map_err(FormatError::io(f))?;
-        decode_rgb(&bytes).map_err(|e| FormatError::data(f, format!("sample {index}: {e}")))
+        self.decoder
+            .decode(&bytes)
+            .map_err(|e| FormatError::data(f, format!("sample {index}: {e}")))
     }
 
     fn encoded(&self) -> bool {
@@ -213,7 +224,7 @@ impl Dataset for ImageFolder {
     }
 
     fn decoder(&self) -> &'static str {
-        super::probe::IMAGE_DECODER
+        self.decoder.name()
     }
     fn fingerprint(&self) -> &DatasetFingerprint {
         &self.fingerprint
@@ -249,30 +260,11 @@ fn split_dir(root: &Path, split: &str) -> Result<PathBuf, FormatError> {
     ))
 }
 
-/// Decodes an encoded image (JPEG or PNG, format guessed from the bytes) to RGB, as image
-/// folders and tar shards do; the error says why it cannot ("cannot decode: …"), for the
-/// caller to prefix with the file and sample.
+/// Decodes an encoded image (JPEG or PNG, format guessed from the bytes) to RGB with this
+/// build's decoder, as image folders and tar shards do; the error says why it cannot
+/// ("cannot decode: …"), for the caller to prefix with the file and sample.
 pub fn decode_rgb(bytes: &[u8]) -> Result<Image, String> {
-    if let Some(what) = jpeg_truncation(bytes) {
-        return Err(format!("cannot decode: {what}"));
-    }
-    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| format!("cannot decode: {e}"))?
-        .decode()
-        .map_err(|e| format!("cannot decode: {e}"))?;
-    let rgb = img.to_rgb8();
-    let (w, h) = rgb.dimensions();
-    Image::new(w, h, 3, rgb.into_raw()).map_err(|e| e.to_string())
-}
-
-/// (width, height) from an encoded image's header, without decoding pixels.
-pub(crate) fn bytes_dims(bytes: &[u8]) -> Result<(u32, u32), String> {
-    image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| format!("cannot read image size: {e}"))?
-        .into_dimensions()
-        .map_err(|e| format!("cannot read image size: {e}"))
+    ImageDecoder::default().decode(bytes)
 }
 
 /// (width, height) from the file's header, without decoding pixels.
@@ -280,27 +272,6 @@ fn header_dims(f: &Path) -> Result<(u32, u32), FormatError> {
     open_image(f)?
         .into_dimensions()
         .map_err(|e| FormatError::data(f, format!("cannot read image size: {e}")))
-}
-
-/// Why a JPEG's bytes are cut short, if they are: its last scan (after the last SOS marker,
-/// `FF DA`) must be closed by an EOI marker (`FF D9`; bytes after it are allowed). The decoder
-/// pads a truncated scan with grey and reports nothing, so a half-downloaded file would become
-/// a training sample; PIL refuses such files as "truncated" too. Entropy-coded data cannot hold
-/// either marker (an `FF` byte there is followed by `00` or a restart marker).
-fn jpeg_truncation(bytes: &[u8]) -> Option<String> {
-    if !bytes.starts_with(&[0xFF, 0xD8]) {
-        return None;
-    }
-    let last = |m: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == m);
-    match (last(0xDA), last(0xD9)) {
-        (None, _) => Some("JPEG without image data (no start-of-scan marker)".into()),
-        (Some(sos), eoi) if eoi.is_none_or(|e| e < sos) => Some(format!(
-            "JPEG truncated: its image data starting at byte {sos} is not closed by an \
-             end-of-image marker ({} bytes)",
-            bytes.len()
-        )),
-        _ => None,
-    }
 }
 
 /// A reader of the image file `f`, its format guessed from the bytes.

@@ -6,6 +6,7 @@
 //! file to RGB: grayscale is replicated into three channels, an alpha channel is dropped.
 
 mod cifar;
+mod decode;
 mod folder;
 pub mod folder_index;
 mod idx;
@@ -15,6 +16,7 @@ pub mod probe;
 pub mod wds;
 
 pub use cifar::Cifar;
+pub use decode::ImageDecoder;
 pub use folder::{ImageFolder, decode_rgb};
 pub use idx::{Mnist, write_idx};
 pub use npy::{NpyArrays, write_npy};
@@ -213,7 +215,9 @@ pub fn open_with(
         DataFormat::Cifar10 => Box::new(Cifar::open(path, split, false)?),
         DataFormat::Cifar100 => Box::new(Cifar::open(path, split, true)?),
         DataFormat::Npy => Box::new(NpyArrays::open(path, split)?),
-        DataFormat::ImageFolder => Box::new(ImageFolder::open(path, split)?),
+        DataFormat::ImageFolder => {
+            Box::new(ImageFolder::open(path, split)?.with_decoder(opts.decoder))
+        }
         DataFormat::Wds => Box::new(WebDataset::open(path, split, opts)?),
     };
     if ds.is_empty() {

@@ -12,10 +12,6 @@ use xxhash_rust::xxh3::Xxh3;
 /// Samples a probe decodes.
 pub const PROBE_SAMPLES: u32 = 8;
 
-/// The decoder of files that need one (image folders); the versions are pinned in Cargo.toml
-/// and a test checks them against Cargo.lock.
-pub const IMAGE_DECODER: &str = "image 0.25.10 (zune-jpeg 0.5.15, png 0.18)";
-
 /// What a store records of the decoder that produced its inputs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecodeProbe {
@@ -83,6 +79,7 @@ pub fn probe_mismatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataset::ImageDecoder;
 
     #[test]
     fn probe_samples_are_spread_and_distinct() {
@@ -105,22 +102,31 @@ mod tests {
                 })
                 .collect()
         };
-        for (name, want) in [("image", "0.25.10"), ("zune-jpeg", "0.5.15")] {
+        let names = [
+            (ImageDecoder::Legacy, "image", "0.25.10"),
+            (ImageDecoder::Legacy, "zune-jpeg", "0.5.15"),
+            (ImageDecoder::Pillow, "turbojpeg-sys", "1.2.0"),
+        ];
+        for (decoder, name, want) in names {
             assert_eq!(
                 version(name),
                 vec![want.to_string()],
                 "{name} in Cargo.lock"
             );
             assert!(
-                IMAGE_DECODER.contains(&format!("{name} {want}")),
-                "{IMAGE_DECODER}"
+                decoder.name().contains(&format!("{name} {want}")),
+                "{}",
+                decoder.name()
             );
         }
         let png = version("png");
-        assert!(
-            png.iter()
-                .any(|v| IMAGE_DECODER.contains(&format!("png {}", &v[..4]))),
-            "png {png:?} vs {IMAGE_DECODER}"
-        );
+        for d in ImageDecoder::ALL {
+            assert!(
+                png.iter()
+                    .any(|v| d.name().contains(&format!("png {}", &v[..4]))),
+                "png {png:?} vs {}",
+                d.name()
+            );
+        }
     }
 }

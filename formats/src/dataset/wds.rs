@@ -15,7 +15,7 @@
 //! The fingerprint hashes every sample's key and image size (and the labels), not shard names: the
 //! same samples cut into other shards are the same dataset; other samples are not.
 
-use super::folder::{bytes_dims, decode_rgb};
+use super::decode::{ImageDecoder, bytes_dims};
 use super::{Dataset, Image};
 use crate::error::FormatError;
 use crate::manifest::DatasetFingerprint;
@@ -42,6 +42,9 @@ pub struct WdsOptions {
     /// carry no class count, and a subset of them may lack the last class. Other formats, which
     /// know their classes, ignore it.
     pub default_classes: Option<u32>,
+    /// How image folders and shards decode their files: this build's decoder, or a store's
+    /// (see [`super::ImageDecoder`]).
+    pub decoder: ImageDecoder,
 }
 
 /// One sample as the index keeps it.
@@ -78,6 +81,7 @@ pub struct WebDataset {
     starts: Vec<u32>,
     classes: u32,
     fingerprint: DatasetFingerprint,
+    decoder: ImageDecoder,
 }
 
 /// Whether `path` names WebDataset shards: a `.tar` file, a brace pattern, or a directory holding
@@ -445,6 +449,7 @@ impl WebDataset {
             starts: Vec::with_capacity(names.len()),
             classes: 0,
             fingerprint: DatasetFingerprint::default(),
+            decoder: opts.decoder,
         };
         let mut owner: HashMap<&str, usize> = HashMap::with_capacity(n);
         let (mut h, mut lh) = (Xxh3::new(), Xxh3::new());
@@ -703,7 +708,7 @@ impl Dataset for WebDataset {
     }
     fn image(&self, index: u32) -> Result<Image, FormatError> {
         let bytes = self.encoded_image(index)?;
-        decode_rgb(bytes).map_err(|e| {
+        self.decoder.decode(bytes).map_err(|e| {
             FormatError::data(
                 self.shard_of(index),
                 format!("sample {index} (key {:?}): {e}", self.keys[index as usize]),
@@ -714,7 +719,7 @@ impl Dataset for WebDataset {
         true
     }
     fn decoder(&self) -> &'static str {
-        super::probe::IMAGE_DECODER
+        self.decoder.name()
     }
     fn file_starts(&self) -> Option<&[u32]> {
         Some(&self.starts)
