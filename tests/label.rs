@@ -388,6 +388,7 @@ fn nan_logits_stop_with_the_sample() {
         }],
         inputs: vec![image_input()],
         outputs: vec![logits_output()],
+        metadata: vec![],
     };
     let nan = s.root.join("nan.onnx");
     std::fs::write(&nan, m.to_bytes()).unwrap();
@@ -875,15 +876,7 @@ fn stores_replay_with_the_decoder_they_were_labelled_with() {
     let root = t.path();
     let data = root.join("data");
     jpeg_folder(&data, 3, 6);
-    // A test split for the students (the folder's own images).
-    for c in 0..3 {
-        let (from, to) = (data.join("train").join(format!("c{c}")), data.join("val"));
-        std::fs::create_dir_all(to.join(format!("c{c}"))).unwrap();
-        for e in std::fs::read_dir(&from).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), to.join(format!("c{c}")).join(e.file_name())).unwrap();
-        }
-    }
+    copy_split(&data, "train", "val"); // a test split for the students
     let teacher = root.join("rgb.onnx");
     write_rgb_teacher(&teacher);
     let store = root.join("store");
@@ -980,4 +973,165 @@ fn stores_replay_with_the_decoder_they_were_labelled_with() {
         err.contains("decode_probe.decoder") && err.contains("libjpeg 9f"),
         "{err}"
     );
+}
+
+/// `label` takes mean, std, interpolation and crop_pct from the teacher file's metadata when no
+/// flag gives them, records where each came from, and `inspect` shows it; `export` writes them
+/// into a student, which then labels as a teacher with nothing to flag. Bad, short and
+/// disagreeing metadata is refused naming the key and the file.
+#[test]
+fn teacher_metadata_sets_the_preprocessing_unless_a_flag_does() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    let data = root.join("data");
+    jpeg_folder(&data, 3, 6);
+    copy_split(&data, "train", "val");
+    let timm = [
+        ("mean", "(0.485, 0.456, 0.406)"),
+        ("std", "(0.229, 0.224, 0.225)"),
+        ("interpolation", "bicubic"),
+        ("crop_pct", "0.95"),
+    ];
+    let teacher = root.join("timm.onnx");
+    write_rgb_teacher_with(&teacher, &timm);
+    let label = |teachers: &[&Path], out: &str, extra: &[&str]| -> Output {
+        let mut args = vec!["label", "--data", data.to_str().unwrap(), "--json"];
+        for t in teachers {
+            args.extend(["--teacher", t.to_str().unwrap()]);
+        }
+        let out = root.join(out);
+        args.extend([
+            "--aug",
+            "center",
+            "--size",
+            "16",
+            "--topk",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        args.extend(extra);
+        distill(&args)
+    };
+    let manifest = |store: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(root.join(store).join("manifest.json")).unwrap(),
+        )
+        .unwrap()
+    };
+
+    ok(&label(&[&teacher], "from-model", &[]));
+    let m = manifest("from-model");
+    let ti = &m["teacher_input"];
+    assert_eq!(ti["mean"], serde_json::json!([0.485, 0.456, 0.406]));
+    assert_eq!(ti["std"], serde_json::json!([0.229, 0.224, 0.225]));
+    assert_eq!(m["recipe"]["interpolation"], "bicubic");
+    assert_eq!(m["recipe"]["center"]["crop_pct"], 0.95);
+    let all = |s: &str| serde_json::json!({"mean": s, "std": s, "interpolation": s, "crop_pct": s});
+    assert_eq!(ti["sources"], all("model"));
+    let o = distill(&["inspect", root.join("from-model").to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("mean [0.485, 0.456, 0.406] (model)")
+            && text.contains("interpolation from model"),
+        "{text}"
+    );
+
+    // Flags win, key by key.
+    ok(&label(
+        &[&teacher],
+        "from-flags",
+        &[
+            "--mean",
+            "0.5,0.5,0.5",
+            "--std",
+            "0.5,0.5,0.5",
+            "--interpolation",
+            "bilinear",
+            "--crop-pct",
+            "0.8",
+        ],
+    ));
+    let m = manifest("from-flags");
+    assert_eq!(
+        m["teacher_input"]["mean"],
+        serde_json::json!([0.5, 0.5, 0.5])
+    );
+    assert_eq!(m["recipe"]["interpolation"], "bilinear");
+    assert_eq!(m["recipe"]["center"]["crop_pct"], 0.8);
+    assert_eq!(m["teacher_input"]["sources"], all("flag"));
+    // A teacher without metadata: the defaults, said so.
+    let plain = root.join("plain.onnx");
+    write_rgb_teacher(&plain);
+    ok(&label(&[&plain], "defaults", &[]));
+    let m = manifest("defaults");
+    assert_eq!(m["teacher_input"]["sources"], all("default"));
+    assert_eq!(m["recipe"]["interpolation"], "bilinear");
+
+    // An ensemble takes what its teachers declare; two that disagree must be settled by a flag.
+    ok(&label(&[&teacher, &plain], "ensemble", &[]));
+    assert_eq!(
+        manifest("ensemble")["teacher_input"]["sources"],
+        all("model")
+    );
+    let other = root.join("other.onnx");
+    write_rgb_teacher_with(&other, &[("interpolation", "bilinear")]);
+    let o = label(&[&teacher, &other], "disagree", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("disagree on interpolation")
+            && err.contains("other.onnx")
+            && err.contains("--interpolation"),
+        "{err}"
+    );
+    ok(&label(
+        &[&teacher, &other],
+        "settled",
+        &["--interpolation", "bicubic"],
+    ));
+
+    for (meta, needle) in [
+        (("std", "[0.2, zero, 0.2]"), "std"),
+        (("interpolation", "lanczos"), "interpolation"),
+        (
+            ("mean", "[0.5]"),
+            "metadata mean has 1 values for 3-channel images",
+        ),
+    ] {
+        let bad = root.join("bad.onnx");
+        write_rgb_teacher_with(&bad, &[meta]);
+        let o = label(&[&bad], "bad", &["--force"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{meta:?} accepted");
+        assert!(
+            err.contains(needle) && err.contains("bad.onnx"),
+            "{meta:?}: {err}"
+        );
+    }
+
+    // A student trained from the bicubic store exports its pre-processing: the normalization
+    // is inside the graph, so its input is pixel/255 as is.
+    let run = root.join("student");
+    ok(&train_mlp_kd(&data, &root.join("from-model"), &run));
+    let onnx = root.join("student.onnx");
+    ok(&distill(&[
+        "export",
+        run.to_str().unwrap(),
+        "--onnx",
+        onnx.to_str().unwrap(),
+        "--json",
+    ]));
+    let p = formats::preprocess::Preprocessing::of_file(&onnx).unwrap();
+    assert_eq!(p.mean, Some(vec![0.0; 3]));
+    assert_eq!(p.std, Some(vec![1.0; 3]));
+    assert_eq!(
+        p.interpolation,
+        Some(formats::resample::Interpolation::Bicubic)
+    );
+    assert_eq!(p.crop_pct, Some(formats::augment::DEFAULT_CROP_PCT));
+    ok(&label(&[&onnx], "born-again", &[]));
+    let m = manifest("born-again");
+    assert_eq!(m["teacher_input"]["sources"], all("model"));
+    assert_eq!(m["recipe"]["interpolation"], "bicubic");
 }

@@ -289,6 +289,8 @@ fn exported_students_match_the_burn_forward_pass() {
             input,
             mean: (0..c).map(|k| 0.4 + 0.05 * k as f32).collect(),
             std: (0..c).map(|k| 0.3 - 0.02 * k as f32).collect(),
+            interpolation: None,
+            crop_pct: None,
         };
         let normalized = |dev: &burn::tensor::Device| {
             let mut x = pixels.clone();

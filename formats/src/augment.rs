@@ -173,6 +173,18 @@ impl Recipe {
         Ok(r)
     }
 
+    /// Whether the recipe `name_or_path` names its filter itself (a TOML file with an
+    /// `interpolation` key); the built-in recipes leave it to the flags and the teacher.
+    pub fn names_interpolation(name_or_path: &str) -> bool {
+        if matches!(name_or_path, "none" | "light" | "usi" | "center") {
+            return false;
+        }
+        std::fs::read_to_string(name_or_path)
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .is_some_and(|t| t.contains_key("interpolation"))
+    }
+
     /// Whether records get random augmentation (crop, flip, cutout or mixing); `none` and
     /// `center` give every sample the same parameters in every epoch.
     pub fn is_random(&self) -> bool {

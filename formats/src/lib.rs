@@ -13,6 +13,7 @@ pub mod error;
 pub mod loader;
 pub mod manifest;
 pub mod onnx;
+pub mod preprocess;
 pub mod record;
 pub mod resample;
 pub mod soft_label;

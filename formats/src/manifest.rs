@@ -274,6 +274,10 @@ pub struct TeacherInput {
     /// How several teachers' outputs became one label (`probs` or `logits`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<String>,
+    /// Where each pre-processing setting came from (`mean`, `std`, `interpolation`,
+    /// `crop_pct` → `flag`, `model`, `recipe` or `default`), for `inspect` to show.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sources: std::collections::BTreeMap<String, String>,
 }
 
 impl TeacherInput {
@@ -286,6 +290,7 @@ impl TeacherInput {
             mean: None,
             std: None,
             ensemble: None,
+            sources: Default::default(),
         }
     }
 }

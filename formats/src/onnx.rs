@@ -2,7 +2,8 @@
 //! students and to build test teachers without Python.
 //!
 //! It encodes exactly the fields it models: graph nodes with attributes, float/int64 initializers
-//! as raw data, typed inputs and outputs with fixed or symbolic dimensions, opset imports. Field
+//! as raw data, typed inputs and outputs with fixed or symbolic dimensions, opset imports and
+//! `metadata_props`. Field
 //! numbers follow `onnx.proto` (IR version 8, opset 17 by default).
 
 /// ONNX tensor element types used here.
@@ -118,6 +119,8 @@ pub struct Model {
     pub initializers: Vec<Initializer>,
     pub inputs: Vec<ValueInfo>,
     pub outputs: Vec<ValueInfo>,
+    /// `metadata_props`: key-value text, e.g. the pre-processing of [`crate::preprocess`].
+    pub metadata: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -251,6 +254,12 @@ impl Model {
             o.string(1, "");
             o.int(2, self.opset);
         });
+        for (k, v) in &self.metadata {
+            m.msg(14, |e| {
+                e.string(1, k);
+                e.string(2, v);
+            });
+        }
         m.0
     }
 }

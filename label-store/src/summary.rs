@@ -29,6 +29,9 @@ pub struct Summary {
     /// How records become pixels (format version and recipe): the kernel, and the centre-crop
     /// rule when there is one; or why this build cannot replay them.
     pub resampling: String,
+    /// What the teacher was run on: input size, normalization, and where each pre-processing
+    /// setting came from (flag, model metadata, recipe or default).
+    pub teacher_input: Option<formats::manifest::TeacherInput>,
     pub seed: u64,
     pub dataset: formats::DatasetFingerprint,
     pub created: String,
@@ -105,6 +108,7 @@ pub fn summarize(store: &LabelStore) -> Result<Summary> {
             },
             Err(e) => format!("cannot be replayed by this build: {e}"),
         },
+        teacher_input: m.teacher_input.clone(),
         seed: m.seed,
         dataset: m.dataset.clone(),
         created: m.created.clone(),

@@ -334,6 +334,7 @@ impl Ctx<'_> {
             Err(_) => OpenMode::Overwrite,
         };
         let cfg = teacher_infer::LabelConfig {
+            sources: Default::default(),
             teachers: vec![teacher.to_path_buf()],
             data,
             out: out.to_path_buf(),

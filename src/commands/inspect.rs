@@ -52,6 +52,31 @@ pub struct InspectArgs {
     out: Option<PathBuf>,
 }
 
+/// The teacher-input line of `inspect`: size, normalization, and where each setting came from.
+fn input_line(t: &formats::manifest::TeacherInput) -> String {
+    let from = |key: &str| {
+        t.sources
+            .get(key)
+            .map_or(String::new(), |s| format!(" ({s})"))
+    };
+    let mut line = format!("{}×{}", t.width, t.height);
+    if let Some(s) = t.scale {
+        line += &format!(", pixel/255 · {s}");
+    }
+    if let Some(m) = &t.mean {
+        line += &format!(", mean {m:?}{}", from("mean"));
+    }
+    if let Some(s) = &t.std {
+        line += &format!(", std {s:?}{}", from("std"));
+    }
+    for key in ["interpolation", "crop_pct"] {
+        if let Some(s) = t.sources.get(key) {
+            line += &format!(", {key} from {s}");
+        }
+    }
+    line
+}
+
 /// `distill inspect`.
 pub fn inspect(a: InspectArgs) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
@@ -291,6 +316,9 @@ fn print_summary(out: &mut impl Write, path: &std::path::Path, s: &Summary) -> s
     }
     writeln!(out, "  recipe       {}", s.recipe)?;
     writeln!(out, "  resampling   {}", s.resampling)?;
+    if let Some(t) = &s.teacher_input {
+        writeln!(out, "  input        {}", input_line(t))?;
+    }
     if let Some(b) = &s.blocks {
         writeln!(
             out,

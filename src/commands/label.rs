@@ -5,7 +5,7 @@ use crate::flags::{
     CodecFlag, EnsembleFlag, FormatFlag, InterpolationFlag, WdsFlags, parse_bytes, parse_shard,
     parse_size,
 };
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use formats::dataset::Dataset;
 use std::io::Write;
 use std::path::PathBuf;
@@ -48,13 +48,14 @@ pub struct LabelArgs {
     /// `--split val` or `test`), or a TOML file.
     #[arg(long, default_value = "none")]
     pub aug: String,
-    /// With --aug center: the fraction of the resized shorter side kept.
-    #[arg(long, default_value_t = formats::augment::DEFAULT_CROP_PCT)]
-    pub crop_pct: f64,
+    /// With --aug center: the fraction of the resized shorter side kept (default: the teacher
+    /// file's `crop_pct` metadata, else 0.875).
+    #[arg(long)]
+    pub crop_pct: Option<f64>,
     /// The filter crops are resized with, Pillow's exactly (what torchvision's PIL path and timm
     /// feed a teacher): bilinear is torchvision's default; most timm models were trained and
     /// are evaluated with bicubic. Overrides the recipe's `interpolation` (default: the
-    /// recipe's, bilinear if it names none).
+    /// recipe file's, else the teacher file's `interpolation` metadata, else bilinear).
     #[arg(long, value_enum)]
     pub interpolation: Option<InterpolationFlag>,
     /// Seed of the augmentation sampling: parameters of (seed, epoch, sample) never depend
@@ -94,10 +95,12 @@ pub struct LabelArgs {
     /// Pixel scale: inputs are pixel/255 · scale before mean and std.
     #[arg(long, default_value_t = 1.0)]
     pub scale: f32,
-    /// Per-channel mean, comma-separated (default 0).
+    /// Per-channel mean of pixel/255, comma-separated (default: the teacher file's `mean`
+    /// metadata, timm's `pretrained_cfg` name, else 0).
     #[arg(long, value_delimiter = ',')]
     pub mean: Vec<f32>,
-    /// Per-channel standard deviation, comma-separated (default 1).
+    /// Per-channel standard deviation, comma-separated (default: the teacher file's `std`
+    /// metadata, else 1).
     #[arg(long, value_delimiter = ',')]
     pub std: Vec<f32>,
     /// Label only shard I of N (contiguous sample ranges; on tar shards, whole files), for
@@ -130,12 +133,13 @@ pub struct LabelArgs {
 /// The labelling configuration the flags describe, over the opened `data`.
 pub fn label_config(a: LabelArgs, data: Arc<dyn Dataset>) -> Result<LabelConfig> {
     let channels = usize::from(data.channels());
+    let pre = Chosen::of(&a, channels)?;
     let mut recipe = match a.aug.as_str() {
-        "center" => formats::augment::Recipe::center(a.crop_pct),
+        "center" => formats::augment::Recipe::center(pre.crop_pct),
         other => formats::augment::Recipe::load(other)?,
     };
-    if let Some(f) = a.interpolation {
-        recipe.interpolation = f.into();
+    if let Some(f) = pre.interpolation {
+        recipe.interpolation = f;
     }
     let blocks = match a.block {
         Some(0) => None,
@@ -174,16 +178,9 @@ pub fn label_config(a: LabelArgs, data: Arc<dyn Dataset>) -> Result<LabelConfig>
         },
         size: a.size,
         scale: a.scale,
-        mean: if a.mean.is_empty() {
-            vec![0.0; channels]
-        } else {
-            a.mean
-        },
-        std: if a.std.is_empty() {
-            vec![1.0; channels]
-        } else {
-            a.std
-        },
+        mean: pre.mean,
+        std: pre.std,
+        sources: pre.sources,
         shard: a.shard,
         mode,
         codec: a.codec.into(),
@@ -192,6 +189,149 @@ pub fn label_config(a: LabelArgs, data: Arc<dyn Dataset>) -> Result<LabelConfig>
         ort_lib: a.ort_lib,
         blocks,
     })
+}
+
+/// The teacher's pre-processing as `label` resolves it: each setting from its flag, else from
+/// the teacher files' metadata (timm's `pretrained_cfg` keys, `formats::preprocess`; the
+/// teachers of an ensemble must agree), else the recipe's or the default.
+struct Chosen {
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    /// The filter to set into the recipe; `None` leaves the recipe's own.
+    interpolation: Option<formats::resample::Interpolation>,
+    crop_pct: f64,
+    /// Where each came from, for the manifest (`teacher_input.sources`) and `inspect`.
+    sources: std::collections::BTreeMap<String, String>,
+}
+
+impl Chosen {
+    fn of(a: &LabelArgs, channels: usize) -> Result<Self> {
+        use formats::preprocess::Preprocessing;
+        // Each key's value and the file that declared it first.
+        let mut model = Preprocessing::default();
+        let mut whose: std::collections::BTreeMap<&str, &std::path::Path> = Default::default();
+        for t in &a.teachers {
+            let mut p = Preprocessing::of_file(t)
+                .with_context(|| format!("reading {}'s metadata", t.display()))?;
+            // A key a flag sets is not taken from the files, so teachers may disagree on it.
+            if !a.mean.is_empty() {
+                p.mean = None;
+            }
+            if !a.std.is_empty() {
+                p.std = None;
+            }
+            if a.interpolation.is_some() {
+                p.interpolation = None;
+            }
+            if a.crop_pct.is_some() {
+                p.crop_pct = None;
+            }
+            agree(&mut model.mean, p.mean, "mean", t, &mut whose)?;
+            agree(&mut model.std, p.std, "std", t, &mut whose)?;
+            agree(
+                &mut model.interpolation,
+                p.interpolation,
+                "interpolation",
+                t,
+                &mut whose,
+            )?;
+            agree(&mut model.crop_pct, p.crop_pct, "crop_pct", t, &mut whose)?;
+        }
+        let mut sources = std::collections::BTreeMap::new();
+        let mut source = |key: &str, s: &str| sources.insert(key.to_string(), s.to_string());
+        let mut list = |key: &str, flag: &[f32], from_model: Option<Vec<f32>>, default: f32| {
+            if !flag.is_empty() {
+                source(key, "flag");
+                return Ok(flag.to_vec());
+            }
+            match from_model {
+                Some(v) if v.len() != channels => bail!(
+                    "{}: metadata {key} has {} values for {channels}-channel images (give --{key})",
+                    whose[key].display(),
+                    v.len()
+                ),
+                Some(v) => {
+                    source(key, "model");
+                    Ok(v)
+                }
+                None => {
+                    source(key, "default");
+                    Ok(vec![default; channels])
+                }
+            }
+        };
+        let mean = list("mean", &a.mean, model.mean, 0.0)?;
+        let std = list("std", &a.std, model.std, 1.0)?;
+        let interpolation = match (a.interpolation, model.interpolation) {
+            (Some(f), _) => {
+                source("interpolation", "flag");
+                Some(f.into())
+            }
+            _ if formats::augment::Recipe::names_interpolation(&a.aug) => {
+                source("interpolation", "recipe");
+                None
+            }
+            (None, Some(f)) => {
+                source("interpolation", "model");
+                Some(f)
+            }
+            (None, None) => {
+                source("interpolation", "default");
+                None
+            }
+        };
+        let crop_pct = match (a.crop_pct, model.crop_pct) {
+            (Some(c), _) => {
+                source("crop_pct", "flag");
+                c
+            }
+            (None, Some(c)) => {
+                source("crop_pct", "model");
+                c
+            }
+            (None, None) => {
+                source("crop_pct", "default");
+                formats::augment::DEFAULT_CROP_PCT
+            }
+        };
+        if a.aug != "center" {
+            // Only the built-in centre recipe takes its crop from here.
+            sources.remove("crop_pct");
+        }
+        Ok(Chosen {
+            mean,
+            std,
+            interpolation,
+            crop_pct,
+            sources,
+        })
+    }
+}
+
+/// Takes `value` (declared by `file`) into `slot` for `key`; a teacher declaring another value
+/// than an earlier one is an error naming both files and the flag that settles it.
+fn agree<'a, T: PartialEq + std::fmt::Debug>(
+    slot: &mut Option<T>,
+    value: Option<T>,
+    key: &'static str,
+    file: &'a std::path::Path,
+    whose: &mut std::collections::BTreeMap<&'static str, &'a std::path::Path>,
+) -> Result<()> {
+    let Some(v) = value else { return Ok(()) };
+    match slot {
+        Some(w) if *w != v => bail!(
+            "the teachers' metadata disagree on {key}: {} has {w:?}, {} has {v:?} (give --{})",
+            whose[key].display(),
+            file.display(),
+            key.replace('_', "-")
+        ),
+        Some(_) => {}
+        None => {
+            *slot = Some(v);
+            whose.insert(key, file);
+        }
+    }
+    Ok(())
 }
 
 /// `distill label`.

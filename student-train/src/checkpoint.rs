@@ -31,6 +31,13 @@ pub struct CheckpointMeta {
     /// Per-channel normalization the student was trained with (kept inside exported graphs).
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// The filter its training views were resized with (`None`: the 2×2 kernel of format
+    /// version 1 stores, or checkpoints older than this field); exported as metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpolation: Option<formats::resample::Interpolation>,
+    /// The centre-crop fraction it is evaluated with on image folders; exported as metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop_pct: Option<f64>,
 }
 
 /// A checkpoint read back from disk.

@@ -71,6 +71,14 @@ pub fn to_onnx(student: &Student, meta: &CheckpointMeta) -> Result<Vec<u8>, Stri
             elem: ElemType::Float,
             dims: vec![batch(), Dim::Fixed(i.classes as i64)],
         }],
+        // Normalization is inside the graph, so the input it expects is pixel/255 as is.
+        metadata: formats::preprocess::Preprocessing {
+            mean: Some(vec![0.0; i.channels]),
+            std: Some(vec![1.0; i.channels]),
+            interpolation: meta.interpolation,
+            crop_pct: meta.crop_pct,
+        }
+        .to_metadata(),
     };
     Ok(model.to_bytes())
 }

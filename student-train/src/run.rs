@@ -158,6 +158,21 @@ pub fn train(
     let device = cfg.device.training().map_err(TrainError::Config)?;
     let infer_device = device.clone().without_autodiff();
 
+    // What an exported student declares of its input: the filter its views were resized with,
+    // and (on image folders) the centre crop it is evaluated with.
+    let interpolation = match &data.labels {
+        Some(s) => match s.view_rule()?.kernel {
+            formats::apply::Kernel::Pillow(f) => Some(f),
+            formats::apply::Kernel::Legacy => None,
+        },
+        None => Some(
+            cfg.aug
+                .as_ref()
+                .map(|r| r.interpolation)
+                .unwrap_or_default(),
+        ),
+    };
+    let crop_pct = data.train.encoded().then_some(cfg.eval_crop_pct);
     let labels = match &data.labels {
         Some(s) => Labels::Store(Arc::clone(s)),
         None => {
@@ -354,6 +369,8 @@ pub fn train(
                 input,
                 mean: cfg.mean.clone(),
                 std: cfg.std.clone(),
+                interpolation,
+                crop_pct,
             };
             // The metrics line first, then the checkpoint: a crash between them leaves a line
             // that resume drops (and recomputes), never a checkpoint without its line.
@@ -388,6 +405,8 @@ pub fn train(
             input,
             mean: cfg.mean.clone(),
             std: cfg.std.clone(),
+            interpolation,
+            crop_pct,
         };
         checkpoint::save(
             &s.dir.join(FINAL_FILE),

@@ -90,6 +90,7 @@ fn lenet(path: &Path, c1: i64, c2: i64) {
         ],
         inputs: vec![ValueInfo::images("image", 1, 28, 28)],
         outputs: vec![ValueInfo::logits("logits", 10)],
+        metadata: vec![],
     };
     std::fs::write(path, m.to_bytes()).unwrap();
 }

@@ -67,6 +67,7 @@ fn teacher(path: &Path) {
         ],
         inputs: vec![ValueInfo::images("image", 3, 224, 224)],
         outputs: vec![ValueInfo::logits("logits", 10)],
+        metadata: vec![],
     };
     std::fs::write(path, m.to_bytes()).unwrap();
 }

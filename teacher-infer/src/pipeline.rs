@@ -66,6 +66,9 @@ pub struct LabelConfig {
     pub scale: f32,
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// Where `mean`, `std`, the recipe's filter and crop came from (`flag`, `model`, …), as
+    /// the manifest's `teacher_input.sources` records it.
+    pub sources: std::collections::BTreeMap<String, String>,
     /// `(i, n)`: label only the i-th of n contiguous sample ranges.
     pub shard: Option<(u32, u32)>,
     pub mode: OpenMode,
@@ -103,6 +106,7 @@ impl LabelConfig {
             scale: 1.0,
             mean: vec![0.0; channels],
             std: vec![1.0; channels],
+            sources: Default::default(),
             shard: None,
             mode: OpenMode::Create,
             codec: ValueCodec::Q8,
@@ -732,6 +736,7 @@ fn draft_manifest(
             mean: Some(cfg.mean.clone()),
             std: Some(cfg.std.clone()),
             ensemble: Some(cfg.ensemble.name().into()),
+            sources: cfg.sources.clone(),
         }),
         extra: Default::default(),
     }

@@ -71,6 +71,10 @@ fn linear(
             elem: ElemType::Float,
             dims: out_dims,
         }],
+        metadata: vec![
+            ("mean".into(), "[0.5]".into()),
+            ("interpolation".into(), "bicubic".into()),
+        ],
     };
     (model, w, b)
 }
@@ -102,6 +106,16 @@ fn linear_teacher_matches_direct_computation() {
         let p = save(t.path(), "linear.onnx", &m);
         let mut s = TeacherSession::open(env(), &p, Device::Cpu, 1).unwrap();
         assert_eq!(s.classes, 5);
+        // ONNX Runtime reads the metadata the writer puts in (distill reads it without a
+        // session: formats::preprocess), so exported students carry theirs to any runtime.
+        let raw = ort::session::Session::builder(env())
+            .unwrap()
+            .commit_from_file(&p)
+            .unwrap();
+        let md = raw.metadata().unwrap();
+        assert_eq!(md.custom("mean").as_deref(), Some("[0.5]"));
+        assert_eq!(md.custom("interpolation").as_deref(), Some("bicubic"));
+        assert_eq!(md.custom("std"), None);
         assert_eq!(s.input_shape[1..], [1, 4, 4]);
         assert_eq!(s.info().sha256.len(), 64);
         s.check_input(1, 4, 4).unwrap();

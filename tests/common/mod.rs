@@ -71,6 +71,17 @@ pub fn write_teacher(path: &Path, scale: f32, shift: f32) {
 
 /// A linear teacher on `input`: logits = flatten(x) · W + b, W row-major `[features, classes]`.
 pub fn write_linear_teacher(path: &Path, input: ValueInfo, w: Vec<f32>, b: Vec<f32>) {
+    write_linear_teacher_with(path, input, w, b, &[]);
+}
+
+/// [`write_linear_teacher`] with these `metadata_props`.
+pub fn write_linear_teacher_with(
+    path: &Path,
+    input: ValueInfo,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    metadata: &[(&str, &str)],
+) {
     let classes = b.len();
     let m = Model {
         graph_name: "linear".into(),
@@ -95,6 +106,10 @@ pub fn write_linear_teacher(path: &Path, input: ValueInfo, w: Vec<f32>, b: Vec<f
         ],
         inputs: vec![input],
         outputs: vec![ValueInfo::logits("logits", classes as i64)],
+        metadata: metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     };
     std::fs::write(path, m.to_bytes()).unwrap();
 }
@@ -136,17 +151,36 @@ pub fn jpeg_folder(root: &Path, classes: usize, per: usize) {
     }
 }
 
+/// Copies split `from` of an image folder to split `to` (a test split made of the same files).
+pub fn copy_split(root: &Path, from: &str, to: &str) {
+    for class in std::fs::read_dir(root.join(from)).unwrap() {
+        let class = class.unwrap();
+        let dest = root.join(to).join(class.file_name());
+        std::fs::create_dir_all(&dest).unwrap();
+        for e in std::fs::read_dir(class.path()).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dest.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 /// A linear teacher on `[batch, 3, 16, 16]` inputs with 3 classes.
 pub fn write_rgb_teacher(path: &Path) {
+    write_rgb_teacher_with(path, &[]);
+}
+
+/// [`write_rgb_teacher`] with these `metadata_props`.
+pub fn write_rgb_teacher_with(path: &Path, metadata: &[(&str, &str)]) {
     let d = 3 * 16 * 16;
     let w: Vec<f32> = (0..d * 3)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-3)
         .collect();
-    write_linear_teacher(
+    write_linear_teacher_with(
         path,
         formats::onnx::ValueInfo::images("image", 3, 16, 16),
         w,
         vec![0.0; 3],
+        metadata,
     );
 }
 
