@@ -247,6 +247,13 @@ def decode_cases(rng):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90°: torchvision's ImageFolder, like Pillow's open, ignores it
     yield "JPEG EXIF orientation 6", encoded(rgb, "JPEG", exif=exif)
+    # Stray bytes before a marker: libjpeg warns ("Corrupt JPEG data: 5 extraneous bytes before
+    # marker 0xdb", seen in real photos) and decodes; Pillow does not complain either.
+    clean = encoded(rgb, "JPEG", quality=90)
+    dqt = clean.index(b"\xff\xdb")
+    yield "JPEG extraneous bytes before a marker", clean[:dqt] + b"\x00" * 5 + clean[dqt:]
+    eoi = clean.rindex(b"\xff\xd9")
+    yield "JPEG extraneous bytes before EOI", clean[:eoi] + b"\x12\x34" + clean[eoi:]
     yield "JPEG 4000x3000", encoded(
         Image.fromarray(photo_like(rng, 4000, 3000, 3), "RGB"), "JPEG", quality=92)
 

@@ -178,12 +178,22 @@ impl Turbo {
         format!("JPEG: {}", msg.to_string_lossy().trim())
     }
 
+    /// The outcome of a call that returned `rc`: a warning (e.g. "extraneous bytes before
+    /// marker", common in photos from the wild) leaves a complete header or image, which Pillow
+    /// accepts silently; only fatal errors refuse the file.
+    fn check(h: tj::tjhandle, rc: c_int) -> Result<(), String> {
+        // SAFETY: reads the handle's error state.
+        if rc != 0 && unsafe { tj::tj3GetErrorCode(h) } != tj::TJERR_TJERR_WARNING as c_int {
+            return Err(Self::error(h));
+        }
+        Ok(())
+    }
+
     fn decode(&mut self, bytes: &[u8]) -> Result<Image, String> {
         let h = self.handle()?;
         // SAFETY: `bytes` outlives the call; the handle is this thread's.
-        if unsafe { tj::tj3DecompressHeader(h, bytes.as_ptr(), bytes.len() as _) } != 0 {
-            return Err(Self::error(h));
-        }
+        let rc = unsafe { tj::tj3DecompressHeader(h, bytes.as_ptr(), bytes.len() as _) };
+        Self::check(h, rc)?;
         // SAFETY: reads of parameters set by the header just read.
         let get = |p: tj::TJPARAM| unsafe { tj::tj3Get(h, p as c_int) };
         let (w, h_px) = (
@@ -222,12 +232,7 @@ impl Turbo {
                 format as c_int,
             )
         };
-        // A warning (e.g. extraneous bytes before a marker) leaves a complete image, which
-        // Pillow accepts silently; only fatal errors refuse the file.
-        // SAFETY: reads the handle's error state.
-        if rc != 0 && unsafe { tj::tj3GetErrorCode(h) } != tj::TJERR_TJERR_WARNING as c_int {
-            return Err(Self::error(h));
-        }
+        Self::check(h, rc)?;
         let rgb = match channels {
             1 => gray_to_rgb(&buf),
             4 => buf.chunks_exact(4).flat_map(cmyk_to_rgb).collect(),
@@ -368,6 +373,45 @@ mod tests {
         assert_eq!(cmyk_to_rgb(&[127, 255, 255, 255]), [127, 255, 255]);
         // k' = 155, nk = 100; c' = 55: 100 − muldiv255(55, 100) = 100 − 22 = 78.
         assert_eq!(cmyk_to_rgb(&[200, 255, 0, 100]), [78, 100, 0]);
+    }
+
+    /// The extremes decode (1×1, 60,000 px wide) and keep their size; a 12-bit JPEG header or
+    /// garbage after a valid start is an error, not a panic.
+    #[test]
+    fn extreme_sizes_decode_and_bad_files_are_errors() {
+        use image::ImageEncoder;
+        for (w, h) in [(1u32, 1u32), (60_000, 2), (2, 60_000)] {
+            let img = image::RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([(x % 251) as u8, (y % 241) as u8, 7])
+            });
+            let mut jpeg = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+                .encode_image(&img)
+                .unwrap();
+            let mut png = Vec::new();
+            image::codecs::png::PngEncoder::new(&mut png)
+                .write_image(img.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+                .unwrap();
+            for bytes in [&jpeg, &png] {
+                let d = ImageDecoder::Pillow.decode(bytes).unwrap();
+                assert_eq!((d.width, d.height, d.channels), (w, h, 3));
+            }
+            // PNG is lossless: the pixels come back as written.
+            assert_eq!(
+                ImageDecoder::Pillow.decode(&png).unwrap().data,
+                img.into_raw()
+            );
+        }
+        // A JPEG whose entropy-coded data is noise: libjpeg-turbo's error, not a panic.
+        let mut bad = vec![0xFF, 0xD8];
+        bad.extend(std::iter::repeat_n(0x55, 64));
+        bad.extend([0xFF, 0xDA, 0, 2, 0xFF, 0xD9]);
+        let e = ImageDecoder::Pillow.decode(&bad).unwrap_err();
+        assert!(e.starts_with("cannot decode: JPEG: "), "{e}");
+        let e = ImageDecoder::Pillow
+            .decode(b"\x89PNG\r\n\x1a\nshort")
+            .unwrap_err();
+        assert!(e.starts_with("cannot decode: PNG: "), "{e}");
     }
 
     #[test]
