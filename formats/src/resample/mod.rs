@@ -742,6 +742,22 @@ fn scatter<const C: usize>(row: &[u8], dst: &mut [u8], at: usize, plane: usize) 
         dst[at..at + row.len()].copy_from_slice(row);
         return;
     }
+    let n = row.len() / C;
+    if C == 3 {
+        // The three planes as slices of their own: no bounds check per byte, and the
+        // compiler deinterleaves whole vectors.
+        let (r, rest) = dst[at..].split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        for (((px, r), g), b) in row
+            .chunks_exact(3)
+            .zip(&mut r[..n])
+            .zip(&mut g[..n])
+            .zip(&mut b[..n])
+        {
+            (*r, *g, *b) = (px[0], px[1], px[2]);
+        }
+        return;
+    }
     for (i, px) in row.chunks_exact(C).enumerate() {
         for (ch, &v) in px.iter().enumerate() {
             dst[ch * plane + at + i] = v;
