@@ -55,7 +55,8 @@ def load(item):
     with Image.open(path) as im:
         im = im.convert("RGB")
         x, y, cw, ch = rrc_params(rng, *im.size)
-        im = im.resize((SIZE, SIZE), Image.BILINEAR, box=(x, y, x + cw, y + ch))
+        # torchvision's F.resized_crop on PIL: crop, then resize (taps stop at the box edge).
+        im = im.crop((x, y, x + cw, y + ch)).resize((SIZE, SIZE), Image.BILINEAR)
         if rng.random() < 0.5:
             im = im.transpose(Image.FLIP_LEFT_RIGHT)
         return np.asarray(im, dtype=np.uint8)
