@@ -822,7 +822,7 @@ fn center_crop<'py>(
 #[pyfunction]
 fn decode_image<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     let img = py
-        .detach(|| formats::dataset::decode_rgb(data))
+        .detach(|| formats::dataset::ImageDecoder::default().decode(data))
         .map_err(PyValueError::new_err)?;
     let (w, h) = (img.width as usize, img.height as usize);
     let a = numpy::ndarray::Array3::from_shape_vec((h, w, 3), img.data)

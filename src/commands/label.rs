@@ -207,93 +207,60 @@ struct Chosen {
 impl Chosen {
     fn of(a: &LabelArgs, channels: usize) -> Result<Self> {
         use formats::preprocess::Preprocessing;
-        // Each key's value and the file that declared it first.
+        let flags = Preprocessing {
+            mean: (!a.mean.is_empty()).then(|| a.mean.clone()),
+            std: (!a.std.is_empty()).then(|| a.std.clone()),
+            interpolation: a.interpolation.map(Into::into),
+            crop_pct: a.crop_pct,
+        };
+        // What the teacher files declare, and the file that declared each key first. A key a
+        // flag sets is not taken from the files, so teachers may disagree on it.
         let mut model = Preprocessing::default();
         let mut whose: std::collections::BTreeMap<&str, &std::path::Path> = Default::default();
         for t in &a.teachers {
-            let mut p = Preprocessing::of_file(t)
+            let p = Preprocessing::of_file(t)
                 .with_context(|| format!("reading {}'s metadata", t.display()))?;
-            // A key a flag sets is not taken from the files, so teachers may disagree on it.
-            if !a.mean.is_empty() {
-                p.mean = None;
-            }
-            if !a.std.is_empty() {
-                p.std = None;
-            }
-            if a.interpolation.is_some() {
-                p.interpolation = None;
-            }
-            if a.crop_pct.is_some() {
-                p.crop_pct = None;
-            }
-            agree(&mut model.mean, p.mean, "mean", t, &mut whose)?;
-            agree(&mut model.std, p.std, "std", t, &mut whose)?;
-            agree(
-                &mut model.interpolation,
-                p.interpolation,
-                "interpolation",
-                t,
-                &mut whose,
-            )?;
-            agree(&mut model.crop_pct, p.crop_pct, "crop_pct", t, &mut whose)?;
+            let mean = p.mean.filter(|_| flags.mean.is_none());
+            agree(&mut model.mean, mean, "mean", t, &mut whose)?;
+            let std = p.std.filter(|_| flags.std.is_none());
+            agree(&mut model.std, std, "std", t, &mut whose)?;
+            let f = p.interpolation.filter(|_| flags.interpolation.is_none());
+            agree(&mut model.interpolation, f, "interpolation", t, &mut whose)?;
+            let c = p.crop_pct.filter(|_| flags.crop_pct.is_none());
+            agree(&mut model.crop_pct, c, "crop_pct", t, &mut whose)?;
         }
-        let mut sources = std::collections::BTreeMap::new();
-        let mut source = |key: &str, s: &str| sources.insert(key.to_string(), s.to_string());
-        let mut list = |key: &str, flag: &[f32], from_model: Option<Vec<f32>>, default: f32| {
-            if !flag.is_empty() {
-                source(key, "flag");
-                return Ok(flag.to_vec());
-            }
-            match from_model {
-                Some(v) if v.len() != channels => bail!(
+        // The files' mean and std are used unless a flag gives them (they were dropped then).
+        for (key, v) in [("mean", &model.mean), ("std", &model.std)] {
+            if let Some(v) = v
+                && v.len() != channels
+            {
+                bail!(
                     "{}: metadata {key} has {} values for {channels}-channel images (give --{key})",
                     whose[key].display(),
                     v.len()
-                ),
-                Some(v) => {
-                    source(key, "model");
-                    Ok(v)
-                }
-                None => {
-                    source(key, "default");
-                    Ok(vec![default; channels])
-                }
+                );
             }
+        }
+        let mut sources = std::collections::BTreeMap::new();
+        let mean =
+            pick(&mut sources, "mean", flags.mean, model.mean).unwrap_or(vec![0.0; channels]);
+        let std = pick(&mut sources, "std", flags.std, model.std).unwrap_or(vec![1.0; channels]);
+        // A recipe file that names its filter comes after the flag and before the teacher.
+        let interpolation = if flags.interpolation.is_none()
+            && formats::augment::Recipe::names_interpolation(&a.aug)
+        {
+            sources.insert("interpolation".into(), "recipe".into());
+            None
+        } else {
+            pick(
+                &mut sources,
+                "interpolation",
+                flags.interpolation,
+                model.interpolation,
+            )
         };
-        let mean = list("mean", &a.mean, model.mean, 0.0)?;
-        let std = list("std", &a.std, model.std, 1.0)?;
-        let interpolation = match (a.interpolation, model.interpolation) {
-            (Some(f), _) => {
-                source("interpolation", "flag");
-                Some(f.into())
-            }
-            _ if formats::augment::Recipe::names_interpolation(&a.aug) => {
-                source("interpolation", "recipe");
-                None
-            }
-            (None, Some(f)) => {
-                source("interpolation", "model");
-                Some(f)
-            }
-            (None, None) => {
-                source("interpolation", "default");
-                None
-            }
-        };
-        let crop_pct = match (a.crop_pct, model.crop_pct) {
-            (Some(c), _) => {
-                source("crop_pct", "flag");
-                c
-            }
-            (None, Some(c)) => {
-                source("crop_pct", "model");
-                c
-            }
-            (None, None) => {
-                source("crop_pct", "default");
-                formats::augment::DEFAULT_CROP_PCT
-            }
-        };
+        let crop_pct = pick(&mut sources, "crop_pct", flags.crop_pct, model.crop_pct)
+            .unwrap_or(formats::augment::DEFAULT_CROP_PCT);
         if a.aug != "center" {
             // Only the built-in centre recipe takes its crop from here.
             sources.remove("crop_pct");
@@ -306,6 +273,23 @@ impl Chosen {
             sources,
         })
     }
+}
+
+/// The flag's value, else the teacher files', else `None` (the default), recording which in
+/// `sources` under `key`.
+fn pick<T>(
+    sources: &mut std::collections::BTreeMap<String, String>,
+    key: &str,
+    flag: Option<T>,
+    model: Option<T>,
+) -> Option<T> {
+    let (from, v) = match (flag, model) {
+        (Some(v), _) => ("flag", Some(v)),
+        (None, Some(v)) => ("model", Some(v)),
+        (None, None) => ("default", None),
+    };
+    sources.insert(key.into(), from.into());
+    v
 }
 
 /// Takes `value` (declared by `file`) into `slot` for `key`; a teacher declaring another value

@@ -87,16 +87,10 @@ impl ImageDecoder {
                 TURBO.with(|t| t.borrow_mut().decode(bytes))
             }
             ImageDecoder::Pillow if bytes.starts_with(b"\x89PNG\r\n\x1a\n") => decode_png(bytes),
-            ImageDecoder::Pillow => Err("cannot decode: not a JPEG or PNG file".into()),
+            ImageDecoder::Pillow => Err("not a JPEG or PNG file".into()),
             ImageDecoder::Legacy => decode_legacy(bytes),
         }
-        .map_err(|e| {
-            if e.starts_with("cannot decode") {
-                e
-            } else {
-                format!("cannot decode: {e}")
-            }
-        })
+        .map_err(|e| format!("cannot decode: {e}"))
     }
 }
 
@@ -289,40 +283,23 @@ fn decode_png(bytes: &[u8]) -> Result<Image, String> {
         ColorType::Rgba => 4,
         ColorType::Indexed => return Err("PNG: palette left unexpanded".into()),
     };
+    // Pillow reads 16-bit grey as `I;16` and clips it to 255 on the way to RGB; so too with an
+    // alpha that came from tRNS. A true 16-bit grey-alpha file is Pillow's `LA;16B`, which
+    // keeps the high byte, as `RGB;16B` and `RGBA;16B` do.
+    let clip_grey = sixteen && reader.info().color_type == ColorType::Grayscale;
     let step = samples * if sixteen { 2 } else { 1 };
-    let rgb: Vec<u8> = if sixteen && samples == 1 {
-        // Pillow reads 16-bit grey as `I;16` and clips it to 255 on the way to RGB.
-        buf.chunks_exact(2)
-            .flat_map(|v| {
-                let g = u16::from_be_bytes([v[0], v[1]]).min(255) as u8;
+    let rgb: Vec<u8> = buf
+        .chunks_exact(step)
+        .flat_map(|p| match samples {
+            1 | 2 if clip_grey => {
+                let g = u16::from_be_bytes([p[0], p[1]]).min(255) as u8;
                 [g, g, g]
-            })
-            .collect()
-    } else if sixteen && samples == 2 {
-        // 16-bit grey + alpha (from a tRNS chunk when the file has none): `I;16` clipping too
-        // when the alpha came from tRNS; Pillow's `LA;16B` (a true alpha channel) keeps the
-        // high byte.
-        let from_trns = reader.info().color_type == ColorType::Grayscale;
-        buf.chunks_exact(4)
-            .flat_map(|v| {
-                let g = if from_trns {
-                    u16::from_be_bytes([v[0], v[1]]).min(255) as u8
-                } else {
-                    v[0]
-                };
-                [g, g, g]
-            })
-            .collect()
-    } else {
-        // 8-bit samples, or the high byte of 16-bit ones (`RGB;16B`, `RGBA;16B`).
-        buf.chunks_exact(step)
-            .flat_map(|p| match samples {
-                1 | 2 => [p[0], p[0], p[0]],
-                _ if sixteen => [p[0], p[2], p[4]],
-                _ => [p[0], p[1], p[2]],
-            })
-            .collect()
-    };
+            }
+            1 | 2 => [p[0], p[0], p[0]],
+            _ if sixteen => [p[0], p[2], p[4]],
+            _ => [p[0], p[1], p[2]],
+        })
+        .collect();
     Image::new(w, h, 3, rgb).map_err(|e| e.to_string())
 }
 

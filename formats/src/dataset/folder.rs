@@ -260,13 +260,6 @@ fn split_dir(root: &Path, split: &str) -> Result<PathBuf, FormatError> {
     ))
 }
 
-/// Decodes an encoded image (JPEG or PNG, format guessed from the bytes) to RGB with this
-/// build's decoder, as image folders and tar shards do; the error says why it cannot
-/// ("cannot decode: …"), for the caller to prefix with the file and sample.
-pub fn decode_rgb(bytes: &[u8]) -> Result<Image, String> {
-    ImageDecoder::default().decode(bytes)
-}
-
 /// (width, height) from the file's header, without decoding pixels.
 fn header_dims(f: &Path) -> Result<(u32, u32), FormatError> {
     open_image(f)?

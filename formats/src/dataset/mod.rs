@@ -17,7 +17,7 @@ pub mod wds;
 
 pub use cifar::Cifar;
 pub use decode::ImageDecoder;
-pub use folder::{ImageFolder, decode_rgb};
+pub use folder::ImageFolder;
 pub use idx::{Mnist, write_idx};
 pub use npy::{NpyArrays, write_npy};
 pub use wds::{WdsOptions, WebDataset};

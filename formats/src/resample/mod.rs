@@ -315,7 +315,6 @@ struct Scratch {
     strip: Vec<u8>,
     done: Vec<u8>,
     row: Vec<u8>,
-    acc: Vec<i32>,
 }
 
 thread_local! {
@@ -472,7 +471,6 @@ fn passes<const C: usize, const L: usize>(j: &Passes, s: &mut Scratch, dst: &mut
         strip,
         done,
         row,
-        acc,
     } = s;
     let (img, xs, ys) = (j.img, j.xs, j.ys);
     let stride = img.width as usize * C;
@@ -492,24 +490,22 @@ fn passes<const C: usize, const L: usize>(j: &Passes, s: &mut Scratch, dst: &mut
         } else {
             horizontal::<C, L>(&img.data, at, stride, width, x, (strip, done), tmp);
         }
-        acc.resize(ow * C, 0);
         row.resize(ow * C, 0);
         for (e, k) in y.k.chunks_exact(y.stride).enumerate() {
             let taps = &k[..y.taps[e] as usize];
             let first = y.first[e] as usize - y0;
-            vertical(tmp, ow * C, first * ow * C, taps, acc, row);
+            vertical(tmp, ow * C, first * ow * C, taps, row);
             scatter::<C>(row, dst, e * ow, plane);
         }
     } else {
         // Vertical pass over the span's columns into `tmp`, then the horizontal pass.
         let width = xs.len as usize * C;
         tmp.resize(oh * width, 0);
-        acc.resize(width, 0);
         for (e, k) in y.k.chunks_exact(y.stride).enumerate() {
             let taps = &k[..y.taps[e] as usize];
             let at = (ys.offset + y.first[e]) as usize * stride + xs.offset as usize * C;
             let out = &mut tmp[e * width..(e + 1) * width];
-            vertical(&img.data, stride, at, taps, acc, out);
+            vertical(&img.data, stride, at, taps, out);
         }
         rows.resize(oh * ow * C, 0);
         if j.dot {
@@ -687,11 +683,12 @@ fn transpose8x8(mut a: [u64; 8]) -> [u64; 8] {
 
 /// One output row of the vertical pass: rows `at`, `at + stride`, … of `src` (each
 /// `out.len()` bytes) weighted by `taps`.
-#[inline(always)]
 ///
 /// Blocks of [`VBLOCK`] columns keep their sums in registers across all taps (one load of each
-/// source byte, no accumulator traffic); the columns past the last whole block go through `acc`.
-fn vertical(src: &[u8], stride: usize, at: usize, taps: &[i32], acc: &mut [i32], out: &mut [u8]) {
+/// source byte, no accumulator traffic); the fewer columns past the last whole block are summed
+/// one by one.
+#[inline(always)]
+fn vertical(src: &[u8], stride: usize, at: usize, taps: &[i32], out: &mut [u8]) {
     let width = out.len();
     let whole = width / VBLOCK * VBLOCK;
     for c0 in (0..whole).step_by(VBLOCK) {
@@ -708,20 +705,13 @@ fn vertical(src: &[u8], stride: usize, at: usize, taps: &[i32], acc: &mut [i32],
             *o = clip8(v);
         }
     }
-    let rest = width - whole;
-    if rest == 0 {
-        return;
-    }
-    let acc = &mut acc[..rest];
-    acc.fill(0);
-    for (t, &kt) in taps.iter().enumerate() {
-        let r = &src[at + t * stride + whole..][..rest];
-        for (a, &p) in acc.iter_mut().zip(r) {
-            *a += i32::from(p) * kt;
-        }
-    }
-    for (o, &a) in out[whole..].iter_mut().zip(acc.iter()) {
-        *o = clip8(a);
+    for (c, o) in out.iter_mut().enumerate().skip(whole) {
+        let sum = taps
+            .iter()
+            .enumerate()
+            .map(|(t, &kt)| i32::from(src[at + t * stride + c]) * kt)
+            .sum();
+        *o = clip8(sum);
     }
 }
 
