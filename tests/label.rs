@@ -865,6 +865,25 @@ fn doctor_reports_the_allocator() {
     );
 }
 
+/// `distill label --json` of the image folder `data` with `teachers` at 16 px into `out`, and
+/// `extra` flags.
+fn label_jpegs(data: &Path, teachers: &[&Path], out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "label",
+        "--data",
+        data.to_str().unwrap(),
+        "--size",
+        "16",
+        "--json",
+    ];
+    for t in teachers {
+        args.extend(["--teacher", t.to_str().unwrap()]);
+    }
+    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend(extra);
+    distill(&args)
+}
+
 /// Stores are replayed with the decoder that made their inputs: a format version 2 store (its
 /// probe made by `image` with zune-jpeg) trains on this build because its data are read with
 /// that decoder again; the same probe under this build's decoder's name is refused, and a
@@ -880,22 +899,12 @@ fn stores_replay_with_the_decoder_they_were_labelled_with() {
     let teacher = root.join("rgb.onnx");
     write_rgb_teacher(&teacher);
     let store = root.join("store");
-    ok(&distill(&[
-        "label",
-        "--teacher",
-        teacher.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--aug",
-        "light",
-        "--size",
-        "16",
-        "--topk",
-        "2",
-        "--json",
-        "--out",
-        store.to_str().unwrap(),
-    ]));
+    ok(&label_jpegs(
+        &data,
+        &[&teacher],
+        &store,
+        &["--aug", "light", "--topk", "2"],
+    ));
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(store.join("manifest.json")).unwrap())
             .unwrap();
@@ -911,11 +920,9 @@ fn stores_replay_with_the_decoder_they_were_labelled_with() {
     };
     let legacy = probe::decode_probe(open(ImageDecoder::Legacy).as_ref()).unwrap();
     assert_eq!(legacy.decoder, ImageDecoder::Legacy.name());
+    let (old, new) = (open(ImageDecoder::Legacy), open(ImageDecoder::Pillow));
     let differ = (0..18)
-        .filter(|&i| {
-            open(ImageDecoder::Legacy).image(i).unwrap()
-                != open(ImageDecoder::Pillow).image(i).unwrap()
-        })
+        .filter(|&i| old.image(i).unwrap() != new.image(i).unwrap())
         .count();
     assert!(differ > 0, "the two decoders agree on every test JPEG");
     assert_ne!(
@@ -927,11 +934,7 @@ fn stores_replay_with_the_decoder_they_were_labelled_with() {
     // A copy marked as a version 2 store whose probe the legacy decoder made.
     let as_store = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| -> PathBuf {
         let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        for e in std::fs::read_dir(&store).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
-        }
+        copy_dir(&store, &dir);
         let mut m = m.clone();
         m["format_version"] = 2.into();
         m["decode_probe"] = serde_json::to_value(&legacy).unwrap();
@@ -995,23 +998,9 @@ fn teacher_metadata_sets_the_preprocessing_unless_a_flag_does() {
     let teacher = root.join("timm.onnx");
     write_rgb_teacher_with(&teacher, &timm);
     let label = |teachers: &[&Path], out: &str, extra: &[&str]| -> Output {
-        let mut args = vec!["label", "--data", data.to_str().unwrap(), "--json"];
-        for t in teachers {
-            args.extend(["--teacher", t.to_str().unwrap()]);
-        }
-        let out = root.join(out);
-        args.extend([
-            "--aug",
-            "center",
-            "--size",
-            "16",
-            "--topk",
-            "3",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let mut args = vec!["--aug", "center", "--topk", "3"];
         args.extend(extra);
-        distill(&args)
+        label_jpegs(&data, teachers, &root.join(out), &args)
     };
     let manifest = |store: &str| -> serde_json::Value {
         serde_json::from_str(

@@ -151,16 +151,20 @@ pub fn jpeg_folder(root: &Path, classes: usize, per: usize) {
     }
 }
 
+/// Copies the files of directory `from` into `to` (made if missing).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
 /// Copies split `from` of an image folder to split `to` (a test split made of the same files).
 pub fn copy_split(root: &Path, from: &str, to: &str) {
     for class in std::fs::read_dir(root.join(from)).unwrap() {
         let class = class.unwrap();
-        let dest = root.join(to).join(class.file_name());
-        std::fs::create_dir_all(&dest).unwrap();
-        for e in std::fs::read_dir(class.path()).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dest.join(e.file_name())).unwrap();
-        }
+        copy_dir(&class.path(), &root.join(to).join(class.file_name()));
     }
 }
 
