@@ -121,7 +121,7 @@ def label_with_trained_teacher(distill_bin: str, root: str, data: str, name: str
 
 
 def batch_digest(b: dict) -> int:
-    """`Batch::content_digest` (label_store::replay) of a Loader batch, computed here."""
+    """`Batch::content_digest` (replay::stream) of a Loader batch, computed here."""
     parts = [b["inputs"].astype("<f4"), b["hard"].astype("<f4")]
     if "teacher" in b:
         parts.append(b["teacher"].astype("<f4"))

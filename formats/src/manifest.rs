@@ -14,10 +14,61 @@ pub const FORMAT_NAME: &str = "distill-label-store";
 /// adding optional manifest keys does not change it (readers ignore keys they do not know).
 /// Version 2: records replay through Pillow's resampling (`recipe.interpolation`, and the
 /// centre crop taken from the resized whole image); version 1 stores replay with the 2×2
-/// bilinear they were labelled with ([`crate::apply::ViewRule::of_store`]).
+/// bilinear they were labelled with (the replay crate's `ViewRule::of_store`).
 /// Version 3: images decoded as Pillow decodes them (libjpeg-turbo); stores of versions 1 and 2
-/// replay with the decoder they were labelled with ([`crate::dataset::ImageDecoder::of_store`]).
+/// replay with the decoder they were labelled with (the datasets crate's `ImageDecoder::of_store`).
 pub const FORMAT_VERSION: u32 = 3;
+
+/// What a store records of the decoder that produced its inputs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecodeProbe {
+    /// Decoder crate and version (`none` for raw arrays).
+    pub decoder: String,
+    /// Probed sample indices, spread evenly over the split.
+    pub samples: Vec<u32>,
+    /// `xxh3:` + hex of each probed sample's width, height, channels and pixels.
+    pub pixels_xxh3: Vec<String>,
+}
+
+/// The order blocks walk the samples in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockOrder {
+    /// Sample order (recipes without mixing: nothing depends on a block's members).
+    Sequential,
+    /// A seeded permutation of the samples (recipes that mix draw partners inside the block).
+    Permuted,
+}
+
+/// How samples are grouped into decode-once blocks (recorded in the manifest as `blocks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockConfig {
+    /// At most this many samples per block.
+    pub images: u32,
+    /// At most this many bytes of decoded u8 pixels per block (width × height × channels).
+    pub bytes: u64,
+    pub order: BlockOrder,
+}
+
+impl BlockConfig {
+    /// Checks the bounds, naming the field that is wrong.
+    pub fn validate(&self) -> Result<(), FormatError> {
+        if self.images == 0 {
+            return Err(FormatError::invalid(
+                "blocks.images",
+                "a block holds at least one image",
+            ));
+        }
+        if self.bytes == 0 {
+            return Err(FormatError::invalid(
+                "blocks.bytes",
+                "a block needs room for at least one image",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// A half-open range of sample indices `[start, end)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,11 +376,11 @@ pub struct Manifest {
     /// The decoder and decoded-pixel hashes of a few samples (FORMAT.md §2), so students can
     /// refuse data their build decodes differently. Absent in stores of older builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decode_probe: Option<crate::dataset::probe::DecodeProbe>,
+    pub decode_probe: Option<DecodeProbe>,
     /// The decode-once blocks the records were labelled in (FORMAT.md §2); absent when every
     /// record decoded its own images. Recipes that mix drew partners inside these blocks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blocks: Option<crate::block::BlockConfig>,
+    pub blocks: Option<BlockConfig>,
     /// The teacher's input size and pre-processing (FORMAT.md §2). Stores of builds before it
     /// was a field kept it as `extra.teacher_input`; [`Manifest::from_json`] moves it here.
     /// Absent only in stores no labeller wrote (synthetic ones), which cannot be replayed.

@@ -9,8 +9,7 @@
 //! number in (0, 1].
 
 use crate::error::FormatError;
-use crate::resample::Interpolation;
-use std::path::Path;
+use crate::recipe::Interpolation;
 
 /// The metadata keys read and written, timm's names.
 pub const KEYS: [&str; 4] = ["mean", "std", "interpolation", "crop_pct"];
@@ -65,14 +64,12 @@ impl Preprocessing {
         Ok(p)
     }
 
-    /// The pre-processing the ONNX file at `path` declares; errors name the file (and the key).
-    pub fn of_file(path: &Path) -> Result<Self, FormatError> {
-        let f = std::fs::File::open(path).map_err(FormatError::io(path))?;
-        // SAFETY: read-only map of a model file nothing here writes; only the top-level fields
-        // are walked, so a large teacher's weights are never paged in.
-        let map = unsafe { memmap2::Mmap::map(&f) }.map_err(FormatError::io(path))?;
-        let entries = read_metadata(&map).map_err(|e| FormatError::data(path, e))?;
-        Self::from_metadata(&entries).map_err(|e| FormatError::data(path, e.to_string()))
+    /// The pre-processing a serialized ONNX model declares (only its top-level fields are
+    /// walked, so a mapped teacher's weights are never paged in). The error says what is wrong;
+    /// the caller names the file.
+    pub fn of_model(model: &[u8]) -> Result<Self, String> {
+        let entries = read_metadata(model)?;
+        Self::from_metadata(&entries).map_err(|e| e.to_string())
     }
 
     /// `metadata_props` entries for the keys that are set, in [`KEYS`] order.

@@ -7,12 +7,12 @@
 
 use criterion::{Criterion, Throughput};
 use formats::{Record, RecordLayout, SampleRange, ValueCodec};
-use label_store::synth::{SynthConfig, draft, sample};
 use label_store::{DEFAULT_CHUNK_RECORDS, LabelStore, OpenMode, RecordQuality, StoreWriter};
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::store::{SynthConfig, draft, sample};
 
 const CLASSES: u32 = 1000;
 const K: u32 = 10;

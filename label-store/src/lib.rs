@@ -11,12 +11,9 @@ pub mod error;
 pub mod lock;
 pub mod merge;
 pub mod reader;
-pub mod replay;
 pub mod shard;
-pub mod show;
 pub mod staging;
 pub mod summary;
-pub mod synth;
 pub mod verify;
 pub mod writer;
 

@@ -153,17 +153,9 @@ impl LabelStore {
 
     /// How this store's records become pixels (its format version and recipe); a recipe this
     /// build cannot replay is an error naming the store and the field.
-    pub fn view_rule(&self) -> Result<formats::apply::ViewRule> {
+    pub fn view_rule(&self) -> Result<formats::view::ViewRule> {
         let m = &self.manifest;
-        formats::apply::ViewRule::of_store(m.format_version, &m.recipe)
-            .map_err(crate::error::format(self.dir.display().to_string()))
-    }
-
-    /// The decoder this store's inputs were made with (its decode probe's, or its format
-    /// version's): replay must read the data with it to see what the teacher saw.
-    pub fn image_decoder(&self) -> Result<formats::dataset::ImageDecoder> {
-        let m = &self.manifest;
-        formats::dataset::ImageDecoder::of_store(m.format_version, m.decode_probe.as_ref())
+        formats::view::ViewRule::of_store(m.format_version, &m.recipe)
             .map_err(crate::error::format(self.dir.display().to_string()))
     }
 

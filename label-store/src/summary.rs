@@ -37,9 +37,9 @@ pub struct Summary {
     pub created: String,
     pub quality: Quality,
     /// The decoder and probe hashes the store was labelled with, when recorded.
-    pub decode_probe: Option<formats::dataset::probe::DecodeProbe>,
+    pub decode_probe: Option<formats::DecodeProbe>,
     /// The decode-once blocks the records were labelled in, when any.
-    pub blocks: Option<formats::block::BlockConfig>,
+    pub blocks: Option<formats::BlockConfig>,
     /// How many records have each class as the teacher's top-1.
     pub top1_histogram: Vec<u64>,
 }

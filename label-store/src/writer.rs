@@ -600,7 +600,7 @@ impl StoreWriter {
         // Blocks over a permutation make records in block order: they are staged (staging.rs).
         let staged = draft
             .blocks
-            .is_some_and(|b| b.order == formats::block::BlockOrder::Permuted);
+            .is_some_and(|b| b.order == formats::BlockOrder::Permuted);
         let state = dir.join(WRITING_FILE);
         let manifest = dir.join(MANIFEST_FILE);
         if mode == OpenMode::Overwrite {

@@ -10,7 +10,6 @@
 //! `DISTILL_FUZZ_SEED` the seed. The counts are printed (`--nocapture`) for BENCHMARKS.md.
 
 use label_store::shard::{CHUNK_HEADER_BYTES, FOOTER_BYTES, INDEX_ENTRY_BYTES};
-use label_store::synth::{Measure, SynthConfig, WriteOptions, write_store};
 use label_store::{LabelStore, MANIFEST_FILE, StoreError, summarize, verify};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -19,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use testkit::store::{Measure, SynthConfig, WriteOptions, write_store};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Counts live bytes and remembers the peak, so a case can be held to a bound.

@@ -5,11 +5,11 @@
 //! kill hits a real process at an arbitrary point.
 
 use formats::{SampleRange, ValueCodec};
-use label_store::synth::{SynthConfig, draft, sample};
 use label_store::{LabelStore, MANIFEST_FILE, OpenMode, RecordQuality, StoreWriter, verify};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use testkit::store::{SynthConfig, draft, sample};
 
 const CFG: SynthConfig = SynthConfig {
     samples: 6000,

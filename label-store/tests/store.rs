@@ -1,7 +1,6 @@
 //! Writer, reader, resume, corruption and merge, on small synthetic stores.
 
 use formats::{Manifest, Record, RecordLayout, SampleRange, SoftLabel, ValueCodec};
-use label_store::synth::{SynthConfig, draft, sample};
 use label_store::{
     DEFAULT_ZSTD_LEVEL, LabelStore, MANIFEST_FILE, OpenMode, RecordQuality, StoreWriter,
     WRITING_FILE, merge, shard_file_name, verify,
@@ -9,6 +8,7 @@ use label_store::{
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use testkit::store::{SynthConfig, draft, sample};
 
 const CFG: SynthConfig = SynthConfig {
     samples: 1000,
@@ -541,14 +541,14 @@ fn staged_draft() -> Manifest {
     m
 }
 
-const BLOCKS: formats::block::BlockConfig = formats::block::BlockConfig {
+const BLOCKS: formats::BlockConfig = formats::BlockConfig {
     images: 100,
     bytes: u64::MAX,
-    order: formats::block::BlockOrder::Permuted,
+    order: formats::BlockOrder::Permuted,
 };
 
 fn staged_groups() -> Vec<Vec<(u32, u32, Record, RecordQuality)>> {
-    let plan = formats::block::BlockPlan::new(BLOCKS, 7, whole(), &|_| Ok(1)).unwrap();
+    let plan = replay::block::BlockPlan::new(BLOCKS, 7, whole(), &|_| Ok(1)).unwrap();
     (0..plan.len())
         .map(|b| {
             let mut g = Vec::new();

@@ -5,15 +5,15 @@
 
 use formats::{PixelBox, SoftLabel};
 use label_store::LabelStore;
-use label_store::replay::{
-    DEFAULT_WINDOW, EpochBatches, Inputs, Labels, Part, Stream, StreamConfig, store_input_size,
-};
 use numpy::ndarray::{Array1, Array2, Array4};
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use replay::stream::{
+    DEFAULT_WINDOW, EpochBatches, Inputs, Labels, Part, Stream, StreamConfig, store_input_size,
+};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -323,16 +323,16 @@ impl Store {
             ))
         })?;
         let (c, px) = py.detach(|| -> Result<(usize, Vec<u8>), PyErr> {
-            let opts = formats::dataset::WdsOptions {
+            let opts = datasets::WdsOptions {
                 label_key,
                 classes: None,
                 default_classes: Some(store.manifest.classes),
-                decoder: store.image_decoder().map_err(store_err)?,
+                decoder: replay::stream::store_decoder(store).map_err(store_err)?,
             };
             let split = &store.manifest.dataset.split;
-            let ds = formats::dataset::open_with(&data, None, split, &opts)
+            let ds = datasets::open_with(&data, None, split, &opts)
                 .map_err(|e| PyValueError::new_err(format!("data: {e}")))?;
-            label_store::replay::check_store(store, ds.as_ref(), size).map_err(store_err)?;
+            replay::stream::check_store(store, ds.as_ref(), size).map_err(store_err)?;
             let rec = store.get(epoch, sample).map_err(store_err)?;
             let rule = store.view_rule().map_err(store_err)?;
             let image = |s: u32| {
@@ -344,7 +344,7 @@ impl Store {
             let c = usize::from(primary.channels);
             let n = c * (size.0 * size.1) as usize;
             let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
-            let lambda = formats::apply::apply_u8(
+            let lambda = replay::apply::apply_u8(
                 &rule,
                 &rec.aug,
                 &primary,
@@ -357,7 +357,7 @@ impl Store {
             .map_err(|e| store_err(format!("record (epoch {epoch}, sample {sample}): {e}")))?;
             if let Some(lam) = lambda {
                 let mut x = vec![0f32; n];
-                formats::apply::combine_into(&a, Some((&b, lam)), &mut x);
+                replay::apply::combine_into(&a, Some((&b, lam)), &mut x);
                 for (o, v) in a.iter_mut().zip(&x) {
                     *o = (v * 255.0).round_ties_even().clamp(0.0, 255.0) as u8;
                 }
@@ -463,16 +463,16 @@ impl Loader {
         }
         let split = store.manifest.dataset.split.clone();
         // Tar shards: the class count is the store's (a subset of shards may lack a class).
-        let opts = formats::dataset::WdsOptions {
+        let opts = datasets::WdsOptions {
             label_key,
             classes: None,
             default_classes: Some(store.manifest.classes),
-            decoder: store.image_decoder().map_err(store_err)?,
+            decoder: replay::stream::store_decoder(&store).map_err(store_err)?,
         };
         let ds = py
-            .detach(|| formats::dataset::open_with(&data, None, &split, &opts))
+            .detach(|| datasets::open_with(&data, None, &split, &opts))
             .map_err(|e| PyValueError::new_err(format!("data: {e}")))?;
-        let ds: Arc<dyn formats::dataset::Dataset> = Arc::from(ds);
+        let ds: Arc<dyn datasets::Dataset> = Arc::from(ds);
         let c = usize::from(ds.channels());
         for (name, v) in [("mean", &mean), ("std", &std)] {
             if let Some(v) = v
@@ -510,7 +510,7 @@ impl Loader {
         let stream = py
             .detach(|| Stream::new(ds, Labels::Store(Arc::clone(&store)), cfg))
             .map_err(|e| match e {
-                label_store::replay::ReplayError::Config(m) => PyValueError::new_err(m),
+                replay::ReplayError::Config(m) => PyValueError::new_err(m),
                 other => store_err(other),
             })?;
         Ok(Loader {
@@ -650,7 +650,7 @@ impl Loader {
 fn image_arg(
     pixels: &PyReadonlyArrayDyn<'_, u8>,
     region: Option<(u32, u32, u32, u32)>,
-) -> PyResult<formats::dataset::Image> {
+) -> PyResult<datasets::Image> {
     let shape = pixels.shape().to_vec();
     let (h, w, c) = match shape[..] {
         [h, w] => (h, w, 1),
@@ -703,7 +703,7 @@ fn image_arg(
             view.iter().copied().collect()
         }
     };
-    formats::dataset::Image::new(bw, bh, c, data).map_err(|e| PyValueError::new_err(e.to_string()))
+    datasets::Image::new(bw, bh, c, data).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// `[h, w, c]` (or `[h, w]` for one channel) from CHW u8.
@@ -730,8 +730,8 @@ fn hwc_array<'py>(
 /// Renders the whole of `img` under `rule` (flipped if asked) at `size`, as `[h, w(, c)]` u8.
 fn render_view<'py>(
     py: Python<'py>,
-    img: formats::dataset::Image,
-    rule: formats::apply::ViewRule,
+    img: datasets::Image,
+    rule: formats::view::ViewRule,
     flip: bool,
     (ow, oh): (u32, u32),
     flat: bool,
@@ -750,7 +750,7 @@ fn render_view<'py>(
     let out = py
         .detach(|| -> Result<Vec<u8>, String> {
             let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
-            formats::apply::apply_u8(&rule, &params, &img, None, ow, oh, &mut a, &mut b)
+            replay::apply::apply_u8(&rule, &params, &img, None, ow, oh, &mut a, &mut b)
                 .map_err(|e| e.to_string())?;
             Ok(a)
         })
@@ -758,8 +758,8 @@ fn render_view<'py>(
     hwc_array(py, &out, c, (ow as usize, oh as usize), flat)
 }
 
-fn interpolation_arg(name: &str) -> PyResult<formats::resample::Interpolation> {
-    formats::resample::Interpolation::parse(name, "interpolation")
+fn interpolation_arg(name: &str) -> PyResult<formats::Interpolation> {
+    formats::Interpolation::parse(name, "interpolation")
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
@@ -781,8 +781,8 @@ fn resized_crop<'py>(
     let flat = pixels.ndim() == 2;
     // Cropped first, as torchvision crops a PIL image: taps stop at the box's edges.
     let img = image_arg(&pixels, box_)?;
-    let rule = formats::apply::ViewRule {
-        kernel: formats::apply::Kernel::Pillow(f),
+    let rule = formats::view::ViewRule {
+        kernel: formats::view::Kernel::Pillow(f),
         center: None,
     };
     render_view(py, img, rule, flip, size, flat)
@@ -809,8 +809,8 @@ fn center_crop<'py>(
     }
     let flat = pixels.ndim() == 2;
     let img = image_arg(&pixels, None)?;
-    let rule = formats::apply::ViewRule {
-        kernel: formats::apply::Kernel::Pillow(f),
+    let rule = formats::view::ViewRule {
+        kernel: formats::view::Kernel::Pillow(f),
         center: Some(crop_pct),
     };
     render_view(py, img, rule, false, size, flat)
@@ -822,7 +822,7 @@ fn center_crop<'py>(
 #[pyfunction]
 fn decode_image<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     let img = py
-        .detach(|| formats::dataset::ImageDecoder::default().decode(data))
+        .detach(|| datasets::ImageDecoder::default().decode(data))
         .map_err(PyValueError::new_err)?;
     let (w, h) = (img.width as usize, img.height as usize);
     let a = numpy::ndarray::Array3::from_shape_vec((h, w, 3), img.data)

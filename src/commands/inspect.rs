@@ -192,20 +192,21 @@ fn show(a: &InspectArgs, range: (u64, u64)) -> Result<ExitCode> {
         bail!("--show {}..{} selects no record", range.0, range.1);
     }
     let data_path = a.data.as_ref().context("--show needs --data")?;
-    let format = a.format.map(formats::dataset::DataFormat::from);
+    let format = a.format.map(datasets::DataFormat::from);
     let split = a
         .split
         .clone()
         .unwrap_or_else(|| store.manifest.dataset.split.clone());
-    let opts = a
-        .wds
-        .options(Some(store.manifest.classes), store.image_decoder()?);
-    let data = formats::dataset::open_with(data_path, format, &split, &opts)?;
+    let opts = a.wds.options(
+        Some(store.manifest.classes),
+        replay::stream::store_decoder(&store)?,
+    );
+    let data = datasets::open_with(data_path, format, &split, &opts)?;
     let (w, h) = match &store.manifest.teacher_input {
         Some(t) => (t.width, t.height),
         None => data.dims(keys[0].1)?,
     };
-    let grid = label_store::show::render_grid(&store, data.as_ref(), &keys, w, h)?;
+    let grid = super::show::render_grid(&store, data.as_ref(), &keys, w, h)?;
     let png = a.out.as_ref().context("--show needs --out")?;
     grid.save(png)
         .with_context(|| format!("writing {}", png.display()))?;

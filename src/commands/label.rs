@@ -6,7 +6,7 @@ use crate::flags::{
     parse_size,
 };
 use anyhow::{Context, Result, bail};
-use formats::dataset::Dataset;
+use datasets::Dataset;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -135,8 +135,8 @@ pub fn label_config(a: LabelArgs, data: Arc<dyn Dataset>) -> Result<LabelConfig>
     let channels = usize::from(data.channels());
     let pre = Chosen::of(&a, channels)?;
     let mut recipe = match a.aug.as_str() {
-        "center" => formats::augment::Recipe::center(pre.crop_pct),
-        other => formats::augment::Recipe::load(other)?,
+        "center" => formats::Recipe::center(pre.crop_pct),
+        other => replay::sampler::load_recipe(other)?,
     };
     if let Some(f) = pre.interpolation {
         recipe.interpolation = f;
@@ -144,12 +144,12 @@ pub fn label_config(a: LabelArgs, data: Arc<dyn Dataset>) -> Result<LabelConfig>
     let blocks = match a.block {
         Some(0) => None,
         Some(n) => Some(teacher_infer::block_config(n, a.block_mem, &recipe)),
-        None => teacher_infer::default_blocks(data.as_ref(), &recipe).map(|b| {
-            formats::block::BlockConfig {
+        None => {
+            teacher_infer::default_blocks(data.as_ref(), &recipe).map(|b| formats::BlockConfig {
                 bytes: a.block_mem,
                 ..b
-            }
-        }),
+            })
+        }
     };
     let mode = if a.resume {
         label_store::OpenMode::Resume
@@ -198,7 +198,7 @@ struct Chosen {
     mean: Vec<f32>,
     std: Vec<f32>,
     /// The filter to set into the recipe; `None` leaves the recipe's own.
-    interpolation: Option<formats::resample::Interpolation>,
+    interpolation: Option<formats::Interpolation>,
     crop_pct: f64,
     /// Where each came from, for the manifest (`teacher_input.sources`) and `inspect`.
     sources: std::collections::BTreeMap<String, String>,
@@ -218,7 +218,7 @@ impl Chosen {
         let mut model = Preprocessing::default();
         let mut whose: std::collections::BTreeMap<&str, &std::path::Path> = Default::default();
         for t in &a.teachers {
-            let p = Preprocessing::of_file(t)
+            let p = teacher_infer::session::model_preprocessing(t)
                 .with_context(|| format!("reading {}'s metadata", t.display()))?;
             let mean = p.mean.filter(|_| flags.mean.is_none());
             agree(&mut model.mean, mean, "mean", t, &mut whose)?;
@@ -247,7 +247,7 @@ impl Chosen {
         let std = pick(&mut sources, "std", flags.std, model.std).unwrap_or(vec![1.0; channels]);
         // A recipe file that names its filter comes after the flag and before the teacher.
         let interpolation = if flags.interpolation.is_none()
-            && formats::augment::Recipe::names_interpolation(&a.aug)
+            && replay::sampler::recipe_names_interpolation(&a.aug)
         {
             sources.insert("interpolation".into(), "recipe".into());
             None
@@ -260,7 +260,7 @@ impl Chosen {
             )
         };
         let crop_pct = pick(&mut sources, "crop_pct", flags.crop_pct, model.crop_pct)
-            .unwrap_or(formats::augment::DEFAULT_CROP_PCT);
+            .unwrap_or(formats::recipe::DEFAULT_CROP_PCT);
         if a.aug != "center" {
             // Only the built-in centre recipe takes its crop from here.
             sources.remove("crop_pct");
@@ -325,9 +325,7 @@ pub fn label(a: LabelArgs) -> Result<ExitCode> {
     let lock = label_store::WriterLock::acquire(&a.out)
         .with_context(|| format!("labelling into {}", a.out.display()))?;
     let format = a.format.map(Into::into);
-    let opts = a
-        .wds
-        .options(None, formats::dataset::ImageDecoder::default());
+    let opts = a.wds.options(None, datasets::ImageDecoder::default());
     let data = crate::commands::train::open_data(&a.data, format, &a.split, &opts)?;
     let json = a.json;
     let cfg = label_config(a, data)?;

@@ -8,4 +8,5 @@ pub mod doctor;
 pub mod inspect;
 pub mod label;
 pub mod merge;
+pub mod show;
 pub mod train;

@@ -5,7 +5,7 @@ use crate::flags::{
     FormatFlag, LossFlag, NormFlag, OptimizerFlag, ScheduleFlag, WdsFlags, parse_size,
 };
 use anyhow::{Context, Result, bail};
-use formats::dataset::{DataFormat, Dataset};
+use datasets::{DataFormat, Dataset};
 use label_store::LabelStore;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -132,13 +132,13 @@ pub struct TrainArgs {
     /// Centre-crop fraction of the per-epoch test pass on image folders: the shorter side is
     /// resized to size / crop-pct and the central size × size taken (timm's and torchvision's
     /// evaluation). Teacher test labels (--eval-labels) replay their own recipe instead.
-    #[arg(long, default_value_t = formats::augment::DEFAULT_CROP_PCT)]
+    #[arg(long, default_value_t = formats::recipe::DEFAULT_CROP_PCT)]
     pub crop_pct: f64,
     /// With a store labelled in decode-once blocks over a permutation (image folders with a
     /// mixing recipe): shuffle its blocks, then the records within windows of N blocks, so each
     /// image is decoded once per epoch (about two windows of decoded images are in memory).
     /// 0: shuffle all records, each decoding its own image and partner.
-    #[arg(long, value_name = "N", default_value_t = student_train::stream::DEFAULT_WINDOW)]
+    #[arg(long, value_name = "N", default_value_t = replay::stream::DEFAULT_WINDOW)]
     pub shuffle_window: usize,
     /// FKD's multi-crop: each epoch replays K consecutive stored epochs, one decode of an image
     /// feeding its K crops (K times the records and steps per epoch: divide --epochs by K to
@@ -199,7 +199,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
     /// Centre-crop fraction on image folders without --labels (as for train).
-    #[arg(long, default_value_t = formats::augment::DEFAULT_CROP_PCT)]
+    #[arg(long, default_value_t = formats::recipe::DEFAULT_CROP_PCT)]
     pub crop_pct: f64,
     /// Backend, as for train.
     #[arg(long, default_value = "cpu", value_parser = clap::value_parser!(DeviceChoice))]
@@ -214,18 +214,18 @@ pub fn open_data(
     path: &Path,
     format: Option<DataFormat>,
     split: &str,
-    opts: &formats::dataset::WdsOptions,
+    opts: &datasets::WdsOptions,
 ) -> Result<Arc<dyn Dataset>> {
-    let data = formats::dataset::open_with(path, format, split, opts)
+    let data = datasets::open_with(path, format, split, opts)
         .with_context(|| format!("opening {} (split {split})", path.display()))?;
     Ok(Arc::from(data))
 }
 
 /// The decoder to read data with: `store`'s when one is replayed, else this build's.
-pub fn store_decoder(store: Option<&LabelStore>) -> Result<formats::dataset::ImageDecoder> {
+pub fn store_decoder(store: Option<&LabelStore>) -> Result<datasets::ImageDecoder> {
     Ok(match store {
-        Some(s) => s.image_decoder()?,
-        None => formats::dataset::ImageDecoder::default(),
+        Some(s) => replay::stream::store_decoder(s)?,
+        None => datasets::ImageDecoder::default(),
     })
 }
 
@@ -273,10 +273,7 @@ pub fn train_config(
     store: Option<&LabelStore>,
 ) -> Result<TrainConfig> {
     let norm = NormKind::from(a.norm);
-    let (w, h) = match (
-        &a.size,
-        store.and_then(student_train::stream::store_input_size),
-    ) {
+    let (w, h) = match (&a.size, store.and_then(replay::stream::store_input_size)) {
         (Some(s), _) => *s,
         (None, Some(size)) => size,
         (None, None) => data
@@ -347,7 +344,7 @@ pub fn train_config(
         aug: if a.labels.is_some() {
             None
         } else {
-            Some(formats::augment::Recipe::load(&a.aug)?)
+            Some(replay::sampler::load_recipe(&a.aug)?)
         },
         device: a.device,
         threads: threads(a.threads),
@@ -443,7 +440,7 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
     let train_data = open_data(&a.data, format, &a.split, &opts)?;
     let cfg = train_config(&a, train_data.as_ref(), labels.as_deref())?;
     // The test split is read as the store that labelled it decoded it.
-    let test_opts = formats::dataset::WdsOptions {
+    let test_opts = datasets::WdsOptions {
         decoder: store_decoder(eval_labels.as_deref().or(labels.as_deref()))?,
         ..opts
     };

@@ -10,22 +10,25 @@
 //! JSON line per setting; then one `train` epoch of a small MLP (kd) per setting, records/s and
 //! decodes from its metrics.
 
-use formats::dataset;
+use datasets as dataset;
 use label_store::LabelStore;
+use replay::stream::{Labels, Stream, StreamConfig, store_input_size};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use student_train::models::{InputShape, ModelSpec, NormKind};
 use student_train::run::Quiet;
-use student_train::stream::{Labels, Stream, StreamConfig, store_input_size};
 use student_train::{LossKind, RunData, TrainConfig, train};
 
 fn main() {
     let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
-    let folder = PathBuf::from(var("DISTILL_BENCH_JPEGS", "target/bench-jpegs"));
+    let folder = PathBuf::from(var("DISTILL_BENCH_JPEGS", concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-jpegs")));
     let store_dir = PathBuf::from(var(
         "DISTILL_BENCH_STORE",
-        "target/bench-label/store-folder-blocks-e8",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/bench-label/store-folder-blocks-e8"
+        ),
     ));
     let threads: usize = var("DISTILL_BENCH_THREADS", "2").parse().unwrap();
     let data: Arc<dyn dataset::Dataset> = Arc::from(dataset::open(&folder, None, "train").unwrap());
@@ -33,10 +36,10 @@ fn main() {
     let size = store_input_size(&store).unwrap();
     let settings = [
         ("all records shuffled (today)", 0, 1),
-        ("block windows", student_train::stream::DEFAULT_WINDOW, 1),
+        ("block windows", replay::stream::DEFAULT_WINDOW, 1),
         (
             "block windows + multi-crop 2",
-            student_train::stream::DEFAULT_WINDOW,
+            replay::stream::DEFAULT_WINDOW,
             2,
         ),
     ];

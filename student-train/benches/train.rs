@@ -6,14 +6,14 @@
 //! Run: `cargo bench -p student-train --bench train`. Interleaved rounds of one epoch each; the
 //! table shows the median round. Target: kd at most 3% slower than ce.
 
-use formats::augment::Recipe;
-use formats::dataset;
+use datasets as dataset;
+use formats::Recipe;
 use label_store::LabelStore;
 use std::sync::Arc;
 use student_train::models::{InputShape, ModelSpec, NormKind};
 use student_train::run::Quiet;
-use student_train::synth::{Bands, write_store};
 use student_train::{LossKind, RunData, TrainConfig, train};
+use testkit::bands::{Bands, write_store};
 
 fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -34,7 +34,7 @@ pub struct CheckpointMeta {
     /// The filter its training views were resized with (`None`: the 2×2 kernel of format
     /// version 1 stores, or checkpoints older than this field); exported as metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interpolation: Option<formats::resample::Interpolation>,
+    pub interpolation: Option<formats::Interpolation>,
     /// The centre-crop fraction it is evaluated with on image folders; exported as metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crop_pct: Option<f64>,

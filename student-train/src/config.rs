@@ -6,7 +6,7 @@ use crate::error::TrainError;
 use crate::loss::LossKind;
 use crate::models::{InputShape, ModelSpec};
 use crate::optim::OptimConfig;
-use formats::augment::Recipe;
+use formats::Recipe;
 use label_store::LabelStore;
 use std::path::{Path, PathBuf};
 
@@ -66,7 +66,7 @@ pub struct TrainConfig {
 }
 
 fn default_window() -> usize {
-    crate::stream::DEFAULT_WINDOW
+    replay::stream::DEFAULT_WINDOW
 }
 
 fn default_multi_crop() -> u32 {
@@ -211,5 +211,5 @@ pub fn store_identity(store: &LabelStore) -> String {
 }
 
 fn default_crop_pct() -> f64 {
-    formats::augment::DEFAULT_CROP_PCT
+    formats::recipe::DEFAULT_CROP_PCT
 }

@@ -11,9 +11,6 @@ pub enum TrainError {
     /// A store or run does not match the data or model it is used with.
     #[error("{0}")]
     Mismatch(String),
-    /// One sample could not be loaded or augmented.
-    #[error("sample {sample}: {what}")]
-    Sample { sample: u32, what: String },
     /// A checkpoint or run file is unreadable, truncated or fails its checksum.
     #[error("{}: {what}", file.display())]
     Corrupt { file: PathBuf, what: String },
@@ -23,23 +20,15 @@ pub enum TrainError {
         file: PathBuf,
         source: std::io::Error,
     },
+    /// The input pipeline failed: a sample, a stream setting, a store that does not fit.
+    #[error(transparent)]
+    Replay(#[from] replay::ReplayError),
+    #[error(transparent)]
+    Data(#[from] datasets::DataError),
     #[error(transparent)]
     Store(#[from] label_store::StoreError),
     #[error(transparent)]
     Format(#[from] formats::FormatError),
-}
-
-impl From<label_store::replay::ReplayError> for TrainError {
-    fn from(e: label_store::replay::ReplayError) -> Self {
-        use label_store::replay::ReplayError as R;
-        match e {
-            R::Config(m) => TrainError::Config(m),
-            R::Mismatch(m) => TrainError::Mismatch(m),
-            R::Sample { sample, what } => TrainError::Sample { sample, what },
-            R::Store(e) => TrainError::Store(e),
-            R::Format(e) => TrainError::Format(e),
-        }
-    }
 }
 
 impl TrainError {

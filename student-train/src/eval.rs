@@ -5,12 +5,13 @@ use crate::checkpoint::Checkpoint;
 use crate::error::TrainError;
 use crate::input::upload;
 use crate::models::Student;
-use crate::stream::{Labels, Stream, StreamConfig};
 use burn::module::Module;
 use burn::tensor::Device;
-use formats::augment::{Recipe, Sampler};
-use formats::dataset::Dataset;
+use datasets::Dataset;
+use formats::Recipe;
 use label_store::LabelStore;
+use replay::sampler::Sampler;
+use replay::stream::{Labels, Stream, StreamConfig};
 use std::sync::Arc;
 
 /// Evaluation of one student.
@@ -128,7 +129,7 @@ impl Evaluator {
             StreamConfig {
                 batch,
                 threads,
-                prefetch: crate::stream::default_prefetch(threads),
+                prefetch: replay::stream::default_prefetch(threads),
                 seed: 0,
                 mean: mean.to_vec(),
                 std: std.to_vec(),
@@ -136,7 +137,7 @@ impl Evaluator {
                 shuffle: false,
                 window: 0,
                 multi_crop: 1,
-                part: crate::stream::Part::WHOLE,
+                part: replay::stream::Part::WHOLE,
                 digest: false,
                 pixels: true,
             },

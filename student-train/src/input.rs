@@ -3,8 +3,8 @@
 //! each the same IEEE operation `formats::apply` and `replay::normalize` do on the CPU, so the
 //! device gets the inputs the CPU would have made, bit for bit (tested on burn-flex).
 
-use crate::stream::Inputs;
 use burn::tensor::{DType, Device, Int, Tensor, TensorCreationOptions, TensorData};
+use replay::stream::Inputs;
 
 /// The `[n, c, h, w]` f32 input tensor of a batch's inputs on `device`, normalized with `mean`
 /// and `std` (ignored for inputs already normalized on the CPU).

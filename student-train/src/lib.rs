@@ -1,7 +1,9 @@
 //! The training stage: trains burn students against a label store, streaming stored soft labels
-//! through crossbeam channels, with the losses of the KD literature.
+//! through the replay crate's stream, with the losses of the KD literature; evaluation and the
+//! fidelity metrics; checkpoints; ONNX export of students.
 //!
-//! It depends on `formats` and `label-store` only, never on `teacher-infer`.
+//! It depends on `formats`, `datasets`, `replay` and `label-store`, never on `teacher-infer`:
+//! the command line wires the stages together.
 
 pub mod checkpoint;
 pub mod config;
@@ -15,8 +17,6 @@ pub mod models;
 pub mod optim;
 pub mod run;
 pub mod rundir;
-pub mod stream;
-pub mod synth;
 
 pub use config::TrainConfig;
 pub use device::DeviceChoice;

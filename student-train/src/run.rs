@@ -18,12 +18,13 @@ use crate::rundir::{
     CHECKPOINTS, EpochMetrics, FINAL_FILE, METRICS_FILE, append_metrics, prepare_run_dir,
     prune_checkpoints, read_metrics, write_metrics,
 };
-use crate::stream::{Batch, Labels, Stream, StreamConfig, StreamDigest};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Tensor, TensorData};
-use formats::augment::{Recipe, Sampler};
-use formats::dataset::Dataset;
+use datasets::Dataset;
+use formats::Recipe;
 use label_store::LabelStore;
+use replay::sampler::Sampler;
+use replay::stream::{Batch, Labels, Stream, StreamConfig, StreamDigest};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -162,8 +163,8 @@ pub fn train(
     // and (on image folders) the centre crop it is evaluated with.
     let interpolation = match &data.labels {
         Some(s) => match s.view_rule()?.kernel {
-            formats::apply::Kernel::Pillow(f) => Some(f),
-            formats::apply::Kernel::Legacy => None,
+            formats::view::Kernel::Pillow(f) => Some(f),
+            formats::view::Kernel::Legacy => None,
         },
         None => Some(
             cfg.aug
@@ -190,7 +191,7 @@ pub fn train(
             digest: cfg.stream_digest,
             prefetch: cfg
                 .prefetch
-                .unwrap_or_else(|| crate::stream::default_prefetch(cfg.threads.max(1))),
+                .unwrap_or_else(|| replay::stream::default_prefetch(cfg.threads.max(1))),
             pixels: true,
             ..StreamConfig::training(
                 cfg.batch,

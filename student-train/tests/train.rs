@@ -2,10 +2,15 @@
 //! pixels against `apply`, a short run above an accuracy floor, resume, several students from
 //! one stream, and the bad inputs of issue 6.
 
-use formats::apply::{Kernel, ViewRule, apply};
-use formats::augment::{CropConfig, MixConfig, MixedLabel, Recipe};
-use formats::dataset::{self, Dataset};
+use replay::apply::apply;
+
+use datasets::{self as dataset, Dataset};
+use formats::Recipe;
+use formats::recipe::{CropConfig, MixConfig};
+use formats::view::{Kernel, ViewRule};
 use label_store::LabelStore;
+use replay::sampler::MixedLabel;
+use replay::stream::{Labels, Stream, StreamConfig, normalize};
 use std::path::Path;
 use std::sync::Arc;
 use student_train::checkpoint;
@@ -13,9 +18,8 @@ use student_train::models::{InputShape, ModelSpec, NormKind};
 use student_train::optim::{OptimConfig, OptimizerKind, Schedule};
 use student_train::run::{Progress, Quiet};
 use student_train::rundir::load_metrics;
-use student_train::stream::{Labels, Stream, StreamConfig, normalize};
-use student_train::synth::{Bands, write_store};
 use student_train::{DeviceChoice, LossKind, RunData, TrainConfig, TrainError, train};
+use testkit::bands::{Bands, write_store};
 
 const SIDE: usize = 16;
 const CLASSES: usize = 4;
@@ -39,7 +43,7 @@ fn recipe() -> Recipe {
             partner_block: None,
         }),
         // The other filter than the default, so both are replayed somewhere in the tests.
-        interpolation: formats::resample::Interpolation::Bicubic,
+        interpolation: formats::Interpolation::Bicubic,
     }
 }
 
@@ -129,8 +133,8 @@ fn config(loss: LossKind, epochs: u32) -> TrainConfig {
         device: DeviceChoice::Cpu,
         threads: 2,
         keep_checkpoints: 0,
-        eval_crop_pct: formats::augment::DEFAULT_CROP_PCT,
-        shuffle_window: student_train::stream::DEFAULT_WINDOW,
+        eval_crop_pct: formats::recipe::DEFAULT_CROP_PCT,
+        shuffle_window: replay::stream::DEFAULT_WINDOW,
         multi_crop: 1,
         stream_digest: false,
         prefetch: None,
@@ -163,7 +167,7 @@ const KD: LossKind = LossKind::Kd {
 fn the_loader_feeds_exactly_the_pixels_and_labels_the_store_describes() {
     let s = setup();
     let bicubic = ViewRule {
-        kernel: Kernel::Pillow(formats::resample::Interpolation::Bicubic),
+        kernel: Kernel::Pillow(formats::Interpolation::Bicubic),
         center: None,
     };
     // f32 batches, and u8 batches finished on the device (burn-flex here): the same bits.
@@ -198,7 +202,7 @@ fn loader_feeds_exactly(s: &Setup, store_dir: &Path, pixels: bool, rule: ViewRul
     let store = Arc::new(LabelStore::open(store_dir).unwrap());
     let other = ViewRule {
         kernel: match rule.kernel {
-            Kernel::Legacy => Kernel::Pillow(formats::resample::Interpolation::Bicubic),
+            Kernel::Legacy => Kernel::Pillow(formats::Interpolation::Bicubic),
             Kernel::Pillow(_) => Kernel::Legacy,
         },
         center: None,
@@ -219,9 +223,9 @@ fn loader_feeds_exactly(s: &Setup, store_dir: &Path, pixels: bool, rule: ViewRul
                 std: std.clone(),
                 size: (SIDE as u32, SIDE as u32),
                 shuffle: true,
-                window: student_train::stream::DEFAULT_WINDOW,
+                window: replay::stream::DEFAULT_WINDOW,
                 multi_crop: 1,
-                part: student_train::stream::Part::WHOLE,
+                part: replay::stream::Part::WHOLE,
                 digest: false,
                 pixels,
             },
@@ -236,10 +240,7 @@ fn loader_feeds_exactly(s: &Setup, store_dir: &Path, pixels: bool, rule: ViewRul
     let per = SIDE * SIDE;
     for batch in stream.epoch(3, vec![decoded], Some(2.0)).unwrap() {
         let b = batch.unwrap();
-        assert_eq!(
-            matches!(b.inputs, student_train::stream::Inputs::U8(_)),
-            pixels
-        );
+        assert_eq!(matches!(b.inputs, replay::stream::Inputs::U8(_)), pixels);
         let cpu = b.inputs.to_f32(1, &mean, &std);
         let on_device: Vec<f32> = student_train::input::upload(
             b.inputs.clone(),
@@ -560,7 +561,10 @@ fn bad_inputs_are_clear_errors() {
         LabelStore::open(&s.root.join("test-store")).unwrap(),
     ));
     let e = train(&config(KD, 1), &data, &s.root.join("a"), false, &mut Quiet).unwrap_err();
-    assert!(matches!(e, TrainError::Mismatch(_)), "{e}");
+    assert!(
+        matches!(e, TrainError::Replay(replay::ReplayError::Mismatch(_))),
+        "{e}"
+    );
     assert!(e.to_string().contains("split"), "{e}");
 
     // A store that does not say which input size its boxes are in cannot be replayed.
@@ -683,17 +687,17 @@ fn a_full_disk_leaves_the_previous_checkpoint_usable() {
 /// label` labels image folders), 2 epochs.
 fn block_store(s: &Setup) -> Arc<LabelStore> {
     let dir = s.root.join("block-store");
-    student_train::synth::write_store(
+    testkit::bands::write_store(
         &dir,
         open(&s.data, "train").as_ref(),
         2,
         3,
         &recipe(),
         11,
-        Some(formats::block::BlockConfig {
+        Some(formats::BlockConfig {
             images: 64,
             bytes: u64::MAX,
-            order: formats::block::BlockOrder::Permuted,
+            order: formats::BlockOrder::Permuted,
         }),
     )
     .unwrap();
@@ -738,7 +742,7 @@ fn one_epoch(stream: &Arc<Stream>, store: &LabelStore, epoch: u32) -> (Vec<(u32,
 fn a_block_grouped_stream_decodes_each_image_once_per_epoch() {
     let s = setup();
     let store = block_store(&s);
-    let plan = formats::block::BlockPlan::new(
+    let plan = replay::block::BlockPlan::new(
         store.manifest.blocks.unwrap(),
         11,
         store.manifest.samples,
@@ -871,7 +875,7 @@ fn ranks_split_each_epoch_into_disjoint_parts_that_cover_it() {
                 open(&s.data, "train"),
                 Labels::Store(Arc::clone(&store)),
                 StreamConfig {
-                    part: student_train::stream::Part {
+                    part: replay::stream::Part {
                         rank,
                         world,
                         drop_last,
@@ -926,7 +930,7 @@ fn ranks_split_each_epoch_into_disjoint_parts_that_cover_it() {
         open(&s.data, "train"),
         Labels::Store(Arc::clone(&store)),
         StreamConfig {
-            part: student_train::stream::Part {
+            part: replay::stream::Part {
                 rank: 2,
                 world: 2,
                 drop_last: false,

@@ -6,8 +6,8 @@
 //! five rounds, each measuring the bare session then the stage, and the round with the median
 //! ratio stage / bare session; the target is ≥ 0.9.
 
-use formats::augment::Recipe;
-use formats::dataset::{self, write_idx};
+use datasets::{self as dataset, write_idx};
+use formats::Recipe;
 use formats::onnx::{Attr, InitData, Initializer, Model, Node, ValueInfo};
 use label_store::OpenMode;
 use std::path::Path;

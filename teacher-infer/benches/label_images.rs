@@ -14,8 +14,7 @@
 //! (default `usi`; `light` does not mix, so its blocks walk the samples in order). Prints one
 //! JSON line per run.
 
-use formats::augment::Recipe;
-use formats::dataset;
+use datasets as dataset;
 use formats::onnx::{Attr, InitData, Initializer, Model, Node, ValueInfo};
 use label_store::OpenMode;
 use std::path::{Path, PathBuf};
@@ -74,8 +73,8 @@ fn teacher(path: &Path) {
 
 fn main() {
     let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
-    let folder = PathBuf::from(var("DISTILL_BENCH_JPEGS", "target/bench-jpegs"));
-    let out = PathBuf::from(var("DISTILL_BENCH_OUT", "target/bench-label"));
+    let folder = PathBuf::from(var("DISTILL_BENCH_JPEGS", concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-jpegs")));
+    let out = PathBuf::from(var("DISTILL_BENCH_OUT", concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-label")));
     let threads: usize = var("DISTILL_BENCH_THREADS", "2").parse().unwrap();
     let epochs: Vec<u32> = var("DISTILL_BENCH_EPOCHS", "1,4,8")
         .split(',')
@@ -90,7 +89,7 @@ fn main() {
         &format!("folder={}", folder.display()),
     );
     let caches = var("DISTILL_BENCH_CACHE", "warm");
-    let recipe = Recipe::load(&var("DISTILL_BENCH_RECIPE", "usi")).unwrap();
+    let recipe = replay::sampler::load_recipe(&var("DISTILL_BENCH_RECIPE", "usi")).unwrap();
     for set in sets.split(',') {
         let (name, path) = set
             .split_once('=')

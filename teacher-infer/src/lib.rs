@@ -1,7 +1,7 @@
 //! The labelling stage: finds ONNX Runtime, opens ONNX teachers on the CPU or CUDA execution
 //! provider, and runs them over augmented batches into a label store.
 //!
-//! It depends on `formats` and `label-store` only, never on `student-train`.
+//! It depends on `formats`, `datasets`, `replay` and `label-store`, never on `student-train`.
 
 pub mod error;
 pub mod pipeline;

@@ -9,15 +9,17 @@
 
 use crate::error::InferError;
 use crate::session::{Device, TeacherSession};
-use formats::augment::{MixedLabel, Recipe, Sampler};
-use formats::block::{BlockConfig, BlockOrder, BlockPlan, DecodeCache};
-use formats::dataset::Dataset;
-use formats::loader::Loader;
+use datasets::Dataset;
+use formats::Recipe;
 use formats::{
     AugParams, FORMAT_NAME, FORMAT_VERSION, Manifest, Quality, Record, SampleRange, SoftLabel,
     ValueCodec,
 };
+use formats::{BlockConfig, BlockOrder};
 use label_store::{OpenMode, RecordQuality, StoreWriter, WriterLock};
+use replay::block::{BlockPlan, DecodeCache};
+use replay::loader::Loader;
+use replay::sampler::{MixedLabel, Sampler};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -119,14 +121,14 @@ impl LabelConfig {
 }
 
 /// The blocks `distill label` uses by default: decode-once blocks of
-/// [`formats::block::DEFAULT_BLOCK_IMAGES`] for datasets of encoded images (image folders),
+/// [`replay::block::DEFAULT_BLOCK_IMAGES`] for datasets of encoded images (image folders),
 /// over a permutation when the recipe mixes (partners from all classes); none for datasets held
 /// decoded in memory, where a decode costs nothing.
 pub fn default_blocks(data: &dyn Dataset, recipe: &Recipe) -> Option<BlockConfig> {
     data.encoded().then(|| {
         block_config(
-            formats::block::DEFAULT_BLOCK_IMAGES,
-            formats::block::DEFAULT_BLOCK_BYTES,
+            replay::block::DEFAULT_BLOCK_IMAGES,
+            replay::block::DEFAULT_BLOCK_BYTES,
             recipe,
         )
     })
@@ -330,11 +332,10 @@ pub fn label_locked(
         })?;
     // What this build's decoder makes of a few samples, so students can refuse data that their
     // build decodes differently (the replay would no longer be what the teacher saw).
-    let probe =
-        formats::dataset::probe::decode_probe(data.as_ref()).map_err(|e| InferError::Model {
-            file: PathBuf::from("dataset"),
-            what: format!("decode probe: {e}"),
-        })?;
+    let probe = datasets::probe::decode_probe(data.as_ref()).map_err(|e| InferError::Model {
+        file: PathBuf::from("dataset"),
+        what: format!("decode probe: {e}"),
+    })?;
     let draft = draft_manifest(cfg, &sessions, range, classes, (w, h), probe);
     let mut writer =
         StoreWriter::open_locked(lock, draft, cfg.mode, label_store::DEFAULT_ZSTD_LEVEL)
@@ -401,7 +402,7 @@ pub fn label_locked(
         let (sampler, todo, images) = (Arc::clone(&sampler), todo.clone(), Arc::clone(&images));
         let (data, plan) = (Arc::clone(data), Arc::clone(&plan));
         let (scale, mean, std) = (cfg.scale, cfg.mean.clone(), cfg.std.clone());
-        let rule = formats::apply::ViewRule::of_recipe(&cfg.recipe);
+        let rule = formats::view::ViewRule::of_recipe(&cfg.recipe);
         Loader::new(
             todo.len(),
             cfg.threads,
@@ -442,7 +443,7 @@ pub fn label_locked(
                             None => None,
                         };
                         let out = &mut pixels[k * per..(k + 1) * per];
-                        formats::apply::apply(&rule, p, &img, partner.as_deref(), w, h, out)
+                        replay::apply::apply(&rule, p, &img, partner.as_deref(), w, h, out)
                             .map_err(|e| format!("sample {s} (epoch {epoch}): {e}"))?;
                         for (ch, plane_px) in out.chunks_exact_mut(plane).enumerate() {
                             let (m, inv) = (mean[ch], 1.0 / std[ch]);
@@ -708,7 +709,7 @@ fn draft_manifest(
     range: SampleRange,
     classes: u32,
     (w, h): (u32, u32),
-    probe: formats::dataset::probe::DecodeProbe,
+    probe: formats::DecodeProbe,
 ) -> Manifest {
     Manifest {
         format: FORMAT_NAME.into(),

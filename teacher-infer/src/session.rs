@@ -98,6 +98,23 @@ fn tensor_shape(v: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
     }
 }
 
+/// The pre-processing (mean, std, interpolation, crop_pct) the ONNX file at `path` declares in
+/// its metadata; errors name the file.
+pub fn model_preprocessing(path: &Path) -> Result<formats::preprocess::Preprocessing, InferError> {
+    let io = |source| InferError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(io)?;
+    // SAFETY: read-only map of a model file nothing here writes; only its top-level fields are
+    // walked, so a large teacher's weights are never paged in.
+    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(io)?;
+    formats::preprocess::Preprocessing::of_model(&map).map_err(|what| InferError::Model {
+        file: path.to_path_buf(),
+        what,
+    })
+}
+
 impl TeacherSession {
     /// Opens `path` on `device` with `threads` intra-op threads (0: ONNX Runtime's default).
     /// Asking for CUDA and not getting it is an error, never a fall back to the CPU.

@@ -2,7 +2,7 @@
 //! running the `distill` binary.
 #![allow(dead_code)]
 
-use formats::dataset::write_idx;
+use datasets::write_idx;
 use formats::onnx::{Attr, InitData, Initializer, Model, Node, ValueInfo};
 use std::path::Path;
 use std::process::{Command, Output};

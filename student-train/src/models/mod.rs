@@ -58,11 +58,7 @@ pub struct InputShape {
 impl InputShape {
     /// Checks that `data` ("the training split", "the test split", …: `what`) has the channels
     /// and classes this shape was made for, naming both counts when it does not.
-    pub fn check_data(
-        &self,
-        data: &dyn formats::dataset::Dataset,
-        what: &str,
-    ) -> Result<(), String> {
+    pub fn check_data(&self, data: &dyn datasets::Dataset, what: &str) -> Result<(), String> {
         let got = (usize::from(data.channels()), data.classes() as usize);
         if got == (self.channels, self.classes) {
             return Ok(());
