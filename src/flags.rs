@@ -8,6 +8,7 @@ use clap::ValueEnum;
 use datasets::DataFormat;
 use formats::Interpolation;
 use formats::ValueCodec;
+use std::path::PathBuf;
 use student_train::models::NormKind;
 use teacher_infer::Ensemble;
 
@@ -118,6 +119,52 @@ impl From<CodecFlag> for ValueCodec {
             CodecFlag::Q8 => ValueCodec::Q8,
             CodecFlag::F16 => ValueCodec::F16,
         }
+    }
+}
+
+/// The dataset a command reads (`--data`, `--format`, the shard flags, `--split`), declared
+/// once and flattened into `label`, `train`, `eval` and `inspect`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DataArgs {
+    /// Dataset: a directory (MNIST IDX, CIFAR binary, npy arrays, image folders, tar shards), a
+    /// .tar shard or a brace pattern of shards. Label, train and eval make it required (`mut_arg`);
+    /// an `Option` so that `inspect`, where the dataset is optional, flattens the same struct.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Dataset format, when detection from the files is not wanted.
+    #[arg(long, value_enum)]
+    pub format: Option<FormatFlag>,
+    #[command(flatten)]
+    pub wds: WdsFlags,
+    /// Split of --data (default: `train` for label and train, `test` for eval, the store's for
+    /// inspect --show).
+    #[arg(long)]
+    pub split: Option<String>,
+}
+
+impl DataArgs {
+    /// `--data`, which every command that reads data needs.
+    pub fn path(&self) -> anyhow::Result<&std::path::Path> {
+        self.data
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("--data is required: the dataset to read"))
+    }
+
+    /// The split asked for, or `default`.
+    pub fn split_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.split.as_deref().unwrap_or(default)
+    }
+
+    /// Opens `split` of the dataset; `default_classes` and `decoder` as for
+    /// [`WdsFlags::options`]. Errors name the path and the split.
+    pub fn open(
+        &self,
+        split: &str,
+        default_classes: Option<u32>,
+        decoder: datasets::ImageDecoder,
+    ) -> anyhow::Result<std::sync::Arc<dyn datasets::Dataset>> {
+        let opts = self.wds.options(default_classes, decoder);
+        crate::commands::train::open_data(self.path()?, self.format.map(Into::into), split, &opts)
     }
 }
 

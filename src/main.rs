@@ -207,7 +207,7 @@ mod tests {
         assert_eq!(t.norm, flags::NormFlag::Layer);
         assert_eq!(t.device, student_train::DeviceChoice::TchCuda(1));
         assert_eq!(t.size, Some((32, 24)));
-        assert_eq!(t.format, Some(flags::FormatFlag::Folder));
+        assert_eq!(t.data.format, Some(flags::FormatFlag::Folder));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! grid. Everything it prints goes through `writeln!` so that a closed pipe (`| head`) ends the
 //! command quietly instead of panicking.
 
-use crate::flags::{FormatFlag, WdsFlags, parse_range};
+use crate::flags::{DataArgs, parse_range};
 use anyhow::{Context, Result, bail};
 use formats::{AugParams, MixKind, PixelBox};
 use label_store::{LabelStore, Summary, VerifyReport};
@@ -37,16 +37,8 @@ pub struct InspectArgs {
     #[arg(long, value_name = "A..B", value_parser = parse_range, requires_all = ["data", "out"])]
     show: Option<(u64, u64)>,
     /// The dataset the store was labelled from (for --show).
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Dataset format, when detection is not wanted (for --show).
-    #[arg(long, value_enum)]
-    format: Option<FormatFlag>,
     #[command(flatten)]
-    wds: WdsFlags,
-    /// Split of --data (default: the split the store records).
-    #[arg(long)]
-    split: Option<String>,
+    data: DataArgs,
     /// PNG file written by --show.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -191,17 +183,12 @@ fn show(a: &InspectArgs, range: (u64, u64)) -> Result<ExitCode> {
     if keys.is_empty() {
         bail!("--show {}..{} selects no record", range.0, range.1);
     }
-    let data_path = a.data.as_ref().context("--show needs --data")?;
-    let format = a.format.map(datasets::DataFormat::from);
-    let split = a
-        .split
-        .clone()
-        .unwrap_or_else(|| store.manifest.dataset.split.clone());
-    let opts = a.wds.options(
+    let d = &a.data;
+    let data = d.open(
+        d.split_or(&store.manifest.dataset.split),
         Some(store.manifest.classes),
         replay::stream::store_decoder(&store)?,
-    );
-    let data = datasets::open_with(data_path, format, &split, &opts)?;
+    )?;
     let (w, h) = match &store.manifest.teacher_input {
         Some(t) => (t.width, t.height),
         None => data.dims(keys[0].1)?,

@@ -2,8 +2,7 @@
 //! progress bar, and the printed summary.
 
 use crate::flags::{
-    CodecFlag, EnsembleFlag, FormatFlag, InterpolationFlag, WdsFlags, parse_bytes, parse_shard,
-    parse_size,
+    CodecFlag, DataArgs, EnsembleFlag, InterpolationFlag, parse_bytes, parse_shard, parse_size,
 };
 use anyhow::{Context, Result, bail};
 use datasets::Dataset;
@@ -14,22 +13,13 @@ use std::sync::Arc;
 use teacher_infer::LabelConfig;
 
 #[derive(clap::Args)]
+#[command(mut_arg("data", |a| a.required(true)))]
 pub struct LabelArgs {
     /// ONNX teacher model; repeat for an ensemble (all must have the same class count).
     #[arg(long = "teacher", required = true)]
     pub teachers: Vec<PathBuf>,
-    /// Dataset: a directory (MNIST IDX, CIFAR binary, npy arrays, image folders, tar shards), a
-    /// .tar shard or a brace pattern of shards.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Dataset format, when detection from the files is not wanted.
-    #[arg(long, value_enum)]
-    pub format: Option<FormatFlag>,
     #[command(flatten)]
-    pub wds: WdsFlags,
-    /// Split to label.
-    #[arg(long, default_value = "train")]
-    pub split: String,
+    pub data: DataArgs,
     /// Store directory to write.
     #[arg(long)]
     pub out: PathBuf,
@@ -324,9 +314,11 @@ pub fn label(a: LabelArgs) -> Result<ExitCode> {
     // batch job whose predecessor still runs) fails at once, before any slow set-up.
     let lock = label_store::WriterLock::acquire(&a.out)
         .with_context(|| format!("labelling into {}", a.out.display()))?;
-    let format = a.format.map(Into::into);
-    let opts = a.wds.options(None, datasets::ImageDecoder::default());
-    let data = crate::commands::train::open_data(&a.data, format, &a.split, &opts)?;
+    let data = a.data.open(
+        a.data.split_or("train"),
+        None,
+        datasets::ImageDecoder::default(),
+    )?;
     let json = a.json;
     let cfg = label_config(a, data)?;
     let range = teacher_infer::pipeline::shard_range(cfg.data.as_ref(), cfg.shard)?;

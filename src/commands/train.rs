@@ -1,9 +1,7 @@
 //! `distill train` and `distill eval`: flags to a [`student_train::TrainConfig`], datasets and
 //! stores opened, progress bars, and the printed results.
 
-use crate::flags::{
-    FormatFlag, LossFlag, NormFlag, OptimizerFlag, ScheduleFlag, WdsFlags, parse_size,
-};
+use crate::flags::{DataArgs, LossFlag, NormFlag, OptimizerFlag, ScheduleFlag, parse_size};
 use anyhow::{Context, Result, bail};
 use datasets::{DataFormat, Dataset};
 use label_store::LabelStore;
@@ -21,19 +19,10 @@ use student_train::rundir::student_checkpoint;
 use student_train::{DeviceChoice, LossKind, RunData, TrainConfig};
 
 #[derive(clap::Args)]
+#[command(mut_arg("data", |a| a.required(true)))]
 pub struct TrainArgs {
-    /// Dataset: a directory (MNIST IDX, CIFAR binary, npy arrays, image folders, tar shards), a
-    /// .tar shard or a brace pattern of shards.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Dataset format, when detection is not wanted.
-    #[arg(long, value_enum)]
-    pub format: Option<FormatFlag>,
     #[command(flatten)]
-    pub wds: WdsFlags,
-    /// Split to train on.
-    #[arg(long, default_value = "train")]
-    pub split: String,
+    pub data: DataArgs,
     /// Split evaluated after each epoch (test_accuracy); `none` skips evaluation.
     #[arg(long, default_value = "test")]
     pub test_split: String,
@@ -174,6 +163,7 @@ pub struct TrainArgs {
 }
 
 #[derive(clap::Args)]
+#[command(mut_arg("data", |a| a.required(true)))]
 pub struct EvalArgs {
     /// Run directory (of one student).
     #[arg(long)]
@@ -181,17 +171,8 @@ pub struct EvalArgs {
     /// Evaluate the checkpoint after this many epochs instead of the final student.
     #[arg(long)]
     pub epoch: Option<u32>,
-    /// Dataset directory to evaluate on.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Dataset format, when detection is not wanted.
-    #[arg(long, value_enum)]
-    pub format: Option<FormatFlag>,
     #[command(flatten)]
-    pub wds: WdsFlags,
-    /// Split of --data to evaluate.
-    #[arg(long, default_value = "test")]
-    pub split: String,
+    pub data: DataArgs,
     /// Teacher labels of the same split made with --aug none: adds agreement and kl.
     #[arg(long)]
     pub labels: Option<PathBuf>,
@@ -307,8 +288,8 @@ pub fn train_config(
         ScheduleFlag::Constant => Schedule::Constant,
     };
     Ok(TrainConfig {
-        data: a.data.display().to_string(),
-        split: a.split.clone(),
+        data: a.data.path()?.display().to_string(),
+        split: a.data.split_or("train").to_string(),
         labels: a.labels.as_ref().map(|p| p.display().to_string()),
         labels_identity: store.map(student_train::config::store_identity),
         eval_labels: a.eval_labels.as_ref().map(|p| p.display().to_string()),
@@ -430,23 +411,23 @@ impl Progress for Bars {
 
 /// `distill train`.
 pub fn train(a: TrainArgs) -> Result<ExitCode> {
-    let format = a.format.map(DataFormat::from);
     let labels = a.labels.as_deref().map(open_store).transpose()?;
     let eval_labels = a.eval_labels.as_deref().map(open_store).transpose()?;
-    let opts = a.wds.options(
-        labels.as_ref().map(|s| s.manifest.classes),
+    let classes = labels.as_ref().map(|s| s.manifest.classes);
+    let train_data = a.data.open(
+        a.data.split_or("train"),
+        classes,
         store_decoder(labels.as_deref())?,
-    );
-    let train_data = open_data(&a.data, format, &a.split, &opts)?;
+    )?;
     let cfg = train_config(&a, train_data.as_ref(), labels.as_deref())?;
     // The test split is read as the store that labelled it decoded it.
-    let test_opts = datasets::WdsOptions {
-        decoder: store_decoder(eval_labels.as_deref().or(labels.as_deref()))?,
-        ..opts
-    };
     let test = match a.test_split.as_str() {
         "none" => None,
-        split => Some(open_data(&a.data, format, split, &test_opts)?),
+        split => Some(a.data.open(
+            split,
+            classes,
+            store_decoder(eval_labels.as_deref().or(labels.as_deref()))?,
+        )?),
     };
     let data = RunData {
         train: train_data,
@@ -483,13 +464,13 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
 /// `distill eval`.
 pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let ck = student_checkpoint(&a.run, a.epoch)?;
-    let format = a.format.map(DataFormat::from);
     let labels = a.labels.as_deref().map(open_store).transpose()?;
-    let opts = a.wds.options(
+    let split = a.data.split_or("test");
+    let data = a.data.open(
+        split,
         Some(ck.meta.input.classes as u32),
         store_decoder(labels.as_deref())?,
-    );
-    let data = open_data(&a.data, format, &a.split, &opts)?;
+    )?;
     let device = a.device.inference().map_err(anyhow::Error::msg)?;
     let r = evaluate_checkpoint(
         &ck,
@@ -500,7 +481,14 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         a.crop_pct,
         &device,
     )
-    .with_context(|| format!("evaluating on {} (split {})", a.data.display(), a.split))?;
+    .with_context(|| {
+        format!(
+            "evaluating on {} (split {split})",
+            a.data
+                .path()
+                .map_or("?".into(), |p| p.display().to_string())
+        )
+    })?;
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;

@@ -22,7 +22,10 @@ use student_train::{LossKind, RunData, TrainConfig, train};
 
 fn main() {
     let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
-    let folder = PathBuf::from(var("DISTILL_BENCH_JPEGS", concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-jpegs")));
+    let folder = PathBuf::from(var(
+        "DISTILL_BENCH_JPEGS",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-jpegs"),
+    ));
     let store_dir = PathBuf::from(var(
         "DISTILL_BENCH_STORE",
         concat!(

@@ -73,8 +73,14 @@ fn teacher(path: &Path) {
 
 fn main() {
     let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
-    let folder = PathBuf::from(var("DISTILL_BENCH_JPEGS", concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-jpegs")));
-    let out = PathBuf::from(var("DISTILL_BENCH_OUT", concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-label")));
+    let folder = PathBuf::from(var(
+        "DISTILL_BENCH_JPEGS",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-jpegs"),
+    ));
+    let out = PathBuf::from(var(
+        "DISTILL_BENCH_OUT",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-label"),
+    ));
     let threads: usize = var("DISTILL_BENCH_THREADS", "2").parse().unwrap();
     let epochs: Vec<u32> = var("DISTILL_BENCH_EPOCHS", "1,4,8")
         .split(',')
