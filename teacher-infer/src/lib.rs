@@ -3,10 +3,12 @@
 //!
 //! It depends on `formats`, `datasets`, `replay` and `label-store`, never on `student-train`.
 
+pub mod bank;
 pub mod error;
 pub mod pipeline;
 pub mod runtime;
 pub mod session;
+mod sink;
 
 pub use error::InferError;
 pub use pipeline::{

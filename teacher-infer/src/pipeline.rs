@@ -7,16 +7,15 @@
 //! before the next block, so the store's epoch streams fill together (and so a resumed run, which
 //! skips records already on disk, repeats the same sequence).
 
+use crate::bank::TeacherBank;
 use crate::error::InferError;
 use crate::session::{Device, TeacherSession};
+use crate::sink::{RecordSink, store_err};
 use datasets::Dataset;
 use formats::Recipe;
-use formats::{
-    AugParams, FORMAT_NAME, FORMAT_VERSION, Manifest, Quality, Record, SampleRange, SoftLabel,
-    ValueCodec,
-};
+use formats::{AugParams, FORMAT_NAME, FORMAT_VERSION, Manifest, Quality, SampleRange, ValueCodec};
 use formats::{BlockConfig, BlockOrder};
-use label_store::{OpenMode, RecordQuality, StoreWriter, WriterLock};
+use label_store::{OpenMode, StoreWriter, WriterLock};
 use replay::block::{BlockPlan, DecodeCache};
 use replay::loader::Loader;
 use replay::sampler::{MixedLabel, Sampler};
@@ -232,13 +231,15 @@ fn file_cuts(starts: &[u32], len: u32, n: u32) -> Vec<u32> {
     cuts
 }
 
-struct Batch {
-    epoch: u32,
-    block: u32,
-    samples: Vec<u32>,
-    pixels: Vec<f32>,
-    aug: Vec<AugParams>,
-    truth: Vec<MixedLabel>,
+/// One labelled batch: consecutive samples of one block in one epoch, their augmentation, the
+/// normalized inputs and their (mixed) true classes.
+pub(crate) struct Batch {
+    pub(crate) epoch: u32,
+    pub(crate) block: u32,
+    pub(crate) samples: Vec<u32>,
+    pub(crate) pixels: Vec<f32>,
+    pub(crate) aug: Vec<AugParams>,
+    pub(crate) truth: Vec<MixedLabel>,
 }
 
 /// Runs the teachers over the dataset and writes (or resumes) the store. `progress` is called
@@ -255,154 +256,243 @@ pub fn label(
 }
 
 /// [`label`] with the lock of `cfg.out` already held (the command line takes it before it
-/// opens the dataset, which can take a while on a large folder).
+/// opens the dataset, which can take a while on a large folder): the plan (what to label, and
+/// the store opened or resumed), the teacher bank, the record sink, composed.
 pub fn label_locked(
     cfg: &LabelConfig,
     lock: WriterLock,
     mut progress: impl FnMut(Progress),
 ) -> Result<LabelSummary, InferError> {
     let t0 = Instant::now();
-    let env = &crate::runtime::environment(cfg.ort_lib.as_deref())?.1;
-    let mut sessions = cfg
-        .teachers
-        .iter()
-        .map(|p| TeacherSession::open_with(env, p, cfg.device, cfg.session_threads, cfg.cuda))
-        .collect::<Result<Vec<_>, _>>()?;
-    let data = &cfg.data;
-    let classes = sessions[0].classes;
-    for s in &sessions {
-        if s.classes != classes {
-            return Err(model_err(
-                s,
-                format!(
-                    "has {} classes, {} has {classes}",
-                    s.classes,
-                    sessions[0].file.display()
-                ),
-            ));
-        }
-    }
-    if data.classes() != classes {
-        return Err(model_err(
-            &sessions[0],
-            format!(
-                "has {classes} classes, the dataset {} ({} labels)",
-                data.classes(),
-                data.fingerprint().format
-            ),
-        ));
-    }
-    let c = u32::from(data.channels());
-    let (w, h) = match cfg.size {
-        Some(s) => s,
-        None => {
-            let shape = &sessions[0].input_shape;
-            if shape[2] > 0 && shape[3] > 0 {
-                (shape[3] as u32, shape[2] as u32)
-            } else {
-                data.uniform_dims().map_err(|e| InferError::Model {
-                    file: PathBuf::from("dataset"),
-                    what: e.to_string(),
-                })?
-            }
-        }
-    };
-    for s in &sessions {
-        s.check_input(c, h, w)?;
-    }
-    for (name, v) in [("--mean", &cfg.mean), ("--std", &cfg.std)] {
-        if v.len() != c as usize {
-            return Err(InferError::Model {
-                file: PathBuf::from(name),
-                what: format!("{} values for {c} channels", v.len()),
-            });
-        }
-    }
-    if cfg.std.contains(&0.0) {
-        return Err(InferError::Model {
-            file: PathBuf::from("--std"),
-            what: "a standard deviation of 0".into(),
-        });
-    }
-    let range = shard_range(data.as_ref(), cfg.shard)?;
-    let sampler =
-        Sampler::new(&cfg.recipe, cfg.seed, data.len(), w, h).map_err(|e| InferError::Model {
-            file: PathBuf::from("--aug"),
-            what: e.to_string(),
-        })?;
-    // What this build's decoder makes of a few samples, so students can refuse data that their
-    // build decodes differently (the replay would no longer be what the teacher saw).
-    let probe = datasets::probe::decode_probe(data.as_ref()).map_err(|e| InferError::Model {
-        file: PathBuf::from("dataset"),
-        what: format!("decode probe: {e}"),
-    })?;
-    let draft = draft_manifest(cfg, &sessions, range, classes, (w, h), probe);
-    let mut writer =
-        StoreWriter::open_locked(lock, draft, cfg.mode, label_store::DEFAULT_ZSTD_LEVEL)
-            .map_err(|e| store_err(&cfg.out, e))?;
+    let mut bank = TeacherBank::open(cfg)?;
+    let (plan, writer) = LabelPlan::prepare(cfg, &bank, lock)?;
     let already_complete = writer.already_complete();
-
-    // The blocks: decode-once blocks when configured; otherwise runs of `batch` samples in
-    // order whose records each decode their own images (the per-record path).
-    let per_record = cfg.blocks.is_none();
-    let plan = Arc::new(
-        BlockPlan::new(
-            cfg.blocks.unwrap_or(BlockConfig {
-                images: cfg.batch.max(1) as u32,
-                bytes: u64::MAX,
-                order: BlockOrder::Sequential,
-            }),
-            cfg.seed,
-            range,
-            // Without a byte bound (the per-record path) sizes decide nothing: read none.
-            &|s| match per_record {
-                true => Ok(0),
-                false => data
-                    .dims(s)
-                    .map(|(w, h)| u64::from(w) * u64::from(h) * u64::from(c)),
-            },
-        )
-        .map_err(|e| InferError::Model {
-            file: PathBuf::from("dataset"),
-            what: e.to_string(),
-        })?,
-    );
-    // With blocks, partners come from the record's own block, so they are decoded already.
-    let sampler = Arc::new(if per_record {
-        sampler
-    } else {
-        sampler.with_plan(Arc::clone(&plan))
-    });
-    let todo = plan_items(&plan, &writer, cfg.epochs, cfg.batch);
-    let labelled: u64 = todo.iter().map(|it| it.positions.len() as u64).sum();
-    // Records a resumed run finds already on disk count as done for the progress callback.
-    let already = u64::from(range.len()) * u64::from(cfg.epochs) - labelled;
-    // Each block's images are decoded by the first item that needs them and kept until the
-    // block's last item is done (about two blocks in memory); the per-record path decodes
-    // every use.
-    let images = Arc::new(if per_record {
-        DecodeCache::uncached(Arc::clone(data))
-    } else {
-        let mut items = vec![0usize; plan.len()];
-        for it in &todo {
-            items[it.block as usize] += 1;
-        }
-        let blocks: Vec<Vec<u32>> = (0..plan.len()).map(|b| plan.block(b).to_vec()).collect();
-        DecodeCache::new(Arc::clone(data), range, &blocks, &items)
-    });
     progress(Progress {
-        records: already,
+        records: plan.already,
         images_decoded: 0,
     });
-
-    let plane = (w * h) as usize;
     // Input buffers go back to the loader threads once the teachers have run on them.
     let (recycle, spare) = crossbeam_channel::bounded::<Vec<f32>>(2 * cfg.threads.max(1) + 2);
-    let loader = {
-        let (sampler, todo, images) = (Arc::clone(&sampler), todo.clone(), Arc::clone(&images));
-        let (data, plan) = (Arc::clone(data), Arc::clone(&plan));
+    let loader = plan.batches(cfg, spare);
+    let sink = RecordSink::start(
+        writer,
+        &cfg.out,
+        bank.classes(),
+        cfg.k,
+        cfg.epochs,
+        Arc::clone(&plan.blocks),
+    );
+    let chw = [
+        plan.channels as usize,
+        plan.size.1 as usize,
+        plan.size.0 as usize,
+    ];
+    let mut done = 0u64;
+    let mut failure = None;
+    for item in loader {
+        let mut b = match item {
+            Ok(b) => b,
+            Err(what) => {
+                failure = Some(InferError::Model {
+                    file: PathBuf::from("dataset"),
+                    what,
+                });
+                break;
+            }
+        };
+        let n = b.samples.len() as u64;
+        match bank.run(&b.pixels, chw, &b.samples, b.epoch) {
+            Ok(logits) => {
+                let _ = recycle.try_send(std::mem::take(&mut b.pixels));
+                if !sink.send(b, logits) {
+                    break; // the writer stopped with an error; it is reported below
+                }
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+        done += n;
+        progress(Progress {
+            records: plan.already + done,
+            images_decoded: plan.images.decoded(),
+        });
+    }
+    let writer = sink.finish()?;
+    if let Some(e) = failure {
+        // Chunks already complete stay on disk: `--resume` continues from them.
+        return Err(e);
+    }
+    let m = writer.finish().map_err(|e| store_err(&cfg.out, e))?;
+    let seconds = t0.elapsed().as_secs_f64();
+    Ok(LabelSummary {
+        out: cfg.out.clone(),
+        records: m.records(),
+        labelled: plan.labelled,
+        already_complete,
+        seconds,
+        images_per_sec: plan.labelled as f64 / seconds,
+        images_decoded: plan.images.decoded(),
+        blocks: m.blocks,
+        samples: m.samples,
+        quality: m.quality,
+    })
+}
+
+/// What a run labels and how: the teachers' input, the sampler, the blocks, the loader items
+/// still to do (a resumed run skips what is on disk) and the decode cache they share.
+struct LabelPlan {
+    channels: u32,
+    /// Input (width, height).
+    size: (u32, u32),
+    sampler: Arc<Sampler>,
+    blocks: Arc<BlockPlan>,
+    todo: Vec<Item>,
+    images: Arc<DecodeCache>,
+    /// Records this run labels.
+    labelled: u64,
+    /// Records of the shard already on disk.
+    already: u64,
+}
+
+impl LabelPlan {
+    /// Checks the run's settings against the teachers and the data, and opens (or resumes) the
+    /// store with the manifest the run will write.
+    fn prepare(
+        cfg: &LabelConfig,
+        bank: &TeacherBank,
+        lock: WriterLock,
+    ) -> Result<(Self, StoreWriter), InferError> {
+        let data = &cfg.data;
+        let c = u32::from(data.channels());
+        let (w, h) = bank.input_size(cfg.size, data.as_ref())?;
+        for (name, v) in [("--mean", &cfg.mean), ("--std", &cfg.std)] {
+            if v.len() != c as usize {
+                return Err(InferError::Model {
+                    file: PathBuf::from(name),
+                    what: format!("{} values for {c} channels", v.len()),
+                });
+            }
+        }
+        if cfg.std.contains(&0.0) {
+            return Err(InferError::Model {
+                file: PathBuf::from("--std"),
+                what: "a standard deviation of 0".into(),
+            });
+        }
+        let range = shard_range(data.as_ref(), cfg.shard)?;
+        let sampler = Sampler::new(&cfg.recipe, cfg.seed, data.len(), w, h).map_err(|e| {
+            InferError::Model {
+                file: PathBuf::from("--aug"),
+                what: e.to_string(),
+            }
+        })?;
+        // What this build's decoder makes of a few samples, so students can refuse data that
+        // their build decodes differently (the replay would no longer be what the teacher saw).
+        let probe =
+            datasets::probe::decode_probe(data.as_ref()).map_err(|e| InferError::Model {
+                file: PathBuf::from("dataset"),
+                what: format!("decode probe: {e}"),
+            })?;
+        let draft = draft_manifest(cfg, bank.sessions(), range, bank.classes(), (w, h), probe);
+        let writer =
+            StoreWriter::open_locked(lock, draft, cfg.mode, label_store::DEFAULT_ZSTD_LEVEL)
+                .map_err(|e| store_err(&cfg.out, e))?;
+        let plan = Self::cut(cfg, c, (w, h), range, sampler, &writer)?;
+        Ok((plan, writer))
+    }
+
+    /// The blocks over `range`, the items still to label in them, and the decode cache.
+    fn cut(
+        cfg: &LabelConfig,
+        c: u32,
+        size: (u32, u32),
+        range: SampleRange,
+        sampler: Sampler,
+        writer: &StoreWriter,
+    ) -> Result<Self, InferError> {
+        let data = &cfg.data;
+        // The blocks: decode-once blocks when configured; otherwise runs of `batch` samples in
+        // order whose records each decode their own images (the per-record path).
+        let per_record = cfg.blocks.is_none();
+        let blocks = Arc::new(
+            BlockPlan::new(
+                cfg.blocks.unwrap_or(BlockConfig {
+                    images: cfg.batch.max(1) as u32,
+                    bytes: u64::MAX,
+                    order: BlockOrder::Sequential,
+                }),
+                cfg.seed,
+                range,
+                // Without a byte bound (the per-record path) sizes decide nothing: read none.
+                &|s| match per_record {
+                    true => Ok(0),
+                    false => data
+                        .dims(s)
+                        .map(|(w, h)| u64::from(w) * u64::from(h) * u64::from(c)),
+                },
+            )
+            .map_err(|e| InferError::Model {
+                file: PathBuf::from("dataset"),
+                what: e.to_string(),
+            })?,
+        );
+        // With blocks, partners come from the record's own block, so they are decoded already.
+        let sampler = Arc::new(if per_record {
+            sampler
+        } else {
+            sampler.with_plan(Arc::clone(&blocks))
+        });
+        let todo = plan_items(&blocks, writer, cfg.epochs, cfg.batch);
+        let labelled: u64 = todo.iter().map(|it| it.positions.len() as u64).sum();
+        // Records a resumed run finds already on disk count as done for the progress callback.
+        let already = u64::from(range.len()) * u64::from(cfg.epochs) - labelled;
+        // Each block's images are decoded by the first item that needs them and kept until the
+        // block's last item is done (about two blocks in memory); the per-record path decodes
+        // every use.
+        let images = Arc::new(if per_record {
+            DecodeCache::uncached(Arc::clone(data))
+        } else {
+            let mut items = vec![0usize; blocks.len()];
+            for it in &todo {
+                items[it.block as usize] += 1;
+            }
+            let members: Vec<Vec<u32>> = (0..blocks.len())
+                .map(|b| blocks.block(b).to_vec())
+                .collect();
+            DecodeCache::new(Arc::clone(data), range, &members, &items)
+        });
+        Ok(LabelPlan {
+            channels: c,
+            size,
+            sampler,
+            blocks,
+            todo,
+            images,
+            labelled,
+            already,
+        })
+    }
+
+    /// The batches, built in order on `cfg.threads` loader threads: each item's records
+    /// sampled, decoded (through the shared cache), replayed and normalized into a buffer from
+    /// `spare` when the teacher thread has returned one.
+    fn batches(
+        &self,
+        cfg: &LabelConfig,
+        spare: crossbeam_channel::Receiver<Vec<f32>>,
+    ) -> Loader<Result<Batch, String>> {
+        let (sampler, todo, images) = (
+            Arc::clone(&self.sampler),
+            self.todo.clone(),
+            Arc::clone(&self.images),
+        );
+        let (data, plan) = (Arc::clone(&cfg.data), Arc::clone(&self.blocks));
         let (scale, mean, std) = (cfg.scale, cfg.mean.clone(), cfg.std.clone());
         let rule = formats::view::ViewRule::of_recipe(&cfg.recipe);
+        let (c, (w, h)) = (self.channels, self.size);
+        let plane = (w * h) as usize;
         Loader::new(
             todo.len(),
             cfg.threads,
@@ -467,149 +557,7 @@ pub fn label_locked(
                 })
             },
         )
-    };
-
-    // Writer thread: top-k, quality, append in order (or stage whole blocks).
-    let (tx, rx) = crossbeam_channel::bounded::<(Batch, Vec<f32>)>(2);
-    let k = cfg.k as usize;
-    let out_dir = cfg.out.clone();
-    let staged = writer.staged_groups().is_some();
-    let epochs = cfg.epochs as usize;
-    let block_plan = Arc::clone(&plan);
-    let writer_thread = std::thread::Builder::new()
-        .name("label-writer".into())
-        .spawn(move || -> Result<StoreWriter, InferError> {
-            let cl = classes as usize;
-            let mut group = Vec::new();
-            for (b, logits) in rx {
-                for (j, row) in logits.chunks_exact(cl).enumerate() {
-                    let s = b.samples[j];
-                    let label = SoftLabel::from_logits(row, k).map_err(|e| InferError::Run {
-                        file: out_dir.clone(),
-                        what: format!("teacher output for sample {s} (epoch {}): {e}", b.epoch),
-                    })?;
-                    let t = &b.truth[j];
-                    let top1 = label.indices[0];
-                    let q = RecordQuality {
-                        reconstruction_kl: Some((
-                            label.kl_from_full(row, 1.0),
-                            label.kl_from_full(row, 4.0),
-                        )),
-                        teacher_correct: t.partner.is_none().then_some(top1 == t.primary),
-                    };
-                    let rec = Record {
-                        aug: b.aug[j],
-                        label,
-                    };
-                    if staged {
-                        group.push((b.epoch, s, rec, q));
-                    } else {
-                        writer
-                            .append(b.epoch, s, &rec, &q)
-                            .map_err(|e| store_err(&out_dir, e))?;
-                    }
-                }
-                // A block's records come together (items are block-major): stage it whole.
-                if staged && group.len() == block_plan.block(b.block as usize).len() * epochs {
-                    writer
-                        .append_group(&group)
-                        .map_err(|e| store_err(&out_dir, e))?;
-                    group.clear();
-                }
-            }
-            Ok(writer)
-        })
-        .expect("spawn writer thread");
-
-    let mut done = 0u64;
-    let mut failure = None;
-    let mut each = Vec::new();
-    let mut mean = Vec::new();
-    for item in loader {
-        let mut b = match item {
-            Ok(b) => b,
-            Err(what) => {
-                failure = Some(InferError::Model {
-                    file: PathBuf::from("dataset"),
-                    what,
-                });
-                break;
-            }
-        };
-        let n = b.aug.len();
-        let chw = [c as usize, h as usize, w as usize];
-        let cl = classes as usize;
-        // Every teacher's output is checked before it is combined: an ensemble must not hide a
-        // NaN from one of its members.
-        let finite = |s: &TeacherSession, logits: &[f32]| -> Result<(), InferError> {
-            match logits.iter().position(|v| !v.is_finite()) {
-                None => Ok(()),
-                Some(at) => Err(model_err(
-                    s,
-                    format!(
-                        "logit {} of class {} for sample {} (epoch {}): teacher outputs must be finite",
-                        logits[at],
-                        at % cl,
-                        b.samples[at / cl],
-                        b.epoch
-                    ),
-                )),
-            }
-        };
-        let mut step = || -> Result<Vec<f32>, InferError> {
-            if sessions.len() == 1 {
-                sessions[0].run(&b.pixels, n, chw, &mut mean)?;
-                finite(&sessions[0], &mean)?;
-                return Ok(std::mem::take(&mut mean));
-            }
-            mean.clear();
-            mean.resize(n * cl, 0.0);
-            for s in sessions.iter_mut() {
-                s.run(&b.pixels, n, chw, &mut each)?;
-                finite(s, &each)?;
-                combine(&mut mean, &each, cl, cfg.ensemble);
-            }
-            finish_ensemble(&mut mean, sessions.len(), cfg.ensemble);
-            Ok(std::mem::take(&mut mean))
-        };
-        match step() {
-            Ok(logits) => {
-                let _ = recycle.try_send(std::mem::take(&mut b.pixels));
-                if tx.send((b, logits)).is_err() {
-                    break; // the writer stopped with an error; it is reported below
-                }
-            }
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-        done += n as u64;
-        progress(Progress {
-            records: already + done,
-            images_decoded: images.decoded(),
-        });
     }
-    drop(tx);
-    let writer = writer_thread.join().expect("writer thread")?;
-    if let Some(e) = failure {
-        // Chunks already complete stay on disk: `--resume` continues from them.
-        return Err(e);
-    }
-    let m = writer.finish().map_err(|e| store_err(&cfg.out, e))?;
-    let seconds = t0.elapsed().as_secs_f64();
-    Ok(LabelSummary {
-        out: cfg.out.clone(),
-        records: m.records(),
-        labelled,
-        already_complete,
-        seconds,
-        images_per_sec: labelled as f64 / seconds,
-        images_decoded: images.decoded(),
-        blocks: m.blocks,
-        samples: m.samples,
-        quality: m.quality,
-    })
 }
 
 /// One loader item: a batch of consecutive positions of one block, in one epoch.
@@ -652,55 +600,6 @@ fn plan_items(plan: &BlockPlan, writer: &StoreWriter, epochs: u32, batch: usize)
         }
     }
     todo
-}
-
-/// Adds one teacher's output to the running ensemble sum.
-fn combine(sum: &mut [f32], logits: &[f32], classes: usize, how: Ensemble) {
-    match how {
-        Ensemble::Logits => {
-            for (s, &l) in sum.iter_mut().zip(logits) {
-                *s += l;
-            }
-        }
-        Ensemble::Probs => {
-            for (srow, lrow) in sum
-                .chunks_exact_mut(classes)
-                .zip(logits.chunks_exact(classes))
-            {
-                let m = lrow.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                let z: f32 = lrow.iter().map(|&l| (l - m).exp()).sum();
-                for (s, &l) in srow.iter_mut().zip(lrow) {
-                    *s += (l - m).exp() / z;
-                }
-            }
-        }
-    }
-}
-
-/// Turns the ensemble sum into the stored logits (mean logits, or log of mean probabilities).
-fn finish_ensemble(sum: &mut [f32], teachers: usize, how: Ensemble) {
-    let inv = 1.0 / teachers as f32;
-    for s in sum.iter_mut() {
-        *s *= inv;
-        if how == Ensemble::Probs {
-            // Probabilities that underflowed to 0 get the smallest positive logit gap f32 allows.
-            *s = s.max(f32::MIN_POSITIVE).ln();
-        }
-    }
-}
-
-fn model_err(s: &TeacherSession, what: String) -> InferError {
-    InferError::Model {
-        file: s.file.clone(),
-        what,
-    }
-}
-
-fn store_err(out: &std::path::Path, e: label_store::StoreError) -> InferError {
-    InferError::Run {
-        file: out.to_path_buf(),
-        what: e.to_string(),
-    }
 }
 
 fn draft_manifest(

@@ -1,0 +1,186 @@
+//! The teacher bank: the sessions of one labelling run, checked against each other and the
+//! data, run on a batch as one teacher (a single model, or an ensemble whose outputs are
+//! combined), every member's output checked finite before it is combined.
+
+use crate::error::InferError;
+use crate::pipeline::{Ensemble, LabelConfig};
+use crate::session::TeacherSession;
+use datasets::Dataset;
+use std::path::PathBuf;
+
+/// The teachers of a run, opened on the run's device.
+pub struct TeacherBank {
+    sessions: Vec<TeacherSession>,
+    ensemble: Ensemble,
+    classes: u32,
+    /// One member's output (ensembles).
+    each: Vec<f32>,
+    /// The combined output of the batch being labelled.
+    out: Vec<f32>,
+}
+
+impl TeacherBank {
+    /// Opens every teacher of `cfg` and checks they agree on the class count, and that it is
+    /// the dataset's; errors name the file that differs.
+    pub fn open(cfg: &LabelConfig) -> Result<Self, InferError> {
+        let env = &crate::runtime::environment(cfg.ort_lib.as_deref())?.1;
+        let sessions = cfg
+            .teachers
+            .iter()
+            .map(|p| TeacherSession::open_with(env, p, cfg.device, cfg.session_threads, cfg.cuda))
+            .collect::<Result<Vec<_>, _>>()?;
+        let classes = sessions[0].classes;
+        for s in &sessions {
+            if s.classes != classes {
+                return Err(model_err(
+                    s,
+                    format!(
+                        "has {} classes, {} has {classes}",
+                        s.classes,
+                        sessions[0].file.display()
+                    ),
+                ));
+            }
+        }
+        let data = &cfg.data;
+        if data.classes() != classes {
+            return Err(model_err(
+                &sessions[0],
+                format!(
+                    "has {classes} classes, the dataset {} ({} labels)",
+                    data.classes(),
+                    data.fingerprint().format
+                ),
+            ));
+        }
+        Ok(TeacherBank {
+            sessions,
+            ensemble: cfg.ensemble,
+            classes,
+            each: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// The class count every teacher has.
+    pub fn classes(&self) -> u32 {
+        self.classes
+    }
+
+    /// The teachers' sessions, in the order given.
+    pub fn sessions(&self) -> &[TeacherSession] {
+        &self.sessions
+    }
+
+    /// The input (width, height): `size` when given, else the first model's fixed size, else
+    /// the images' own (uniform) size; every teacher must take it with `data`'s channels.
+    pub fn input_size(
+        &self,
+        size: Option<(u32, u32)>,
+        data: &dyn Dataset,
+    ) -> Result<(u32, u32), InferError> {
+        let (w, h) = match size {
+            Some(s) => s,
+            None => {
+                let shape = &self.sessions[0].input_shape;
+                if shape[2] > 0 && shape[3] > 0 {
+                    (shape[3] as u32, shape[2] as u32)
+                } else {
+                    data.uniform_dims().map_err(|e| InferError::Model {
+                        file: PathBuf::from("dataset"),
+                        what: e.to_string(),
+                    })?
+                }
+            }
+        };
+        for s in &self.sessions {
+            s.check_input(u32::from(data.channels()), h, w)?;
+        }
+        Ok((w, h))
+    }
+
+    /// The teachers' (combined) logits for a batch of `n` inputs of shape `chw`, `n × classes`
+    /// long; `samples` and `epoch` name the records when an output is not finite.
+    pub fn run(
+        &mut self,
+        pixels: &[f32],
+        chw: [usize; 3],
+        samples: &[u32],
+        epoch: u32,
+    ) -> Result<Vec<f32>, InferError> {
+        let n = samples.len();
+        let cl = self.classes as usize;
+        // Every teacher's output is checked before it is combined: an ensemble must not hide a
+        // NaN from one of its members.
+        let finite = |s: &TeacherSession, logits: &[f32]| -> Result<(), InferError> {
+            match logits.iter().position(|v| !v.is_finite()) {
+                None => Ok(()),
+                Some(at) => Err(model_err(
+                    s,
+                    format!(
+                        "logit {} of class {} for sample {} (epoch {epoch}): teacher outputs must be finite",
+                        logits[at],
+                        at % cl,
+                        samples[at / cl],
+                    ),
+                )),
+            }
+        };
+        if self.sessions.len() == 1 {
+            self.sessions[0].run(pixels, n, chw, &mut self.out)?;
+            finite(&self.sessions[0], &self.out)?;
+            return Ok(std::mem::take(&mut self.out));
+        }
+        self.out.clear();
+        self.out.resize(n * cl, 0.0);
+        for s in self.sessions.iter_mut() {
+            s.run(pixels, n, chw, &mut self.each)?;
+            finite(s, &self.each)?;
+            combine(&mut self.out, &self.each, cl, self.ensemble);
+        }
+        finish_ensemble(&mut self.out, self.sessions.len(), self.ensemble);
+        Ok(std::mem::take(&mut self.out))
+    }
+}
+
+/// Adds one teacher's output to the running ensemble sum.
+fn combine(sum: &mut [f32], logits: &[f32], classes: usize, how: Ensemble) {
+    match how {
+        Ensemble::Logits => {
+            for (s, &l) in sum.iter_mut().zip(logits) {
+                *s += l;
+            }
+        }
+        Ensemble::Probs => {
+            for (srow, lrow) in sum
+                .chunks_exact_mut(classes)
+                .zip(logits.chunks_exact(classes))
+            {
+                let m = lrow.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let z: f32 = lrow.iter().map(|&l| (l - m).exp()).sum();
+                for (s, &l) in srow.iter_mut().zip(lrow) {
+                    *s += (l - m).exp() / z;
+                }
+            }
+        }
+    }
+}
+
+/// Turns the ensemble sum into the stored logits (mean logits, or log of mean probabilities).
+fn finish_ensemble(sum: &mut [f32], teachers: usize, how: Ensemble) {
+    let inv = 1.0 / teachers as f32;
+    for s in sum.iter_mut() {
+        *s *= inv;
+        if how == Ensemble::Probs {
+            // Probabilities that underflowed to 0 get the smallest positive logit gap f32 allows.
+            *s = s.max(f32::MIN_POSITIVE).ln();
+        }
+    }
+}
+
+fn model_err(s: &TeacherSession, what: String) -> InferError {
+    InferError::Model {
+        file: s.file.clone(),
+        what,
+    }
+}
