@@ -23,5 +23,5 @@ pub use device::DeviceChoice;
 pub use error::TrainError;
 pub use eval::{EvalReport, Evaluator};
 pub use loss::LossKind;
-pub use run::{RunData, train};
+pub use run::{RunData, StudentRun, train};
 pub use rundir::EpochMetrics;

@@ -19,7 +19,7 @@ use crate::rundir::{
     prune_checkpoints, read_metrics, write_metrics,
 };
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use datasets::Dataset;
 use formats::Recipe;
 use label_store::LabelStore;
@@ -149,230 +149,338 @@ pub fn train(
     resume: bool,
     progress: &mut dyn Progress,
 ) -> Result<RunSummary, TrainError> {
-    let started = Instant::now();
-    cfg.validate()?;
-    let input = cfg.input;
-    input
-        .check_data(data.train.as_ref(), "the training split")
-        .map_err(TrainError::Mismatch)?;
-    let size = (input.width as u32, input.height as u32);
-    let device = cfg.device.training().map_err(TrainError::Config)?;
-    let infer_device = device.clone().without_autodiff();
+    let mut r = StudentRun::init(cfg, data, run, resume)?;
+    for epoch in r.start_epoch..cfg.epochs {
+        r.epoch(epoch, progress)?;
+    }
+    r.finish()
+}
 
-    // What an exported student declares of its input: the filter its views were resized with,
-    // and (on image folders) the centre crop it is evaluated with.
-    let interpolation = match &data.labels {
-        Some(s) => match s.view_rule()?.kernel {
-            formats::view::Kernel::Pillow(f) => Some(f),
-            formats::view::Kernel::Legacy => None,
-        },
-        None => Some(
-            cfg.aug
-                .as_ref()
-                .map(|r| r.interpolation)
-                .unwrap_or_default(),
-        ),
-    };
-    let crop_pct = data.train.encoded().then_some(cfg.eval_crop_pct);
-    let labels = match &data.labels {
-        Some(s) => Labels::Store(Arc::clone(s)),
-        None => {
-            let recipe = cfg.aug.clone().unwrap_or_else(Recipe::none);
-            let sampler = Sampler::new(&recipe, cfg.seed, data.train.len(), size.0, size.1)?;
-            Labels::Live(Arc::new(sampler))
-        }
-    };
-    let stream = Arc::new(Stream::new(
-        Arc::clone(&data.train),
-        labels,
-        StreamConfig {
-            window: cfg.shuffle_window,
-            multi_crop: cfg.multi_crop,
-            digest: cfg.stream_digest,
-            prefetch: cfg
-                .prefetch
-                .unwrap_or_else(|| replay::stream::default_prefetch(cfg.threads.max(1))),
-            pixels: true,
-            ..StreamConfig::training(
-                cfg.batch,
-                cfg.threads.max(1),
-                cfg.seed,
-                cfg.mean.clone(),
-                cfg.std.clone(),
-                size,
-            )
-        },
-    )?);
-    if let Some(test) = &data.test {
+/// A training run in progress: its stream and evaluator, its students (fresh, or resumed from
+/// their last common checkpoint), and what an exported student declares of its input.
+pub struct StudentRun<'a> {
+    cfg: &'a TrainConfig,
+    run: PathBuf,
+    started: Instant,
+    device: Device,
+    infer_device: Device,
+    stream: Arc<Stream>,
+    evaluator: Option<Evaluator>,
+    students: Vec<StudentState>,
+    /// The first epoch this process trains (> 0 when resumed).
+    start_epoch: u32,
+    /// The store's epochs, decoded ahead of the epochs that replay them.
+    prefetch: Option<label_store::Prefetcher>,
+    /// The filter the store's views were resized with (`None`: format version 1's kernel).
+    interpolation: Option<formats::Interpolation>,
+    /// The centre crop an image-folder student is evaluated with.
+    crop_pct: Option<f64>,
+}
+
+impl<'a> StudentRun<'a> {
+    /// Checks the config and the data, builds the stream and the evaluator, and creates the
+    /// run directory or, with `resume`, reads every student back from its last checkpoint.
+    pub fn init(
+        cfg: &'a TrainConfig,
+        data: &RunData,
+        run: &Path,
+        resume: bool,
+    ) -> Result<Self, TrainError> {
+        let started = Instant::now();
+        cfg.validate()?;
+        let input = cfg.input;
         input
+            .check_data(data.train.as_ref(), "the training split")
+            .map_err(TrainError::Mismatch)?;
+        let device = cfg.device.training().map_err(TrainError::Config)?;
+        let infer_device = device.clone().without_autodiff();
+        // What an exported student declares of its input: the filter its views were resized
+        // with, and (on image folders) the centre crop it is evaluated with.
+        let interpolation = match &data.labels {
+            Some(s) => match s.view_rule()?.kernel {
+                formats::view::Kernel::Pillow(f) => Some(f),
+                formats::view::Kernel::Legacy => None,
+            },
+            None => Some(
+                cfg.aug
+                    .as_ref()
+                    .map(|r| r.interpolation)
+                    .unwrap_or_default(),
+            ),
+        };
+        let stream = Arc::new(Self::stream(cfg, data)?);
+        let evaluator = Self::evaluator(cfg, data)?;
+        let start_epoch = prepare_run_dir(cfg, run, resume)?;
+        let students = Self::students(cfg, run, start_epoch, &device)?;
+        let prefetch = data.labels.as_ref().map(|s| {
+            let epochs = (start_epoch..cfg.epochs)
+                .flat_map(|e| stream.store_epochs(e))
+                .collect();
+            s.prefetch(epochs)
+        });
+        Ok(StudentRun {
+            cfg,
+            run: run.to_path_buf(),
+            started,
+            device,
+            infer_device,
+            stream,
+            evaluator,
+            students,
+            start_epoch,
+            prefetch,
+            interpolation,
+            crop_pct: data.train.encoded().then_some(cfg.eval_crop_pct),
+        })
+    }
+
+    /// The training stream: the store's records replayed, or (without a store) views sampled
+    /// live from the recipe with hard labels only.
+    fn stream(cfg: &TrainConfig, data: &RunData) -> Result<Stream, TrainError> {
+        let size = (cfg.input.width as u32, cfg.input.height as u32);
+        let labels = match &data.labels {
+            Some(s) => Labels::Store(Arc::clone(s)),
+            None => {
+                let recipe = cfg.aug.clone().unwrap_or_else(Recipe::none);
+                let sampler = Sampler::new(&recipe, cfg.seed, data.train.len(), size.0, size.1)?;
+                Labels::Live(Arc::new(sampler))
+            }
+        };
+        Ok(Stream::new(
+            Arc::clone(&data.train),
+            labels,
+            StreamConfig {
+                window: cfg.shuffle_window,
+                multi_crop: cfg.multi_crop,
+                digest: cfg.stream_digest,
+                prefetch: cfg
+                    .prefetch
+                    .unwrap_or_else(|| replay::stream::default_prefetch(cfg.threads.max(1))),
+                pixels: true,
+                ..StreamConfig::training(
+                    cfg.batch,
+                    cfg.threads.max(1),
+                    cfg.seed,
+                    cfg.mean.clone(),
+                    cfg.std.clone(),
+                    size,
+                )
+            },
+        )?)
+    }
+
+    /// The evaluation after each epoch, on the test split when there is one.
+    fn evaluator(cfg: &TrainConfig, data: &RunData) -> Result<Option<Evaluator>, TrainError> {
+        let Some(test) = &data.test else {
+            if data.eval_labels.is_some() {
+                return Err(TrainError::config(
+                    "--eval-labels needs the test split of the data to evaluate on",
+                ));
+            }
+            return Ok(None);
+        };
+        cfg.input
             .check_data(test.as_ref(), "the test split")
             .map_err(TrainError::Mismatch)?;
-    }
-    let evaluator = match &data.test {
-        Some(test) => Some(Evaluator::new(
+        Ok(Some(Evaluator::new(
             Arc::clone(test),
             data.eval_labels.clone(),
             EvalView {
-                size,
+                size: (cfg.input.width as u32, cfg.input.height as u32),
                 mean: &cfg.mean,
                 std: &cfg.std,
                 crop_pct: cfg.eval_crop_pct,
             },
             cfg.batch.max(256),
             cfg.threads.max(1),
-        )?),
-        None if data.eval_labels.is_some() => {
-            return Err(TrainError::config(
-                "--eval-labels needs the test split of the data to evaluate on",
-            ));
-        }
-        None => None,
-    };
-    let start_epoch = prepare_run_dir(cfg, run, resume)?;
-    let dirs = cfg.student_dirs(run);
-    let mut students = Vec::with_capacity(dirs.len());
-    for (i, (dir, spec)) in dirs.iter().zip(&cfg.models).enumerate() {
-        fs::create_dir_all(dir.join(CHECKPOINTS)).map_err(TrainError::io(dir))?;
-        let mut optim = cfg.optim.init();
-        let (model, metrics) = if start_epoch > 0 {
-            let ck = Checkpoint::read(
-                &dir.join(CHECKPOINTS)
-                    .join(checkpoint::file_name(start_epoch)),
-            )?;
-            if ck.meta.model != *spec || ck.meta.input != input {
-                return Err(TrainError::corrupt(
-                    &ck.path,
-                    "the checkpoint holds another model than the run's config",
-                ));
-            }
-            optim = ck.optimizer(optim)?;
-            let metrics = read_metrics(&dir.join(METRICS_FILE), start_epoch)?;
-            (ck.student(&device)?, metrics)
-        } else {
-            device.seed(cfg.seed.wrapping_add(i as u64));
-            let model = spec.init(&input, &device).map_err(TrainError::Mismatch)?;
-            (model, Vec::new())
-        };
-        // The metrics file holds exactly the epochs the checkpoint has (a crash after writing a
-        // metrics line but before its checkpoint leaves one line too many).
-        write_metrics(&dir.join(METRICS_FILE), &metrics)?;
-        students.push(StudentState {
-            dir: dir.clone(),
-            spec: spec.clone(),
-            model: Some(model),
-            optim,
-            metrics,
-        });
+        )?))
     }
 
-    let prefetch = data.labels.as_ref().map(|s| {
-        let epochs = (start_epoch..cfg.epochs)
-            .flat_map(|e| stream.store_epochs(e))
-            .collect();
-        s.prefetch(epochs)
-    });
+    /// Every student of the run: fresh (seeded per student), or read back from its checkpoint
+    /// after `start_epoch` epochs with its optimizer state and metrics.
+    fn students(
+        cfg: &TrainConfig,
+        run: &Path,
+        start_epoch: u32,
+        device: &Device,
+    ) -> Result<Vec<StudentState>, TrainError> {
+        let dirs = cfg.student_dirs(run);
+        let mut students = Vec::with_capacity(dirs.len());
+        for (i, (dir, spec)) in dirs.iter().zip(&cfg.models).enumerate() {
+            fs::create_dir_all(dir.join(CHECKPOINTS)).map_err(TrainError::io(dir))?;
+            let mut optim = cfg.optim.init();
+            let (model, metrics) = if start_epoch > 0 {
+                let ck = Checkpoint::read(
+                    &dir.join(CHECKPOINTS)
+                        .join(checkpoint::file_name(start_epoch)),
+                )?;
+                if ck.meta.model != *spec || ck.meta.input != cfg.input {
+                    return Err(TrainError::corrupt(
+                        &ck.path,
+                        "the checkpoint holds another model than the run's config",
+                    ));
+                }
+                optim = ck.optimizer(optim)?;
+                let metrics = read_metrics(&dir.join(METRICS_FILE), start_epoch)?;
+                (ck.student(device)?, metrics)
+            } else {
+                device.seed(cfg.seed.wrapping_add(i as u64));
+                let model = spec
+                    .init(&cfg.input, device)
+                    .map_err(TrainError::Mismatch)?;
+                (model, Vec::new())
+            };
+            // The metrics file holds exactly the epochs the checkpoint has (a crash after
+            // writing a metrics line but before its checkpoint leaves one line too many).
+            write_metrics(&dir.join(METRICS_FILE), &metrics)?;
+            students.push(StudentState {
+                dir: dir.clone(),
+                spec: spec.clone(),
+                model: Some(model),
+                optim,
+                metrics,
+            });
+        }
+        Ok(students)
+    }
 
-    let steps = stream.batches();
-    let (c, h, w) = (input.channels, input.height, input.width);
-    for epoch in start_epoch..cfg.epochs {
+    /// Trains every student one epoch over the stream, then ends the epoch (evaluation,
+    /// metrics, checkpoints); returns the epoch's metrics, one per student.
+    pub fn epoch(
+        &mut self,
+        epoch: u32,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<EpochMetrics>, TrainError> {
+        let cfg = self.cfg;
         let mut decoded = Vec::new();
-        if let Some(p) = &prefetch {
+        if let Some(p) = &self.prefetch {
             for _ in 0..cfg.multi_crop {
                 decoded.push(Arc::new(p.next_epoch().ok_or_else(|| {
                     TrainError::config("the label prefetcher stopped early")
                 })??));
             }
         }
-        let tau = cfg.loss.teacher_tau(epoch);
+        let steps = self.stream.batches();
         progress.epoch_start(epoch, steps);
         let t0 = Instant::now();
-        let mut waited = 0.0f64;
-        let mut losses: Vec<LossSum> = students.iter().map(|_| LossSum::default()).collect();
-        let mut lr = cfg.optim.lr;
-        let mut seen = 0usize;
-        let mut loader = stream.epoch(epoch, decoded, tau)?;
-        let mut digest = StreamDigest::default();
+        let mut pass = EpochPass {
+            losses: self.students.iter().map(|_| LossSum::default()).collect(),
+            lr: cfg.optim.lr,
+            seen: 0,
+            waited: 0.0,
+            seconds: 0.0,
+            images_decoded: 0,
+            digest: StreamDigest::default(),
+        };
+        let mut loader = self
+            .stream
+            .epoch(epoch, decoded, cfg.loss.teacher_tau(epoch))?;
         for step in 0..steps {
             let tw = Instant::now();
             let batch: Batch = loader
                 .next()
                 .ok_or_else(|| TrainError::config("the loader ended early"))??;
-            waited += tw.elapsed().as_secs_f64();
-            if let Some(d) = batch.digest {
-                digest.push(d);
-            }
-            let n = batch.n;
-            seen += n;
-            let x = upload(batch.inputs, n, (c, h, w), &cfg.mean, &cfg.std, &device);
-            let y =
-                Tensor::<2>::from_data(TensorData::new(batch.hard, [n, input.classes]), &device);
-            let t = batch
-                .teacher
-                .map(|t| Tensor::<2>::from_data(TensorData::new(t, [n, input.classes]), &device));
-            lr = cfg.optim.lr_at(epoch, step, steps, cfg.epochs);
-            for (si, s) in students.iter_mut().enumerate() {
-                let model = s.model.take().expect("model present between steps");
-                let logits = model.forward(x.clone());
-                let loss = cfg.loss.loss(epoch, logits, y.clone(), t.clone());
-                losses[si].add(&loss, n, step);
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                s.model = Some(s.optim.step(lr, model, grads));
-            }
-            // Reading a loss waits for the device: only every LOSS_READ_EVERY steps.
-            let mut shown = None;
-            if (step + 1) % LOSS_READ_EVERY == 0 || step + 1 == steps {
-                for (si, s) in students.iter().enumerate() {
-                    let mean = losses[si].read(epoch, &s.dir)?;
-                    if si == 0 {
-                        shown = mean;
-                    }
-                }
-            }
+            pass.waited += tw.elapsed().as_secs_f64();
+            let shown = self.step(batch, epoch, step, steps, &mut pass)?;
             progress.step(shown);
         }
-        let images_decoded = loader.images_decoded();
+        pass.images_decoded = loader.images_decoded();
         drop(loader);
-        let train_secs = t0.elapsed().as_secs_f64();
+        pass.seconds = t0.elapsed().as_secs_f64();
+        let metrics = self.end_epoch(epoch, &pass, progress)?;
+        progress.epoch_end(&metrics);
+        Ok(metrics)
+    }
+
+    /// One batch through every student: forward, loss, backward, optimizer step. Returns the
+    /// first student's mean loss when the losses were read this step.
+    fn step(
+        &mut self,
+        batch: Batch,
+        epoch: u32,
+        step: usize,
+        steps: usize,
+        pass: &mut EpochPass,
+    ) -> Result<Option<f64>, TrainError> {
+        let (cfg, input) = (self.cfg, self.cfg.input);
+        if let Some(d) = batch.digest {
+            pass.digest.push(d);
+        }
+        let n = batch.n;
+        pass.seen += n;
+        let chw = (input.channels, input.height, input.width);
+        let x = upload(batch.inputs, n, chw, &cfg.mean, &cfg.std, &self.device);
+        let y = Tensor::<2>::from_data(
+            TensorData::new(batch.hard, [n, input.classes]),
+            &self.device,
+        );
+        let t = batch
+            .teacher
+            .map(|t| Tensor::<2>::from_data(TensorData::new(t, [n, input.classes]), &self.device));
+        pass.lr = cfg.optim.lr_at(epoch, step, steps, cfg.epochs);
+        for (si, s) in self.students.iter_mut().enumerate() {
+            let model = s.model.take().expect("model present between steps");
+            let logits = model.forward(x.clone());
+            let loss = cfg.loss.loss(epoch, logits, y.clone(), t.clone());
+            pass.losses[si].add(&loss, n, step);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            s.model = Some(s.optim.step(pass.lr, model, grads));
+        }
+        // Reading a loss waits for the device: only every LOSS_READ_EVERY steps.
+        let mut shown = None;
+        if (step + 1).is_multiple_of(LOSS_READ_EVERY) || step + 1 == steps {
+            for (si, s) in self.students.iter().enumerate() {
+                let mean = pass.losses[si].read(epoch, &s.dir)?;
+                if si == 0 {
+                    shown = mean;
+                }
+            }
+        }
+        Ok(shown)
+    }
+
+    /// The end of an epoch: one evaluation pass for every student, then per student its
+    /// metrics line and checkpoint, then (all saved) the pruning of old checkpoints.
+    fn end_epoch(
+        &mut self,
+        epoch: u32,
+        pass: &EpochPass,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<EpochMetrics>, TrainError> {
+        let cfg = self.cfg;
         // One pass over the test split feeds every student.
-        let reports = match &evaluator {
+        let reports = match &self.evaluator {
             Some(ev) => {
-                let models: Vec<&Student> = students
+                let models: Vec<&Student> = self
+                    .students
                     .iter()
                     .map(|s| s.model.as_ref().expect("model present"))
                     .collect();
-                ev.evaluate_all(&models, &infer_device)?
+                ev.evaluate_all(&models, &self.infer_device)?
                     .into_iter()
                     .map(Some)
                     .collect()
             }
-            None => vec![None; students.len()],
+            None => vec![None; self.students.len()],
         };
-        let mut epoch_metrics = Vec::with_capacity(students.len());
-        for (si, (s, report)) in students.iter_mut().zip(reports).enumerate() {
-            let model = s.model.as_ref().expect("model present");
+        let mut epoch_metrics = Vec::with_capacity(self.students.len());
+        for (si, report) in reports.into_iter().enumerate() {
             let m = EpochMetrics {
                 epoch,
-                lr,
-                train_loss: losses[si].total / seen.max(1) as f64,
-                images_per_sec: seen as f64 / train_secs,
-                loader_wait_fraction: waited / train_secs,
-                images_decoded,
-                stream_xxh3: cfg.stream_digest.then(|| digest.hex()),
-                store_epoch: stream.store_epoch(epoch),
+                lr: pass.lr,
+                train_loss: pass.losses[si].total / pass.seen.max(1) as f64,
+                images_per_sec: pass.seen as f64 / pass.seconds,
+                loader_wait_fraction: pass.waited / pass.seconds,
+                images_decoded: pass.images_decoded,
+                stream_xxh3: cfg.stream_digest.then(|| pass.digest.hex()),
+                store_epoch: self.stream.store_epoch(epoch),
                 test_accuracy: report.as_ref().map(|r| r.accuracy),
                 test_agreement: report.as_ref().and_then(|r| r.agreement),
                 test_kl: report.as_ref().and_then(|r| r.kl),
                 test_kl_vs: report.as_ref().and_then(|r| r.kl_vs),
             };
-            let meta = CheckpointMeta {
-                epochs_done: epoch + 1,
-                model: s.spec.clone(),
-                input,
-                mean: cfg.mean.clone(),
-                std: cfg.std.clone(),
-                interpolation,
-                crop_pct,
-            };
+            let meta = self.meta(si, epoch + 1);
+            let s = &mut self.students[si];
             // The metrics line first, then the checkpoint: a crash between them leaves a line
             // that resume drops (and recomputes), never a checkpoint without its line.
             append_metrics(&s.dir.join(METRICS_FILE), &m)?;
@@ -381,7 +489,7 @@ pub fn train(
                     .join(CHECKPOINTS)
                     .join(checkpoint::file_name(epoch + 1)),
                 &meta,
-                model,
+                s.model.as_ref().expect("model present"),
                 Some(&s.optim),
             )?;
             progress.checkpoint_saved(si, epoch + 1);
@@ -391,40 +499,62 @@ pub fn train(
         // Only once every student has its new checkpoint on disk: resume continues from the
         // last epoch all students have, which must still be there after a crash mid-save.
         if cfg.keep_checkpoints > 0 {
-            for s in &students {
+            for s in &self.students {
                 prune_checkpoints(&s.dir, cfg.keep_checkpoints)?;
             }
         }
-        progress.epoch_end(&epoch_metrics);
+        Ok(epoch_metrics)
     }
 
-    let mut out = Vec::with_capacity(students.len());
-    for s in &students {
-        let meta = CheckpointMeta {
-            epochs_done: cfg.epochs,
-            model: s.spec.clone(),
-            input,
-            mean: cfg.mean.clone(),
-            std: cfg.std.clone(),
-            interpolation,
-            crop_pct,
-        };
-        checkpoint::save(
-            &s.dir.join(FINAL_FILE),
-            &meta,
-            s.model.as_ref().expect("model present"),
-            None,
-        )?;
-        out.push(StudentSummary {
-            dir: s.dir.clone(),
-            model: s.spec.clone(),
-            last: s.metrics.last().cloned(),
-        });
+    /// What student `si`'s checkpoint after `epochs_done` epochs records of it.
+    fn meta(&self, si: usize, epochs_done: u32) -> CheckpointMeta {
+        CheckpointMeta {
+            epochs_done,
+            model: self.students[si].spec.clone(),
+            input: self.cfg.input,
+            mean: self.cfg.mean.clone(),
+            std: self.cfg.std.clone(),
+            interpolation: self.interpolation,
+            crop_pct: self.crop_pct,
+        }
     }
-    Ok(RunSummary {
-        run: run.to_path_buf(),
-        students: out,
-        resumed_from_epoch: start_epoch,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+
+    /// Saves every student's final parameters and reports the run.
+    pub fn finish(self) -> Result<RunSummary, TrainError> {
+        let mut out = Vec::with_capacity(self.students.len());
+        for (si, s) in self.students.iter().enumerate() {
+            checkpoint::save(
+                &s.dir.join(FINAL_FILE),
+                &self.meta(si, self.cfg.epochs),
+                s.model.as_ref().expect("model present"),
+                None,
+            )?;
+            out.push(StudentSummary {
+                dir: s.dir.clone(),
+                model: s.spec.clone(),
+                last: s.metrics.last().cloned(),
+            });
+        }
+        Ok(RunSummary {
+            run: self.run,
+            students: out,
+            resumed_from_epoch: self.start_epoch,
+            seconds: self.started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// What one epoch's pass over the stream measured.
+struct EpochPass {
+    losses: Vec<LossSum>,
+    /// The learning rate of the last step.
+    lr: f64,
+    /// Images trained on.
+    seen: usize,
+    /// Seconds spent waiting for the loader.
+    waited: f64,
+    /// Seconds of the whole pass.
+    seconds: f64,
+    images_decoded: u64,
+    digest: StreamDigest,
 }
