@@ -122,6 +122,30 @@ impl From<CodecFlag> for ValueCodec {
     }
 }
 
+/// Library config fields whose flag is not `--` + the field with `-` for `_`.
+const FIELD_FLAGS: &[(&str, &str)] = &[
+    ("eval_crop_pct", "--crop-pct"),
+    ("models", "--model"),
+    ("teachers", "--teacher"),
+    ("recipe", "--aug"),
+    ("run", "--out"),
+    ("k", "--topk"),
+];
+
+/// The flag that sets library config field `field` (library errors name fields; see
+/// `formats::field`).
+pub fn flag_of(field: &str) -> String {
+    FIELD_FLAGS.iter().find(|(f, _)| *f == field).map_or_else(
+        || format!("--{}", field.replace('_', "-")),
+        |(_, flag)| flag.to_string(),
+    )
+}
+
+/// `message` (a library error) with each config field it names put as the flag that sets it.
+pub fn name_flags(message: &str) -> String {
+    formats::field::rename(message, |f| Some(flag_of(f)))
+}
+
 /// The dataset a command reads (`--data`, `--format`, the shard flags, `--split`), declared
 /// once and flattened into `label`, `train`, `eval` and `inspect`.
 #[derive(clap::Args, Clone, Debug)]

@@ -85,7 +85,8 @@ fn main() -> ExitCode {
         // and nobody is left to tell. ripgrep ends the same way.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Library errors name config fields; the user gave flags.
+            eprintln!("error: {}", flags::name_flags(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }

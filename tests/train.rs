@@ -272,7 +272,7 @@ fn exported_students_match_the_burn_forward_pass() {
             classes: 7,
         };
         let spec = ModelSpec {
-            family: family.into(),
+            family: family.parse().unwrap(),
             width: 0.5,
             norm,
         };
@@ -374,4 +374,61 @@ fn a_store_whose_decode_probe_differs_is_refused_naming_the_sample() {
         "{err}"
     );
     assert!(!s.root.join("refused").join("metrics.jsonl").exists());
+}
+
+/// Library errors name config fields; the command line puts the flag on each (the assertions
+/// the library's own tests made of flag names before, moved here with them).
+#[test]
+fn bad_settings_are_refused_naming_their_flags() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_data(&data);
+    let out = t.path().join("run");
+    let train = |extra: &[&str]| -> String {
+        let mut args = vec![
+            "train",
+            "--data",
+            path(&data),
+            "--out",
+            path(&out),
+            "--model",
+            "mlp",
+            "--epochs",
+            "1",
+            "--test-split",
+            "none",
+        ];
+        if !extra.contains(&"--loss") {
+            args.extend(["--loss", "ce"]);
+        }
+        args.extend_from_slice(extra);
+        let o = distill(&args);
+        assert!(!o.status.success(), "{extra:?} was accepted");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    for (flags, want) in [
+        (&["--loss", "kd", "--kd-weight", "1.5"][..], "--kd-weight"),
+        (&["--loss", "kd", "--temperature", "0"][..], "--temperature"),
+        (&["--lr", "0"][..], "--lr"),
+        (&["--warmup-epochs=-1"][..], "--warmup-epochs"),
+        (&["--clip-grad-norm", "0"][..], "--clip-grad-norm"),
+        (
+            &["--optimizer", "sgd", "--momentum", "1.5"][..],
+            "--momentum",
+        ),
+        (&["--width", "100"][..], "--width"),
+        (&["--crop-pct", "1.5"][..], "--crop-pct"),
+        (&["--mean", "0.1,0.2"][..], "--mean"),
+        // A loss that needs teacher labels without a store: the flag to add.
+        (&["--loss", "kd"][..], "--labels"),
+    ] {
+        let e = train(flags);
+        assert!(e.contains(want) && !e.contains('`'), "{flags:?}: {e}");
+    }
+    // An existing run without --resume.
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let e = train(&[]);
+    assert!(e.contains("--resume") && e.contains("--out"), "{e}");
 }

@@ -72,6 +72,24 @@ fn shards_label_and_train_like_their_folder() {
     assert_eq!(v["val"]["samples"], 6);
     let files = v["train"]["shards"].as_array().unwrap().len();
     assert!(files >= 3, "{v}");
+    // A label at or above --classes is refused naming the flag (the reader names its field).
+    let bad = root.join("bad");
+    let o = distill(&[
+        "label",
+        "--teacher",
+        s(&teacher),
+        "--data",
+        s(&shards),
+        "--classes",
+        "2",
+        "--out",
+        s(&bad),
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("not below --classes 2"),
+        "{e}"
+    );
 
     // The same records per sample key: the packed order keeps sample i = the same image.
     let (a, b) = (root.join("from-folder"), root.join("from-shards"));

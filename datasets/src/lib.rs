@@ -91,7 +91,7 @@ pub trait Dataset: Send + Sync {
     /// (width, height) of sample `index`, without decoding pixels where the format allows.
     fn dims(&self, index: u32) -> Result<(u32, u32), DataError>;
     /// The one (width, height) every sample has; an error naming a sample that differs (then
-    /// the caller must be told the input size, e.g. `--size`).
+    /// the caller must be told the input size, e.g. as the `size` setting).
     fn uniform_dims(&self) -> Result<(u32, u32), DataError> {
         self.dims(0)
     }
@@ -302,7 +302,7 @@ pub(crate) fn uniform_of(
                 path,
                 format!(
                     "images differ in size ({here} is {}x{}, {there} {}x{}): give the input \
-                     size with --size",
+                     `size`",
                     dims[i].0, dims[i].1, first.0, first.1
                 ),
             ))

@@ -481,7 +481,7 @@ impl WebDataset {
         }
         let top = ds.labels.iter().copied().max().unwrap_or(0);
         let given = match (opts.classes, opts.default_classes) {
-            (Some(c), _) => Some((c, "--classes")),
+            (Some(c), _) => Some((c, "`classes`")),
             (None, Some(c)) => Some((c, "the class count of the store or student")),
             (None, None) => None,
         };
@@ -777,7 +777,7 @@ pub fn pack_folder(
     if shard_file(out, prefix, 0).exists() {
         return Err(DataError::data(
             shard_file(out, prefix, 0),
-            "already exists: remove the old shards first (or pass --force)",
+            "already exists: remove the old shards first (or let the packer remove them: `force`)",
         ));
     }
     let names = folder.class_names().unwrap_or(&[]);

@@ -323,7 +323,7 @@ fn image_sizes_come_from_the_dataset_index_until_a_file_changes() {
     assert_eq!(d.dims(3).unwrap(), (9, 5));
     let e = d.uniform_dims().unwrap_err().to_string();
     assert!(
-        e.contains("0.png") && e.contains("images differ in size") && e.contains("--size"),
+        e.contains("0.png") && e.contains("images differ in size") && e.contains("`size`"),
         "{e}"
     );
     // A damaged index is ignored and rewritten.

@@ -181,7 +181,7 @@ fn splits_options_and_a_changed_shard() {
     };
     let e = err(dataset::open_with(&out, None, "train", &opts));
     assert!(
-        e.contains("cow/img_0") && e.contains("not below --classes 2"),
+        e.contains("cow/img_0") && e.contains("not below `classes` 2"),
         "{e}"
     );
     // Another label key: this data has none of it.

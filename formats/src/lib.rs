@@ -9,6 +9,7 @@
 
 pub mod aug;
 pub mod error;
+pub mod field;
 pub mod manifest;
 pub mod onnx;
 pub mod preprocess;

@@ -24,8 +24,24 @@ create_exception!(
     "A label store that cannot be read, or does not fit what it is used with; the message names the file, field, shard or chunk."
 );
 
+/// `message` (a library error) with each config field it names put as the keyword argument
+/// that sets it (see `formats::field`).
+fn keyword_names(message: &str) -> String {
+    formats::field::rename(message, |f| {
+        Some(
+            match f {
+                "batch" => "batch_size",
+                "world" => "world_size",
+                "labels" => "store",
+                other => other,
+            }
+            .to_string(),
+        )
+    })
+}
+
 fn store_err(e: impl std::fmt::Display) -> PyErr {
-    StoreError::new_err(e.to_string())
+    StoreError::new_err(keyword_names(&e.to_string()))
 }
 
 /// A finished label store, opened read-only (any number of processes may open one at once).
@@ -442,23 +458,9 @@ impl Loader {
                 Arc::new(LabelStore::open(&path).map_err(store_err)?)
             }
         };
-        if batch_size == 0 {
-            return Err(PyValueError::new_err("batch_size must be ≥ 1"));
-        }
         if !(temperature > 0.0 && temperature.is_finite()) {
             return Err(PyValueError::new_err(format!(
                 "temperature {temperature} must be > 0"
-            )));
-        }
-        if multi_crop == 0 || multi_crop > store.epochs() {
-            return Err(PyValueError::new_err(format!(
-                "multi_crop {multi_crop} must lie in 1..={} (the store's epochs)",
-                store.epochs()
-            )));
-        }
-        if world_size == 0 || rank >= world_size {
-            return Err(PyValueError::new_err(format!(
-                "rank {rank} is not one of 0..{world_size} (world_size)"
             )));
         }
         let split = store.manifest.dataset.split.clone();
@@ -474,16 +476,6 @@ impl Loader {
             .map_err(|e| PyValueError::new_err(format!("data: {e}")))?;
         let ds: Arc<dyn datasets::Dataset> = Arc::from(ds);
         let c = usize::from(ds.channels());
-        for (name, v) in [("mean", &mean), ("std", &std)] {
-            if let Some(v) = v
-                && v.len() != c
-            {
-                return Err(PyValueError::new_err(format!(
-                    "{name} has {} values for {c}-channel images",
-                    v.len()
-                )));
-            }
-        }
         let size = match size.or_else(|| store_input_size(&store)) {
             Some(s) => s,
             None => ds
@@ -510,7 +502,8 @@ impl Loader {
         let stream = py
             .detach(|| Stream::new(ds, Labels::Store(Arc::clone(&store)), cfg))
             .map_err(|e| match e {
-                replay::ReplayError::Config(m) => PyValueError::new_err(m),
+                // The stream checks the settings; its messages name its fields.
+                replay::ReplayError::Config(m) => PyValueError::new_err(keyword_names(&m)),
                 other => store_err(other),
             })?;
         Ok(Loader {

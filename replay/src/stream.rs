@@ -360,7 +360,7 @@ impl Stream {
         cfg: StreamConfig,
     ) -> Result<Self, ReplayError> {
         let c = usize::from(data.channels());
-        for (name, v) in [("--mean", &cfg.mean), ("--std", &cfg.std)] {
+        for (name, v) in [("`mean`", &cfg.mean), ("`std`", &cfg.std)] {
             if v.len() != c {
                 return Err(ReplayError::config(format!(
                     "{name} has {} values for {c}-channel images",
@@ -370,19 +370,19 @@ impl Stream {
         }
         if cfg.std.iter().any(|s| !(s.is_finite() && *s != 0.0)) {
             return Err(ReplayError::config(
-                "--std values must be finite and non-zero",
+                "`std` values must be finite and non-zero",
             ));
         }
         if cfg.batch == 0 {
-            return Err(ReplayError::config("--batch must be ≥ 1"));
+            return Err(ReplayError::config("`batch` must be ≥ 1"));
         }
         if cfg.multi_crop == 0 {
-            return Err(ReplayError::config("--multi-crop must be ≥ 1"));
+            return Err(ReplayError::config("`multi_crop` must be ≥ 1"));
         }
         let p = cfg.part;
         if p.world == 0 || p.rank >= p.world {
             return Err(ReplayError::config(format!(
-                "rank {} is not one of 0..{} (world_size)",
+                "`rank` {} is not one of 0..{} (`world`)",
                 p.rank, p.world
             )));
         }
@@ -392,7 +392,7 @@ impl Stream {
                 let rule = store.view_rule()?;
                 if cfg.multi_crop > store.epochs() {
                     return Err(ReplayError::config(format!(
-                        "--multi-crop {} needs as many stored epochs; {} has {}",
+                        "`multi_crop` {} needs as many stored epochs; {} has {}",
                         cfg.multi_crop,
                         store.dir.display(),
                         store.epochs()
@@ -420,7 +420,7 @@ impl Stream {
             Labels::Live(sampler) => {
                 if cfg.multi_crop > 1 {
                     return Err(ReplayError::config(
-                        "--multi-crop replays stored epochs: it needs --labels STORE",
+                        "`multi_crop` replays stored epochs: it needs a store (`labels`)",
                     ));
                 }
                 let all = SampleRange {
@@ -595,7 +595,7 @@ impl Stream {
         }
         if tau.is_some() && matches!(self.labels, Labels::Live(_)) {
             return Err(ReplayError::config(
-                "this loss needs teacher labels: pass --labels STORE",
+                "this loss needs teacher labels: give a store (`labels`)",
             ));
         }
         let o = self.epoch_order(epoch);

@@ -20,6 +20,11 @@ pub struct DoctorArgs {
 /// optional).
 pub fn doctor(a: DoctorArgs) -> Result<ExitCode> {
     let mut checks = teacher_infer::runtime::doctor(a.ort_lib.as_deref());
+    // The library names its settings by field (`ort_lib`); this command's user gave flags.
+    for c in &mut checks {
+        c.detail = crate::flags::name_flags(&c.detail);
+        c.fix = c.fix.as_deref().map(crate::flags::name_flags);
+    }
     checks.push(teacher_infer::runtime::Check {
         item: "memory allocator".into(),
         ok: true,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use student_train::EpochMetrics;
 use student_train::eval::{KlReference, evaluate_checkpoint};
 use student_train::export::checkpoint_to_onnx;
-use student_train::models::{InputShape, ModelSpec, NormKind};
+use student_train::models::{InputShape, ModelFamily, ModelSpec, NormKind};
 use student_train::optim::{OptimConfig, OptimizerKind, Schedule};
 use student_train::run::Progress;
 use student_train::rundir::student_checkpoint;
@@ -37,7 +37,7 @@ pub struct TrainArgs {
     /// Student architecture: mlp, lenet5, resnet20, resnet56, resnet18. Repeat to train several
     /// students from one stream (each batch is decoded and augmented once).
     #[arg(long = "model", required = true)]
-    pub models: Vec<String>,
+    pub models: Vec<ModelFamily>,
     /// Width multiplier of every layer.
     #[arg(long, default_value_t = 1.0)]
     pub width: f32,
@@ -297,7 +297,7 @@ pub fn train_config(
             .models
             .iter()
             .map(|m| ModelSpec {
-                family: m.clone(),
+                family: *m,
                 width: a.width,
                 norm,
             })

@@ -115,7 +115,7 @@ fn main() {
             multi_crop,
             ..TrainConfig::new(
                 ModelSpec {
-                    family: "mlp".into(),
+                    family: student_train::models::ModelFamily::Mlp,
                     width: 1.0 / 16.0,
                     norm: NormKind::Batch,
                 },

@@ -49,7 +49,7 @@ fn main() {
             threads: cores,
             ..TrainConfig::new(
                 ModelSpec {
-                    family: family.into(),
+                    family: family.parse().unwrap(),
                     width: 1.0,
                     norm: NormKind::Batch,
                 },

@@ -116,34 +116,34 @@ impl TrainConfig {
         }
     }
 
-    /// Checks every hyper-parameter, naming the flag out of range.
+    /// Checks every hyper-parameter, naming the field out of range.
     pub fn validate(&self) -> Result<(), TrainError> {
         self.loss.validate().map_err(TrainError::Config)?;
         self.optim.validate().map_err(TrainError::Config)?;
         if self.epochs == 0 {
-            return Err(TrainError::config("--epochs must be ≥ 1"));
+            return Err(TrainError::config("`epochs` must be ≥ 1"));
         }
         if self.multi_crop == 0 {
-            return Err(TrainError::config("--multi-crop must be ≥ 1"));
+            return Err(TrainError::config("`multi_crop` must be ≥ 1"));
         }
         if self.batch == 0 {
-            return Err(TrainError::config("--batch must be ≥ 1"));
+            return Err(TrainError::config("`batch` must be ≥ 1"));
         }
         if !(self.eval_crop_pct > 0.0 && self.eval_crop_pct <= 1.0) {
             return Err(TrainError::config(format!(
-                "--crop-pct {} must be in (0, 1]",
+                "`eval_crop_pct` {} must be in (0, 1]",
                 self.eval_crop_pct
             )));
         }
         if self.models.is_empty() {
-            return Err(TrainError::config("no --model given"));
+            return Err(TrainError::config("no model given (`models`)"));
         }
         for m in &self.models {
             m.check(&self.input).map_err(TrainError::Mismatch)?;
         }
         if self.labels.is_none() && self.loss != LossKind::Ce {
             return Err(TrainError::config(
-                "this --loss needs teacher labels: pass --labels STORE, or use --loss ce",
+                "this `loss` needs teacher labels: give a store (`labels`), or use the ce loss",
             ));
         }
         Ok(())

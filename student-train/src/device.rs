@@ -85,7 +85,7 @@ impl DeviceChoice {
             DeviceChoice::TchCuda(i) => Ok(Device::libtorch_cuda(i)),
             #[cfg(not(feature = "tch"))]
             DeviceChoice::TchCpu | DeviceChoice::TchCuda(_) => Err(format!(
-                "--device {self} needs LibTorch, which this build does not include: rebuild with \
+                "`device` {self} needs LibTorch, which this build does not include: rebuild with \
                  `cargo build --release --features tch` and LIBTORCH pointing at a libtorch \
                  (see README, \"On a GPU\")"
             )),

@@ -289,7 +289,7 @@ fn eval_recipe(store: &LabelStore) -> Result<Recipe, TrainError> {
     })?;
     if recipe.is_random() {
         return Err(TrainError::Mismatch(format!(
-            "{}: recipe {:?} augments; teacher test labels must be made with --aug none or center",
+            "{}: recipe {:?} augments; teacher test labels must be made without augmentation (recipe none or center)",
             store.dir.display(),
             recipe.name
         )));

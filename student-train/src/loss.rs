@@ -35,14 +35,14 @@ pub enum LossKind {
 }
 
 impl LossKind {
-    /// Checks the hyper-parameters, naming the flag that is out of range.
+    /// Checks the hyper-parameters, naming the field that is out of range.
     pub fn validate(&self) -> Result<(), String> {
         let kd = |weight: f32, tau: f32| {
             if !(tau > 0.0 && tau.is_finite()) {
-                return Err(format!("--temperature {tau} must be > 0"));
+                return Err(format!("`temperature` {tau} must be > 0"));
             }
             if !(0.0..=1.0).contains(&weight) {
-                return Err(format!("--kd-weight {weight} must lie in [0, 1] for kd"));
+                return Err(format!("`kd_weight` {weight} must lie in [0, 1] for kd"));
             }
             Ok(())
         };
@@ -53,7 +53,7 @@ impl LossKind {
                 if weight >= 0.0 && weight.is_finite() {
                     Ok(())
                 } else {
-                    Err(format!("--kd-weight {weight} must be ≥ 0 for usi"))
+                    Err(format!("`kd_weight` {weight} must be ≥ 0 for usi"))
                 }
             }
         }
@@ -198,7 +198,7 @@ mod tests {
             }
             .validate()
             .unwrap_err()
-            .contains("--kd-weight")
+            .contains("`kd_weight`")
         );
         assert!(
             LossKind::Kd {
@@ -207,7 +207,7 @@ mod tests {
             }
             .validate()
             .unwrap_err()
-            .contains("--temperature")
+            .contains("`temperature`")
         );
         assert!(
             LossKind::Usi {

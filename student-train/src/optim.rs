@@ -48,28 +48,28 @@ pub struct OptimConfig {
 }
 
 impl OptimConfig {
-    /// Checks the settings, naming the flag that is out of range.
+    /// Checks the settings, naming the field that is out of range.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(format!("--lr {} must be > 0", self.lr));
+            return Err(format!("`lr` {} must be > 0", self.lr));
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return Err(format!("--weight-decay {} must be ≥ 0", self.weight_decay));
+            return Err(format!("`weight_decay` {} must be ≥ 0", self.weight_decay));
         }
         if !(self.warmup_epochs >= 0.0 && self.warmup_epochs.is_finite()) {
             return Err(format!(
-                "--warmup-epochs {} must be ≥ 0",
+                "`warmup_epochs` {} must be ≥ 0",
                 self.warmup_epochs
             ));
         }
         if let Some(c) = self.clip_grad_norm
             && !(c > 0.0 && c.is_finite())
         {
-            return Err(format!("--clip-grad-norm {c} must be > 0"));
+            return Err(format!("`clip_grad_norm` {c} must be > 0"));
         }
         match self.optimizer {
             OptimizerKind::Sgd { momentum, .. } if !(0.0..1.0).contains(&momentum) => {
-                return Err(format!("--momentum {momentum} must lie in [0, 1)"));
+                return Err(format!("`momentum` {momentum} must lie in [0, 1)"));
             }
             OptimizerKind::Adamw { beta1, beta2 }
                 if !((0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2)) =>
@@ -82,9 +82,9 @@ impl OptimConfig {
             Schedule::Cosine { min_factor } if !(0.0..=1.0).contains(&min_factor) => {
                 Err(format!("cosine floor {min_factor} must lie in [0, 1]"))
             }
-            Schedule::Step { every: 0, .. } => Err("--lr-step-every must be ≥ 1".into()),
+            Schedule::Step { every: 0, .. } => Err("`lr_step_every` must be ≥ 1".into()),
             Schedule::Step { gamma, .. } if !(gamma > 0.0 && gamma <= 1.0) => {
-                Err(format!("--lr-step-gamma {gamma} must lie in (0, 1]"))
+                Err(format!("`lr_step_gamma` {gamma} must lie in (0, 1]"))
             }
             _ => Ok(()),
         }
@@ -196,18 +196,18 @@ mod tests {
     fn out_of_range_settings_name_their_flag() {
         let mut c = cfg(Schedule::Constant, 0.0);
         c.lr = 0.0;
-        assert!(c.validate().unwrap_err().contains("--lr"));
+        assert!(c.validate().unwrap_err().contains("`lr`"));
         let mut c = cfg(Schedule::Constant, -1.0);
-        assert!(c.validate().unwrap_err().contains("--warmup-epochs"));
+        assert!(c.validate().unwrap_err().contains("`warmup_epochs`"));
         c.warmup_epochs = 0.0;
         c.clip_grad_norm = Some(0.0);
-        assert!(c.validate().unwrap_err().contains("--clip-grad-norm"));
+        assert!(c.validate().unwrap_err().contains("`clip_grad_norm`"));
         c.clip_grad_norm = None;
         c.optimizer = OptimizerKind::Sgd {
             momentum: 1.0,
             nesterov: false,
         };
-        assert!(c.validate().unwrap_err().contains("--momentum"));
+        assert!(c.validate().unwrap_err().contains("`momentum`"));
         assert!(
             cfg(
                 Schedule::Step {

@@ -129,8 +129,8 @@ impl LossSum {
         let n = std::mem::take(&mut self.pending_n);
         if !sum.is_finite() {
             return Err(TrainError::config(format!(
-                "{}: the loss became {sum} at epoch {epoch}, within steps {}..={} (lower --lr \
-                 or set --clip-grad-norm)",
+                "{}: the loss became {sum} at epoch {epoch}, within steps {}..={} (lower `lr` \
+                 or set `clip_grad_norm`)",
                 dir.display(),
                 self.pending_from,
                 self.pending_to
@@ -274,7 +274,7 @@ impl<'a> StudentRun<'a> {
         let Some(test) = &data.test else {
             if data.eval_labels.is_some() {
                 return Err(TrainError::config(
-                    "--eval-labels needs the test split of the data to evaluate on",
+                    "`eval_labels` needs the test split of the data to evaluate on",
                 ));
             }
             return Ok(None);

@@ -72,8 +72,8 @@ pub(crate) fn prepare_run_dir(
                 .is_some()
         {
             return Err(TrainError::config(format!(
-                "{} already exists and is not empty: pass --resume to continue it, or choose \
-                 another --out",
+                "{} already exists and is not empty: `resume` it, or choose another `run` \
+                 directory",
                 run.display()
             )));
         }
@@ -129,7 +129,7 @@ pub(crate) fn prepare_run_dir(
     }
     if epoch > cfg.epochs {
         return Err(TrainError::config(format!(
-            "{} already has {epoch} epochs, more than --epochs {}",
+            "{} already has {epoch} epochs, more than `epochs` {}",
             run.display(),
             cfg.epochs
         )));

@@ -102,7 +102,7 @@ fn config(loss: LossKind, epochs: u32) -> TrainConfig {
         labels_identity: None,
         eval_labels: Some("test-store".into()),
         models: vec![ModelSpec {
-            family: "lenet5".into(),
+            family: student_train::models::ModelFamily::Lenet5,
             width: 1.0,
             norm: NormKind::Batch,
         }],
@@ -343,9 +343,9 @@ fn a_short_kd_run_learns_and_resume_continues_the_same_metrics() {
         assert_eq!(a.lr, b.lr);
     }
 
-    // Without --resume an existing run is refused; with changed settings resume is refused.
+    // Without `resume` an existing run is refused; with changed settings resume is refused.
     let e = train(&cfg, &run_data(&s), &run, false, &mut Quiet).unwrap_err();
-    assert!(e.to_string().contains("--resume"), "{e}");
+    assert!(e.to_string().contains("`resume`"), "{e}");
     let mut other = cfg.clone();
     other.batch = 64;
     let e = train(&other, &run_data(&s), &run, true, &mut Quiet).unwrap_err();
@@ -379,7 +379,7 @@ fn several_students_train_from_one_stream() {
         1,
     );
     cfg.models.push(ModelSpec {
-        family: "mlp".into(),
+        family: student_train::models::ModelFamily::Mlp,
         width: 0.5,
         norm: NormKind::Layer,
     });
@@ -415,7 +415,7 @@ impl Progress for AbortAfterSave {
 fn two_students(epochs: u32, keep: u32) -> TrainConfig {
     let mut cfg = config(KD, epochs);
     cfg.models.push(ModelSpec {
-        family: "mlp".into(),
+        family: student_train::models::ModelFamily::Mlp,
         width: 0.5,
         norm: NormKind::Layer,
     });
@@ -546,10 +546,10 @@ fn hard_label_training_without_a_store_learns() {
     kept.sort();
     assert_eq!(kept, ["epoch-0002.ckpt"]);
     assert!(last.test_agreement.is_none());
-    // A KD loss without a store is refused with the flag to add.
+    // A KD loss without a store is refused naming the field to set.
     cfg.loss = KD;
     let e = train(&cfg, &data, &s.root.join("kd"), false, &mut Quiet).unwrap_err();
-    assert!(e.to_string().contains("--labels"), "{e}");
+    assert!(e.to_string().contains("`labels`"), "{e}");
 }
 
 #[test]
@@ -588,28 +588,28 @@ fn bad_inputs_are_clear_errors() {
         "{e}"
     );
 
-    // Out-of-range hyper-parameters name their flag.
+    // Out-of-range hyper-parameters name their field (the command line's test checks flags).
     for (loss, flag) in [
         (
             LossKind::Kd {
                 weight: 0.9,
                 tau: 0.0,
             },
-            "--temperature",
+            "`temperature`",
         ),
         (
             LossKind::Kd {
                 weight: 1.5,
                 tau: 4.0,
             },
-            "--kd-weight",
+            "`kd_weight`",
         ),
         (
             LossKind::Usi {
                 weight: -1.0,
                 kd_only: false,
             },
-            "--kd-weight",
+            "`kd_weight`",
         ),
     ] {
         let e = train(
@@ -856,7 +856,7 @@ fn a_block_grouped_stream_decodes_each_image_once_per_epoch() {
     // A training run records the decodes per epoch.
     let mut cfg = config(KD, 1);
     cfg.labels = Some("block-store".into());
-    cfg.models[0].family = "mlp".into();
+    cfg.models[0].family = student_train::models::ModelFamily::Mlp;
     let out = s.root.join("run-blocks");
     let mut rd = run_data(&s);
     rd.labels = Some(store);
@@ -941,5 +941,5 @@ fn ranks_split_each_epoch_into_disjoint_parts_that_cover_it() {
     .err()
     .unwrap()
     .to_string();
-    assert!(e.contains("rank 2") && e.contains("world_size"), "{e}");
+    assert!(e.contains("`rank` 2") && e.contains("`world`"), "{e}");
 }

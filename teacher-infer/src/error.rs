@@ -6,7 +6,7 @@ use thiserror::Error;
 pub enum InferError {
     /// No usable `libonnxruntime.so` was found; `tried` lists where we looked.
     #[error(
-        "ONNX Runtime library not found (looked at: {tried}); run scripts/fetch-ort.sh, `pip install onnxruntime==1.31.1`, or pass --ort-lib PATH"
+        "ONNX Runtime library not found (looked at: {tried}); run scripts/fetch-ort.sh, `pip install onnxruntime==1.31.1`, or set `ort_lib`"
     )]
     RuntimeNotFound { tried: String },
     /// The library was found but could not be loaded or initialized.
@@ -15,6 +15,10 @@ pub enum InferError {
     /// A teacher model that cannot serve: not ONNX, wrong inputs or outputs, wrong shape.
     #[error("{}: {what}", file.display())]
     Model { file: PathBuf, what: String },
+    /// A setting out of range or inconsistent with the teachers or the data; `field` is the
+    /// [`crate::LabelConfig`] field (the command line names its flag).
+    #[error("`{field}`: {what}")]
+    Invalid { field: &'static str, what: String },
     /// An execution provider that was asked for and cannot run.
     #[error("{device}: {reason}")]
     Device { device: String, reason: String },

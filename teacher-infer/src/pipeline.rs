@@ -188,8 +188,8 @@ pub fn shard_range(
         return Ok(SampleRange { start: 0, end: len });
     };
     if n == 0 || i >= n || n > len {
-        return Err(InferError::Model {
-            file: PathBuf::from("--shard"),
+        return Err(InferError::Invalid {
+            field: "shard",
             what: format!("shard {i}/{n} is not one of 0..{n} over {len} samples"),
         });
     }
@@ -198,7 +198,7 @@ pub fn shard_range(
         Some(starts) if starts.len() >= n as usize => file_cuts(starts, len, n),
         Some(starts) => {
             tracing::warn!(
-                "--shard {i}/{n}: the data has only {} files, so jobs split files",
+                "shard {i}/{n}: the data has only {} files, so jobs split files",
                 starts.len()
             );
             (0..=n).map(even).collect()
@@ -367,24 +367,24 @@ impl LabelPlan {
         let data = &cfg.data;
         let c = u32::from(data.channels());
         let (w, h) = bank.input_size(cfg.size, data.as_ref())?;
-        for (name, v) in [("--mean", &cfg.mean), ("--std", &cfg.std)] {
+        for (field, v) in [("mean", &cfg.mean), ("std", &cfg.std)] {
             if v.len() != c as usize {
-                return Err(InferError::Model {
-                    file: PathBuf::from(name),
+                return Err(InferError::Invalid {
+                    field,
                     what: format!("{} values for {c} channels", v.len()),
                 });
             }
         }
         if cfg.std.contains(&0.0) {
-            return Err(InferError::Model {
-                file: PathBuf::from("--std"),
+            return Err(InferError::Invalid {
+                field: "std",
                 what: "a standard deviation of 0".into(),
             });
         }
         let range = shard_range(data.as_ref(), cfg.shard)?;
         let sampler = Sampler::new(&cfg.recipe, cfg.seed, data.len(), w, h).map_err(|e| {
-            InferError::Model {
-                file: PathBuf::from("--aug"),
+            InferError::Invalid {
+                field: "recipe",
                 what: e.to_string(),
             }
         })?;

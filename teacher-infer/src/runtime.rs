@@ -21,7 +21,7 @@ pub enum Source {
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Source::Flag => "--ort-lib",
+            Source::Flag => "`ort_lib`",
             Source::Env => "ORT_DYLIB_PATH",
             Source::Pip => "pip-installed onnxruntime",
             Source::Project => "project copy (.ort/)",
@@ -86,7 +86,7 @@ pub fn locate(flag: Option<&Path>) -> Result<Located, InferError> {
         // An explicit flag that points nowhere is an error, not a reason to look elsewhere.
         return Err(InferError::RuntimeLoad {
             path: p.to_path_buf(),
-            reason: "--ort-lib names no file".into(),
+            reason: "`ort_lib` names no file".into(),
         });
     }
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
@@ -206,7 +206,7 @@ pub struct Check {
 pub fn doctor(flag: Option<&Path>) -> Vec<Check> {
     use ort::ep::ExecutionProvider;
     let mut v = Vec::new();
-    let fix_lib = "scripts/fetch-ort.sh (or: pip install onnxruntime==1.31.1, or --ort-lib PATH)";
+    let fix_lib = "scripts/fetch-ort.sh (or: pip install onnxruntime==1.31.1, or set `ort_lib`)";
     match locate(flag) {
         Ok(loc) => v.push(Check {
             item: "ONNX Runtime library".into(),
@@ -257,7 +257,7 @@ pub fn doctor(flag: Option<&Path>) -> Vec<Check> {
     v.push(ep(
         "CUDA",
         cuda,
-        "pip install onnxruntime-gpu==1.31.1 (CUDA 13, cuDNN 9), or point --ort-lib at its libonnxruntime.so",
+        "pip install onnxruntime-gpu==1.31.1 (CUDA 13, cuDNN 9), or point `ort_lib` at its libonnxruntime.so",
     ));
     if cuda_ok {
         let r = preload_cuda();

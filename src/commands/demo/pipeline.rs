@@ -132,7 +132,7 @@ impl<'a> Ctx<'a> {
                 .map(|s| student_train::config::store_identity(&s)),
             eval_labels: eval.map(|p| p.display().to_string()),
             models: vec![ModelSpec {
-                family: "lenet5".into(),
+                family: student_train::models::ModelFamily::Lenet5,
                 width: 1.0,
                 norm: NormKind::Batch,
             }],

@@ -38,13 +38,67 @@ impl Student {
 /// `resnet18`), with its width multiplier and normalization, before the input is known.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelSpec {
-    pub family: String,
+    pub family: ModelFamily,
     pub width: f32,
     pub norm: NormKind,
 }
 
-/// The families [`ModelSpec::family`] accepts.
-pub const FAMILIES: &[&str] = &["mlp", "lenet5", "resnet20", "resnet56", "resnet18"];
+/// The student architectures distill trains (recorded by name in run configs and checkpoints).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFamily {
+    /// Two hidden layers of 256 × width units.
+    Mlp,
+    /// LeNet-5 (square inputs of at least 12 px).
+    Lenet5,
+    /// CIFAR ResNet-20.
+    Resnet20,
+    /// CIFAR ResNet-56.
+    Resnet56,
+    /// ImageNet ResNet-18 (inputs of at least 32 px).
+    Resnet18,
+}
+
+impl ModelFamily {
+    /// Every family, in the order `--help` lists them.
+    pub const ALL: [ModelFamily; 5] = [
+        ModelFamily::Mlp,
+        ModelFamily::Lenet5,
+        ModelFamily::Resnet20,
+        ModelFamily::Resnet56,
+        ModelFamily::Resnet18,
+    ];
+
+    /// The name flags, configs and checkpoints use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelFamily::Mlp => "mlp",
+            ModelFamily::Lenet5 => "lenet5",
+            ModelFamily::Resnet20 => "resnet20",
+            ModelFamily::Resnet56 => "resnet56",
+            ModelFamily::Resnet18 => "resnet18",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ModelFamily {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|f| f.name()).collect();
+                format!("unknown model {s:?} (one of {})", names.join(", "))
+            })
+    }
+}
 
 /// What a student is built for: image channels, height, width, and classes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -71,18 +125,10 @@ impl InputShape {
 }
 
 impl ModelSpec {
-    /// Checks the family name, the width and that the family can take `input`, naming what does
-    /// not fit.
+    /// Checks the width and that the family can take `input`, naming what does not fit.
     pub fn check(&self, input: &InputShape) -> Result<(), String> {
-        if !FAMILIES.contains(&self.family.as_str()) {
-            return Err(format!(
-                "unknown model {:?} (one of {})",
-                self.family,
-                FAMILIES.join(", ")
-            ));
-        }
         if !(self.width > 0.0 && self.width <= 64.0) {
-            return Err(format!("--width {} must lie in (0, 64]", self.width));
+            return Err(format!("`width` {} must lie in (0, 64]", self.width));
         }
         if input.channels == 0 || input.classes < 2 {
             return Err(format!(
@@ -91,17 +137,17 @@ impl ModelSpec {
             ));
         }
         let (h, w) = (input.height, input.width);
-        let fits = match self.family.as_str() {
+        let fits = match self.family {
             // Two 5×5 convolutions and two 2×2 pools must leave a map of at least 1×1, and the
             // classifier is sized for square inputs.
-            "lenet5" => h == w && h >= 12,
-            "resnet18" => h >= 32 && w >= 32,
-            _ => h >= 8 && w >= 8,
+            ModelFamily::Lenet5 => h == w && h >= 12,
+            ModelFamily::Resnet18 => h >= 32 && w >= 32,
+            ModelFamily::Mlp | ModelFamily::Resnet20 | ModelFamily::Resnet56 => h >= 8 && w >= 8,
         };
         if !fits {
-            let need = match self.family.as_str() {
-                "lenet5" => "square images of at least 12x12",
-                "resnet18" => "images of at least 32x32",
+            let need = match self.family {
+                ModelFamily::Lenet5 => "square images of at least 12x12",
+                ModelFamily::Resnet18 => "images of at least 32x32",
                 _ => "images of at least 8x8",
             };
             return Err(format!(
@@ -123,8 +169,8 @@ impl ModelSpec {
             channels, classes, ..
         } = *input;
         let (width, norm) = (self.width, self.norm);
-        Ok(match self.family.as_str() {
-            "mlp" => Student::Mlp(
+        Ok(match self.family {
+            ModelFamily::Mlp => Student::Mlp(
                 MlpConfig {
                     inputs: channels * input.height * input.width,
                     classes,
@@ -135,7 +181,7 @@ impl ModelSpec {
                 }
                 .init(device),
             ),
-            "lenet5" => Student::Lenet5(
+            ModelFamily::Lenet5 => Student::Lenet5(
                 Lenet5Config {
                     channels,
                     size: input.height,
@@ -145,13 +191,13 @@ impl ModelSpec {
                 }
                 .init(device),
             ),
-            "resnet20" => Student::Resnet(
+            ModelFamily::Resnet20 => Student::Resnet(
                 ResnetConfig::cifar(20, channels, classes, width, norm).init(device),
             ),
-            "resnet56" => Student::Resnet(
+            ModelFamily::Resnet56 => Student::Resnet(
                 ResnetConfig::cifar(56, channels, classes, width, norm).init(device),
             ),
-            _ => {
+            ModelFamily::Resnet18 => {
                 Student::Resnet(ResnetConfig::resnet18(channels, classes, width, norm).init(device))
             }
         })
