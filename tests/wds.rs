@@ -13,31 +13,36 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn label(teacher: &Path, data: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec![
+/// `distill label` of `teacher` over `data` into `out`.
+fn label_args<'a>(teacher: &'a Path, data: &'a Path, out: &'a Path) -> Vec<&'a str> {
+    vec![
         "label",
         "--teacher",
         s(teacher),
         "--data",
         s(data),
-        "--epochs",
-        "2",
-        "--topk",
-        "3",
-        "--seed",
-        "1",
-        "--batch",
-        "4",
-        "--aug",
-        "usi",
-        "--size",
-        "16",
-        "--json",
         "--out",
         s(out),
-    ];
+    ]
+}
+
+fn label(teacher: &Path, data: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = label_args(teacher, data, out);
+    args.extend([
+        "--epochs", "2", "--topk", "3", "--seed", "1", "--batch", "4", "--aug", "usi", "--size",
+        "16", "--json",
+    ]);
     args.extend(extra);
     ok(&distill(&args))
+}
+
+/// `distill label` on `data` that must fail; its stderr.
+fn label_fails(teacher: &Path, data: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = label_args(teacher, data, out);
+    args.extend(extra);
+    let o = distill(&args);
+    assert!(!o.status.success(), "{args:?} was accepted");
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]
@@ -170,20 +175,9 @@ fn shards_label_and_train_like_their_folder() {
     let first = shards.join("train-000000.tar");
     let bytes = std::fs::read(&first).unwrap();
     std::fs::write(&first, &bytes[..bytes.len() / 2]).unwrap();
-    let o = distill(&[
-        "label",
-        "--teacher",
-        s(&teacher),
-        "--data",
-        s(&shards),
-        "--size",
-        "16",
-        "--out",
-        s(&root.join("cut")),
-    ]);
-    let e = String::from_utf8_lossy(&o.stderr);
+    let e = label_fails(&teacher, &shards, &root.join("cut"), &["--size", "16"]);
     assert!(
-        !o.status.success() && e.contains("train-000000.tar") && e.contains("truncated"),
+        e.contains("train-000000.tar") && e.contains("truncated"),
         "{e}"
     );
 }
