@@ -1,14 +1,12 @@
 """Pure-Python reader of distill label stores (format versions 1 to 3).
 
-Written from ``formats/FORMAT.md``, the byte-level specification; it depends only on numpy and
-the ``zstandard`` package. A store is opened through its ``manifest.json``; every shard's header,
+Written from ``formats/FORMAT.md``, the byte-level specification; it depends only on numpy,
+the ``zstandard`` package and the ``xxhash`` package. A store is opened through its ``manifest.json``; every shard's header,
 footer and index are checked against the manifest before any record is returned, and every chunk
 is checked when it is decoded:
 
 * all checksums of FORMAT.md (footer, index, chunk header, chunk payload) are **verified**, with
-  xxh3-64 (seed 0). The ``xxhash`` package is used for it when it happens to be installed (it is
-  optional and not required); otherwise a pure numpy/Python xxh3-64 (:func:`xxh3_64`, below)
-  does it, at roughly 100-200 MB/s for long inputs;
+  xxh3-64 (seed 0), computed by the ``xxhash`` package (:func:`xxh3_64`);
 * records are validated like distill's own decoder (aug-params bytes of absent fields must be
   zero, class indices distinct and below the class count, logits non-increasing and finite, q8
   gap deltas summing to at most 255).
@@ -44,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
+import xxhash
 import zstandard
 
 __all__ = [
@@ -94,159 +93,10 @@ def _err(where: Any, field: str, what: str) -> StoreError:
 # xxh3-64, seed 0 (the checksum of every distill store)
 # --------------------------------------------------------------------------------------------
 
-_M64 = (1 << 64) - 1
-_P32_1, _P32_2, _P32_3 = 0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D
-_P64_1, _P64_2, _P64_3 = 0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9
-_P64_4, _P64_5 = 0x85EBCA77C2B2AE63, 0x27D4EB2F165667C5
-_SECRET = bytes.fromhex(
-    "b8fe6c3923a44bbe7c01812cf721ad1cded46de9839097db7240a4a4b7b3671f"
-    "cb79e64eccc0e578825ad07dccff7221b8084674f743248ee03590e6813a264c"
-    "3c2852bb91c300cb88d0658b1b532ea371644897a20df94e3819ef46a9deacd8"
-    "a8fa763fe39c343ff9dcbbc7c70b4f1d8a51e04bcdb45931c89f7ec9d9787364"
-    "eac5ac8334d3ebc3c581a0fffa1363eb170ddd51b7f0da49d316552629d4689e"
-    "2b16be587d47a1fc8ff8b8d17ad031ce45cb3a8f95160428afd7fbcabb4b407e"
-)
 
-
-def _r64(b: bytes, at: int) -> int:
-    return int.from_bytes(b[at : at + 8], "little")
-
-
-def _r32(b: bytes, at: int) -> int:
-    return int.from_bytes(b[at : at + 4], "little")
-
-
-def _avalanche3(h: int) -> int:
-    h ^= h >> 37
-    h = (h * 0x165667919E3779F9) & _M64
-    return h ^ (h >> 32)
-
-
-def _avalanche64(h: int) -> int:
-    h ^= h >> 33
-    h = (h * _P64_2) & _M64
-    h ^= h >> 29
-    h = (h * _P64_3) & _M64
-    return h ^ (h >> 32)
-
-
-def _rotl(v: int, r: int) -> int:
-    return ((v << r) | (v >> (64 - r))) & _M64
-
-
-def _fold(a: int, b: int) -> int:
-    p = a * b
-    return (p & _M64) ^ (p >> 64)
-
-
-def _mix16(d: bytes, at: int, s: int) -> int:
-    return _fold(_r64(d, at) ^ _r64(_SECRET, s), _r64(d, at + 8) ^ _r64(_SECRET, s + 8))
-
-
-def _xxh3_short(d: bytes) -> int:
-    n = len(d)
-    if n == 0:
-        return _avalanche64(_r64(_SECRET, 56) ^ _r64(_SECRET, 64))
-    if n <= 3:
-        combo = (d[0] << 16) | (d[n >> 1] << 24) | d[n - 1] | (n << 8)
-        return _avalanche64(combo ^ (_r32(_SECRET, 0) ^ _r32(_SECRET, 4)))
-    if n <= 8:
-        flip = _r64(_SECRET, 8) ^ _r64(_SECRET, 16)
-        x = ((_r32(d, n - 4) + (_r32(d, 0) << 32)) & _M64) ^ flip
-        x ^= _rotl(x, 49) ^ _rotl(x, 24)
-        x = (x * 0x9FB21C651E98DF25) & _M64
-        x ^= (x >> 35) + n
-        x = (x * 0x9FB21C651E98DF25) & _M64
-        return x ^ (x >> 28)
-    if n <= 16:
-        lo = _r64(d, 0) ^ (_r64(_SECRET, 24) ^ _r64(_SECRET, 32))
-        hi = _r64(d, n - 8) ^ (_r64(_SECRET, 40) ^ _r64(_SECRET, 48))
-        swapped = int.from_bytes(lo.to_bytes(8, "little"), "big")
-        return _avalanche3((n + swapped + hi + _fold(lo, hi)) & _M64)
-    acc = (n * _P64_1) & _M64
-    if n <= 128:
-        if n > 32:
-            if n > 64:
-                if n > 96:
-                    acc += _mix16(d, 48, 96) + _mix16(d, n - 64, 112)
-                acc += _mix16(d, 32, 64) + _mix16(d, n - 48, 80)
-            acc += _mix16(d, 16, 32) + _mix16(d, n - 32, 48)
-        acc += _mix16(d, 0, 0) + _mix16(d, n - 16, 16)
-        return _avalanche3(acc & _M64)
-    # 129..240
-    for i in range(8):
-        acc += _mix16(d, 16 * i, 16 * i)
-    acc = _avalanche3(acc & _M64)
-    for i in range(8, n // 16):
-        acc += _mix16(d, 16 * i, 16 * (i - 8) + 3)
-    acc += _mix16(d, n - 16, 136 - 17)
-    return _avalanche3(acc & _M64)
-
-
-_STRIPES = (len(_SECRET) - 64) // 8  # stripes per block: 16
-_BLOCK = 64 * _STRIPES  # 1024 bytes
-_KEYS = np.stack([np.frombuffer(_SECRET[8 * s : 8 * s + 64], "<u8") for s in range(_STRIPES)])
-_LAST_KEY = np.frombuffer(_SECRET[len(_SECRET) - 64 - 7 : len(_SECRET) - 7], "<u8")
-_SCRAMBLE_KEY = np.frombuffer(_SECRET[len(_SECRET) - 64 :], "<u8")
-_SWAP = np.array([1, 0, 3, 2, 5, 4, 7, 6])
-_LO32 = np.uint64(0xFFFFFFFF)
-
-
-def _stripe_sums(data: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Sum over stripes of one accumulate_512 step each: data (..., stripes, 8) u64."""
-    dk = data ^ keys
-    prod = (dk & _LO32) * (dk >> np.uint64(32))
-    return prod.sum(axis=-2, dtype=np.uint64) + data.sum(axis=-2, dtype=np.uint64)[..., _SWAP]
-
-
-def _xxh3_long(d: bytes) -> int:
-    n = len(d)
-    acc = np.array(
-        [_P32_3, _P64_1, _P64_2, _P64_3, _P64_4, _P32_2, _P64_5, _P32_1], dtype=np.uint64
-    )
-    blocks = (n - 1) // _BLOCK
-    with np.errstate(over="ignore"):
-        if blocks:
-            data = np.frombuffer(d, "<u8", count=blocks * _BLOCK // 8).reshape(blocks, _STRIPES, 8)
-            sums = _stripe_sums(data, _KEYS)  # (blocks, 8): additions commute within a block
-            p = np.uint64(_P32_1)
-            for b in range(blocks):
-                acc += sums[b]
-                acc ^= acc >> np.uint64(47)
-                acc ^= _SCRAMBLE_KEY
-                acc *= p
-        start = blocks * _BLOCK
-        stripes = ((n - 1) - start) // 64
-        if stripes:
-            data = np.frombuffer(d, "<u8", count=stripes * 8, offset=start).reshape(stripes, 8)
-            acc += _stripe_sums(data, _KEYS[:stripes])
-        last = np.frombuffer(d[n - 64 :], "<u8").reshape(1, 8)
-        acc += _stripe_sums(last, _LAST_KEY)
-    a = [int(v) for v in acc]
-    result = (n * _P64_1) & _M64
-    for i in range(4):
-        s = 11 + 16 * i
-        result += _fold(a[2 * i] ^ _r64(_SECRET, s), a[2 * i + 1] ^ _r64(_SECRET, s + 8))
-    return _avalanche3(result & _M64)
-
-
-def _xxh3_64_pure(data: bytes | bytearray | memoryview) -> int:
-    d = bytes(data)
-    return _xxh3_short(d) if len(d) <= 240 else _xxh3_long(d)
-
-
-try:  # optional: the C implementation, when installed
-    import xxhash as _xxhash  # type: ignore
-
-    def xxh3_64(data: bytes | bytearray | memoryview) -> int:
-        """xxh3-64 with seed 0 of ``data`` (here through the optional ``xxhash`` package)."""
-        return _xxhash.xxh3_64_intdigest(bytes(data))
-
-except ImportError:  # pragma: no cover - depends on the environment
-
-    def xxh3_64(data: bytes | bytearray | memoryview) -> int:
-        """xxh3-64 with seed 0 of ``data`` (pure numpy/Python implementation)."""
-        return _xxh3_64_pure(data)
+def xxh3_64(data: bytes | bytearray | memoryview) -> int:
+    """xxh3-64 with seed 0 of ``data`` (the ``xxhash`` package: the reference C library)."""
+    return xxhash.xxh3_64_intdigest(data)
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use replay::batch::Inputs;
 use replay::stream::{
-    DEFAULT_WINDOW, EpochBatches, Inputs, Labels, Part, Stream, StreamConfig, store_input_size,
+    DEFAULT_WINDOW, EpochBatches, Labels, Part, Stream, StreamConfig, store_input_size,
 };
 use std::path::PathBuf;
 use std::sync::Arc;

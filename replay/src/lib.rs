@@ -1,7 +1,7 @@
 //! The pixel path, from stored (or freshly sampled) augmentation parameters to the batches a
 //! teacher or a student sees: the [`sampler`] that draws realized parameters from a recipe,
-//! Pillow's resampling ([`resample`]) and [`apply`], the decode-once [`block`] plans and their
-//! decode cache, the ordered worker pool ([`loader`]) and the replaying [`stream`] with its
+//! Pillow's resampling ([`resample`]) and [`apply`], the one batch builder ([`batch`]) every
+//! stage's inputs come from, the decode-once [`block`] plans and their decode cache, the ordered worker pool ([`loader`]) and the replaying [`stream`] with its
 //! ordering, windows, multi-crop and rank parts.
 //!
 //! Labelling (teacher-infer), training and evaluation (student-train) and the Python module all
@@ -9,6 +9,7 @@
 //! teacher or a student and never writes a store; datasets are read through the datasets crate.
 
 pub mod apply;
+pub mod batch;
 pub mod block;
 pub mod error;
 pub mod loader;

@@ -7,15 +7,15 @@
 //! the student sees exactly the pixels the teacher labelled. Without a store (hard-label
 //! training, e.g. of a first teacher), the parameters are sampled live from a recipe.
 
-use crate::apply::apply_u8;
+use crate::batch::{Inputs, ViewSpec};
 use crate::block::{BlockPlan, DecodeCache};
 use crate::error::ReplayError;
 use crate::loader::Loader;
-use crate::sampler::{MixedLabel, Sampler, record_rng};
+use crate::sampler::{Sampler, record_rng};
 use datasets::Dataset;
 use formats::BlockOrder;
+use formats::SampleRange;
 use formats::view::ViewRule;
-use formats::{AugParams, SampleRange};
 use label_store::{DecodedEpoch, LabelStore};
 use rand::seq::SliceRandom;
 use std::sync::Arc;
@@ -140,78 +140,6 @@ pub fn default_prefetch(threads: usize) -> usize {
     threads.max(1) + 2
 }
 
-/// A batch's inputs: f32 and normalized, or u8 pixels for a device to finish (a quarter of the
-/// bytes to keep in memory and to upload).
-#[derive(Clone, Debug)]
-pub enum Inputs {
-    /// `n × c × h × w` normalized inputs.
-    F32(Vec<f32>),
-    /// The u8 form of `crate::apply::apply_u8`.
-    U8(Pixels),
-}
-
-impl Default for Inputs {
-    fn default() -> Self {
-        Inputs::F32(Vec::new())
-    }
-}
-
-/// A batch's inputs as u8 pixels (FORMAT.md §4.1 "Replaying in u8"): the input of row `i` is
-/// `pixels/255`, or with `mix`, `λ_i·(pixels/255) + rest_i·(partner/255)` (λ = 1, rest = 0 and
-/// a zero partner for rows that are not mixups), then normalized; each step the same IEEE
-/// operation as [`Inputs::F32`] was made with, so a device gets the same bits.
-#[derive(Clone, Debug)]
-pub struct Pixels {
-    /// Rows.
-    pub n: usize,
-    /// `n × c × h × w`.
-    pub pixels: Vec<u8>,
-    /// Present when a row of the batch is a mixup.
-    pub mix: Option<PixelMix>,
-}
-
-/// The mixup half of [`Pixels`].
-#[derive(Clone, Debug)]
-pub struct PixelMix {
-    /// `n × c × h × w` partner pixels (zero in rows that are not mixups).
-    pub partner: Vec<u8>,
-    /// λ per row, and `1 − λ` computed in f32 (as `apply` computes it).
-    pub lambda: Vec<f32>,
-    pub rest: Vec<f32>,
-}
-
-impl Inputs {
-    /// The normalized f32 inputs, computing them from the pixels when the batch holds those:
-    /// the same bits either way.
-    pub fn to_f32(&self, channels: usize, mean: &[f32], std: &[f32]) -> Vec<f32> {
-        match self {
-            Inputs::F32(v) => v.clone(),
-            Inputs::U8(p) => {
-                let mut out = vec![0f32; p.pixels.len()];
-                let per = p.pixels.len() / p.n.max(1);
-                for (i, o) in out.chunks_mut(per.max(1)).enumerate() {
-                    let row = i * per..(i + 1) * per;
-                    // A row that is not a mixup has λ = 1 and a zero partner: 1·x + 0·0 = x.
-                    let mix = p
-                        .mix
-                        .as_ref()
-                        .map(|m| (&m.partner[row.clone()], m.lambda[i]));
-                    finish_row(&p.pixels[row], mix, o, channels, mean, std);
-                }
-                out
-            }
-        }
-    }
-
-    /// The f32 inputs, moved out when the batch holds them.
-    pub fn into_f32(self, channels: usize, mean: &[f32], std: &[f32]) -> Vec<f32> {
-        match self {
-            Inputs::F32(v) => v,
-            other => other.to_f32(channels, mean, std),
-        }
-    }
-}
-
 /// One batch, row-major and ready to become tensors.
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
@@ -319,8 +247,9 @@ pub struct Stream {
     classes: usize,
     /// The store's decode-once blocks, when the stream groups records by them.
     plan: Option<Arc<BlockPlan>>,
-    /// How records become pixels (the store's format version and recipe, or the live recipe).
-    rule: ViewRule,
+    /// How records become inputs: the view rule (the store's format version and recipe, or
+    /// the live recipe), the size, the normalization, the u8 or f32 form.
+    spec: ViewSpec,
 }
 
 /// One epoch's batches, computed ahead on the worker threads, and the decodes they made.
@@ -431,6 +360,14 @@ impl Stream {
             }
         };
         let classes = data.classes() as usize;
+        let spec = ViewSpec {
+            rule,
+            size: cfg.size,
+            scale: 1.0,
+            mean: cfg.mean.clone(),
+            std: cfg.std.clone(),
+            pixels: cfg.pixels,
+        };
         Ok(Stream {
             data,
             labels,
@@ -438,7 +375,7 @@ impl Stream {
             range,
             classes,
             plan,
-            rule,
+            spec,
         })
     }
 
@@ -667,9 +604,7 @@ impl Stream {
         tau: Option<f32>,
         cache: &DecodeCache,
     ) -> Result<Batch, ReplayError> {
-        let (w, h) = self.cfg.size;
         let c = usize::from(self.data.channels());
-        let per = c * (w * h) as usize;
         let n = entries.len();
         let cl = self.classes;
         let mut batch = Batch {
@@ -700,142 +635,24 @@ impl Stream {
                     .map_err(|e| ReplayError::sample(s, e.to_string()))?,
             });
         }
-        // Decode what no other thread is decoding first, then wait for the rest (per group).
-        let mut wanted: Vec<(u32, u32)> = entries
-            .iter()
-            .zip(groups)
-            .map(|(e, &g)| (g, e.0))
-            .chain(
-                params
-                    .iter()
-                    .zip(groups)
-                    .filter_map(|(p, &g)| p.mix.map(|m| (g, m.partner))),
-            )
-            .filter(|&(g, _)| g != u32::MAX)
-            .collect();
-        wanted.sort_unstable_by_key(|&(g, _)| g);
-        for run in wanted.chunk_by(|a, b| a.0 == b.0) {
-            let samples: Vec<u32> = run.iter().map(|&(_, s)| s).collect();
-            cache.prefetch(run[0].0, &samples);
+        let rows: Vec<(u32, u32)> = entries.iter().zip(groups).map(|(e, &g)| (e.0, g)).collect();
+        let built = crate::batch::build(
+            &self.spec,
+            self.data.as_ref(),
+            cache,
+            &rows,
+            &params,
+            Vec::new(),
+        )?;
+        for (i, m) in built.mixed.iter().enumerate() {
+            m.dense_into(&mut batch.hard[i * cl..(i + 1) * cl]);
         }
-        // u8 rows for the whole batch (pixels), or one row at a time turned into f32 at once.
-        let u8_form = self.cfg.pixels;
-        let mut pixels = vec![0u8; if u8_form { n * per } else { per }];
-        let mut floats = if u8_form {
-            Vec::new()
-        } else {
-            vec![0f32; n * per]
-        };
-        let mut mix: Option<PixelMix> = None;
-        let mut partner = vec![0u8; per];
-        for (i, ((&(s, _), &g), params)) in entries.iter().zip(groups).zip(&params).enumerate() {
-            let label = self.data.label(s);
-            batch.labels.push(label);
-            let row = i * per..(i + 1) * per;
-            let px = if u8_form {
-                &mut pixels[row.clone()]
-            } else {
-                &mut pixels[..]
-            };
-            let (lambda, partner_label) = self.render(s, params, px, &mut partner, g, cache)?;
-            if u8_form {
-                if let Some(lam) = lambda {
-                    let m = mix.get_or_insert_with(|| PixelMix {
-                        partner: vec![0; n * per],
-                        lambda: vec![1.0; n],
-                        rest: vec![0.0; n],
-                    });
-                    m.partner[row].copy_from_slice(&partner);
-                    m.lambda[i] = lam;
-                    m.rest[i] = 1.0 - lam;
-                }
-            } else {
-                let out = &mut floats[row];
-                let mix = lambda.map(|l| (&partner[..], l));
-                finish_row(px, mix, out, c, &self.cfg.mean, &self.cfg.std);
-            }
-            MixedLabel::new(params, label, partner_label.unwrap_or(label), w, h)
-                .dense_into(&mut batch.hard[i * cl..(i + 1) * cl]);
-        }
-        batch.inputs = if u8_form {
-            Inputs::U8(Pixels { n, pixels, mix })
-        } else {
-            Inputs::F32(floats)
-        };
+        batch.inputs = built.inputs;
+        batch.labels = built.labels;
         if self.cfg.digest {
             batch.digest = Some(batch.content_digest(c, &self.cfg.mean, &self.cfg.std));
         }
         Ok(batch)
-    }
-
-    /// Replays `params` on sample `s` (and its partner) into `out` and `partner_out` as u8
-    /// pixels ([`crate::apply::apply_u8`]), images from `cache` for decode group `group`;
-    /// returns λ for a mixup and the partner's label when mixed.
-    fn render(
-        &self,
-        s: u32,
-        params: &AugParams,
-        out: &mut [u8],
-        partner_out: &mut [u8],
-        group: u32,
-        cache: &DecodeCache,
-    ) -> Result<(Option<f32>, Option<u32>), ReplayError> {
-        let (w, h) = self.cfg.size;
-        let image = |j: u32| cache.get(group, j).map_err(|e| ReplayError::sample(j, e));
-        let primary = image(s)?;
-        let (partner, partner_label) = match &params.mix {
-            Some(m) => {
-                if m.partner >= self.data.len() {
-                    return Err(ReplayError::sample(
-                        s,
-                        format!(
-                            "its mix partner {} is beyond the {} samples of the data",
-                            m.partner,
-                            self.data.len()
-                        ),
-                    ));
-                }
-                (Some(image(m.partner)?), Some(self.data.label(m.partner)))
-            }
-            None => (None, None),
-        };
-        let lambda = apply_u8(
-            &self.rule,
-            params,
-            &primary,
-            partner.as_deref(),
-            w,
-            h,
-            out,
-            partner_out,
-        )
-        .map_err(|e| ReplayError::sample(s, e.to_string()))?;
-        Ok((lambda, partner_label))
-    }
-}
-
-/// One record's normalized f32 input from its u8 form (`crate::apply::combine_into`, then
-/// [`normalize`]): the single definition both the f32 batches and [`Inputs::to_f32`] use.
-fn finish_row(
-    pixels: &[u8],
-    mix: Option<(&[u8], f32)>,
-    out: &mut [f32],
-    channels: usize,
-    mean: &[f32],
-    std: &[f32],
-) {
-    crate::apply::combine_into(pixels, mix, out);
-    normalize(out, channels, mean, std);
-}
-
-/// `(v − mean[c]) / std[c]` over each channel plane of a CHW buffer of [0, 1] pixels.
-pub fn normalize(chw: &mut [f32], channels: usize, mean: &[f32], std: &[f32]) {
-    let plane = chw.len() / channels.max(1);
-    for (ch, p) in chw.chunks_mut(plane).enumerate() {
-        let (m, inv) = (mean[ch], 1.0 / std[ch]);
-        for v in p {
-            *v = (*v - m) * inv;
-        }
     }
 }
 

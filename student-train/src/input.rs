@@ -4,7 +4,7 @@
 //! device gets the inputs the CPU would have made, bit for bit (tested on burn-flex).
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorCreationOptions, TensorData};
-use replay::stream::Inputs;
+use replay::batch::Inputs;
 
 /// The `[n, c, h, w]` f32 input tensor of a batch's inputs on `device`, normalized with `mean`
 /// and `std` (ignored for inputs already normalized on the CPU).

@@ -9,8 +9,9 @@ use formats::Recipe;
 use formats::recipe::{CropConfig, MixConfig};
 use formats::view::{Kernel, ViewRule};
 use label_store::LabelStore;
+use replay::batch::normalize;
 use replay::sampler::MixedLabel;
-use replay::stream::{Labels, Stream, StreamConfig, normalize};
+use replay::stream::{Labels, Stream, StreamConfig};
 use std::path::Path;
 use std::sync::Arc;
 use student_train::checkpoint;
@@ -240,7 +241,7 @@ fn loader_feeds_exactly(s: &Setup, store_dir: &Path, pixels: bool, rule: ViewRul
     let per = SIDE * SIDE;
     for batch in stream.epoch(3, vec![decoded], Some(2.0)).unwrap() {
         let b = batch.unwrap();
-        assert_eq!(matches!(b.inputs, replay::stream::Inputs::U8(_)), pixels);
+        assert_eq!(matches!(b.inputs, replay::batch::Inputs::U8(_)), pixels);
         let cpu = b.inputs.to_f32(1, &mean, &std);
         let on_device: Vec<f32> = student_train::input::upload(
             b.inputs.clone(),
@@ -290,7 +291,7 @@ fn loader_feeds_exactly(s: &Setup, store_dir: &Path, pixels: bool, rule: ViewRul
             )
             .unwrap();
             differ += usize::from(alt != want);
-            normalize(&mut want, 1, &mean, &std);
+            normalize(&mut want, 1, 1.0, &mean, &std);
             let got = &cpu[i * per..(i + 1) * per];
             assert!(
                 want.iter()

@@ -16,6 +16,8 @@ use formats::Recipe;
 use formats::{AugParams, FORMAT_NAME, FORMAT_VERSION, Manifest, Quality, SampleRange, ValueCodec};
 use formats::{BlockConfig, BlockOrder};
 use label_store::{OpenMode, StoreWriter, WriterLock};
+use replay::ReplayError;
+use replay::batch::{Inputs, ViewSpec};
 use replay::block::{BlockPlan, DecodeCache};
 use replay::loader::Loader;
 use replay::sampler::{MixedLabel, Sampler};
@@ -476,7 +478,8 @@ impl LabelPlan {
     }
 
     /// The batches, built in order on `cfg.threads` loader threads: each item's records
-    /// sampled, decoded (through the shared cache), replayed and normalized into a buffer from
+    /// sampled, then made into the teacher's inputs by the one batch builder
+    /// ([`replay::batch::build`], images through the shared decode cache), in a buffer from
     /// `spare` when the teacher thread has returned one.
     fn batches(
         &self,
@@ -489,10 +492,14 @@ impl LabelPlan {
             Arc::clone(&self.images),
         );
         let (data, plan) = (Arc::clone(&cfg.data), Arc::clone(&self.blocks));
-        let (scale, mean, std) = (cfg.scale, cfg.mean.clone(), cfg.std.clone());
-        let rule = formats::view::ViewRule::of_recipe(&cfg.recipe);
-        let (c, (w, h)) = (self.channels, self.size);
-        let plane = (w * h) as usize;
+        let spec = ViewSpec {
+            rule: formats::view::ViewRule::of_recipe(&cfg.recipe),
+            size: self.size,
+            scale: cfg.scale,
+            mean: cfg.mean.clone(),
+            std: cfg.std.clone(),
+            pixels: false,
+        };
         Loader::new(
             todo.len(),
             cfg.threads,
@@ -502,59 +509,42 @@ impl LabelPlan {
                 let it = &todo[i];
                 let (epoch, block) = (it.epoch, it.block);
                 let samples = plan.block(block as usize)[it.positions.clone()].to_vec();
-                let n = samples.len();
-                let per = c as usize * plane;
-                // A buffer the teacher thread is done with, when there is one: every element is
-                // written below, so a reused buffer of the right size needs no clearing.
-                let mut pixels = spare.try_recv().unwrap_or_default();
-                if pixels.len() != n * per {
-                    pixels = vec![0f32; n * per];
-                }
-                let (mut aug, mut truth) = (Vec::with_capacity(n), Vec::with_capacity(n));
-                let dims = |j: u32| data.dims(j);
+                let at = |e: ReplayError| match e {
+                    ReplayError::Sample { sample, what } => {
+                        format!("sample {sample} (epoch {epoch}): {what}")
+                    }
+                    other => format!("epoch {epoch}: {other}"),
+                };
                 let result = (|| {
-                    for &s in &samples {
-                        let p = sampler
-                            .sample(epoch, s, &dims)
-                            .map_err(|e| format!("sample {s} (epoch {epoch}): {e}"))?;
-                        aug.push(p);
-                    }
-                    // Decode what no other thread is decoding first, then wait for the rest.
-                    let wanted: Vec<u32> = samples
+                    let dims = |j: u32| data.dims(j);
+                    let aug = samples
                         .iter()
-                        .copied()
-                        .chain(aug.iter().filter_map(|p| p.mix.map(|m| m.partner)))
-                        .collect();
-                    images.prefetch(block, &wanted);
-                    for (k, (&s, p)) in samples.iter().zip(&aug).enumerate() {
-                        let img = images.get(block, s)?;
-                        let partner = match p.mix {
-                            Some(m) => Some(images.get(block, m.partner)?),
-                            None => None,
-                        };
-                        let out = &mut pixels[k * per..(k + 1) * per];
-                        replay::apply::apply(&rule, p, &img, partner.as_deref(), w, h, out)
-                            .map_err(|e| format!("sample {s} (epoch {epoch}): {e}"))?;
-                        for (ch, plane_px) in out.chunks_exact_mut(plane).enumerate() {
-                            let (m, inv) = (mean[ch], 1.0 / std[ch]);
-                            for v in plane_px {
-                                *v = (*v * scale - m) * inv;
-                            }
-                        }
-                        let partner_label = p.mix.map_or(0, |m| data.label(m.partner));
-                        truth.push(MixedLabel::new(p, data.label(s), partner_label, w, h));
-                    }
-                    Ok(())
+                        .map(|&s| {
+                            sampler
+                                .sample(epoch, s, &dims)
+                                .map_err(|e| format!("sample {s} (epoch {epoch}): {e}"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let rows: Vec<(u32, u32)> = samples.iter().map(|&s| (s, block)).collect();
+                    // A buffer the teacher thread is done with, when there is one.
+                    let reuse = spare.try_recv().unwrap_or_default();
+                    let built =
+                        replay::batch::build(&spec, data.as_ref(), &images, &rows, &aug, reuse)
+                            .map_err(at)?;
+                    let Inputs::F32(pixels) = built.inputs else {
+                        unreachable!("a ViewSpec without `pixels` builds f32 inputs")
+                    };
+                    Ok(Batch {
+                        epoch,
+                        block,
+                        samples,
+                        pixels,
+                        aug,
+                        truth: built.mixed,
+                    })
                 })();
                 images.item_done(block);
-                result.map(|()| Batch {
-                    epoch,
-                    block,
-                    samples,
-                    pixels,
-                    aug,
-                    truth,
-                })
+                result
             },
         )
     }
