@@ -274,8 +274,15 @@ pub fn normalize(chw: &mut [f32], channels: usize, scale: f32, mean: &[f32], std
     let plane = chw.len() / channels.max(1);
     for (ch, p) in chw.chunks_mut(plane).enumerate() {
         let (m, inv) = (mean[ch], 1.0 / std[ch]);
-        for v in p {
-            *v = (*v * scale - m) * inv;
+        // `v · 1` is `v`: students' inputs skip the multiply (same bits, less work per pixel).
+        if scale == 1.0 {
+            for v in p {
+                *v = (*v - m) * inv;
+            }
+        } else {
+            for v in p {
+                *v = (*v * scale - m) * inv;
+            }
         }
     }
 }
