@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 scripts/build-deps.sh
 scripts/fetch-ort.sh
 cargo fmt --all -- --check
+python3 scripts/check-crate-graph.py
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 scripts/test-python.sh

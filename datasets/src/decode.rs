@@ -96,7 +96,13 @@ impl ImageDecoder {
 
 /// (width, height) from an encoded image's header, without decoding pixels.
 pub(crate) fn bytes_dims(bytes: &[u8]) -> Result<(u32, u32), String> {
-    image::ImageReader::new(std::io::Cursor::new(bytes))
+    reader_dims(std::io::Cursor::new(bytes))
+}
+
+/// The (width, height) in the header `r` starts with, the format guessed from its bytes; only
+/// the header is read.
+pub(crate) fn reader_dims(r: impl std::io::BufRead + std::io::Seek) -> Result<(u32, u32), String> {
+    image::ImageReader::new(r)
         .with_guessed_format()
         .map_err(|e| format!("cannot read image size: {e}"))?
         .into_dimensions()

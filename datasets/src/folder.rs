@@ -259,17 +259,6 @@ fn split_dir(root: &Path, split: &str) -> Result<PathBuf, DataError> {
 
 /// (width, height) from the file's header, without decoding pixels.
 fn header_dims(f: &Path) -> Result<(u32, u32), DataError> {
-    open_image(f)?
-        .into_dimensions()
-        .map_err(|e| DataError::data(f, format!("cannot read image size: {e}")))
-}
-
-/// A reader of the image file `f`, its format guessed from the bytes.
-fn open_image(
-    f: &Path,
-) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>, DataError> {
-    image::ImageReader::open(f)
-        .map_err(DataError::io(f))?
-        .with_guessed_format()
-        .map_err(DataError::io(f))
+    let file = std::fs::File::open(f).map_err(DataError::io(f))?;
+    super::decode::reader_dims(std::io::BufReader::new(file)).map_err(|e| DataError::data(f, e))
 }

@@ -4,9 +4,9 @@
 //! the file's path, size and mtime are unchanged; anything else is read again and the index
 //! rewritten (atomically, or not at all where the folder is read-only).
 //!
-//! Layout: `"DSTLIDX1"`, then one zstd frame of entries, each
-//! `path_len:u32 path:bytes size:u64 mtime_ns:i64 width:u32 height:u32` (little-endian).
-//! A file that does not parse is ignored and rebuilt.
+//! Layout: `"DSTLIDX2"`, then one zstd frame holding the `(path, Entry)` list in postcard's
+//! encoding (serde; varint integers, length-prefixed strings). A file that does not parse (a
+//! version 1 index among them) is ignored and rebuilt.
 
 use crate::error::DataError;
 use std::collections::HashMap;
@@ -14,10 +14,10 @@ use std::path::Path;
 
 /// File name of the index inside the split directory.
 pub const INDEX_FILE: &str = ".distill-index";
-const MAGIC: &[u8; 8] = b"DSTLIDX1";
+const MAGIC: &[u8; 8] = b"DSTLIDX2";
 
 /// What the index knows about one file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     pub size: u64,
     pub mtime_ns: i64,
@@ -31,31 +31,8 @@ pub type Index = HashMap<String, Entry>;
 /// Reads the index of `dir`; `None` when there is none or it does not parse.
 pub fn load(dir: &Path) -> Option<Index> {
     let raw = read_frame(&dir.join(INDEX_FILE), MAGIC)?;
-    let mut at = 0usize;
-    let mut take = |n: usize| -> Option<&[u8]> {
-        let s = raw.get(at..at.checked_add(n)?)?;
-        at += n;
-        Some(s)
-    };
-    let mut index = Index::new();
-    while let Some(len) = take(4) {
-        let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
-        let path = String::from_utf8(take(len)?.to_vec()).ok()?;
-        let size = u64::from_le_bytes(take(8)?.try_into().ok()?);
-        let mtime_ns = i64::from_le_bytes(take(8)?.try_into().ok()?);
-        let width = u32::from_le_bytes(take(4)?.try_into().ok()?);
-        let height = u32::from_le_bytes(take(4)?.try_into().ok()?);
-        index.insert(
-            path,
-            Entry {
-                size,
-                mtime_ns,
-                width,
-                height,
-            },
-        );
-    }
-    Some(index)
+    let entries: Vec<(String, Entry)> = postcard::from_bytes(&raw).ok()?;
+    Some(entries.into_iter().collect())
 }
 
 /// The body of an index file: `magic`, then one zstd frame; `None` when missing or damaged.
@@ -91,15 +68,8 @@ pub(crate) fn write_frame(
 /// Writes `entries` (in the order given) as the index of `dir`, through a temporary file and a
 /// rename, so a reader never sees half an index.
 pub fn save(dir: &Path, entries: &[(String, Entry)]) -> Result<(), DataError> {
-    let mut raw = Vec::with_capacity(entries.len() * 48);
-    for (p, e) in entries {
-        raw.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        raw.extend_from_slice(p.as_bytes());
-        raw.extend_from_slice(&e.size.to_le_bytes());
-        raw.extend_from_slice(&e.mtime_ns.to_le_bytes());
-        raw.extend_from_slice(&e.width.to_le_bytes());
-        raw.extend_from_slice(&e.height.to_le_bytes());
-    }
+    let raw = postcard::to_stdvec(entries)
+        .map_err(|e| DataError::data(dir.join(INDEX_FILE), format!("encoding: {e}")))?;
     write_frame(dir, INDEX_FILE, MAGIC, &raw)
 }
 

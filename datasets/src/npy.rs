@@ -28,60 +28,29 @@ pub(crate) struct NpyHeader {
     pub data_offset: usize,
 }
 
+/// The header of the `.npy` file `b` (read by `npyz`): C order only, and a plain dtype.
 pub(crate) fn parse_header(path: &Path, b: &[u8]) -> Result<NpyHeader, DataError> {
     let bad = |what: &str| DataError::data(path, format!("not a valid .npy file: {what}"));
-    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
-        return Err(bad("missing \\x93NUMPY magic"));
-    }
-    let (len, start) = match b[6] {
-        1 => (usize::from(u16::from_le_bytes([b[8], b[9]])), 10),
-        2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
-        v => return Err(bad(&format!("unsupported version {v}"))),
-    };
-    let text = b
-        .get(start..start + len)
-        .ok_or_else(|| bad("header runs past the end"))?;
-    let text = std::str::from_utf8(text).map_err(|_| bad("header is not text"))?;
-    let value_after = |key: &str| -> Result<&str, DataError> {
-        let at = text
-            .find(&format!("'{key}'"))
-            .ok_or_else(|| bad(&format!("no '{key}' in header")))?;
-        let rest = &text[at + key.len() + 2..];
-        let colon = rest.find(':').ok_or_else(|| bad("malformed header"))?;
-        Ok(rest[colon + 1..].trim_start())
-    };
-    let d = value_after("descr")?;
-    let quote = match d.chars().next() {
-        Some(q @ ('\'' | '"')) => q,
-        _ => return Err(bad("descr is not a quoted string")),
-    };
-    let end = d[1..]
-        .find(quote)
-        .ok_or_else(|| bad("unterminated descr"))?;
-    let descr = d[1..1 + end].to_string();
-    if value_after("fortran_order")?.starts_with("True") {
+    let mut rest = b;
+    let header = npyz::NpyHeader::from_reader(&mut rest).map_err(|e| bad(&e.to_string()))?;
+    if header.order() == npyz::Order::Fortran {
         return Err(bad(
             "Fortran-order arrays are not supported; save with C order",
         ));
     }
-    let s = value_after("shape")?;
-    if !s.starts_with('(') {
-        return Err(bad("shape is not a tuple"));
-    }
-    let close = s.find(')').ok_or_else(|| bad("malformed shape"))?;
-    let shape = s[1..close]
-        .split(',')
-        .map(str::trim)
-        .filter(|x| !x.is_empty())
-        .map(|x| {
-            x.parse::<usize>()
-                .map_err(|_| bad(&format!("shape entry {x:?}")))
-        })
+    let descr = match header.dtype() {
+        npyz::DType::Plain(t) => t.to_string(),
+        other => return Err(bad(&format!("dtype {} is not a plain type", other.descr()))),
+    };
+    let shape = header
+        .shape()
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| bad(&format!("shape entry {d}"))))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(NpyHeader {
         descr,
         shape,
-        data_offset: start + len,
+        data_offset: b.len() - rest.len(),
     })
 }
 

@@ -26,7 +26,9 @@ use xxhash_rust::xxh3::Xxh3;
 
 /// File name of the dataset index in the shards' directory.
 pub const INDEX_FILE: &str = ".distill-wds.idx";
-const MAGIC: &[u8; 8] = b"DSTLWDS1";
+/// Version 2: the body is the shards' entries in postcard's encoding (version 1, a hand-written
+/// layout, is not read: its index is rebuilt once).
+const MAGIC: &[u8; 8] = b"DSTLWDS2";
 /// The label member's extension unless told otherwise.
 pub const DEFAULT_LABEL_KEY: &str = "cls";
 
@@ -48,7 +50,7 @@ pub struct WdsOptions {
 }
 
 /// One sample as the index keeps it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Member {
     key: String,
     /// Byte offset and length of the image member inside its shard.
@@ -60,7 +62,7 @@ struct Member {
 }
 
 /// What the index knows of one shard.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct ShardEntry {
     size: u64,
     mtime_ns: i64,
@@ -547,38 +549,20 @@ impl WebDataset {
     }
 }
 
-/// Scans the shards `todo` in parallel (they are independent files).
+/// Scans the shards `todo` in parallel on rayon's pool (they are independent files); on
+/// errors, the first shard's in `todo` order, whichever thread finished first.
 fn scan_all(
     paths: &[PathBuf],
     maps: &[Mmap],
     todo: &[usize],
     label_key: &str,
 ) -> Result<Vec<Vec<Member>>, DataError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(todo.len());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<Option<Result<Vec<Member>, DataError>>> =
-        (0..todo.len()).map(|_| None).collect();
-    let slots: Vec<std::sync::Mutex<&mut Option<_>>> =
-        results.iter_mut().map(std::sync::Mutex::new).collect();
-    std::thread::scope(|sc| {
-        for _ in 0..threads {
-            sc.spawn(|| {
-                loop {
-                    let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(&i) = todo.get(j) else { break };
-                    let r = scan(&paths[i], &maps[i], label_key);
-                    **slots[j].lock().expect("scan slot") = Some(r);
-                }
-            });
-        }
-    });
-    drop(slots);
-    results
-        .into_iter()
-        .map(|r| r.expect("every shard scanned"))
-        .collect()
+    use rayon::prelude::*;
+    let scanned: Vec<Result<Vec<Member>, DataError>> = todo
+        .par_iter()
+        .map(|&i| scan(&paths[i], &maps[i], label_key))
+        .collect();
+    scanned.into_iter().collect()
 }
 
 /// The name a shard has in the index of `dir`: its file name when it lies in `dir`.
@@ -591,88 +575,18 @@ fn index_name(dir: &Path, p: &Path) -> String {
 
 /// Reads the index of `dir`; empty when there is none or it does not parse (then it is rebuilt).
 fn load_index(dir: &Path) -> HashMap<String, ShardEntry> {
-    let parse = || -> Option<HashMap<String, ShardEntry>> {
-        let raw = super::folder_index::read_frame(&dir.join(INDEX_FILE), MAGIC)?;
-        let mut r = Reader { raw: &raw, at: 0 };
-        let mut index = HashMap::new();
-        while r.at < raw.len() {
-            let name = r.string()?;
-            let (size, mtime_ns, label_key) = (r.u64()?, r.u64()? as i64, r.string()?);
-            let n = r.u32()? as usize;
-            let mut members = Vec::with_capacity(n.min(1 << 20));
-            for _ in 0..n {
-                members.push(Member {
-                    key: r.string()?,
-                    offset: r.u64()?,
-                    len: r.u64()?,
-                    width: r.u32()?,
-                    height: r.u32()?,
-                    label: r.u32()?,
-                });
-            }
-            index.insert(
-                name,
-                ShardEntry {
-                    size,
-                    mtime_ns,
-                    label_key,
-                    members,
-                },
-            );
-        }
-        Some(index)
-    };
-    parse().unwrap_or_default()
+    super::folder_index::read_frame(&dir.join(INDEX_FILE), MAGIC)
+        .and_then(|raw| postcard::from_bytes::<Vec<(String, ShardEntry)>>(&raw).ok())
+        .map(|entries| entries.into_iter().collect())
+        .unwrap_or_default()
 }
 
-struct Reader<'a> {
-    raw: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        let s = self.raw.get(self.at..self.at.checked_add(n)?)?;
-        self.at += n;
-        Some(s)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn string(&mut self) -> Option<String> {
-        let n = self.u32()? as usize;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-}
-
-/// Writes the index of `dir` through a temporary file and a rename.
+/// Writes the index of `dir` (shards in name order) through a temporary file and a rename.
 fn save_index(dir: &Path, index: &HashMap<String, ShardEntry>) -> Result<(), DataError> {
-    let mut raw = Vec::new();
-    let put_str = |raw: &mut Vec<u8>, s: &str| {
-        raw.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        raw.extend_from_slice(s.as_bytes());
-    };
-    let mut names: Vec<&String> = index.keys().collect();
-    names.sort();
-    for name in names {
-        let e = &index[name];
-        put_str(&mut raw, name);
-        raw.extend_from_slice(&e.size.to_le_bytes());
-        raw.extend_from_slice(&e.mtime_ns.to_le_bytes());
-        put_str(&mut raw, &e.label_key);
-        raw.extend_from_slice(&(e.members.len() as u32).to_le_bytes());
-        for m in &e.members {
-            put_str(&mut raw, &m.key);
-            raw.extend_from_slice(&m.offset.to_le_bytes());
-            raw.extend_from_slice(&m.len.to_le_bytes());
-            raw.extend_from_slice(&m.width.to_le_bytes());
-            raw.extend_from_slice(&m.height.to_le_bytes());
-            raw.extend_from_slice(&m.label.to_le_bytes());
-        }
-    }
+    let mut entries: Vec<(&String, &ShardEntry)> = index.iter().collect();
+    entries.sort_by_key(|(name, _)| *name);
+    let raw = postcard::to_stdvec(&entries)
+        .map_err(|e| DataError::data(dir.join(INDEX_FILE), format!("encoding: {e}")))?;
     super::folder_index::write_frame(dir, INDEX_FILE, MAGIC, &raw)
 }
 
