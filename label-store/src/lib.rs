@@ -5,7 +5,9 @@
 //! files, each holding a contiguous sample range for every epoch. This crate writes them
 //! ([`StoreWriter`], resumable and atomic), reads them ([`LabelStore`], with an epoch
 //! [`Prefetcher`]), checks them ([`verify`]), joins shards ([`merge`]) and summarizes them
-//! ([`summarize`]). It never runs a teacher or a student. `formats/FORMAT.md` is the layout.
+//! ([`summarize`]), and holds the one-writer lock ([`WriterLock`]). It is the container and
+//! nothing else: it never reads a dataset, makes pixels (the replay crate does), or runs a
+//! teacher or a student. `formats/FORMAT.md` is the layout.
 
 pub mod error;
 pub mod lock;

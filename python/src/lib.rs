@@ -1,7 +1,10 @@
 //! `distill._native`: the Rust label-store reader for Python (PyO3, abi3). `Store` opens a store
 //! through `label_store::LabelStore` (the reader `distill train` uses) and hands records and
 //! teacher distributions over as numpy arrays, built without the GIL and moved into numpy without a
-//! copy. Errors become `distill.StoreError` (a `ValueError`) with the store's own message.
+//! copy; `Loader` replays a store through the replay crate's stream (the one `distill train`
+//! uses). Errors become `distill.StoreError` (a `ValueError`) with the store's own message, or
+//! a `ValueError` for a bad argument, its settings named by their keyword arguments. Never
+//! depends on burn or ONNX Runtime.
 
 use formats::{PixelBox, SoftLabel};
 use label_store::LabelStore;
@@ -13,7 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use replay::batch::Inputs;
 use replay::stream::{
-    DEFAULT_WINDOW, EpochBatches, Labels, Part, Stream, StreamConfig, store_input_size,
+    DEFAULT_WINDOW, EpochBatches, Part, Source, Stream, StreamConfig, store_input_size,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -501,7 +504,7 @@ impl Loader {
             ..StreamConfig::training(batch_size, threads, seed, mean.clone(), std.clone(), size)
         };
         let stream = py
-            .detach(|| Stream::new(ds, Labels::Store(Arc::clone(&store)), cfg))
+            .detach(|| Stream::new(ds, Source::Store(Arc::clone(&store)), cfg))
             .map_err(|e| match e {
                 // The stream checks the settings; its messages name its fields.
                 replay::ReplayError::Config(m) => PyValueError::new_err(keyword_names(&m)),

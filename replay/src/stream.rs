@@ -20,12 +20,16 @@ use label_store::{DecodedEpoch, LabelStore};
 use rand::seq::SliceRandom;
 use std::sync::Arc;
 
-/// Where a stream's augmentation parameters and teacher labels come from.
-pub enum Labels {
+/// Where a stream's records come from: the realized augmentation of each (epoch, sample) and,
+/// when there is one, the teacher's label. A store replays what a teacher labelled offline; a
+/// sampler draws fresh views every epoch and the batches carry hard labels only, for a
+/// hard-label run, evaluation, or a teacher that labels each batch as it comes (online
+/// distillation: the caller fills [`Batch::teacher`]).
+pub enum Source {
     /// A label store: stored parameters and soft labels.
     Store(Arc<LabelStore>),
-    /// Hard labels only, parameters sampled live (recipe `none` for plain images).
-    Live(Arc<Sampler>),
+    /// Parameters sampled live from a recipe (`none` for plain images, `center` to evaluate).
+    Sampler(Arc<Sampler>),
 }
 
 /// How batches are made.
@@ -241,7 +245,7 @@ impl StreamDigest {
 /// Batches of a dataset, for many epochs.
 pub struct Stream {
     data: Arc<dyn Dataset>,
-    labels: Labels,
+    source: Source,
     cfg: StreamConfig,
     range: SampleRange,
     classes: usize,
@@ -281,11 +285,11 @@ struct EpochOrder {
 }
 
 impl Stream {
-    /// A stream over `data` with `labels`. With a store, the store must have been labelled from
+    /// A stream over `data` with records from `source`. With a store, the store must have been labelled from
     /// this very data (fingerprint) at this input size.
     pub fn new(
         data: Arc<dyn Dataset>,
-        labels: Labels,
+        source: Source,
         cfg: StreamConfig,
     ) -> Result<Self, ReplayError> {
         let c = usize::from(data.channels());
@@ -315,8 +319,8 @@ impl Stream {
                 p.rank, p.world
             )));
         }
-        let (range, plan, rule) = match &labels {
-            Labels::Store(store) => {
+        let (range, plan, rule) = match &source {
+            Source::Store(store) => {
                 check_store(store, data.as_ref(), cfg.size)?;
                 let rule = store.view_rule()?;
                 if cfg.multi_crop > store.epochs() {
@@ -346,7 +350,7 @@ impl Stream {
                 };
                 (store.samples(), plan, rule)
             }
-            Labels::Live(sampler) => {
+            Source::Sampler(sampler) => {
                 if cfg.multi_crop > 1 {
                     return Err(ReplayError::config(
                         "`multi_crop` replays stored epochs: it needs a store (`labels`)",
@@ -370,7 +374,7 @@ impl Stream {
         };
         Ok(Stream {
             data,
-            labels,
+            source,
             cfg,
             range,
             classes,
@@ -408,8 +412,8 @@ impl Stream {
     /// The store epochs that student epoch `epoch` replays: `epoch mod E`, or with multi-crop K
     /// the K epochs from `epoch · K` on (mod E).
     pub fn store_epochs(&self, epoch: u32) -> Vec<u32> {
-        match &self.labels {
-            Labels::Store(s) => {
+        match &self.source {
+            Source::Store(s) => {
                 let k = self.cfg.multi_crop;
                 (0..k)
                     .map(|i| {
@@ -418,7 +422,7 @@ impl Stream {
                     })
                     .collect()
             }
-            Labels::Live(_) => Vec::new(),
+            Source::Sampler(_) => Vec::new(),
         }
     }
 
@@ -525,12 +529,12 @@ impl Stream {
     ) -> Result<EpochBatches, ReplayError> {
         let want = self.store_epochs(epoch);
         let got: Vec<u32> = decoded.iter().map(|d| d.epoch).collect();
-        if matches!(self.labels, Labels::Store(_)) && got != want {
+        if matches!(self.source, Source::Store(_)) && got != want {
             return Err(ReplayError::config(format!(
                 "student epoch {epoch} needs store epochs {want:?}, got {got:?}"
             )));
         }
-        if tau.is_some() && matches!(self.labels, Labels::Live(_)) {
+        if tau.is_some() && matches!(self.source, Source::Sampler(_)) {
             return Err(ReplayError::config(
                 "this loss needs teacher labels: give a store (`labels`)",
             ));
@@ -619,8 +623,8 @@ impl Stream {
         let mut rec = formats::Record::empty(0);
         let mut params = Vec::with_capacity(n);
         for (i, &(s, crop)) in entries.iter().enumerate() {
-            params.push(match &self.labels {
-                Labels::Store(_) => {
+            params.push(match &self.source {
+                Source::Store(_) => {
                     let d = decoded.get(crop as usize).ok_or_else(|| {
                         ReplayError::config("a store-fed epoch needs its decoded records")
                     })?;
@@ -630,7 +634,7 @@ impl Stream {
                     }
                     rec.aug
                 }
-                Labels::Live(sampler) => sampler
+                Source::Sampler(sampler) => sampler
                     .sample(epoch, s, &|j| self.data.dims(j))
                     .map_err(|e| ReplayError::sample(s, e.to_string()))?,
             });

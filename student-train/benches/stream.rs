@@ -12,7 +12,7 @@
 
 use datasets as dataset;
 use label_store::LabelStore;
-use replay::stream::{Labels, Stream, StreamConfig, store_input_size};
+use replay::stream::{Source, Stream, StreamConfig, store_input_size};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,7 +54,7 @@ fn main() {
         let stream = Arc::new(
             Stream::new(
                 Arc::clone(&data),
-                Labels::Store(Arc::clone(&store)),
+                Source::Store(Arc::clone(&store)),
                 StreamConfig {
                     window,
                     multi_crop,

@@ -11,7 +11,7 @@ use datasets::Dataset;
 use formats::Recipe;
 use label_store::LabelStore;
 use replay::sampler::Sampler;
-use replay::stream::{Labels, Stream, StreamConfig};
+use replay::stream::{Source, Stream, StreamConfig};
 use std::sync::Arc;
 
 /// Evaluation of one student.
@@ -113,8 +113,8 @@ impl Evaluator {
         // records are replayed (the stream checks the store against the data); without,
         // parameters come from the evaluation recipe.
         let source = match &labels {
-            Some(store) => Labels::Store(Arc::clone(store)),
-            None => Labels::Live(Arc::new(Sampler::new(
+            Some(store) => Source::Store(Arc::clone(store)),
+            None => Source::Sampler(Arc::new(Sampler::new(
                 &recipe,
                 0,
                 data.len(),

@@ -24,7 +24,7 @@ use datasets::Dataset;
 use formats::Recipe;
 use label_store::LabelStore;
 use replay::sampler::Sampler;
-use replay::stream::{Batch, Labels, Stream, StreamConfig, StreamDigest};
+use replay::stream::{Batch, Source, Stream, StreamConfig, StreamDigest};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -239,11 +239,11 @@ impl<'a> StudentRun<'a> {
     fn stream(cfg: &TrainConfig, data: &RunData) -> Result<Stream, TrainError> {
         let size = (cfg.input.width as u32, cfg.input.height as u32);
         let labels = match &data.labels {
-            Some(s) => Labels::Store(Arc::clone(s)),
+            Some(s) => Source::Store(Arc::clone(s)),
             None => {
                 let recipe = cfg.aug.clone().unwrap_or_else(Recipe::none);
                 let sampler = Sampler::new(&recipe, cfg.seed, data.train.len(), size.0, size.1)?;
-                Labels::Live(Arc::new(sampler))
+                Source::Sampler(Arc::new(sampler))
             }
         };
         Ok(Stream::new(

@@ -11,7 +11,7 @@ use formats::view::{Kernel, ViewRule};
 use label_store::LabelStore;
 use replay::batch::normalize;
 use replay::sampler::MixedLabel;
-use replay::stream::{Labels, Stream, StreamConfig};
+use replay::stream::{Source, Stream, StreamConfig};
 use std::path::Path;
 use std::sync::Arc;
 use student_train::checkpoint;
@@ -214,7 +214,7 @@ fn loader_feeds_exactly(s: &Setup, store_dir: &Path, pixels: bool, rule: ViewRul
     let stream = Arc::new(
         Stream::new(
             Arc::clone(&data),
-            Labels::Store(Arc::clone(&store)),
+            Source::Store(Arc::clone(&store)),
             StreamConfig {
                 batch: 50,
                 threads: 2,
@@ -709,7 +709,7 @@ fn stream_over(s: &Setup, store: &Arc<LabelStore>, window: usize, multi_crop: u3
     Arc::new(
         Stream::new(
             open(&s.data, "train"),
-            Labels::Store(Arc::clone(store)),
+            Source::Store(Arc::clone(store)),
             StreamConfig {
                 window,
                 multi_crop,
@@ -874,7 +874,7 @@ fn ranks_split_each_epoch_into_disjoint_parts_that_cover_it() {
         Arc::new(
             Stream::new(
                 open(&s.data, "train"),
-                Labels::Store(Arc::clone(&store)),
+                Source::Store(Arc::clone(&store)),
                 StreamConfig {
                     part: replay::stream::Part {
                         rank,
@@ -929,7 +929,7 @@ fn ranks_split_each_epoch_into_disjoint_parts_that_cover_it() {
     }
     let e = Stream::new(
         open(&s.data, "train"),
-        Labels::Store(Arc::clone(&store)),
+        Source::Store(Arc::clone(&store)),
         StreamConfig {
             part: replay::stream::Part {
                 rank: 2,
