@@ -1,4 +1,4 @@
-"""Pure-Python reader of distill label stores (format versions 1 to 3).
+"""Pure-Python reader of distill label stores (format versions 1 to 4).
 
 Written from ``formats/FORMAT.md``, the byte-level specification; it depends only on numpy,
 the ``zstandard`` package and the ``xxhash`` package. A store is opened through its ``manifest.json``; every shard's header,
@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 FORMAT_NAME = "distill-label-store"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 MANIFEST_FILE = "manifest.json"
 WRITING_FILE = "writing.json"
@@ -754,6 +754,14 @@ class Store:
             raise _err(mpath, "format_version", f"{v} is not supported (this reader knows 1..={FORMAT_VERSION})")
         self.epochs = _require(m, "epochs", int, mpath)
         self.classes = _require(m, "classes", int, mpath)
+        # Version 4: a transfer set read without hard labels says so (`dataset.labelled`).
+        ds = m.get("dataset") if isinstance(m.get("dataset"), dict) else {}
+        self.labelled = ds.get("labelled", True)
+        if not isinstance(self.labelled, bool):
+            raise _err(mpath, "dataset.labelled", f"{self.labelled!r} is not a boolean")
+        if not self.labelled and m["format_version"] < 4:
+            raise _err(mpath, "format_version",
+                       f"{m['format_version']} cannot describe data without hard labels (needs 4)")
         self.topk = _require(m, "k", int, mpath)
         self.codec = _require(m, "codec", str, mpath)
         self.chunk_records = _require(m, "chunk_records", int, mpath)

@@ -302,6 +302,34 @@ def test_loader(distill_bin: str, work: str) -> int:
     return 96 * 2
 
 
+def test_unlabelled_loader(distill_bin: str, work: str) -> int:
+    """A store labelled from data read without hard labels (`--unlabelled`): format version 4,
+    read alike by both readers; its Loader batches have `hard = None` and `labels = None` and
+    the teacher rows of the store; the same data read with its labels is refused."""
+    root = os.path.join(work, "unlabelled")
+    shutil.rmtree(root, ignore_errors=True)
+    data = os.path.join(root, "data")
+    write_npy_digits(data, 48)
+    store_dir = label_with_trained_teacher(distill_bin, root, data, "store", "--topk", "3",
+                                           "--unlabelled")
+    pure = ds.open_store(store_dir)
+    check(pure.manifest["format_version"] == 4 and pure.labelled is False,
+          f"version 4, no hard labels: {pure.manifest['format_version']}, {pure.labelled}")
+    n = compare(store_dir)
+    store = distill.Store(store_dir)
+    loader = distill.Loader(store, data, 16, seed=1, temperature=2.0, threads=1)
+    probs = store.probs(0, 0, 48, 2.0)
+    seen = 0
+    for b in loader:
+        check(b["hard"] is None and b["labels"] is None, "no hard labels in the batch")
+        check(np.array_equal(b["teacher"], probs[b["samples"]]), "teacher rows of the store")
+        seen += len(b["samples"])
+    check(seen == 48, f"one epoch: {seen}")
+    expect(lambda: distill.Loader(store, data, 16, unlabelled=False), distill.StoreError,
+           "dataset.labelled")
+    return n
+
+
 def main(argv: list[str]) -> int:
     # `import distill` never imports torch; distill.torch does (and needs it).
     check("torch" not in sys.modules, "import distill imported torch")
@@ -322,6 +350,7 @@ def main(argv: list[str]) -> int:
     expect(bad.verify, distill.StoreError, "chunk")
     replayed = test_loader(os.path.abspath(argv[2]), work)
     batches = test_train_stream(os.path.abspath(argv[2]), work)
+    total += test_unlabelled_loader(os.path.abspath(argv[2]), work)
     print(f"OK: {total} records in {len(stores)} stores equal through distill (Rust) and "
           f"distill_store (Python); errors named; Loader replayed {replayed} records, teacher rows "
           f"equal to Store.probs, ranks disjoint; {batches} Loader batches equal distill train's "

@@ -164,6 +164,11 @@ pub struct DataArgs {
     /// inspect --show).
     #[arg(long)]
     pub split: Option<String>,
+    /// Read --data without hard labels, as a transfer set for a teacher of any classes: an
+    /// image folder is every image under the split (or the root) at any depth; shards need no
+    /// label member. A store labelled so is read so without the flag.
+    #[arg(long)]
+    pub unlabelled: bool,
 }
 
 impl DataArgs {
@@ -179,15 +184,20 @@ impl DataArgs {
         self.split.as_deref().unwrap_or(default)
     }
 
-    /// Opens `split` of the dataset; `default_classes` and `decoder` as for
+    /// Opens `split` of the dataset as `store` (when one is replayed) needs it: with its decoder,
+    /// and unlabelled when its data was (or --unlabelled says so); `default_classes` as for
     /// [`WdsFlags::options`]. Errors name the path and the split.
     pub fn open(
         &self,
         split: &str,
         default_classes: Option<u32>,
-        decoder: datasets::ImageDecoder,
+        store: Option<&label_store::LabelStore>,
     ) -> anyhow::Result<std::sync::Arc<dyn datasets::Dataset>> {
-        let opts = self.wds.options(default_classes, decoder);
+        let decoder = crate::commands::train::store_decoder(store)?;
+        let opts = datasets::OpenOptions {
+            unlabelled: self.unlabelled || store.is_some_and(|s| !s.manifest.dataset.labelled),
+            ..self.wds.options(default_classes, decoder)
+        };
         crate::commands::train::open_data(self.path()?, self.format.map(Into::into), split, &opts)
     }
 }
@@ -211,12 +221,13 @@ impl WdsFlags {
         &self,
         default_classes: Option<u32>,
         decoder: datasets::ImageDecoder,
-    ) -> datasets::WdsOptions {
-        datasets::WdsOptions {
+    ) -> datasets::OpenOptions {
+        datasets::OpenOptions {
             label_key: self.label_key.clone(),
             classes: self.classes,
             default_classes,
             decoder,
+            unlabelled: false,
         }
     }
 }

@@ -893,7 +893,7 @@ fn label_jpegs(data: &Path, teachers: &[&Path], out: &Path, extra: &[&str]) -> O
 /// decoder this build lacks is named.
 #[test]
 fn stores_replay_with_the_decoder_they_were_labelled_with() {
-    use datasets::{ImageDecoder, WdsOptions, probe};
+    use datasets::{ImageDecoder, OpenOptions, probe};
     let t = tempfile::tempdir().unwrap();
     let root = t.path();
     let data = root.join("data");
@@ -915,9 +915,9 @@ fn stores_replay_with_the_decoder_they_were_labelled_with() {
     assert_eq!(m["decode_probe"]["decoder"], ImageDecoder::Pillow.name());
 
     let open = |d: ImageDecoder| {
-        let opts = WdsOptions {
+        let opts = OpenOptions {
             decoder: d,
-            ..WdsOptions::default()
+            ..OpenOptions::default()
         };
         dataset::open_with(&data, None, "train", &opts).unwrap()
     };

@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use datasets::{Dataset, ImageFolder, WdsOptions, WebDataset};
+use datasets::{Dataset, ImageFolder, OpenOptions, WebDataset};
 use label_store::LabelStore;
 use std::path::Path;
 
@@ -106,7 +106,7 @@ fn shards_label_and_train_like_their_folder() {
     let (sa, sb) = (LabelStore::open(&a).unwrap(), LabelStore::open(&b).unwrap());
     assert_eq!(sb.manifest.dataset.format, "wds");
     let f = ImageFolder::open(&folder, "train").unwrap();
-    let w = WebDataset::open(&shards, "train", &WdsOptions::default()).unwrap();
+    let w = WebDataset::open(&shards, "train", &OpenOptions::default()).unwrap();
     for i in 0..30 {
         let rel = f.path(i).strip_prefix(folder.join("train")).unwrap();
         assert_eq!(

@@ -2,7 +2,8 @@
 //! `ROOT/CLASS/…` when ROOT has no split folders at all). Split `test` falls back to `val`, as
 //! ImageNet ships no labelled test split; any other missing split is an error naming the splits
 //! there are. Classes are the sub-folder names in sorted order; files are sorted by name within
-//! a class.
+//! a class. Read `unlabelled` ([`ImageFolder::open_unlabelled`]), a split is every image under
+//! it at any depth, sorted by relative path, with no hard labels (a transfer set).
 //!
 //! Image sizes come from file headers (never a decode), once: they are kept with each file's
 //! size and mtime in the split's dataset index (`folder_index`), so a later run over the same
@@ -26,7 +27,9 @@ pub struct ImageFolder {
     files: Vec<PathBuf>,
     /// (width, height) of every file, from its header or the dataset index.
     dims: Vec<(u32, u32)>,
+    /// Each file's class; empty when read unlabelled.
     labels: Vec<u32>,
+    /// Class names (sub-folders); empty when read unlabelled.
     names: Vec<String>,
     fingerprint: DatasetFingerprint,
     decoder: ImageDecoder,
@@ -36,6 +39,18 @@ fn is_image(p: &Path) -> bool {
     p.extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .is_some_and(|e| matches!(e.as_str(), "jpg" | "jpeg" | "png"))
+}
+
+/// An error naming `f` unless it is a JPEG or PNG file by its extension.
+fn check_image(f: &Path) -> Result<(), DataError> {
+    if is_image(f) {
+        Ok(())
+    } else {
+        Err(DataError::data(
+            f,
+            "not a JPEG or PNG file (only .jpg, .jpeg and .png are read)",
+        ))
+    }
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
@@ -56,7 +71,6 @@ impl ImageFolder {
     /// folders).
     pub fn open(root: &Path, split: &str) -> Result<Self, DataError> {
         let base = split_dir(root, split)?;
-        let old_index = super::folder_index::load(&base);
         let class_dirs: Vec<PathBuf> = sorted_entries(&base)?
             .into_iter()
             .filter(|p| p.is_dir())
@@ -64,55 +78,18 @@ impl ImageFolder {
         if class_dirs.is_empty() {
             return Err(DataError::data(
                 &base,
-                "no class sub-folders (expected SPLIT/CLASS/*.jpg)",
+                "no class sub-folders (expected SPLIT/CLASS/*.jpg; a folder of images without \
+                 classes is read `unlabelled`)",
             ));
         }
         let (mut files, mut labels, mut names) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut dims, mut entries, mut reread) = (Vec::new(), Vec::new(), 0usize);
-        let mut h = Xxh3::new();
         for (c, dir) in class_dirs.iter().enumerate() {
             let before = files.len();
             for f in sorted_entries(dir)? {
                 if f.is_dir() {
                     return Err(DataError::data(&f, "nested folders inside a class folder"));
                 }
-                if !is_image(&f) {
-                    return Err(DataError::data(
-                        &f,
-                        "not a JPEG or PNG file (only .jpg, .jpeg and .png are read)",
-                    ));
-                }
-                let md = std::fs::metadata(&f).map_err(DataError::io(&f))?;
-                let (size, mtime_ns) = (md.len(), super::folder_index::mtime_ns(&md));
-                let rel = f
-                    .strip_prefix(&base)
-                    .unwrap_or(&f)
-                    .to_string_lossy()
-                    .into_owned();
-                h.update(rel.as_bytes());
-                h.update(&[0]);
-                h.update(&size.to_le_bytes());
-                let known = old_index
-                    .as_ref()
-                    .and_then(|i| i.get(&rel))
-                    .filter(|e| e.size == size && e.mtime_ns == mtime_ns);
-                let (w, hgt) = match known {
-                    Some(e) => (e.width, e.height),
-                    None => {
-                        reread += 1;
-                        header_dims(&f)?
-                    }
-                };
-                dims.push((w, hgt));
-                entries.push((
-                    rel,
-                    super::folder_index::Entry {
-                        size,
-                        mtime_ns,
-                        width: w,
-                        height: hgt,
-                    },
-                ));
+                check_image(&f)?;
                 files.push(f);
                 labels.push(c as u32);
             }
@@ -125,9 +102,91 @@ impl ImageFolder {
                     .unwrap_or_default(),
             );
         }
+        Self::of_files(&base, split, files, labels, names)
+    }
+
+    /// Opens `root/split` (as [`ImageFolder::open`] finds it) as a transfer set without hard
+    /// labels: every image under it, at any depth and whatever the sub-folders are, sorted by
+    /// relative path (component by component, so a folder of class folders keeps the order,
+    /// and the content fingerprint, it has when read with its classes). Hidden files and
+    /// folders are skipped; a file of another type is an error naming it.
+    pub fn open_unlabelled(root: &Path, split: &str) -> Result<Self, DataError> {
+        let base = split_dir(root, split)?;
+        let mut files = Vec::new();
+        let walk = walkdir::WalkDir::new(&base)
+            .min_depth(1)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| !e.file_name().to_string_lossy().starts_with('.'));
+        for entry in walk {
+            let entry = entry.map_err(|e| {
+                let at = e.path().unwrap_or(&base).to_path_buf();
+                DataError::data(at, format!("reading the folder: {e}"))
+            })?;
+            if entry.file_type().is_dir() {
+                continue;
+            }
+            check_image(entry.path())?;
+            files.push(entry.into_path());
+        }
+        if files.is_empty() {
+            return Err(DataError::data(
+                &base,
+                "no .jpg, .jpeg or .png image under it",
+            ));
+        }
+        Self::of_files(&base, split, files, Vec::new(), Vec::new())
+    }
+
+    /// The split of `files` under `base` with their `labels` (empty: unlabelled) and class
+    /// `names`: sizes from the dataset index or the files' headers (the index rewritten when
+    /// any was read again), and the fingerprint.
+    fn of_files(
+        base: &Path,
+        split: &str,
+        files: Vec<PathBuf>,
+        labels: Vec<u32>,
+        names: Vec<String>,
+    ) -> Result<Self, DataError> {
+        let old_index = super::folder_index::load(base);
+        let (mut dims, mut entries, mut reread) = (Vec::new(), Vec::new(), 0usize);
+        let mut h = Xxh3::new();
+        for f in &files {
+            let md = std::fs::metadata(f).map_err(DataError::io(f))?;
+            let (size, mtime_ns) = (md.len(), super::folder_index::mtime_ns(&md));
+            let rel = f
+                .strip_prefix(base)
+                .unwrap_or(f)
+                .to_string_lossy()
+                .into_owned();
+            h.update(rel.as_bytes());
+            h.update(&[0]);
+            h.update(&size.to_le_bytes());
+            let known = old_index
+                .as_ref()
+                .and_then(|i| i.get(&rel))
+                .filter(|e| e.size == size && e.mtime_ns == mtime_ns);
+            let (w, hgt) = match known {
+                Some(e) => (e.width, e.height),
+                None => {
+                    reread += 1;
+                    header_dims(f)?
+                }
+            };
+            dims.push((w, hgt));
+            entries.push((
+                rel,
+                super::folder_index::Entry {
+                    size,
+                    mtime_ns,
+                    width: w,
+                    height: hgt,
+                },
+            ));
+        }
         let stale = old_index.as_ref().map_or(0, |i| i.len()) != entries.len();
         if reread > 0 || stale {
-            match (&old_index, super::folder_index::save(&base, &entries)) {
+            match (&old_index, super::folder_index::save(base, &entries)) {
                 (Some(_), Ok(())) => tracing::warn!(
                     "{}: dataset index rebuilt ({reread} of {} files read again)",
                     base.display(),
@@ -148,6 +207,7 @@ impl ImageFolder {
             samples: files.len() as u64,
             labels_xxh3: format!("{:016x}", lh.digest()),
             content_xxh3: format!("{:016x}", h.digest()),
+            labelled: !names.is_empty(),
         };
         Ok(ImageFolder {
             files,
@@ -192,10 +252,10 @@ impl Dataset for ImageFolder {
         self.names.len() as u32
     }
     fn class_names(&self) -> Option<&[String]> {
-        Some(&self.names)
+        (!self.names.is_empty()).then_some(&self.names[..])
     }
-    fn label(&self, index: u32) -> u32 {
-        self.labels[index as usize]
+    fn label(&self, index: u32) -> Option<u32> {
+        self.labels.get(index as usize).copied()
     }
     fn channels(&self) -> u8 {
         3

@@ -26,7 +26,7 @@ pub use error::DataError;
 pub use folder::ImageFolder;
 pub use idx::{Mnist, write_idx};
 pub use npy::{NpyArrays, write_npy};
-pub use wds::{WdsOptions, WebDataset};
+pub use wds::WebDataset;
 
 use formats::manifest::DatasetFingerprint;
 use std::path::Path;
@@ -70,7 +70,8 @@ impl Image {
     }
 }
 
-/// A split of a labelled image dataset.
+/// A split of an image dataset: labelled (each sample has a hard label below
+/// [`Dataset::classes`]) or, read `unlabelled`, a transfer set whose samples have none.
 pub trait Dataset: Send + Sync {
     /// Reader name recorded in fingerprints (`mnist-idx`, `cifar10`, …).
     fn format(&self) -> &'static str;
@@ -80,12 +81,17 @@ pub trait Dataset: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Number of classes.
+    /// Number of classes of the hard labels; 0 when the data is read unlabelled (its classes
+    /// are then a teacher's).
     fn classes(&self) -> u32;
     /// Class names, when the dataset has them.
     fn class_names(&self) -> Option<&[String]>;
-    /// Label of sample `index`.
-    fn label(&self, index: u32) -> u32;
+    /// The hard label of sample `index`; `None` for a sample without one (unlabelled data).
+    fn label(&self, index: u32) -> Option<u32>;
+    /// Whether the samples were read with their hard labels (what the fingerprint records).
+    fn labelled(&self) -> bool {
+        self.fingerprint().labelled
+    }
     /// Channels of every image (1 or 3).
     fn channels(&self) -> u8;
     /// (width, height) of sample `index`, without decoding pixels where the format allows.
@@ -185,22 +191,44 @@ pub fn detect(path: &Path) -> Result<DataFormat, DataError> {
     )
 }
 
+/// How a split is read, beyond its path, format and split name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// WebDataset shards: extension of the member holding the class as decimal text (default
+    /// `cls`); other formats refuse it.
+    pub label_key: Option<String>,
+    /// Number of classes (shards: default the largest label + 1; other formats must hold this
+    /// many).
+    pub classes: Option<u32>,
+    /// The class count to use when `classes` is not given (a store's or a checkpoint's): shards
+    /// carry no class count, and a subset of them may lack the last class. Other formats, which
+    /// know their classes, ignore it.
+    pub default_classes: Option<u32>,
+    /// How image folders and shards decode their files: this build's decoder, or a store's
+    /// (see [`ImageDecoder`]).
+    pub decoder: ImageDecoder,
+    /// Read the samples without hard labels, as a transfer set: an image folder is every image
+    /// under the split at any depth, shards need no label member, and arrays' labels are not
+    /// read. Then `classes` and `label_key` are refused.
+    pub unlabelled: bool,
+}
+
 /// Opens split `split` of the dataset at `path` (format detected unless given).
 pub fn open(
     path: &Path,
     format: Option<DataFormat>,
     split: &str,
 ) -> Result<Box<dyn Dataset>, DataError> {
-    open_with(path, format, split, &WdsOptions::default())
+    open_with(path, format, split, &OpenOptions::default())
 }
 
-/// [`open`] with the options of tar shards (label member, class count). A class count given for
-/// another format must be the one its files hold; a label key is refused there.
+/// [`open`] with `opts`. A class count given for a format other than shards must be the one its
+/// files hold; a label key is refused there.
 pub fn open_with(
     path: &Path,
     format: Option<DataFormat>,
     split: &str,
-    opts: &WdsOptions,
+    opts: &OpenOptions,
 ) -> Result<Box<dyn Dataset>, DataError> {
     let format = match format {
         Some(f) => f,
@@ -208,18 +236,40 @@ pub fn open_with(
     };
     if format != DataFormat::Wds && opts.label_key.is_some() {
         return Err(DataError::invalid(
-            "label-key",
+            "`label_key`",
             format!(
                 "{} is not WebDataset shards: only shards have label members",
                 path.display()
             ),
         ));
     }
+    if opts.unlabelled {
+        let given = [
+            ("`label_key`", opts.label_key.is_some()),
+            ("`classes`", opts.classes.is_some()),
+        ];
+        if let Some((field, _)) = given.iter().find(|(_, set)| *set) {
+            return Err(DataError::invalid(
+                *field,
+                "names hard labels, which data read `unlabelled` has none of",
+            ));
+        }
+    }
+    let packed = |ds: Box<dyn Dataset>| -> Box<dyn Dataset> {
+        if opts.unlabelled {
+            Box::new(Unlabelled::new(ds))
+        } else {
+            ds
+        }
+    };
     let ds: Box<dyn Dataset> = match format {
-        DataFormat::Mnist => Box::new(Mnist::open(path, split)?),
-        DataFormat::Cifar10 => Box::new(Cifar::open(path, split, false)?),
-        DataFormat::Cifar100 => Box::new(Cifar::open(path, split, true)?),
-        DataFormat::Npy => Box::new(NpyArrays::open(path, split)?),
+        DataFormat::Mnist => packed(Box::new(Mnist::open(path, split)?)),
+        DataFormat::Cifar10 => packed(Box::new(Cifar::open(path, split, false)?)),
+        DataFormat::Cifar100 => packed(Box::new(Cifar::open(path, split, true)?)),
+        DataFormat::Npy => packed(Box::new(NpyArrays::open(path, split)?)),
+        DataFormat::ImageFolder if opts.unlabelled => {
+            Box::new(ImageFolder::open_unlabelled(path, split)?.with_decoder(opts.decoder))
+        }
         DataFormat::ImageFolder => {
             Box::new(ImageFolder::open(path, split)?.with_decoder(opts.decoder))
         }
@@ -242,6 +292,66 @@ pub fn open_with(
     Ok(ds)
 }
 
+/// A split of in-memory arrays (MNIST, CIFAR, npy) read without its hard labels: the same
+/// samples, no labels and no classes, and a fingerprint that says so.
+struct Unlabelled {
+    inner: Box<dyn Dataset>,
+    fingerprint: DatasetFingerprint,
+}
+
+impl Unlabelled {
+    fn new(inner: Box<dyn Dataset>) -> Self {
+        let fingerprint = DatasetFingerprint {
+            labels_xxh3: format!("{:016x}", Xxh3::new().digest()),
+            labelled: false,
+            ..inner.fingerprint().clone()
+        };
+        Unlabelled { inner, fingerprint }
+    }
+}
+
+impl Dataset for Unlabelled {
+    fn format(&self) -> &'static str {
+        self.inner.format()
+    }
+    fn len(&self) -> u32 {
+        self.inner.len()
+    }
+    fn classes(&self) -> u32 {
+        0
+    }
+    fn class_names(&self) -> Option<&[String]> {
+        None
+    }
+    fn label(&self, _index: u32) -> Option<u32> {
+        None
+    }
+    fn channels(&self) -> u8 {
+        self.inner.channels()
+    }
+    fn dims(&self, index: u32) -> Result<(u32, u32), DataError> {
+        self.inner.dims(index)
+    }
+    fn uniform_dims(&self) -> Result<(u32, u32), DataError> {
+        self.inner.uniform_dims()
+    }
+    fn image(&self, index: u32) -> Result<Image, DataError> {
+        self.inner.image(index)
+    }
+    fn encoded(&self) -> bool {
+        self.inner.encoded()
+    }
+    fn decoder(&self) -> &'static str {
+        self.inner.decoder()
+    }
+    fn file_starts(&self) -> Option<&[u32]> {
+        self.inner.file_starts()
+    }
+    fn fingerprint(&self) -> &DatasetFingerprint {
+        &self.fingerprint
+    }
+}
+
 /// Fingerprint of in-memory samples: xxh3 of the labels (u32 LE each) and of the pixel bytes.
 pub(crate) fn fingerprint(
     format: &str,
@@ -259,6 +369,7 @@ pub(crate) fn fingerprint(
         samples: labels.len() as u64,
         labels_xxh3: format!("{:016x}", h.digest()),
         content_xxh3: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(content)),
+        labelled: true,
     }
 }
 
@@ -367,8 +478,8 @@ macro_rules! packed_dataset {
             fn class_names(&self) -> Option<&[String]> {
                 self.packed.names.as_deref()
             }
-            fn label(&self, index: u32) -> u32 {
-                self.packed.labels[index as usize]
+            fn label(&self, index: u32) -> Option<u32> {
+                self.packed.labels.get(index as usize).copied()
             }
             fn channels(&self) -> u8 {
                 self.packed.channels

@@ -3,7 +3,8 @@
 //! consecutive members sharing a key (the member name up to the first `.` of its file name:
 //! `n01440764/abc.jpg` and `n01440764/abc.cls` are sample `n01440764/abc`); its image is the member
 //! with extension `jpg`, `jpeg` or `png`, its class the decimal text of the `cls` member (or the
-//! extension given as the label key). Other members (`json`, `txt`, …) are ignored.
+//! extension given as the label key). Other members (`json`, `txt`, …) are ignored. Read
+//! `unlabelled` (a transfer set), samples need no label member and none is read.
 //!
 //! Shards are memory-mapped and members decoded in place, so a student replays any sample in any
 //! order without reading a shard through. Where each member lies is found once per shard by
@@ -31,23 +32,6 @@ pub const INDEX_FILE: &str = ".distill-wds.idx";
 const MAGIC: &[u8; 8] = b"DSTLWDS2";
 /// The label member's extension unless told otherwise.
 pub const DEFAULT_LABEL_KEY: &str = "cls";
-
-/// How a split of shards is read: which member holds the class, and the class count when the
-/// data alone would not tell it (a subset of shards may lack the last class).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WdsOptions {
-    /// Extension of the member holding the class as decimal text (default `cls`).
-    pub label_key: Option<String>,
-    /// Number of classes (default: the largest label + 1).
-    pub classes: Option<u32>,
-    /// The class count to use when `classes` is not given (a store's or a checkpoint's): shards
-    /// carry no class count, and a subset of them may lack the last class. Other formats, which
-    /// know their classes, ignore it.
-    pub default_classes: Option<u32>,
-    /// How image folders and shards decode their files: this build's decoder, or a store's
-    /// (see [`super::ImageDecoder`]).
-    pub decoder: ImageDecoder,
-}
 
 /// One sample as the index keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -287,12 +271,17 @@ fn scan(path: &Path, map: &[u8], label_key: &str) -> Result<Vec<Member>, DataErr
                 p.exts.join(", ")
             )));
         };
-        let Some(label) = p.label else {
-            return Err(at(format!(
-                "sample {:?} has no label member .{label_key} (it has: {})",
-                p.key,
-                p.exts.join(", ")
-            )));
+        // Read unlabelled (no label key), no sample needs a label member.
+        let label = match p.label {
+            Some(l) => l,
+            None if label_key.is_empty() => u32::MAX,
+            None => {
+                return Err(at(format!(
+                    "sample {:?} has no label member .{label_key} (it has: {})",
+                    p.key,
+                    p.exts.join(", ")
+                )));
+            }
         };
         let bytes = &map[offset as usize..(offset + len) as usize];
         let (width, height) =
@@ -355,7 +344,7 @@ fn scan(path: &Path, map: &[u8], label_key: &str) -> Result<Vec<Member>, DataErr
         match ext.as_str() {
             "jpg" | "jpeg" | "png" if p.image.is_none() => p.image = Some((offset, size)),
             "webp" => p.webp = true,
-            e if e == label_key => {
+            e if e == label_key && !label_key.is_empty() => {
                 let text = &map[offset as usize..(offset + size) as usize];
                 let label = std::str::from_utf8(text)
                     .ok()
@@ -391,9 +380,13 @@ fn scan(path: &Path, map: &[u8], label_key: &str) -> Result<Vec<Member>, DataErr
 
 impl WebDataset {
     /// Opens split `split` of the shards at `path` (a directory, a `.tar` or a brace pattern).
-    pub fn open(path: &Path, split: &str, opts: &WdsOptions) -> Result<Self, DataError> {
+    pub fn open(path: &Path, split: &str, opts: &crate::OpenOptions) -> Result<Self, DataError> {
         let paths = shard_paths(path, split)?;
-        let label_key = opts.label_key.as_deref().unwrap_or(DEFAULT_LABEL_KEY);
+        // Unlabelled shards are scanned with no label key (and indexed as such).
+        let label_key = match (opts.unlabelled, opts.label_key.as_deref()) {
+            (true, _) => "",
+            (false, key) => key.unwrap_or(DEFAULT_LABEL_KEY),
+        };
         let dir = paths[0].parent().unwrap_or(Path::new(".")).to_path_buf();
         let mut index = load_index(&dir);
         let maps: Vec<Mmap> = paths
@@ -415,9 +408,11 @@ impl WebDataset {
             .collect::<Result<_, DataError>>()?;
         let todo: Vec<usize> = (0..paths.len())
             .filter(|&i| {
-                index
-                    .get(&names[i])
-                    .is_none_or(|e| (e.size, e.mtime_ns) != stats[i] || e.label_key != label_key)
+                index.get(&names[i]).is_none_or(|e| {
+                    // Read unlabelled, an entry scanned for any label key will do.
+                    (e.size, e.mtime_ns) != stats[i]
+                        || (e.label_key != label_key && !opts.unlabelled)
+                })
             })
             .collect();
         if !todo.is_empty() {
@@ -471,15 +466,28 @@ impl WebDataset {
                 h.update(m.key.as_bytes());
                 h.update(&[0]);
                 h.update(&m.len.to_le_bytes());
-                lh.update(&m.label.to_le_bytes());
+                if !opts.unlabelled {
+                    lh.update(&m.label.to_le_bytes());
+                    ds.labels.push(m.label);
+                }
                 ds.at.push((s as u32, m.offset, m.len));
                 ds.dims.push((m.width, m.height));
                 ds.keys.push(m.key.as_str().into());
-                ds.labels.push(m.label);
             }
         }
         if ds.keys.len() > u32::MAX as usize {
             return Err(DataError::data(path, "more than 2^32 samples"));
+        }
+        ds.fingerprint = DatasetFingerprint {
+            format: "wds".into(),
+            split: split.into(),
+            samples: ds.keys.len() as u64,
+            labels_xxh3: format!("{:016x}", lh.digest()),
+            content_xxh3: format!("{:016x}", h.digest()),
+            labelled: !opts.unlabelled,
+        };
+        if opts.unlabelled {
+            return Ok(ds);
         }
         let top = ds.labels.iter().copied().max().unwrap_or(0);
         let given = match (opts.classes, opts.default_classes) {
@@ -501,13 +509,6 @@ impl WebDataset {
                 c
             }
             None => top + 1,
-        };
-        ds.fingerprint = DatasetFingerprint {
-            format: "wds".into(),
-            split: split.into(),
-            samples: ds.keys.len() as u64,
-            labels_xxh3: format!("{:016x}", lh.digest()),
-            content_xxh3: format!("{:016x}", h.digest()),
         };
         Ok(ds)
     }
@@ -603,8 +604,8 @@ impl Dataset for WebDataset {
     fn class_names(&self) -> Option<&[String]> {
         None
     }
-    fn label(&self, index: u32) -> u32 {
-        self.labels[index as usize]
+    fn label(&self, index: u32) -> Option<u32> {
+        self.labels.get(index as usize).copied()
     }
     fn channels(&self) -> u8 {
         3
@@ -694,6 +695,12 @@ pub fn pack_folder(
             "already exists: remove the old shards first (or let the packer remove them: `force`)",
         ));
     }
+    if !folder.labelled() {
+        return Err(DataError::invalid(
+            "`unlabelled`",
+            "packing writes each sample's class member: pack a folder read with its classes",
+        ));
+    }
     let names = folder.class_names().unwrap_or(&[]);
     let mut order: Vec<u32> = (0..folder.len()).collect();
     if let Some(seed) = shuffle {
@@ -737,10 +744,11 @@ pub fn pack_folder(
             .file_stem()
             .map(|s| s.to_string_lossy().replace('.', "_"))
             .unwrap_or_default();
+        let label = folder.label(i).unwrap_or_default();
         let class = names
-            .get(folder.label(i) as usize)
+            .get(label as usize)
             .cloned()
-            .unwrap_or_else(|| folder.label(i).to_string());
+            .unwrap_or_else(|| label.to_string());
         let key = format!("{class}/{stem}");
         if let Some(other) = keys.insert(key.clone(), i) {
             return Err(DataError::data(
@@ -751,7 +759,7 @@ pub fn pack_folder(
                 ),
             ));
         }
-        let cls = folder.label(i).to_string();
+        let cls = label.to_string();
         let need = member_bytes(key.len() + 1 + ext.len(), bytes.len())
             + member_bytes(key.len() + 4, cls.len());
         // The two zero blocks that end an archive count too.

@@ -40,7 +40,7 @@ fn mnist_idx_plain_and_gzipped() {
         let d = dataset::open(t.path(), None, "train").unwrap();
         assert_eq!((d.len(), d.classes(), d.channels()), (3, 10, 1));
         assert_eq!(d.dims(0).unwrap(), (5, 4));
-        assert_eq!(d.label(2), u32::from(labels[2]));
+        assert_eq!(d.label(2), Some(u32::from(labels[2])));
         let img = d.image(1).unwrap();
         assert_eq!((img.width, img.height), (5, 4));
         assert_eq!(img.data, images[20..40]);
@@ -98,7 +98,7 @@ fn cifar_10_and_100() {
     assert_eq!(dataset::detect(t.path()).unwrap(), DataFormat::Cifar10);
     let d = dataset::open(t.path(), None, "test").unwrap();
     assert_eq!((d.len(), d.classes(), d.channels()), (2, 10, 3));
-    assert_eq!(d.label(0), 7);
+    assert_eq!(d.label(0), Some(7));
     assert_eq!(d.class_names().unwrap()[7], "class7");
     let img = d.image(1).unwrap();
     // Planar R, G, B → HWC: pixel 1's channels come from offsets 1, 1025, 2049.
@@ -116,7 +116,10 @@ fn cifar_10_and_100() {
     std::fs::write(t.path().join("train.bin"), &b).unwrap();
     assert_eq!(dataset::detect(t.path()).unwrap(), DataFormat::Cifar100);
     let d = dataset::open(t.path(), None, "train").unwrap();
-    assert_eq!((d.classes(), d.label(0), d.label(1)), (100, 42, 99));
+    assert_eq!(
+        (d.classes(), d.label(0), d.label(1)),
+        (100, Some(42), Some(99))
+    );
     let bad: Vec<u8> = cifar_record(&[1, 100], 1);
     std::fs::write(t.path().join("train.bin"), &bad).unwrap();
     assert!(err(dataset::open(t.path(), None, "train")).contains("label 100"));
@@ -142,7 +145,7 @@ fn npy_arrays() {
         (2, 6, 3, (4, 3))
     );
     assert_eq!(d.image(1).unwrap().data, px[36..]);
-    assert_eq!(d.label(0), 5);
+    assert_eq!(d.label(0), Some(5));
     write_npy(&t.path().join("train_images.npy"), "<f4", &[2, 3, 3], &px).unwrap();
     assert!(err(dataset::open(t.path(), None, "train")).contains("not u8"));
     write_npy(
@@ -214,7 +217,7 @@ fn image_folders_convert_and_refuse_clearly() {
     let d = dataset::open(root, None, "train").unwrap();
     assert_eq!((d.len(), d.classes(), d.channels()), (4, 2, 3));
     assert_eq!(d.class_names().unwrap(), ["cat", "dog"]);
-    assert_eq!((d.label(1), d.label(2)), (0, 1));
+    assert_eq!((d.label(1), d.label(2)), (Some(0), Some(1)));
     assert_eq!(d.dims(0).unwrap(), (6, 4));
     let a = d.image(0).unwrap();
     assert_eq!(&a.data[..3], &[0, 0, 7]);
@@ -354,4 +357,97 @@ fn imagenet_layout_tests_on_val_and_names_missing_splits() {
             .len(),
         4
     );
+}
+
+fn open_unlabelled(path: &Path) -> Result<Box<dyn Dataset>, datasets::DataError> {
+    let opts = dataset::OpenOptions {
+        unlabelled: true,
+        ..Default::default()
+    };
+    dataset::open_with(path, None, "train", &opts)
+}
+
+#[test]
+fn unlabelled_folders_are_every_image_at_any_depth_in_path_order() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    png_folder(root, "train", 2, 2, 4, 3);
+    let labelled = dataset::open(root, None, "train").unwrap();
+    let d = open_unlabelled(root).unwrap();
+    // Class folders read without classes: the same files in the same order, so the same
+    // content fingerprint; no labels, no classes.
+    assert_eq!(
+        (d.len(), d.classes(), d.label(0), d.labelled()),
+        (4, 0, None, false)
+    );
+    assert!(d.class_names().is_none());
+    let (a, b) = (labelled.fingerprint(), d.fingerprint());
+    assert_eq!((&a.content_xxh3, a.labelled), (&b.content_xxh3, true));
+    assert_ne!(a.labels_xxh3, b.labels_xxh3);
+    assert!(a.mismatch(b).unwrap().starts_with("dataset.labelled"));
+    for i in 0..4 {
+        assert_eq!(
+            d.image(i).unwrap(),
+            labelled.image(i).unwrap(),
+            "sample {i}"
+        );
+    }
+    // Deeper folders and images beside the class folders count; hidden ones do not; the order
+    // is by path, component by component ("c0/x/…" after "c0/1.png", "c0-b" after "c0").
+    png_folder(&root.join("train/c0"), "x", 1, 1, 5, 5);
+    png_folder(&root.join("train/c0-b"), ".hidden", 1, 1, 5, 5);
+    std::fs::copy(root.join("train/c1/0.png"), root.join("train/top.png")).unwrap();
+    std::fs::copy(root.join("train/c1/0.png"), root.join("train/c0-b/z.png")).unwrap();
+    let d = open_unlabelled(root).unwrap();
+    assert_eq!(d.len(), 7);
+    let dims: Vec<(u32, u32)> = (0..7).map(|i| d.dims(i).unwrap()).collect();
+    // c0/0, c0/1, c0/x/c0/0 (5×5), c0-b/z, c1/0, c1/1, top.
+    assert_eq!(dims[2], (5, 5));
+    assert_eq!(dims.iter().filter(|d| **d == (5, 5)).count(), 1);
+    // With images beside the class folders, reading with classes is refused as before.
+    let e = err(dataset::open(root, None, "train"));
+    assert!(e.contains("nested folders"), "{e}");
+    // A folder holding images directly (no split, no class folders) is a transfer set too.
+    let flat = root.join("flat");
+    png_folder(&flat, "", 1, 3, 4, 4);
+    let only = flat.join("c0");
+    let d = open_unlabelled(&only).unwrap();
+    assert_eq!(d.len(), 3);
+    let e = err(dataset::open(&only, Some(DataFormat::ImageFolder), "train"));
+    assert!(
+        e.contains("no class sub-folders") && e.contains("`unlabelled`"),
+        "{e}"
+    );
+    // A file of another kind is named.
+    std::fs::write(only.join("notes.txt"), b"hi").unwrap();
+    let e = err(open_unlabelled(&only));
+    assert!(
+        e.contains("notes.txt") && e.contains("not a JPEG or PNG"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unlabelled_arrays_keep_their_pixels_and_drop_their_labels() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    mnist_files(dir, false);
+    let labelled = dataset::open(dir, None, "train").unwrap();
+    let d = open_unlabelled(dir).unwrap();
+    assert_eq!(
+        (d.len(), d.classes(), d.label(1), d.labelled()),
+        (3, 0, None, false)
+    );
+    assert_eq!(d.image(2).unwrap(), labelled.image(2).unwrap());
+    let (a, b) = (labelled.fingerprint(), d.fingerprint());
+    assert_eq!((&a.format, &a.content_xxh3), (&b.format, &b.content_xxh3));
+    assert!(!b.labelled);
+    // Settings about hard labels make no sense then, and say so.
+    let opts = dataset::OpenOptions {
+        unlabelled: true,
+        classes: Some(10),
+        ..Default::default()
+    };
+    let e = err(dataset::open_with(dir, None, "train", &opts));
+    assert!(e.contains("`classes`") && e.contains("`unlabelled`"), "{e}");
 }

@@ -2,7 +2,7 @@
 //! split selection, brace patterns and the dataset index; bad shards are errors naming the shard
 //! and the key.
 
-use datasets::{self as dataset, DataFormat, Dataset, ImageFolder, WdsOptions, WebDataset, wds};
+use datasets::{self as dataset, DataFormat, Dataset, ImageFolder, OpenOptions, WebDataset, wds};
 use std::path::{Path, PathBuf};
 
 /// A folder of 3 classes × 4 JPEGs and PNGs of varied sizes (structured noise).
@@ -71,7 +71,7 @@ fn packed_shards_read_back_as_the_folder_sample_for_sample() {
             path.display()
         );
     }
-    let direct = WebDataset::open(&out, "train", &WdsOptions::default()).unwrap();
+    let direct = WebDataset::open(&out, "train", &OpenOptions::default()).unwrap();
     assert_eq!(direct.key(0), "ant/img_0");
     assert_eq!(direct.key(11), "cow/img_3");
 
@@ -111,7 +111,7 @@ fn packed_shards_read_back_as_the_folder_sample_for_sample() {
     // Shuffled: a permutation of the same samples (and labels follow their images).
     let sh = t.path().join("shuffled");
     wds::pack_folder(&f, &sh, "train", 1 << 30, Some(5), &|_| {}).unwrap();
-    let s = WebDataset::open(&sh, "train", &WdsOptions::default()).unwrap();
+    let s = WebDataset::open(&sh, "train", &OpenOptions::default()).unwrap();
     let keys: Vec<&str> = (0..s.len()).map(|i| s.key(i)).collect();
     assert_ne!(
         keys,
@@ -119,7 +119,7 @@ fn packed_shards_read_back_as_the_folder_sample_for_sample() {
     );
     for i in 0..s.len() {
         let class = keys[i as usize].split('/').next().unwrap();
-        assert_eq!(["ant", "bee", "cow"][s.label(i) as usize], class);
+        assert_eq!(["ant", "bee", "cow"][s.label(i).unwrap() as usize], class);
     }
 }
 
@@ -132,23 +132,23 @@ fn splits_options_and_a_changed_shard() {
     wds::pack_folder(&f, &out, "train", 1 << 30, None, &|_| {}).unwrap();
     wds::pack_folder(&f, &out, "val", 1 << 30, None, &|_| {}).unwrap();
     std::fs::rename(out.join("val-000000.tar"), out.join("x-validation-0.tar")).unwrap();
-    let train = WebDataset::open(&out, "train", &WdsOptions::default()).unwrap();
+    let train = WebDataset::open(&out, "train", &OpenOptions::default()).unwrap();
     assert_eq!(train.shards(), [out.join("train-000000.tar")]);
     // `test` falls back to the validation shards; an unknown split names the ones there are.
-    let test = WebDataset::open(&out, "test", &WdsOptions::default()).unwrap();
+    let test = WebDataset::open(&out, "test", &OpenOptions::default()).unwrap();
     assert_eq!(test.shards(), [out.join("x-validation-0.tar")]);
-    let e = err(WebDataset::open(&out, "holdout", &WdsOptions::default()));
+    let e = err(WebDataset::open(&out, "holdout", &OpenOptions::default()));
     assert!(
         e.contains("holdout") && e.contains("train, validation"),
         "{e}"
     );
 
     // --classes: more classes than the labels show; fewer is an error naming the sample.
-    let opts = WdsOptions {
+    let opts = OpenOptions {
         label_key: None,
         classes: Some(1000),
         default_classes: None,
-        ..WdsOptions::default()
+        ..OpenOptions::default()
     };
     assert_eq!(
         dataset::open_with(&out, None, "train", &opts)
@@ -157,9 +157,9 @@ fn splits_options_and_a_changed_shard() {
         1000
     );
     // A store's class count stands in for --classes on shards; a folder keeps its own.
-    let opts = WdsOptions {
+    let opts = OpenOptions {
         default_classes: Some(10),
-        ..WdsOptions::default()
+        ..OpenOptions::default()
     };
     assert_eq!(
         dataset::open_with(&out, None, "train", &opts)
@@ -173,11 +173,11 @@ fn splits_options_and_a_changed_shard() {
             .classes(),
         3
     );
-    let opts = WdsOptions {
+    let opts = OpenOptions {
         label_key: None,
         classes: Some(2),
         default_classes: None,
-        ..WdsOptions::default()
+        ..OpenOptions::default()
     };
     let e = err(dataset::open_with(&out, None, "train", &opts));
     assert!(
@@ -185,11 +185,11 @@ fn splits_options_and_a_changed_shard() {
         "{e}"
     );
     // Another label key: this data has none of it.
-    let opts = WdsOptions {
+    let opts = OpenOptions {
         label_key: Some("cls2".into()),
         classes: None,
         default_classes: None,
-        ..WdsOptions::default()
+        ..OpenOptions::default()
     };
     let e = err(dataset::open_with(&out, None, "train", &opts));
     assert!(
@@ -198,7 +198,7 @@ fn splits_options_and_a_changed_shard() {
     );
     // A label key for a format without label members.
     let e = err(dataset::open_with(&root, None, "train", &opts));
-    assert!(e.contains("label-key"), "{e}");
+    assert!(e.contains("`label_key`"), "{e}");
 
     // A shard replaced under the index: scanned again, not trusted.
     std::fs::remove_file(root.join("train/ant/img.0.jpg")).unwrap();
@@ -210,7 +210,7 @@ fn splits_options_and_a_changed_shard() {
         out.join("train-000000.tar"),
     )
     .unwrap();
-    let again = WebDataset::open(&out, "train", &WdsOptions::default()).unwrap();
+    let again = WebDataset::open(&out, "train", &OpenOptions::default()).unwrap();
     assert_eq!(again.len(), 11);
     assert_eq!(again.key(0), "ant/img_1");
     assert_eq!(again.image(0).unwrap(), f.image(0).unwrap());
@@ -238,7 +238,7 @@ fn jpeg() -> Vec<u8> {
 }
 
 fn open_dir(d: &Path) -> Result<WebDataset, datasets::DataError> {
-    WebDataset::open(d, "train", &WdsOptions::default())
+    WebDataset::open(d, "train", &OpenOptions::default())
 }
 
 #[test]
@@ -264,7 +264,10 @@ fn bad_shards_name_the_shard_and_the_key() {
         ],
     );
     let d = open_dir(&good).unwrap();
-    assert_eq!((d.len(), d.classes(), d.label(0), d.label(1)), (2, 4, 3, 0));
+    assert_eq!(
+        (d.len(), d.classes(), d.label(0), d.label(1)),
+        (2, 4, Some(3), Some(0))
+    );
 
     // Truncated inside a member, and exactly at a member boundary (no end-of-archive block).
     let whole = std::fs::read(good.join("a.tar")).unwrap();
@@ -295,6 +298,22 @@ fn bad_shards_name_the_shard_and_the_key() {
     assert!(
         e.contains("s.tar") && e.contains("\"k2\"") && e.contains("no label member .cls"),
         "{e}"
+    );
+    // Read unlabelled, samples need no label member (and a labelled index entry serves too).
+    let unlabelled = OpenOptions {
+        unlabelled: true,
+        ..OpenOptions::default()
+    };
+    let d = WebDataset::open(&nolabel, "train", &unlabelled).unwrap();
+    assert_eq!(
+        (d.len(), d.classes(), d.label(0), d.labelled()),
+        (2, 0, None, false)
+    );
+    let d = WebDataset::open(&good, "train", &unlabelled).unwrap();
+    assert_eq!((d.len(), d.label(0)), (2, None));
+    assert_eq!(
+        d.fingerprint().content_xxh3,
+        open_dir(&good).unwrap().fingerprint().content_xxh3
     );
     let noimage = dir("noimage");
     tar_of(

@@ -17,7 +17,14 @@ pub const FORMAT_NAME: &str = "distill-label-store";
 /// bilinear they were labelled with (the replay crate's `ViewRule::of_store`).
 /// Version 3: images decoded as Pillow decodes them (libjpeg-turbo); stores of versions 1 and 2
 /// replay with the decoder they were labelled with (the datasets crate's `ImageDecoder::of_store`).
-pub const FORMAT_VERSION: u32 = 3;
+/// Version 4: the data may have no hard labels (`dataset.labelled` false: a transfer set read
+/// with `--unlabelled`). Writers record the lowest version that describes a store
+/// ([`Manifest::needed_version`]), so stores of labelled data stay readable by version 3 readers
+/// while older readers refuse, rather than misread, a store whose data has no hard labels.
+pub const FORMAT_VERSION: u32 = 4;
+
+/// The last version before data without hard labels: what a store of labelled data is written as.
+pub const LABELLED_VERSION: u32 = 3;
 
 /// What a store records of the decoder that produced its inputs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,7 +120,7 @@ pub struct TeacherInfo {
 }
 
 /// Identity of the dataset split the store was made from.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetFingerprint {
     /// Reader that produced the samples (`mnist-idx`, `cifar10`, `image-folder`, `synthetic`, …).
     pub format: String,
@@ -124,12 +131,52 @@ pub struct DatasetFingerprint {
     pub labels_xxh3: String,
     /// xxh3-64 (hex) over the sample bytes in sample order.
     pub content_xxh3: String,
+    /// Whether the samples' hard labels were read. `false` for a transfer set read with
+    /// `--unlabelled` (then `labels_xxh3` hashes no label, and the store's classes are its
+    /// teacher's); absent (true) in stores of labelled data, so their manifests read as before.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub labelled: bool,
+}
+
+impl Default for DatasetFingerprint {
+    fn default() -> Self {
+        DatasetFingerprint {
+            format: String::new(),
+            split: String::new(),
+            samples: 0,
+            labels_xxh3: String::new(),
+            content_xxh3: String::new(),
+            labelled: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl DatasetFingerprint {
     /// Names the first field in which `self` (the store's) and `data` (the data at hand) differ,
     /// or `None` when they are the same dataset.
     pub fn mismatch(&self, data: &DatasetFingerprint) -> Option<String> {
+        if self.labelled != data.labelled {
+            let read = |l: bool| {
+                if l {
+                    "with its hard labels"
+                } else {
+                    "`unlabelled`"
+                }
+            };
+            return Some(format!(
+                "dataset.labelled differs: the store's data was read {}, the data at hand {}",
+                read(self.labelled),
+                read(data.labelled)
+            ));
+        }
         let fields: [(&str, String, String); 5] = [
             ("format", self.format.clone(), data.format.clone()),
             ("split", self.split.clone(), data.split.clone()),
@@ -434,6 +481,16 @@ impl Manifest {
         self.shards.iter().map(|s| s.bytes).sum()
     }
 
+    /// The lowest format version that describes this store: [`FORMAT_VERSION`] when its data
+    /// has no hard labels, else [`LABELLED_VERSION`] (what older readers read correctly).
+    pub fn needed_version(&self) -> u32 {
+        if self.dataset.labelled {
+            LABELLED_VERSION
+        } else {
+            FORMAT_VERSION
+        }
+    }
+
     /// Total records (`samples × epochs`).
     pub fn records(&self) -> u64 {
         u64::from(self.samples.len()) * u64::from(self.epochs)
@@ -459,6 +516,16 @@ impl Manifest {
                 format!(
                     "{} is not supported (this reader knows 1..={FORMAT_VERSION})",
                     self.format_version
+                ),
+            ));
+        }
+        if !self.dataset.labelled && self.format_version < FORMAT_VERSION {
+            return Err(FormatError::invalid(
+                "format_version",
+                format!(
+                    "{} cannot describe data without hard labels (`dataset.labelled` is false; \
+                     that needs {})",
+                    self.format_version, FORMAT_VERSION
                 ),
             ));
         }
@@ -570,6 +637,7 @@ mod tests {
                 samples: 100,
                 labels_xxh3: "0".into(),
                 content_xxh3: "0".into(),
+                labelled: true,
             },
             recipe: serde_json::json!({"name": "none"}),
             seed: 1,
@@ -704,6 +772,32 @@ mod tests {
         b.labels_xxh3 = "ff".into();
         let e = a.mismatch(&b).unwrap();
         assert!(e.starts_with("dataset.labels_xxh3"), "{e}");
+        // Read with and without hard labels: named before the hashes that then differ too.
+        b.labelled = false;
+        let e = a.mismatch(&b).unwrap();
+        assert!(
+            e.starts_with("dataset.labelled") && e.contains("`unlabelled`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn data_without_hard_labels_needs_version_4_and_says_so() {
+        // Labelled data: the key is left out and version 3 suffices (older readers read it).
+        let mut m = manifest();
+        assert!(!m.to_json().contains("labelled"));
+        assert_eq!(m.needed_version(), 3);
+        m.format_version = 3;
+        assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
+        // Unlabelled data: written and read back as such, refused as version 3.
+        m.dataset.labelled = false;
+        assert!(m.to_json().contains("\"labelled\": false"));
+        let e = m.check().unwrap_err().to_string();
+        assert!(e.contains("format_version") && e.contains("needs 4"), "{e}");
+        m.format_version = m.needed_version();
+        assert_eq!(m.format_version, 4);
+        let back = Manifest::from_json(&m.to_json()).unwrap();
+        assert!(!back.dataset.labelled);
     }
 
     #[test]

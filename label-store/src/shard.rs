@@ -27,7 +27,9 @@ pub const FOOTER_BYTES: usize = 80;
 /// A chunk whose index claims more raw bytes than its payload can hold is refused before
 /// anything is allocated for it: an untrusted shard's claims stay bounded by its real size.
 pub const MAX_ZSTD_RATIO: u64 = 128 * 1024 / 4;
-/// Shard format version written by this crate (same as the manifest's).
+/// The newest shard format version this crate reads. A shard carries its store's version (the
+/// manifest's `format_version`, [`ShardInfo::version`]), so a store of labelled data written at
+/// version 3 stays readable by version 3 readers.
 pub const SHARD_VERSION: u32 = formats::FORMAT_VERSION;
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -42,11 +44,11 @@ pub fn checksum_text(index_xxh3: u64) -> String {
     format!("xxh3:{index_xxh3:016x}")
 }
 
-/// The 16-byte file header.
-pub fn file_header() -> [u8; FILE_HEADER_BYTES] {
+/// The 16-byte file header of a shard of format `version`.
+pub fn file_header(version: u32) -> [u8; FILE_HEADER_BYTES] {
     let mut h = [0u8; FILE_HEADER_BYTES];
     h[..8].copy_from_slice(FILE_MAGIC);
-    h[8..12].copy_from_slice(&SHARD_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     h
 }
 
@@ -207,6 +209,8 @@ impl IndexEntry {
 /// What the footer says about its shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShardInfo {
+    /// The store's format version (the manifest's), in the header and the footer.
+    pub version: u32,
     pub epochs: u32,
     pub samples: SampleRange,
     pub classes: u32,
@@ -273,7 +277,7 @@ pub fn encode_footer(info: &ShardInfo, index: &[IndexEntry], index_offset: u64) 
     f[36..40].copy_from_slice(&(info.layout().row_bytes() as u32).to_le_bytes());
     f[40] = info.codec.id();
     f[48..56].copy_from_slice(&index_xxh3.to_le_bytes());
-    f[56..60].copy_from_slice(&SHARD_VERSION.to_le_bytes());
+    f[56..60].copy_from_slice(&info.version.to_le_bytes());
     f[64..72].copy_from_slice(FOOTER_MAGIC);
     let sum = xxh3_64(&f[..72]);
     f[72..80].copy_from_slice(&sum.to_le_bytes());
@@ -312,6 +316,7 @@ pub fn parse_footer(file: &Path, bytes: &[u8]) -> Result<Footer> {
     let bad = |what: String| corrupt(file, format!("footer: {what}"));
     let codec = ValueCodec::from_id(f[40]).map_err(|e| bad(e.to_string()))?;
     let info = ShardInfo {
+        version: u32_at(f, 56),
         epochs: u32_at(f, 12),
         samples: SampleRange {
             start: u32_at(f, 16),

@@ -91,7 +91,8 @@ impl ShardWriter {
     /// Creates (truncating) a partial shard file at `path`.
     pub fn create(path: &Path, info: ShardInfo, level: i32) -> Result<Self> {
         let mut file = File::create(path).map_err(io(path))?;
-        file.write_all(&file_header()).map_err(io(path))?;
+        file.write_all(&file_header(info.version))
+            .map_err(io(path))?;
         Self::new(path, file, info, level, FILE_HEADER_BYTES as u64)
     }
 
@@ -586,6 +587,7 @@ impl StoreWriter {
             )));
         }
         let info = ShardInfo {
+            version: draft.format_version,
             epochs: draft.epochs,
             samples: draft.samples,
             classes: draft.classes,

@@ -343,11 +343,12 @@ impl Store {
             ))
         })?;
         let (c, px) = py.detach(|| -> Result<(usize, Vec<u8>), PyErr> {
-            let opts = datasets::WdsOptions {
+            let opts = datasets::OpenOptions {
                 label_key,
                 classes: None,
                 default_classes: Some(store.manifest.classes),
                 decoder: replay::stream::store_decoder(store).map_err(store_err)?,
+                unlabelled: !store.manifest.dataset.labelled,
             };
             let split = &store.manifest.dataset.split;
             let ds = datasets::open_with(&data, None, split, &opts)
@@ -413,6 +414,9 @@ impl Store {
 /// channel, in f32 in that order, gives the same bits (FORMAT.md §4.1 "Replaying in u8").
 /// `data` may be WebDataset tar shards (a directory, a `.tar` or a brace pattern); `label_key`
 /// is then the extension of their label members (default `cls`, `distill label --label-key`).
+/// A store labelled from data without hard labels (`distill label --unlabelled`) reads its data
+/// so (`unlabelled` defaults to the store's); its batches have `hard = None` and
+/// `labels = None`.
 #[pyclass]
 struct Loader {
     stream: Arc<Stream>,
@@ -431,7 +435,8 @@ impl Loader {
     #[new]
     #[pyo3(signature = (store, data, batch_size, shuffle = true, seed = 0, temperature = 1.0,
         threads = None, rank = 0, world_size = 1, drop_last = false, size = None, mean = None,
-        std = None, shuffle_window = None, multi_crop = 1, pixels = false, label_key = None))]
+        std = None, shuffle_window = None, multi_crop = 1, pixels = false, label_key = None,
+        unlabelled = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -452,6 +457,7 @@ impl Loader {
         multi_crop: u32,
         pixels: bool,
         label_key: Option<String>,
+        unlabelled: Option<bool>,
     ) -> PyResult<Self> {
         let store = match store.extract::<PyRef<'_, Store>>() {
             Ok(s) => Arc::clone(&s.store),
@@ -469,11 +475,13 @@ impl Loader {
         }
         let split = store.manifest.dataset.split.clone();
         // Tar shards: the class count is the store's (a subset of shards may lack a class).
-        let opts = datasets::WdsOptions {
+        let opts = datasets::OpenOptions {
             label_key,
             classes: None,
             default_classes: Some(store.manifest.classes),
             decoder: replay::stream::store_decoder(&store).map_err(store_err)?,
+            // As the store's data was read, unless told (then the store checks it).
+            unlabelled: unlabelled.unwrap_or(!store.manifest.dataset.labelled),
         };
         let ds = py
             .detach(|| datasets::open_with(&data, None, &split, &opts))
@@ -622,12 +630,19 @@ impl Loader {
                 }
             }
         }
-        d.set_item(
-            "hard",
-            Array2::from_shape_vec((b.n, classes), b.hard)
-                .expect("n × classes")
-                .into_pyarray(py),
-        )?;
+        // Data without hard labels: no hard labels to hand over.
+        if self.stream.labelled() {
+            d.set_item(
+                "hard",
+                Array2::from_shape_vec((b.n, classes), b.hard)
+                    .expect("n × classes")
+                    .into_pyarray(py),
+            )?;
+            d.set_item("labels", b.labels.into_pyarray(py))?;
+        } else {
+            d.set_item("hard", py.None())?;
+            d.set_item("labels", py.None())?;
+        }
         if let Some(t) = b.teacher {
             d.set_item(
                 "teacher",
@@ -637,7 +652,6 @@ impl Loader {
             )?;
         }
         d.set_item("samples", b.samples.into_pyarray(py))?;
-        d.set_item("labels", b.labels.into_pyarray(py))?;
         Ok(Some(d))
     }
 }

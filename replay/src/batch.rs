@@ -31,14 +31,18 @@ pub struct ViewSpec {
     pub pixels: bool,
 }
 
+/// What [`Built::labels`] holds for a sample without a hard label (unlabelled data).
+pub const NO_LABEL: u32 = u32::MAX;
+
 /// A built batch: its inputs, and each row's label and mixed label.
 #[derive(Debug)]
 pub struct Built {
     pub inputs: Inputs,
-    /// The ground-truth label of each row's primary image.
+    /// The ground-truth label of each row's primary image; [`NO_LABEL`] where it has none.
     pub labels: Vec<u32>,
-    /// Each row's hard label as mixed by its augmentation.
-    pub mixed: Vec<MixedLabel>,
+    /// Each row's hard label as mixed by its augmentation; `None` unless the primary image and
+    /// (when mixed) its partner both have one.
+    pub mixed: Vec<Option<MixedLabel>>,
 }
 
 /// Builds the batch of `rows` (sample, decode group; `u32::MAX`: none) with `params`, images
@@ -70,7 +74,7 @@ pub fn build(
     let mut mixed = Vec::with_capacity(n);
     for (i, (&(s, g), p)) in rows.iter().zip(params).enumerate() {
         let label = data.label(s);
-        labels.push(label);
+        labels.push(label.unwrap_or(NO_LABEL));
         let row = i * per..(i + 1) * per;
         let px = if spec.pixels {
             &mut pixels[row.clone()]
@@ -94,13 +98,11 @@ pub fn build(
             let mix = lambda.map(|l| (&partner[..], l));
             finish_row(px, mix, out, c, spec.scale, &spec.mean, &spec.std);
         }
-        mixed.push(MixedLabel::new(
-            p,
-            label,
-            partner_label.unwrap_or(label),
-            w,
-            h,
-        ));
+        mixed.push(match (label, partner_label) {
+            (Some(l), None) => Some(MixedLabel::new(p, l, l, w, h)),
+            (Some(l), Some(Some(pl))) => Some(MixedLabel::new(p, l, pl, w, h)),
+            _ => None,
+        });
     }
     let inputs = if spec.pixels {
         Inputs::U8(Pixels { n, pixels, mix })
@@ -135,8 +137,8 @@ fn prefetch(cache: &DecodeCache, rows: &[(u32, u32)], params: &[AugParams]) {
 }
 
 /// Replays `params` on sample `s` (and its partner) into `out` and `partner_out` as u8 pixels,
-/// images from `cache` for decode group `group`; returns λ for a mixup and the partner's label
-/// when mixed.
+/// images from `cache` for decode group `group`; returns λ for a mixup and, when mixed, the
+/// partner's label (if it has one).
 #[allow(clippy::too_many_arguments)] // the spec, the data, a record and two outputs
 fn render(
     spec: &ViewSpec,
@@ -147,7 +149,7 @@ fn render(
     params: &AugParams,
     out: &mut [u8],
     partner_out: &mut [u8],
-) -> Result<(Option<f32>, Option<u32>), ReplayError> {
+) -> Result<(Option<f32>, Option<Option<u32>>), ReplayError> {
     let (w, h) = spec.size;
     let image = |j: u32| cache.get(group, j).map_err(|e| ReplayError::sample(j, e));
     let primary = image(s)?;
@@ -225,6 +227,18 @@ impl Inputs {
     /// The normalized f32 inputs, computing them from the pixels when the batch holds those:
     /// the same bits either way.
     pub fn to_f32(&self, channels: usize, mean: &[f32], std: &[f32]) -> Vec<f32> {
+        self.to_f32_scaled(channels, 1.0, mean, std)
+    }
+
+    /// [`Inputs::to_f32`] as `(v · scale − mean[c]) / std[c]`: a teacher's inputs from the
+    /// pixels a student's batch was built as, the bits labelling gives them.
+    pub fn to_f32_scaled(
+        &self,
+        channels: usize,
+        scale: f32,
+        mean: &[f32],
+        std: &[f32],
+    ) -> Vec<f32> {
         match self {
             Inputs::F32(v) => v.clone(),
             Inputs::U8(p) => {
@@ -237,7 +251,7 @@ impl Inputs {
                         .mix
                         .as_ref()
                         .map(|m| (&m.partner[row.clone()], m.lambda[i]));
-                    finish_row(&p.pixels[row], mix, o, channels, 1.0, mean, std);
+                    finish_row(&p.pixels[row], mix, o, channels, scale, mean, std);
                 }
                 out
             }

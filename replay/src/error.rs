@@ -17,6 +17,9 @@ pub enum ReplayError {
     /// The store does not match the data or input size it is used with.
     #[error("{0}")]
     Mismatch(String),
+    /// The online teacher could not label a batch (its message names the model and record).
+    #[error("online teacher: {0}")]
+    Teacher(String),
     /// One sample could not be loaded or augmented.
     #[error("sample {sample}: {what}")]
     Sample { sample: u32, what: String },

@@ -7,12 +7,14 @@
 //! Labelling (teacher-infer), training and evaluation (student-train) and the Python module all
 //! build their inputs here, so the teacher and every student see the same bytes. It never runs a
 //! teacher or a student and never writes a store; datasets are read through the datasets crate.
+//! A teacher that labels batches online plugs in through [`online::OnlineTeacher`].
 
 pub mod apply;
 pub mod batch;
 pub mod block;
 pub mod error;
 pub mod loader;
+pub mod online;
 pub mod resample;
 pub mod sampler;
 pub mod stream;

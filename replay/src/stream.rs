@@ -11,6 +11,7 @@ use crate::batch::{Inputs, ViewSpec};
 use crate::block::{BlockPlan, DecodeCache};
 use crate::error::ReplayError;
 use crate::loader::Loader;
+use crate::online::OnlineTeacher;
 use crate::sampler::{Sampler, record_rng};
 use datasets::Dataset;
 use formats::BlockOrder;
@@ -151,18 +152,29 @@ pub struct Batch {
     pub n: usize,
     /// The inputs, in the form [`StreamConfig::pixels`] chose.
     pub inputs: Inputs,
-    /// `n × classes` mixed hard labels.
+    /// `n × classes` mixed hard labels; a row of zeros for a record without one (its sample,
+    /// or its mix partner, is unlabelled).
     pub hard: Vec<f32>,
-    /// `n × classes` teacher distribution at the requested τ, when one was requested.
+    /// How many rows of `hard` hold a label (`n` on labelled data): the records a
+    /// cross-entropy term averages over.
+    pub hard_rows: usize,
+    /// `n × classes` teacher distribution at the requested τ, when one was requested: the
+    /// store's, or an online teacher's.
     pub teacher: Option<Vec<f32>>,
+    /// With an online teacher over a store: the largest difference between its distribution
+    /// and the stored one, over the batch's classes and rows (the store's check).
+    pub teacher_gap: Option<f32>,
     /// The dataset index of each sample.
     pub samples: Vec<u32>,
-    /// The ground-truth label of each sample's primary image (for accuracy).
+    /// The ground-truth label of each sample's primary image (for accuracy);
+    /// [`crate::batch::NO_LABEL`] for a sample without one.
     pub labels: Vec<u32>,
     /// [`Batch::content_digest`] of this batch, computed by the loader thread that built it
     /// when [`StreamConfig::digest`] asks (so a run records what it trained on without hashing
     /// on the training thread).
     pub digest: Option<u64>,
+    /// xxh3-64 of the normalized f32 inputs alone (little-endian), computed with `digest`.
+    pub inputs_digest: Option<u64>,
 }
 
 impl Batch {
@@ -171,18 +183,31 @@ impl Batch {
     /// `hard` (f32), `teacher` (f32, when present), `samples` (u32), `labels` (u32). Python
     /// computes the same from the numpy arrays of a `distill.Loader` batch.
     pub fn content_digest(&self, channels: usize, mean: &[f32], std: &[f32]) -> u64 {
+        self.digests(channels, mean, std).0
+    }
+
+    /// [`Batch::content_digest`] and the digest of the inputs alone (xxh3-64 of the normalized
+    /// f32 inputs), the pixels turned into f32 once for both.
+    pub fn digests(&self, channels: usize, mean: &[f32], std: &[f32]) -> (u64, u64) {
+        let converted;
+        let x: &[f32] = match &self.inputs {
+            Inputs::F32(v) => v,
+            u8_form => {
+                converted = u8_form.to_f32(channels, mean, std);
+                &converted
+            }
+        };
+        let mut inputs = xxhash_rust::xxh3::Xxh3::new();
+        feed_le(&mut inputs, x);
         let mut h = xxhash_rust::xxh3::Xxh3::new();
-        match &self.inputs {
-            Inputs::F32(v) => feed_le(&mut h, v),
-            u8_form => feed_le(&mut h, &u8_form.to_f32(channels, mean, std)),
-        }
+        feed_le(&mut h, x);
         feed_le(&mut h, &self.hard);
         if let Some(t) = &self.teacher {
             feed_le(&mut h, t);
         }
         feed_le(&mut h, &self.samples);
         feed_le(&mut h, &self.labels);
-        h.digest()
+        (h.digest(), inputs.digest())
     }
 }
 
@@ -254,6 +279,9 @@ pub struct Stream {
     /// How records become inputs: the view rule (the store's format version and recipe, or
     /// the live recipe), the size, the normalization, the u8 or f32 form.
     spec: ViewSpec,
+    /// A teacher run on every batch (online distillation), whose labels the batches carry
+    /// instead of a store's.
+    teacher: Option<Arc<dyn OnlineTeacher>>,
 }
 
 /// One epoch's batches, computed ahead on the worker threads, and the decodes they made.
@@ -363,7 +391,11 @@ impl Stream {
                 (all, None, ViewRule::of_recipe(sampler.recipe()))
             }
         };
-        let classes = data.classes() as usize;
+        // A store's classes are its teacher's (the data's, unless the data has no hard labels).
+        let classes = match &source {
+            Source::Store(store) => store.manifest.classes,
+            Source::Sampler(_) => data.classes(),
+        } as usize;
         let spec = ViewSpec {
             rule,
             size: cfg.size,
@@ -380,7 +412,44 @@ impl Stream {
             classes,
             plan,
             spec,
+            teacher: None,
         })
+    }
+
+    /// The stream with `teacher` run on every batch (online distillation): the batches' teacher
+    /// distributions are its labels of their views, on fresh views from a sampler or on a
+    /// store's replayed views (then each batch also says how far they are from the stored
+    /// ones, [`Batch::teacher_gap`]). The batches must be u8 pixels (`pixels`), which the
+    /// teacher normalizes its own way; its classes must be the store's, or the data's unless the
+    /// data has no hard labels.
+    pub fn with_teacher(mut self, teacher: Arc<dyn OnlineTeacher>) -> Result<Self, ReplayError> {
+        if !self.cfg.pixels {
+            return Err(ReplayError::config(
+                "an online teacher takes the u8 pixels of a batch: set `pixels`",
+            ));
+        }
+        let tc = teacher.classes();
+        let want = match &self.source {
+            Source::Store(store) => Some((store.manifest.classes, "the store")),
+            Source::Sampler(_) if self.data.labelled() => Some((self.data.classes(), "the data")),
+            Source::Sampler(_) => None,
+        };
+        if let Some((c, whose)) = want
+            && c != tc
+        {
+            return Err(ReplayError::Mismatch(format!(
+                "the online teacher has {tc} classes, {whose} {c} (data read `unlabelled` is a \
+                 transfer set for a teacher of any classes)"
+            )));
+        }
+        self.classes = tc as usize;
+        self.teacher = Some(teacher);
+        Ok(self)
+    }
+
+    /// Whether the data has hard labels (read without them, every batch's `hard` is zeros).
+    pub fn labelled(&self) -> bool {
+        self.data.labelled()
     }
 
     /// Records per epoch (samples × multi-crop; this rank's part of them).
@@ -534,9 +603,10 @@ impl Stream {
                 "student epoch {epoch} needs store epochs {want:?}, got {got:?}"
             )));
         }
-        if tau.is_some() && matches!(self.source, Source::Sampler(_)) {
+        if tau.is_some() && matches!(self.source, Source::Sampler(_)) && self.teacher.is_none() {
             return Err(ReplayError::config(
-                "this loss needs teacher labels: give a store (`labels`)",
+                "this loss needs teacher labels: give a store (`labels`) or a teacher \
+                 (`teachers`)",
             ));
         }
         let o = self.epoch_order(epoch);
@@ -615,10 +685,13 @@ impl Stream {
             n,
             inputs: Inputs::default(),
             hard: vec![0.0; n * cl],
+            hard_rows: 0,
             teacher: tau.map(|_| vec![0.0; n * cl]),
+            teacher_gap: None,
             samples: entries.iter().map(|e| e.0).collect(),
             labels: Vec::with_capacity(n),
             digest: None,
+            inputs_digest: None,
         };
         let mut rec = formats::Record::empty(0);
         let mut params = Vec::with_capacity(n);
@@ -649,12 +722,36 @@ impl Stream {
             Vec::new(),
         )?;
         for (i, m) in built.mixed.iter().enumerate() {
-            m.dense_into(&mut batch.hard[i * cl..(i + 1) * cl]);
+            if let Some(m) = m {
+                m.dense_into(&mut batch.hard[i * cl..(i + 1) * cl]);
+                batch.hard_rows += 1;
+            }
+        }
+        if let (Some(teacher), Some(t), Some(tau)) = (&self.teacher, batch.teacher.as_mut(), tau) {
+            let labels = teacher.label(&built.inputs, &batch.samples, epoch)?;
+            let stored = matches!(self.source, Source::Store(_));
+            let mut row = vec![0f32; cl];
+            let mut gap = 0f32;
+            for (i, label) in labels.iter().enumerate() {
+                label.dense_into(tau, &mut row);
+                let out = &mut t[i * cl..(i + 1) * cl];
+                if stored {
+                    let d = out
+                        .iter()
+                        .zip(&row)
+                        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                    gap = gap.max(d);
+                }
+                out.copy_from_slice(&row);
+            }
+            batch.teacher_gap = stored.then_some(gap);
         }
         batch.inputs = built.inputs;
         batch.labels = built.labels;
         if self.cfg.digest {
-            batch.digest = Some(batch.content_digest(c, &self.cfg.mean, &self.cfg.std));
+            let (all, inputs) = batch.digests(c, &self.cfg.mean, &self.cfg.std);
+            batch.digest = Some(all);
+            batch.inputs_digest = Some(inputs);
         }
         Ok(batch)
     }
@@ -684,7 +781,7 @@ pub fn check_store(
             data.decoder()
         )));
     }
-    if m.classes != data.classes() {
+    if data.labelled() && m.classes != data.classes() {
         return Err(ReplayError::Mismatch(format!(
             "{dir}: field classes is {} but the data has {} classes",
             m.classes,
@@ -745,10 +842,13 @@ mod tests {
             n: 2,
             inputs: Inputs::F32(inputs.clone()),
             hard: vec![0.0, 1.0, 0.3, 0.7],
+            hard_rows: 2,
             teacher: Some(vec![0.5, 0.5, 0.9, 0.1]),
+            teacher_gap: None,
             samples: vec![3, 9],
             labels: vec![1, 0],
             digest: None,
+            inputs_digest: None,
         };
         let mut bytes = le(&inputs, f32::to_le_bytes);
         bytes.extend(le(&b.hard, f32::to_le_bytes));

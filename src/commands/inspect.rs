@@ -187,7 +187,7 @@ fn show(a: &InspectArgs, range: (u64, u64)) -> Result<ExitCode> {
     let data = d.open(
         d.split_or(&store.manifest.dataset.split),
         Some(store.manifest.classes),
-        replay::stream::store_decoder(&store)?,
+        Some(&store),
     )?;
     let (w, h) = match &store.manifest.teacher_input {
         Some(t) => (t.width, t.height),
@@ -279,10 +279,15 @@ fn print_summary(out: &mut impl Write, path: &std::path::Path, s: &Summary) -> s
         4 * s.classes
     )?;
     let d = &s.dataset;
+    let labels = if d.labelled {
+        format!("labels xxh3 {}", d.labels_xxh3)
+    } else {
+        "no hard labels (a transfer set, read --unlabelled)".to_string()
+    };
     writeln!(
         out,
-        "  dataset      {} split {:?}, {} samples, labels xxh3 {}, content xxh3 {}",
-        d.format, d.split, d.samples, d.labels_xxh3, d.content_xxh3
+        "  dataset      {} split {:?}, {} samples, {labels}, content xxh3 {}",
+        d.format, d.split, d.samples, d.content_xxh3
     )?;
     if s.teachers.is_empty() {
         writeln!(out, "  teachers     (none recorded)")?;

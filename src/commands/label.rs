@@ -184,11 +184,11 @@ pub fn label_config(a: LabelArgs, data: Arc<dyn Dataset>) -> Result<LabelConfig>
 /// The teacher's pre-processing as `label` resolves it: each setting from its flag, else from
 /// the teacher files' metadata (timm's `pretrained_cfg` keys, `formats::preprocess`; the
 /// teachers of an ensemble must agree), else the recipe's or the default.
-struct Chosen {
-    mean: Vec<f32>,
-    std: Vec<f32>,
+pub(crate) struct Chosen {
+    pub(crate) mean: Vec<f32>,
+    pub(crate) std: Vec<f32>,
     /// The filter to set into the recipe; `None` leaves the recipe's own.
-    interpolation: Option<formats::Interpolation>,
+    pub(crate) interpolation: Option<formats::Interpolation>,
     crop_pct: f64,
     /// Where each came from, for the manifest (`teacher_input.sources`) and `inspect`.
     sources: std::collections::BTreeMap<String, String>,
@@ -196,18 +196,30 @@ struct Chosen {
 
 impl Chosen {
     fn of(a: &LabelArgs, channels: usize) -> Result<Self> {
-        use formats::preprocess::Preprocessing;
-        let flags = Preprocessing {
+        let flags = formats::preprocess::Preprocessing {
             mean: (!a.mean.is_empty()).then(|| a.mean.clone()),
             std: (!a.std.is_empty()).then(|| a.std.clone()),
             interpolation: a.interpolation.map(Into::into),
             crop_pct: a.crop_pct,
         };
+        Self::resolve(&a.teachers, flags, &a.aug, channels)
+    }
+
+    /// The pre-processing of `teachers` for `channels`-channel images with the recipe `aug`:
+    /// each of `flags` where given, else the files' metadata, else the recipe's or the default
+    /// (`distill train --teacher` resolves its teachers' the same way).
+    pub(crate) fn resolve(
+        teachers: &[PathBuf],
+        flags: formats::preprocess::Preprocessing,
+        aug: &str,
+        channels: usize,
+    ) -> Result<Self> {
+        use formats::preprocess::Preprocessing;
         // What the teacher files declare, and the file that declared each key first. A key a
         // flag sets is not taken from the files, so teachers may disagree on it.
         let mut model = Preprocessing::default();
         let mut whose: std::collections::BTreeMap<&str, &std::path::Path> = Default::default();
-        for t in &a.teachers {
+        for t in teachers {
             let p = teacher_infer::session::model_preprocessing(t)
                 .with_context(|| format!("reading {}'s metadata", t.display()))?;
             let mean = p.mean.filter(|_| flags.mean.is_none());
@@ -236,22 +248,21 @@ impl Chosen {
             pick(&mut sources, "mean", flags.mean, model.mean).unwrap_or(vec![0.0; channels]);
         let std = pick(&mut sources, "std", flags.std, model.std).unwrap_or(vec![1.0; channels]);
         // A recipe file that names its filter comes after the flag and before the teacher.
-        let interpolation = if flags.interpolation.is_none()
-            && replay::sampler::recipe_names_interpolation(&a.aug)
-        {
-            sources.insert("interpolation".into(), "recipe".into());
-            None
-        } else {
-            pick(
-                &mut sources,
-                "interpolation",
-                flags.interpolation,
-                model.interpolation,
-            )
-        };
+        let interpolation =
+            if flags.interpolation.is_none() && replay::sampler::recipe_names_interpolation(aug) {
+                sources.insert("interpolation".into(), "recipe".into());
+                None
+            } else {
+                pick(
+                    &mut sources,
+                    "interpolation",
+                    flags.interpolation,
+                    model.interpolation,
+                )
+            };
         let crop_pct = pick(&mut sources, "crop_pct", flags.crop_pct, model.crop_pct)
             .unwrap_or(formats::recipe::DEFAULT_CROP_PCT);
-        if a.aug != "center" {
+        if aug != "center" {
             // Only the built-in centre recipe takes its crop from here.
             sources.remove("crop_pct");
         }
@@ -314,11 +325,7 @@ pub fn label(a: LabelArgs) -> Result<ExitCode> {
     // batch job whose predecessor still runs) fails at once, before any slow set-up.
     let lock = label_store::WriterLock::acquire(&a.out)
         .with_context(|| format!("labelling into {}", a.out.display()))?;
-    let data = a.data.open(
-        a.data.split_or("train"),
-        None,
-        datasets::ImageDecoder::default(),
-    )?;
+    let data = a.data.open(a.data.split_or("train"), None, None)?;
     let json = a.json;
     let cfg = label_config(a, data)?;
     let range = teacher_infer::pipeline::shard_range(cfg.data.as_ref(), cfg.shard)?;

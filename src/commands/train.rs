@@ -1,15 +1,20 @@
 //! `distill train` and `distill eval`: flags to a [`student_train::TrainConfig`], datasets and
 //! stores opened, progress bars, and the printed results.
 
-use crate::flags::{DataArgs, LossFlag, NormFlag, OptimizerFlag, ScheduleFlag, parse_size};
+use crate::commands::label::Chosen;
+use crate::flags::{
+    CodecFlag, DataArgs, EnsembleFlag, LossFlag, NormFlag, OptimizerFlag, ScheduleFlag, parse_size,
+};
 use anyhow::{Context, Result, bail};
 use datasets::{DataFormat, Dataset};
 use label_store::LabelStore;
+use replay::online::OnlineTeacher;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use student_train::EpochMetrics;
+use student_train::config::OnlineTeacherInfo;
 use student_train::eval::{KlReference, evaluate_checkpoint};
 use student_train::export::checkpoint_to_onnx;
 use student_train::models::{InputShape, ModelFamily, ModelSpec, NormKind};
@@ -17,6 +22,7 @@ use student_train::optim::{OptimConfig, OptimizerKind, Schedule};
 use student_train::run::Progress;
 use student_train::rundir::student_checkpoint;
 use student_train::{DeviceChoice, LossKind, RunData, TrainConfig};
+use teacher_infer::{LabelConfig, OnlineLabeller};
 
 #[derive(clap::Args)]
 #[command(mut_arg("data", |a| a.required(true)))]
@@ -34,6 +40,8 @@ pub struct TrainArgs {
     /// test_agreement and test_kl to the metrics.
     #[arg(long)]
     pub eval_labels: Option<PathBuf>,
+    #[command(flatten)]
+    pub online: OnlineArgs,
     /// Student architecture: mlp, lenet5, resnet20, resnet56, resnet18. Repeat to train several
     /// students from one stream (each batch is decoded and augmented once).
     #[arg(long = "model", required = true)]
@@ -162,6 +170,98 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
+/// Online distillation: teachers run on every batch instead of a store read back.
+#[derive(clap::Args, Debug)]
+pub struct OnlineArgs {
+    /// ONNX teacher run on every batch (online distillation) instead of reading a store; repeat
+    /// for an ensemble, as for `label`. Without --labels it labels fresh views of --aug and
+    /// --seed every epoch (the online baseline of offline stores); with --labels, the store's
+    /// replayed views (a check of the store: metrics record `teacher_gap`, the largest
+    /// difference from the stored distributions).
+    #[arg(long = "teacher")]
+    pub teachers: Vec<PathBuf>,
+    /// Online teacher: classes kept per label, as `label --topk` (the student learns what a
+    /// store of these settings would hold).
+    #[arg(long, default_value_t = 10)]
+    pub topk: u32,
+    /// Online teacher: value codec of the kept logits, as `label --codec`.
+    #[arg(long, value_enum, default_value_t = CodecFlag::Q8)]
+    pub codec: CodecFlag,
+    /// Online teachers: how several combine, as `label --ensemble`.
+    #[arg(long, value_enum, default_value_t = EnsembleFlag::Probs)]
+    pub ensemble: EnsembleFlag,
+    /// Online teacher: pixel scale (its input is pixel/255 · scale, then mean and std).
+    #[arg(long, default_value_t = 1.0)]
+    pub teacher_scale: f32,
+    /// Online teacher: per-channel mean, comma-separated (default: the teacher file's metadata,
+    /// else 0), as `label --mean`.
+    #[arg(long, value_delimiter = ',')]
+    pub teacher_mean: Vec<f32>,
+    /// Online teacher: per-channel std, comma-separated (default: the teacher file's metadata,
+    /// else 1), as `label --std`.
+    #[arg(long, value_delimiter = ',')]
+    pub teacher_std: Vec<f32>,
+    /// Online teacher: execution provider, cpu, cuda or cuda:N, as `label --device`.
+    #[arg(long, default_value = "cpu", value_parser = clap::value_parser!(teacher_infer::Device))]
+    pub teacher_device: teacher_infer::Device,
+    /// Online teacher: ONNX Runtime intra-op threads (default: ONNX Runtime's choice).
+    #[arg(long, default_value_t = 0)]
+    pub session_threads: usize,
+    /// Online teacher: the ONNX Runtime library to load instead of searching.
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+}
+
+/// The online teacher `o` describes, for inputs of `size` of `data` with the recipe `aug`:
+/// its labeller, what the run records of it, and the filter its pre-processing names for the
+/// recipe (as `label` resolves them). Its errors name the `--teacher-…` flags.
+fn open_online(
+    o: &OnlineArgs,
+    aug: &str,
+    data: &Arc<dyn Dataset>,
+    size: (u32, u32),
+) -> Result<(
+    OnlineLabeller,
+    OnlineTeacherInfo,
+    Option<formats::Interpolation>,
+)> {
+    let flags = formats::preprocess::Preprocessing {
+        mean: (!o.teacher_mean.is_empty()).then(|| o.teacher_mean.clone()),
+        std: (!o.teacher_std.is_empty()).then(|| o.teacher_std.clone()),
+        interpolation: None,
+        crop_pct: None,
+    };
+    let pre = Chosen::resolve(&o.teachers, flags, aug, usize::from(data.channels()))?;
+    let mut cfg = LabelConfig::new(o.teachers.clone(), Arc::clone(data), PathBuf::new());
+    cfg.k = o.topk;
+    cfg.codec = o.codec.into();
+    cfg.ensemble = o.ensemble.into();
+    cfg.scale = o.teacher_scale;
+    cfg.mean = pre.mean;
+    cfg.std = pre.std;
+    cfg.device = o.teacher_device;
+    cfg.session_threads = o.session_threads;
+    cfg.ort_lib = o.ort_lib.clone();
+    let labeller = OnlineLabeller::open(&cfg, size).map_err(|e| {
+        // Its pre-processing fields are the --teacher-… flags here.
+        anyhow::anyhow!(formats::field::rename(&e.to_string(), |f| match f {
+            "mean" | "std" | "scale" => Some(format!("--teacher-{f}")),
+            "device" => Some("--teacher-device".into()),
+            other => Some(crate::flags::flag_of(other)),
+        }))
+    })?;
+    let info = OnlineTeacherInfo {
+        teachers: labeller.teachers().to_vec(),
+        k: cfg.k,
+        codec: cfg.codec,
+        ensemble: cfg.ensemble.name().into(),
+        scale: cfg.scale,
+        mean: cfg.mean.clone(),
+        std: cfg.std.clone(),
+    };
+    Ok((labeller, info, pre.interpolation))
+}
+
 #[derive(clap::Args)]
 #[command(mut_arg("data", |a| a.required(true)))]
 pub struct EvalArgs {
@@ -195,7 +295,7 @@ pub fn open_data(
     path: &Path,
     format: Option<DataFormat>,
     split: &str,
-    opts: &datasets::WdsOptions,
+    opts: &datasets::OpenOptions,
 ) -> Result<Arc<dyn Dataset>> {
     let data = datasets::open_with(path, format, split, opts)
         .with_context(|| format!("opening {} (split {split})", path.display()))?;
@@ -306,7 +406,8 @@ pub fn train_config(
             channels: c,
             height: h as usize,
             width: w as usize,
-            classes: data.classes() as usize,
+            // A store's classes are its teacher's (the data's, unless read unlabelled).
+            classes: store.map_or(data.classes(), |s| s.manifest.classes) as usize,
         },
         loss: loss_kind(a)?,
         optim: OptimConfig {
@@ -335,6 +436,7 @@ pub fn train_config(
         multi_crop: a.multi_crop,
         stream_digest: a.stream_digest,
         prefetch: a.prefetch,
+        online: None,
     })
 }
 
@@ -414,26 +516,39 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
     let labels = a.labels.as_deref().map(open_store).transpose()?;
     let eval_labels = a.eval_labels.as_deref().map(open_store).transpose()?;
     let classes = labels.as_ref().map(|s| s.manifest.classes);
-    let train_data = a.data.open(
-        a.data.split_or("train"),
-        classes,
-        store_decoder(labels.as_deref())?,
-    )?;
-    let cfg = train_config(&a, train_data.as_ref(), labels.as_deref())?;
-    // The test split is read as the store that labelled it decoded it.
+    let train_data = a
+        .data
+        .open(a.data.split_or("train"), classes, labels.as_deref())?;
+    let mut cfg = train_config(&a, train_data.as_ref(), labels.as_deref())?;
+    let teacher: Option<Arc<dyn OnlineTeacher>> = if a.online.teachers.is_empty() {
+        None
+    } else {
+        let size = (cfg.input.width as u32, cfg.input.height as u32);
+        let (labeller, info, filter) = open_online(&a.online, &a.aug, &train_data, size)?;
+        // Fresh views are resized with the filter the teacher's pre-processing names (as
+        // `label` would resize them); a store's keep their own.
+        if let (Some(f), Some(recipe)) = (filter, cfg.aug.as_mut()) {
+            recipe.interpolation = f;
+        }
+        cfg.input.classes = labeller.classes() as usize;
+        cfg.online = Some(info);
+        Some(Arc::new(labeller))
+    };
+    // The test split is read as the store that labelled it decoded it (and without hard
+    // labels where that store's data had none, or the training data has none).
     let test = match a.test_split.as_str() {
         "none" => None,
-        split => Some(a.data.open(
-            split,
-            classes,
-            store_decoder(eval_labels.as_deref().or(labels.as_deref()))?,
-        )?),
+        split => Some(
+            a.data
+                .open(split, classes, eval_labels.as_deref().or(labels.as_deref()))?,
+        ),
     };
     let data = RunData {
         train: train_data,
         labels,
         test,
         eval_labels,
+        teacher,
     };
     let mut bars = Bars::new(a.json, a.epochs);
     let summary = student_train::train(&cfg, &data, &a.out, a.resume, &mut bars)
@@ -466,11 +581,9 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let ck = student_checkpoint(&a.run, a.epoch)?;
     let labels = a.labels.as_deref().map(open_store).transpose()?;
     let split = a.data.split_or("test");
-    let data = a.data.open(
-        split,
-        Some(ck.meta.input.classes as u32),
-        store_decoder(labels.as_deref())?,
-    )?;
+    let data = a
+        .data
+        .open(split, Some(ck.meta.input.classes as u32), labels.as_deref())?;
     let device = a.device.inference().map_err(anyhow::Error::msg)?;
     let r = evaluate_checkpoint(
         &ck,
@@ -493,11 +606,13 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
     } else {
+        let accuracy = r.accuracy.map_or("n/a (no hard labels)".into(), |a| {
+            format!("{:.2}%", 100.0 * a)
+        });
         write!(
             out,
-            "{}: accuracy {:.2}% on {} samples",
+            "{}: accuracy {accuracy} on {} samples",
             ck.path.display(),
-            100.0 * r.accuracy,
             r.samples
         )?;
         if let (Some(ag), Some(kl)) = (r.agreement, r.kl) {

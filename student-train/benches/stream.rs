@@ -104,6 +104,7 @@ fn main() {
         labels: Some(Arc::clone(&store)),
         test: None,
         eval_labels: None,
+        teacher: None,
     };
     for (name, window, multi_crop) in settings {
         let cfg = TrainConfig {

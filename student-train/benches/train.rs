@@ -42,6 +42,7 @@ fn main() {
             labels: Some(store),
             test: None,
             eval_labels: None,
+            teacher: None,
         };
         let cfg = |loss| TrainConfig {
             data: "bands".into(),

@@ -63,6 +63,25 @@ pub struct TrainConfig {
     /// more). Not part of what makes runs equal.
     #[serde(default)]
     pub prefetch: Option<usize>,
+    /// The teachers run on every batch when training online (`--teacher`), and how their
+    /// labels are kept; the [`crate::RunData::teacher`] must be them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<OnlineTeacherInfo>,
+}
+
+/// What a run records of its online teachers (part of what makes runs equal).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OnlineTeacherInfo {
+    pub teachers: Vec<formats::TeacherInfo>,
+    /// Classes kept per label, and the value codec they pass through.
+    pub k: u32,
+    pub codec: formats::ValueCodec,
+    /// How several teachers combine (`probs` or `logits`).
+    pub ensemble: String,
+    /// The teachers' input = (pixel / 255 · scale − mean[c]) / std[c].
+    pub scale: f32,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
 }
 
 fn default_window() -> usize {
@@ -113,6 +132,7 @@ impl TrainConfig {
             multi_crop: default_multi_crop(),
             stream_digest: false,
             prefetch: None,
+            online: None,
         }
     }
 
@@ -141,9 +161,15 @@ impl TrainConfig {
         for m in &self.models {
             m.check(&self.input).map_err(TrainError::Mismatch)?;
         }
-        if self.labels.is_none() && self.loss != LossKind::Ce {
+        if self.labels.is_none() && self.online.is_none() && self.loss != LossKind::Ce {
             return Err(TrainError::config(
-                "this `loss` needs teacher labels: give a store (`labels`), or use the ce loss",
+                "this `loss` needs teacher labels: give a store (`labels`) or a teacher to run \
+                 online (`teachers`), or use the ce loss",
+            ));
+        }
+        if self.online.is_some() && self.loss.teacher_tau(0).is_none() {
+            return Err(TrainError::config(
+                "an online teacher (`teachers`) needs a `loss` that uses it (kd, usi or eskd)",
             ));
         }
         Ok(())

@@ -10,6 +10,7 @@ use burn::tensor::Device;
 use datasets::Dataset;
 use formats::Recipe;
 use label_store::LabelStore;
+use replay::batch::NO_LABEL;
 use replay::sampler::Sampler;
 use replay::stream::{Source, Stream, StreamConfig};
 use std::sync::Arc;
@@ -17,7 +18,9 @@ use std::sync::Arc;
 /// Evaluation of one student.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalReport {
-    pub accuracy: f64,
+    /// Top-1 accuracy on the samples with a hard label; `None` when none has one (a transfer
+    /// set read `unlabelled`: then agreement and KL say how the student does).
+    pub accuracy: Option<f64>,
     /// Top-1 agreement with the teacher, when teacher labels were given.
     pub agreement: Option<f64>,
     /// Mean KL(p_t ‖ p_s) at τ = 1 in nats, when teacher labels were given.
@@ -102,7 +105,16 @@ impl Evaluator {
         if data.is_empty() {
             return Err(TrainError::config("the evaluation split has no samples"));
         }
-        let classes = data.classes() as usize;
+        if !data.labelled() && labels.is_none() {
+            return Err(TrainError::config(
+                "the evaluation data has no hard labels (`unlabelled`): give the teacher's test \
+                 labels of it (`eval_labels`) to measure agreement and KL",
+            ));
+        }
+        // The teacher's classes (the data's, unless it has no hard labels).
+        let classes = labels
+            .as_ref()
+            .map_or(data.classes(), |s| s.manifest.classes) as usize;
         let recipe = match &labels {
             Some(store) => eval_recipe(store)?,
             // Photos of varied sizes (image folders, tar shards): the standard centre crop.
@@ -206,7 +218,7 @@ impl Evaluator {
         let device = device.clone().without_autodiff();
         let cl = self.stream.classes();
         let mut sums = vec![(0u64, 0u64, 0f64); models.len()];
-        let mut n_all = 0u64;
+        let (mut n_all, mut labelled) = (0u64, 0u64);
         let loader = self
             .stream
             .epoch(0, self.replayed.iter().cloned().collect(), None)?;
@@ -233,12 +245,13 @@ impl Evaluator {
                 }
             }
             n_all += b.n as u64;
+            labelled += b.labels.iter().filter(|&&l| l != NO_LABEL).count() as u64;
         }
         let n = n_all.max(1) as f64;
         Ok(sums
             .into_iter()
             .map(|(correct, agree, kl)| EvalReport {
-                accuracy: correct as f64 / n,
+                accuracy: (labelled > 0).then(|| correct as f64 / labelled as f64),
                 agreement: self.teacher.as_ref().map(|_| agree as f64 / n),
                 kl: self.teacher.as_ref().map(|_| kl / n),
                 kl_vs: self.teacher.as_ref().map(|t| t.reference),

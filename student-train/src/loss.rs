@@ -12,6 +12,18 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
     (log_softmax(logits, 1) * targets).sum_dim(1).mean().neg()
 }
 
+/// [`cross_entropy`] over the `rows` rows of `targets` that hold a hard label (the others are
+/// zeros: records of unlabelled samples): their sum over `rows`. With every row labelled, the
+/// plain mean (the same bits); with none, zero.
+pub fn cross_entropy_rows(logits: Tensor<2>, targets: Tensor<2>, rows: usize) -> Tensor<1> {
+    let n = logits.dims()[0];
+    if rows == n {
+        return cross_entropy(logits, targets);
+    }
+    let summed = (log_softmax(logits, 1) * targets).sum_dim(1).sum().neg();
+    summed.div_scalar(rows.max(1) as f32)
+}
+
 /// Mean over the batch of `KL(p_t ‖ softmax(s/τ)) = Σ_c p_t (ln p_t − log softmax(s/τ))`.
 /// Classes with `p_t = 0` contribute nothing.
 pub fn kl_teacher_student(logits: Tensor<2>, teacher: Tensor<2>, tau: f32) -> Tensor<1> {
@@ -59,6 +71,18 @@ impl LossKind {
         }
     }
 
+    /// Whether the loss has a cross-entropy term on hard labels in any of `epochs` epochs:
+    /// `ce`, `kd` below weight 1, `usi` without `kd_only`, `eskd` (its kd epochs below weight 1,
+    /// or any epoch from `until` on). Data without hard labels trains only the others.
+    pub fn needs_hard_labels(&self, epochs: u32) -> bool {
+        match *self {
+            LossKind::Ce => true,
+            LossKind::Kd { weight, .. } => weight < 1.0,
+            LossKind::Usi { kd_only, .. } => !kd_only,
+            LossKind::Eskd { weight, until, .. } => weight < 1.0 || until < epochs,
+        }
+    }
+
     /// The temperature the teacher distribution is needed at in `epoch`, or `None` when the
     /// loss uses no teacher then.
     pub fn teacher_tau(&self, epoch: u32) -> Option<f32> {
@@ -79,6 +103,22 @@ impl LossKind {
         targets: Tensor<2>,
         teacher: Option<Tensor<2>>,
     ) -> Tensor<1> {
+        let n = logits.dims()[0];
+        self.loss_rows(epoch, logits, targets, n, teacher)
+    }
+
+    /// [`LossKind::loss`] of a batch in which only `rows` records have a hard label (the rest
+    /// of `targets` are zero rows): every cross-entropy term averages over those records
+    /// ([`cross_entropy_rows`]), the teacher terms over all.
+    pub fn loss_rows(
+        &self,
+        epoch: u32,
+        logits: Tensor<2>,
+        targets: Tensor<2>,
+        rows: usize,
+        teacher: Option<Tensor<2>>,
+    ) -> Tensor<1> {
+        let cross_entropy = |logits, targets| cross_entropy_rows(logits, targets, rows);
         let teacher = || {
             teacher
                 .clone()
@@ -86,10 +126,10 @@ impl LossKind {
         };
         match *self {
             LossKind::Ce => cross_entropy(logits, targets),
-            LossKind::Kd { weight, tau } => kd(logits, targets, teacher(), weight, tau),
+            LossKind::Kd { weight, tau } => kd(logits, targets, rows, teacher(), weight, tau),
             LossKind::Eskd { weight, tau, until } => {
                 if epoch < until {
-                    kd(logits, targets, teacher(), weight, tau)
+                    kd(logits, targets, rows, teacher(), weight, tau)
                 } else {
                     cross_entropy(logits, targets)
                 }
@@ -106,15 +146,16 @@ impl LossKind {
     }
 }
 
-/// `(1 − w)·CE + w·τ²·KL(p_t^τ ‖ p_s^τ)`.
+/// `(1 − w)·CE + w·τ²·KL(p_t^τ ‖ p_s^τ)`, the CE over the `rows` records with a hard label.
 pub fn kd(
     logits: Tensor<2>,
     targets: Tensor<2>,
+    rows: usize,
     teacher: Tensor<2>,
     w: f32,
     tau: f32,
 ) -> Tensor<1> {
-    let ce = cross_entropy(logits.clone(), targets).mul_scalar(1.0 - w);
+    let ce = cross_entropy_rows(logits.clone(), targets, rows).mul_scalar(1.0 - w);
     ce + kl_teacher_student(logits, teacher, tau).mul_scalar(w * tau * tau)
 }
 
@@ -143,6 +184,53 @@ mod tests {
         let s = t(&[1.0, 2.0, 3.0], 3);
         assert!((scalar(cross_entropy(s.clone(), t(&[0.0, 0.0, 1.0], 3))) - CE).abs() < 1e-6);
         assert!((scalar(cross_entropy(s, t(&[0.3, 0.0, 0.7], 3))) - CE_MIXED).abs() < 1e-6);
+    }
+
+    #[test]
+    fn cross_entropy_covers_only_labelled_rows() {
+        // Row 2 has no hard label (zeros): the CE is row 1's alone, not halved.
+        let s = || t(&[1.0, 2.0, 3.0, 3.0, 2.0, 1.0], 3);
+        let y = || t(&[0.0, 0.0, 1.0, 0.0, 0.0, 0.0], 3);
+        assert!((scalar(cross_entropy_rows(s(), y(), 1)) - CE).abs() < 1e-6);
+        assert!((scalar(cross_entropy(s(), y())) - CE / 2.0).abs() < 1e-6);
+        assert_eq!(scalar(cross_entropy_rows(s(), t(&[0.0; 6], 3), 0)), 0.0);
+        // kd's CE term likewise; its KL term averages over both rows.
+        let p = t(&[0.2, 0.3, 0.5, 0.2, 0.3, 0.5], 3);
+        let kd = LossKind::Kd {
+            weight: 0.5,
+            tau: 1.0,
+        };
+        let kl = scalar(kl_teacher_student(s(), p.clone(), 1.0));
+        let got = scalar(kd.loss_rows(0, s(), y(), 1, Some(p)));
+        assert!((got - (0.5 * CE + 0.5 * kl)).abs() < 1e-5, "{got}");
+    }
+
+    #[test]
+    fn losses_that_need_hard_labels() {
+        let kd = |weight| LossKind::Kd { weight, tau: 4.0 };
+        let usi = |kd_only| LossKind::Usi {
+            weight: 5.0,
+            kd_only,
+        };
+        let eskd = |weight, until| LossKind::Eskd {
+            weight,
+            tau: 4.0,
+            until,
+        };
+        let needs: Vec<bool> = [
+            LossKind::Ce,
+            kd(0.9),
+            kd(1.0),
+            usi(false),
+            usi(true),
+            eskd(1.0, 10),
+            eskd(1.0, 5),
+            eskd(0.9, 10),
+        ]
+        .iter()
+        .map(|l| l.needs_hard_labels(10))
+        .collect();
+        assert_eq!(needs, [true, true, false, true, false, false, true, true]);
     }
 
     #[test]

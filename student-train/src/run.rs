@@ -23,6 +23,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use datasets::Dataset;
 use formats::Recipe;
 use label_store::LabelStore;
+use replay::online::OnlineTeacher;
 use replay::sampler::Sampler;
 use replay::stream::{Batch, Source, Stream, StreamConfig, StreamDigest};
 use std::fs;
@@ -37,6 +38,9 @@ pub struct RunData {
     /// The test split, for `test_accuracy` after each epoch.
     pub test: Option<Arc<dyn Dataset>>,
     pub eval_labels: Option<Arc<LabelStore>>,
+    /// A teacher run on every batch (online distillation: `TrainConfig::online` says which),
+    /// on fresh views, or on the store's replayed views when `labels` is given too.
+    pub teacher: Option<Arc<dyn OnlineTeacher>>,
 }
 
 /// What the caller sees of a run while it trains.
@@ -188,6 +192,17 @@ impl<'a> StudentRun<'a> {
     ) -> Result<Self, TrainError> {
         let started = Instant::now();
         cfg.validate()?;
+        if !data.train.labelled() && cfg.loss.needs_hard_labels(cfg.epochs) {
+            return Err(TrainError::config(
+                "the training data has no hard labels (`unlabelled`): this `loss` needs them; \
+                 train teacher-only (kd with `kd_weight` 1, or usi with `kd_only`)",
+            ));
+        }
+        if data.teacher.is_some() != cfg.online.is_some() {
+            return Err(TrainError::config(
+                "an online teacher must be given with its description (`online`) and only then",
+            ));
+        }
         let input = cfg.input;
         input
             .check_data(data.train.as_ref(), "the training split")
@@ -246,7 +261,7 @@ impl<'a> StudentRun<'a> {
                 Source::Sampler(Arc::new(sampler))
             }
         };
-        Ok(Stream::new(
+        let stream = Stream::new(
             Arc::clone(&data.train),
             labels,
             StreamConfig {
@@ -266,7 +281,11 @@ impl<'a> StudentRun<'a> {
                     size,
                 )
             },
-        )?)
+        )?;
+        Ok(match &data.teacher {
+            Some(t) => stream.with_teacher(Arc::clone(t))?,
+            None => stream,
+        })
     }
 
     /// The evaluation after each epoch, on the test split when there is one.
@@ -279,6 +298,14 @@ impl<'a> StudentRun<'a> {
             }
             return Ok(None);
         };
+        if !test.labelled() && data.eval_labels.is_none() {
+            // Neither hard labels nor the teacher's: nothing to measure on it.
+            tracing::warn!(
+                "the test split has no hard labels and no teacher test labels (`eval_labels`) \
+                 were given: no test metrics"
+            );
+            return Ok(None);
+        }
         cfg.input
             .check_data(test.as_ref(), "the test split")
             .map_err(TrainError::Mismatch)?;
@@ -371,6 +398,8 @@ impl<'a> StudentRun<'a> {
             seconds: 0.0,
             images_decoded: 0,
             digest: StreamDigest::default(),
+            inputs: StreamDigest::default(),
+            teacher_gap: None,
         };
         let mut loader = self
             .stream
@@ -406,7 +435,13 @@ impl<'a> StudentRun<'a> {
         if let Some(d) = batch.digest {
             pass.digest.push(d);
         }
-        let n = batch.n;
+        if let Some(d) = batch.inputs_digest {
+            pass.inputs.push(d);
+        }
+        if let Some(g) = batch.teacher_gap {
+            pass.teacher_gap = Some(pass.teacher_gap.unwrap_or(0f32).max(g));
+        }
+        let (n, hard_rows) = (batch.n, batch.hard_rows);
         pass.seen += n;
         let chw = (input.channels, input.height, input.width);
         let x = upload(batch.inputs, n, chw, &cfg.mean, &cfg.std, &self.device);
@@ -421,7 +456,9 @@ impl<'a> StudentRun<'a> {
         for (si, s) in self.students.iter_mut().enumerate() {
             let model = s.model.take().expect("model present between steps");
             let logits = model.forward(x.clone());
-            let loss = cfg.loss.loss(epoch, logits, y.clone(), t.clone());
+            let loss = cfg
+                .loss
+                .loss_rows(epoch, logits, y.clone(), hard_rows, t.clone());
             pass.losses[si].add(&loss, n, step);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             s.model = Some(s.optim.step(pass.lr, model, grads));
@@ -473,8 +510,10 @@ impl<'a> StudentRun<'a> {
                 loader_wait_fraction: pass.waited / pass.seconds,
                 images_decoded: pass.images_decoded,
                 stream_xxh3: cfg.stream_digest.then(|| pass.digest.hex()),
+                inputs_xxh3: cfg.stream_digest.then(|| pass.inputs.hex()),
+                teacher_gap: pass.teacher_gap.map(f64::from),
                 store_epoch: self.stream.store_epoch(epoch),
-                test_accuracy: report.as_ref().map(|r| r.accuracy),
+                test_accuracy: report.as_ref().and_then(|r| r.accuracy),
                 test_agreement: report.as_ref().and_then(|r| r.agreement),
                 test_kl: report.as_ref().and_then(|r| r.kl),
                 test_kl_vs: report.as_ref().and_then(|r| r.kl_vs),
@@ -557,4 +596,8 @@ struct EpochPass {
     seconds: f64,
     images_decoded: u64,
     digest: StreamDigest,
+    /// The digest of the inputs alone.
+    inputs: StreamDigest,
+    /// The largest online-teacher-to-store difference seen (online over a store).
+    teacher_gap: Option<f32>,
 }

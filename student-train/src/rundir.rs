@@ -29,6 +29,15 @@ pub struct EpochMetrics {
     /// can be checked bit for bit against it (with `--stream-digest`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub stream_xxh3: Option<String>,
+    /// xxh3 of the epoch's inputs alone, in order (with `stream_digest`): equal for two runs
+    /// that saw the same pixels whatever their teacher values (an online teacher over a store
+    /// against the store itself).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub inputs_xxh3: Option<String>,
+    /// With an online teacher over a store: the largest difference between its distribution
+    /// and the stored one over the epoch (at the loss's temperature), the store's check.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub teacher_gap: Option<f64>,
     /// The store epoch replayed, when training from a store.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub store_epoch: Option<u32>,

@@ -139,6 +139,7 @@ fn config(loss: LossKind, epochs: u32) -> TrainConfig {
         multi_crop: 1,
         stream_digest: false,
         prefetch: None,
+        online: None,
     }
 }
 
@@ -156,6 +157,7 @@ fn run_data_at(root: &Path) -> RunData {
         eval_labels: Some(Arc::new(
             LabelStore::open(&root.join("test-store")).unwrap(),
         )),
+        teacher: None,
     }
 }
 
@@ -302,9 +304,13 @@ fn loader_feeds_exactly(s: &Setup, store_dir: &Path, pixels: bool, rule: ViewRul
             let mut p = vec![0f32; CLASSES];
             rec.label.dense_into(2.0, &mut p);
             assert_eq!(&teacher[i * CLASSES..(i + 1) * CLASSES], &p[..]);
-            let pl = rec.aug.mix.as_ref().map_or(0, |m| data.label(m.partner));
+            let pl = rec
+                .aug
+                .mix
+                .as_ref()
+                .map_or(0, |m| data.label(m.partner).unwrap());
             let mut h = vec![0f32; CLASSES];
-            MixedLabel::new(&rec.aug, data.label(smp), pl, 16, 16).dense_into(&mut h);
+            MixedLabel::new(&rec.aug, data.label(smp).unwrap(), pl, 16, 16).dense_into(&mut h);
             assert_eq!(&b.hard[i * CLASSES..(i + 1) * CLASSES], &h[..]);
         }
     }

@@ -21,7 +21,8 @@ pub struct TeacherBank {
 
 impl TeacherBank {
     /// Opens every teacher of `cfg` and checks they agree on the class count, and that it is
-    /// the dataset's; errors name the file that differs.
+    /// the dataset's (unless the data is read without hard labels: a transfer set for a
+    /// teacher of any classes); errors name the file that differs.
     pub fn open(cfg: &LabelConfig) -> Result<Self, InferError> {
         let env = &crate::runtime::environment(cfg.ort_lib.as_deref())?.1;
         let sessions = cfg
@@ -43,11 +44,12 @@ impl TeacherBank {
             }
         }
         let data = &cfg.data;
-        if data.classes() != classes {
+        if data.labelled() && data.classes() != classes {
             return Err(model_err(
                 &sessions[0],
                 format!(
-                    "has {classes} classes, the dataset {} ({} labels)",
+                    "has {classes} classes, the dataset {} ({} labels; data read `unlabelled` \
+                     is a transfer set for a teacher of any classes)",
                     data.classes(),
                     data.fingerprint().format
                 ),

@@ -241,7 +241,7 @@ pub(crate) struct Batch {
     pub(crate) samples: Vec<u32>,
     pub(crate) pixels: Vec<f32>,
     pub(crate) aug: Vec<AugParams>,
-    pub(crate) truth: Vec<MixedLabel>,
+    pub(crate) truth: Vec<Option<MixedLabel>>,
 }
 
 /// Runs the teachers over the dataset and writes (or resumes) the store. `progress` is called
@@ -600,7 +600,7 @@ fn draft_manifest(
     (w, h): (u32, u32),
     probe: formats::DecodeProbe,
 ) -> Manifest {
-    Manifest {
+    let mut m = Manifest {
         format: FORMAT_NAME.into(),
         format_version: FORMAT_VERSION,
         creator: concat!("distill ", env!("CARGO_PKG_VERSION")).into(),
@@ -629,7 +629,10 @@ fn draft_manifest(
             sources: cfg.sources.clone(),
         }),
         extra: Default::default(),
-    }
+    };
+    // The lowest version that describes it, so older readers read what they can.
+    m.format_version = m.needed_version();
+    m
 }
 
 #[cfg(test)]

@@ -94,12 +94,15 @@ fn record(b: &Batch, j: usize, row: &[f32], k: usize, out: &Path) -> Result<Reco
 }
 
 /// The reconstruction KL of `label` at τ = 1 and 4, and whether the teacher's top class is the
-/// true one (unmixed records only).
+/// true one (unmixed records of labelled samples only).
 fn quality(b: &Batch, j: usize, row: &[f32], label: &SoftLabel) -> RecordQuality {
-    let t = &b.truth[j];
+    let correct = b.truth[j]
+        .as_ref()
+        .filter(|t| t.partner.is_none())
+        .map(|t| label.indices[0] == t.primary);
     RecordQuality {
         reconstruction_kl: Some((label.kl_from_full(row, 1.0), label.kl_from_full(row, 4.0))),
-        teacher_correct: t.partner.is_none().then_some(label.indices[0] == t.primary),
+        teacher_correct: correct,
     }
 }
 

@@ -123,8 +123,15 @@ pub fn write_store(
     let mut dense = vec![0f32; classes];
     let record = |e: u32, s: u32, dense: &mut Vec<f32>| -> Result<Record> {
         let aug = sampler.sample(e, s, &|i| data.dims(i))?;
-        let label = data.label(s);
-        let partner = aug.mix.as_ref().map_or(label, |m| data.label(m.partner));
+        let hard = |i: u32| {
+            data.label(i)
+                .ok_or_else(|| anyhow::anyhow!("sample {i} has no hard label: bands need them"))
+        };
+        let label = hard(s)?;
+        let partner = match &aug.mix {
+            Some(m) => hard(m.partner)?,
+            None => label,
+        };
         MixedLabel::new(&aug, label, partner, w, h).dense_into(dense);
         let logits: Vec<f32> = dense
             .iter()

@@ -61,11 +61,11 @@ class ReplayDataset(IterableDataset):
         for b in self.loader:
             raw = ("pixels", "partner", "lambda", "rest") if "pixels" in b else ("inputs",)
             out = {k: torch.from_numpy(b[k]) for k in raw if k in b}
-            out.update({
-                "hard": torch.from_numpy(b["hard"]),
-                "samples": torch.from_numpy(b["samples"].astype("int64")),
-                "labels": torch.from_numpy(b["labels"].astype("int64")),
-            })
+            out["samples"] = torch.from_numpy(b["samples"].astype("int64"))
+            # Data without hard labels (`distill label --unlabelled`): hard and labels are None.
+            if b["hard"] is not None:
+                out["hard"] = torch.from_numpy(b["hard"])
+                out["labels"] = torch.from_numpy(b["labels"].astype("int64"))
             if "teacher" in b:
                 out["teacher"] = torch.from_numpy(b["teacher"])
             if self.pin_memory:
@@ -77,6 +77,8 @@ class ReplayDataset(IterableDataset):
                 out["inputs"] = finish_inputs(out.pop("pixels"), out.pop("partner", None),
                                               out.pop("lambda", None), out.pop("rest", None),
                                               mean, std)
+            out.setdefault("hard", None)
+            out.setdefault("labels", None)
             out["temperature"] = tau
             yield out
 
@@ -109,7 +111,11 @@ def _teacher(batch: dict, temperature: float, loss: str) -> torch.Tensor:
 
 def cross_entropy(student_logits: torch.Tensor, batch: dict) -> torch.Tensor:
     """Mean over the batch of `−Σ_c y_c · log softmax(s)_c` with the (mixed) hard labels `y`:
-    `distill train --loss ce`."""
+    `distill train --loss ce`. A batch without hard labels (its store's data is unlabelled) is
+    refused: train it teacher-only (`kd_loss(weight=1)`, `usi(kd_only=True)`)."""
+    if batch.get("hard") is None:
+        raise ValueError("cross_entropy: the batch has no hard labels (its store's data is "
+                         "unlabelled): use kd_loss with weight=1 or usi with kd_only=True")
     return -(F.log_softmax(student_logits, dim=1) * batch["hard"]).sum(dim=1).mean()
 
 
@@ -129,9 +135,10 @@ def kd_loss(student_logits: torch.Tensor, batch: dict, temperature: float = 4.0,
         raise ValueError(f"kd_loss: temperature {temperature} must be > 0 and weight {weight} "
                          "must lie in [0, 1]")
     t = _teacher(batch, temperature, "kd_loss")
-    ce = cross_entropy(student_logits, batch)
-    return (1.0 - weight) * ce + weight * temperature * temperature * kl_teacher_student(
-        student_logits, t, temperature)
+    kl = weight * temperature * temperature * kl_teacher_student(student_logits, t, temperature)
+    if weight == 1.0:
+        return kl  # teacher-only: no hard labels needed
+    return (1.0 - weight) * cross_entropy(student_logits, batch) + kl
 
 
 def usi(student_logits: torch.Tensor, batch: dict, weight: float = 5.0,

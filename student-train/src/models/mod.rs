@@ -111,10 +111,11 @@ pub struct InputShape {
 
 impl InputShape {
     /// Checks that `data` ("the training split", "the test split", …: `what`) has the channels
-    /// and classes this shape was made for, naming both counts when it does not.
+    /// and (unless it is read without hard labels) the classes this shape was made for, naming
+    /// both counts when it does not.
     pub fn check_data(&self, data: &dyn datasets::Dataset, what: &str) -> Result<(), String> {
         let got = (usize::from(data.channels()), data.classes() as usize);
-        if got == (self.channels, self.classes) {
+        if got.0 == self.channels && (got.1 == self.classes || !data.labelled()) {
             return Ok(());
         }
         Err(format!(
