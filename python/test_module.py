@@ -327,6 +327,26 @@ def test_unlabelled_loader(distill_bin: str, work: str) -> int:
     check(seen == 48, f"one epoch: {seen}")
     expect(lambda: distill.Loader(store, data, 16, unlabelled=False), distill.StoreError,
            "dataset.labelled")
+    # A labelled split and these digits unlabelled, in one store: a list of two paths; rows of
+    # unlabelled samples (or mixed with one) are marked, their hard rows zero.
+    labelled = os.path.join(root, "labelled")
+    truth = write_npy_digits(labelled, 48)
+    teacher = os.path.join(root, "store-teacher.onnx")
+    both = os.path.join(root, "both")
+    run_distill(distill_bin, "label", "--teacher", teacher, "--data", labelled, "--data", data,
+                "--unlabelled", "--aug", "usi", "--epochs", "1", "--topk", "3", "--out", both,
+                "--json")
+    n += compare(both)
+    marked = 0
+    for b in distill.Loader(both, [labelled, data], 16, seed=1, threads=1):
+        rows = b.get("labelled", np.ones(len(b["samples"]), bool))
+        check(np.array_equal(rows, b["hard"].sum(axis=1) > 0.5), "labelled rows have hard labels")
+        check(not rows[b["samples"] >= 48].any(), "unlabelled samples have none")
+        own = b["samples"] < 48
+        check(np.array_equal(b["labels"][own], truth[b["samples"][own]]), "labels of the split")
+        marked += int((~rows).sum())
+    check(marked >= 48, f"rows without hard labels marked: {marked}")
+    expect(lambda: distill.Loader(both, labelled, 16), ValueError, "from 2 datasets")
     return n
 
 

@@ -4,6 +4,7 @@
 //! exhaustive match, and a test checks that every choice's name is the one the library's own
 //! `FromStr` accepts, so the command line and the libraries cannot drift apart.
 
+use anyhow::Context;
 use clap::ValueEnum;
 use datasets::DataFormat;
 use formats::Interpolation;
@@ -146,59 +147,220 @@ pub fn name_flags(message: &str) -> String {
     formats::field::rename(message, |f| Some(flag_of(f)))
 }
 
-/// The dataset a command reads (`--data`, `--format`, the shard flags, `--split`), declared
-/// once and flattened into `label`, `train`, `eval` and `inspect`.
+/// The datasets a command reads (`--data`, `--format`, the shard flags, `--split`,
+/// `--unlabelled`), declared once and flattened into `label`, `train`, `eval` and `inspect`.
+/// `--data` may be repeated (a list read as one, e.g. a labelled split and unlabelled transfer
+/// data); `--format`, `--split` and `--unlabelled` then belong to the `--data` they follow (or
+/// the first, when they come before any). [`DataArgs::bind`] reads that order from the parsed
+/// command line.
 #[derive(clap::Args, Clone, Debug)]
 pub struct DataArgs {
     /// Dataset: a directory (MNIST IDX, CIFAR binary, npy arrays, image folders, tar shards), a
-    /// .tar shard or a brace pattern of shards. Label, train and eval make it required (`mut_arg`);
-    /// an `Option` so that `inspect`, where the dataset is optional, flattens the same struct.
+    /// .tar shard or a brace pattern of shards. Repeat for a list of datasets read as one; the
+    /// flags below belong to the --data they follow. Label, train and eval make it required
+    /// (`mut_arg`); `inspect` flattens the same struct, where it is optional.
     #[arg(long)]
-    pub data: Option<PathBuf>,
+    pub data: Vec<PathBuf>,
     /// Dataset format, when detection from the files is not wanted.
     #[arg(long, value_enum)]
-    pub format: Option<FormatFlag>,
+    pub format: Vec<FormatFlag>,
     #[command(flatten)]
     pub wds: WdsFlags,
     /// Split of --data (default: `train` for label and train, `test` for eval, the store's for
     /// inspect --show).
     #[arg(long)]
-    pub split: Option<String>,
+    pub split: Vec<String>,
     /// Read --data without hard labels, as a transfer set for a teacher of any classes: an
     /// image folder is every image under the split (or the root) at any depth; shards need no
     /// label member. A store labelled so is read so without the flag.
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Count)]
+    pub unlabelled: u8,
+    /// Each --data with its own flags, once [`DataArgs::bind`] has read their order.
+    #[arg(skip)]
+    pub bound: Option<Vec<DataSpec>>,
+}
+
+/// One dataset of the command line and the flags that belong to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataSpec {
+    pub path: PathBuf,
+    pub format: Option<FormatFlag>,
+    pub split: Option<String>,
     pub unlabelled: bool,
 }
 
 impl DataArgs {
-    /// `--data`, which every command that reads data needs.
-    pub fn path(&self) -> anyhow::Result<&std::path::Path> {
-        self.data
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("--data is required: the dataset to read"))
+    /// Gives each `--format`, `--split` and `--unlabelled` of `m` (the command's matches) to
+    /// the `--data` before it (the first, before any); one of them twice for a dataset is an
+    /// error naming it.
+    pub fn bind(&mut self, m: &clap::ArgMatches) -> anyhow::Result<()> {
+        // Only what the command line gave (a count flag also has a default, with an index).
+        let at = |id: &str| -> Vec<usize> {
+            if m.value_source(id) != Some(clap::parser::ValueSource::CommandLine) {
+                return Vec::new();
+            }
+            m.indices_of(id).map(|i| i.collect()).unwrap_or_default()
+        };
+        let data_at = at("data");
+        let mut specs: Vec<DataSpec> = self
+            .data
+            .iter()
+            .map(|p| DataSpec {
+                path: p.clone(),
+                format: None,
+                split: None,
+                unlabelled: false,
+            })
+            .collect();
+        let owner = |i: usize| data_at.iter().rposition(|&d| d < i).unwrap_or(0);
+        let twice = |flag: &str, spec: &DataSpec| {
+            anyhow::anyhow!("--{flag} given twice for --data {}", spec.path.display())
+        };
+        for (i, f) in at("format").into_iter().zip(&self.format) {
+            let Some(s) = specs.get_mut(owner(i)) else {
+                break;
+            };
+            if s.format.replace(*f).is_some() {
+                return Err(twice("format", s));
+            }
+        }
+        for (i, v) in at("split").into_iter().zip(&self.split) {
+            let Some(s) = specs.get_mut(owner(i)) else {
+                break;
+            };
+            if s.split.replace(v.clone()).is_some() {
+                return Err(twice("split", s));
+            }
+        }
+        for i in at("unlabelled") {
+            let Some(s) = specs.get_mut(owner(i)) else {
+                break;
+            };
+            if std::mem::replace(&mut s.unlabelled, true) {
+                return Err(twice("unlabelled", s));
+            }
+        }
+        self.bound = Some(specs);
+        Ok(())
     }
 
-    /// The split asked for, or `default`.
-    pub fn split_or<'a>(&'a self, default: &'a str) -> &'a str {
-        self.split.as_deref().unwrap_or(default)
+    /// The datasets with their flags: as bound, or (unbound, one --data) the flags as given.
+    pub fn specs(&self) -> anyhow::Result<Vec<DataSpec>> {
+        if let Some(b) = &self.bound {
+            return Ok(b.clone());
+        }
+        if self.data.len() > 1 || self.format.len() > 1 || self.split.len() > 1 {
+            anyhow::bail!("several --data need their flags bound to them (DataArgs::bind)");
+        }
+        Ok(self
+            .data
+            .iter()
+            .map(|p| DataSpec {
+                path: p.clone(),
+                format: self.format.first().copied(),
+                split: self.split.first().cloned(),
+                unlabelled: self.unlabelled > 0,
+            })
+            .collect())
     }
 
-    /// Opens `split` of the dataset as `store` (when one is replayed) needs it: with its decoder,
-    /// and unlabelled when its data was (or --unlabelled says so); `default_classes` as for
-    /// [`WdsFlags::options`]. Errors name the path and the split.
+    /// `--data` as a run records it: the path, or the paths joined by `,` for a list.
+    pub fn describe(&self) -> anyhow::Result<String> {
+        let specs = self.specs()?;
+        if specs.is_empty() {
+            anyhow::bail!("--data is required: the dataset to read");
+        }
+        Ok(specs
+            .iter()
+            .map(|s| s.path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(","))
+    }
+
+    /// The split asked for (of the first dataset), or `default`.
+    pub fn split_or(&self, default: &str) -> String {
+        self.specs()
+            .ok()
+            .and_then(|s| s.first().and_then(|s| s.split.clone()))
+            .unwrap_or_else(|| default.to_string())
+    }
+
+    /// Opens the datasets as `store` (when one is replayed) needs them: each with its own
+    /// `--split` (else the store's part's, else `split`), the store's decoder, and without hard
+    /// labels where --unlabelled says so or the store's data had none; several become one
+    /// [`datasets::DataList`]. `default_classes` as for [`WdsFlags::options`]. Errors name the
+    /// path and the split.
     pub fn open(
         &self,
         split: &str,
         default_classes: Option<u32>,
         store: Option<&label_store::LabelStore>,
     ) -> anyhow::Result<std::sync::Arc<dyn datasets::Dataset>> {
+        let specs = self.specs()?;
+        if specs.len() == 1 {
+            return Ok(self
+                .open_part(&specs[0], 0, split, default_classes, store)?
+                .into());
+        }
+        let parts = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.open_part(s, i, split, default_classes, store))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(std::sync::Arc::new(
+            datasets::DataList::new(parts).context("reading the --data list as one")?,
+        ))
+    }
+
+    /// Opens split `split` of the first dataset only, whatever its --split (the test split of
+    /// the labelled dataset a list starts with), as [`DataArgs::open`] would open it.
+    pub fn open_first(
+        &self,
+        split: &str,
+        default_classes: Option<u32>,
+        store: Option<&label_store::LabelStore>,
+    ) -> anyhow::Result<std::sync::Arc<dyn datasets::Dataset>> {
+        let specs = self.specs()?;
+        let first = specs
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("--data is required: the dataset to read"))?;
+        let spec = DataSpec {
+            split: Some(split.to_string()),
+            ..first.clone()
+        };
+        Ok(self
+            .open_part(&spec, 0, split, default_classes, store)?
+            .into())
+    }
+
+    /// Dataset `i` of the list (`spec`), as [`DataArgs::open`] opens each.
+    fn open_part(
+        &self,
+        spec: &DataSpec,
+        i: usize,
+        split: &str,
+        default_classes: Option<u32>,
+        store: Option<&label_store::LabelStore>,
+    ) -> anyhow::Result<Box<dyn datasets::Dataset>> {
         let decoder = crate::commands::train::store_decoder(store)?;
+        let part = store.and_then(|s| s.manifest.datasets.get(i));
+        let stored_unlabelled = match (store, part) {
+            (_, Some(p)) => !p.labelled,
+            (Some(s), None) => s.manifest.datasets.is_empty() && !s.manifest.dataset.labelled,
+            (None, None) => false,
+        };
+        let split = spec
+            .split
+            .as_deref()
+            .or(part.map(|p| p.split.as_str()))
+            .unwrap_or(split);
         let opts = datasets::OpenOptions {
-            unlabelled: self.unlabelled || store.is_some_and(|s| !s.manifest.dataset.labelled),
+            unlabelled: spec.unlabelled || stored_unlabelled,
             ..self.wds.options(default_classes, decoder)
         };
-        crate::commands::train::open_data(self.path()?, self.format.map(Into::into), split, &opts)
+        let p = &spec.path;
+        datasets::open_with(p, spec.format.map(Into::into), split, &opts)
+            .with_context(|| format!("opening {} (split {split})", p.display()))
     }
 }
 

@@ -67,7 +67,13 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let cli = Cli::parse();
+    let cli = match parse_bound() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Inspect(a) => inspect::inspect(a),
         Command::Merge(a) => merge::merge(a),
@@ -90,6 +96,25 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The command line, parsed, with each dataset flag given to the `--data` it follows
+/// ([`flags::DataArgs::bind`] needs the parsed matches, which the derive API does not keep).
+fn parse_bound() -> anyhow::Result<Cli> {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let data = match &mut cli.command {
+        Command::Inspect(a) => Some(&mut a.data),
+        Command::Label(a) => Some(&mut a.data),
+        Command::Train(a) => Some(&mut a.data),
+        Command::Eval(a) => Some(&mut a.data),
+        _ => None,
+    };
+    if let (Some(d), Some((_, sub))) = (data, matches.subcommand()) {
+        d.bind(sub)?;
+    }
+    Ok(cli)
 }
 
 /// Whether `e` comes from writing to a pipe whose reader has closed it.
@@ -208,7 +233,68 @@ mod tests {
         assert_eq!(t.norm, flags::NormFlag::Layer);
         assert_eq!(t.device, student_train::DeviceChoice::TchCuda(1));
         assert_eq!(t.size, Some((32, 24)));
-        assert_eq!(t.data.format, Some(flags::FormatFlag::Folder));
+        assert_eq!(t.data.format, [flags::FormatFlag::Folder]);
+    }
+
+    #[test]
+    fn dataset_flags_belong_to_the_data_they_follow() {
+        use clap::{CommandFactory, FromArgMatches};
+        let args = [
+            "distill",
+            "label",
+            "--teacher",
+            "t.onnx",
+            "--out",
+            "o",
+            "--split",
+            "val",
+            "--data",
+            "a",
+            "--data",
+            "b",
+            "--unlabelled",
+            "--format",
+            "folder",
+        ];
+        let m = Cli::command().try_get_matches_from(args).unwrap();
+        let Command::Label(mut l) = Cli::from_arg_matches(&m).unwrap().command else {
+            panic!("not label")
+        };
+        assert!(l.data.specs().is_err(), "several --data need binding");
+        l.data.bind(m.subcommand().unwrap().1).unwrap();
+        let specs = l.data.specs().unwrap();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(
+            (specs[0].split.as_deref(), specs[0].unlabelled),
+            (Some("val"), false)
+        );
+        assert_eq!(
+            (specs[1].split.as_deref(), specs[1].unlabelled),
+            (None, true)
+        );
+        assert_eq!(specs[1].format, Some(flags::FormatFlag::Folder));
+        let twice = [
+            "distill",
+            "label",
+            "--teacher",
+            "t",
+            "--out",
+            "o",
+            "--data",
+            "a",
+        ];
+        let m = Cli::command()
+            .try_get_matches_from(twice.iter().chain(&["--split", "x", "--split", "y"]))
+            .unwrap();
+        let Command::Label(mut l) = Cli::from_arg_matches(&m).unwrap().command else {
+            panic!("not label")
+        };
+        let e = l
+            .data
+            .bind(m.subcommand().unwrap().1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--split given twice for --data a"), "{e}");
     }
 
     #[test]

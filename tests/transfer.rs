@@ -348,3 +348,89 @@ fn online_teachers_see_the_stores_views_and_fresh_ones() {
     let e = fails(&o);
     assert!(e.contains("has 12 classes, the dataset 10"), "{e}");
 }
+
+#[test]
+fn a_labelled_split_and_unlabelled_data_make_one_store() {
+    let t = tempfile::tempdir().unwrap();
+    let (data, extra) = (t.path().join("data"), t.path().join("extra"));
+    for (d, salt) in [(&data, 0), (&extra, 5)] {
+        std::fs::create_dir_all(d).unwrap();
+        write_split(d, "train", 200, salt);
+    }
+    let teacher = t.path().join("teacher.onnx");
+    write_teacher(&teacher, 0.05, 0.0);
+    let store = t.path().join("store");
+    let list = [
+        "--data",
+        path(&data),
+        "--data",
+        path(&extra),
+        "--unlabelled",
+    ];
+    let mut args = vec![
+        "label",
+        "--json",
+        "--teacher",
+        path(&teacher),
+        "--aug",
+        "usi",
+    ];
+    args.extend_from_slice(&list);
+    args.extend_from_slice(&["--out", path(&store)]);
+    let summary = ok(&distill(&args));
+    assert_eq!(summary["records"], 400, "{summary}");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(store.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["format_version"], 4);
+    assert_eq!(m["dataset"]["format"], "list");
+    assert_eq!(m["dataset"]["labelled"], false);
+    let parts = m["datasets"].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    assert_eq!(
+        parts[0].get("labelled"),
+        None,
+        "the first part keeps its hard labels"
+    );
+    assert_eq!(parts[1]["labelled"], false);
+    // Only the labelled half counts toward the teacher's accuracy.
+    assert!(m["quality"]["teacher_accuracy_records"].as_u64().unwrap() <= 200);
+
+    // A loss with a CE term trains on it (over the labelled records).
+    let train = |out: &str, data_flags: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--json",
+            "--labels",
+            path(&store),
+            "--model",
+            "mlp",
+        ];
+        args.extend_from_slice(data_flags);
+        args.extend_from_slice(&["--loss", "kd", "--kd-weight", "0.5", "--epochs", "1"]);
+        args.extend_from_slice(&["--batch", "32", "--test-split", "none"]);
+        let out = t.path().join(out);
+        args.extend_from_slice(&["--out", path(&out)]);
+        (distill(&args), out)
+    };
+    let (o, run) = train("run", &list);
+    ok(&o);
+    assert!(metrics(&run)[0]["train_loss"].as_f64().unwrap().is_finite());
+    // The list's datasets in another order are refused, naming the one that differs.
+    let swapped = [
+        "--data",
+        path(&extra),
+        "--unlabelled",
+        "--data",
+        path(&data),
+    ];
+    let (o, _) = train("r1", &swapped);
+    let e = fails(&o);
+    assert!(
+        e.contains("dataset 1 of the list") && e.contains("--unlabelled"),
+        "{e}"
+    );
+    let (o, _) = train("r2", &["--data", path(&data)]);
+    let e = fails(&o);
+    assert!(e.contains("a list of 2 datasets"), "{e}");
+}

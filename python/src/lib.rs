@@ -416,7 +416,10 @@ impl Store {
 /// is then the extension of their label members (default `cls`, `distill label --label-key`).
 /// A store labelled from data without hard labels (`distill label --unlabelled`) reads its data
 /// so (`unlabelled` defaults to the store's); its batches have `hard = None` and
-/// `labels = None`.
+/// `labels = None`. A store of a list of datasets (`distill label --data A --data B …`) takes
+/// `data` as the list of their paths, each read as the store records it; where some rows have
+/// no hard label, batches carry `labelled` (a bool per row; the others' `hard` rows are zeros
+/// and their `labels` 2^32 − 1).
 #[pyclass]
 struct Loader {
     stream: Arc<Stream>,
@@ -441,7 +444,7 @@ impl Loader {
     fn new(
         py: Python<'_>,
         store: &Bound<'_, PyAny>,
-        data: PathBuf,
+        data: &Bound<'_, PyAny>,
         batch_size: usize,
         shuffle: bool,
         seed: u64,
@@ -473,7 +476,12 @@ impl Loader {
                 "temperature {temperature} must be > 0"
             )));
         }
-        let split = store.manifest.dataset.split.clone();
+        let paths: Vec<PathBuf> = match data.extract::<PathBuf>() {
+            Ok(p) => vec![p],
+            Err(_) => data.extract().map_err(|_| {
+                PyValueError::new_err("data must be a path or a list of paths (a --data list)")
+            })?,
+        };
         // Tar shards: the class count is the store's (a subset of shards may lack a class).
         let opts = datasets::OpenOptions {
             label_key,
@@ -484,9 +492,8 @@ impl Loader {
             unlabelled: unlabelled.unwrap_or(!store.manifest.dataset.labelled),
         };
         let ds = py
-            .detach(|| datasets::open_with(&data, None, &split, &opts))
+            .detach(|| open_data(&store, &paths, &opts))
             .map_err(|e| PyValueError::new_err(format!("data: {e}")))?;
-        let ds: Arc<dyn datasets::Dataset> = Arc::from(ds);
         let c = usize::from(ds.channels());
         let size = match size.or_else(|| store_input_size(&store)) {
             Some(s) => s,
@@ -632,6 +639,16 @@ impl Loader {
         }
         // Data without hard labels: no hard labels to hand over.
         if self.stream.labelled() {
+            // A list with unlabelled data: which rows hold a hard label (the others are zeros,
+            // their `labels` 2^32 − 1).
+            if b.hard_rows < b.n {
+                let rows: Vec<bool> = b
+                    .hard
+                    .chunks(classes.max(1))
+                    .map(|r| r.iter().any(|&v| v != 0.0))
+                    .collect();
+                d.set_item("labelled", rows.into_pyarray(py))?;
+            }
             d.set_item(
                 "hard",
                 Array2::from_shape_vec((b.n, classes), b.hard)
@@ -654,6 +671,41 @@ impl Loader {
         d.set_item("samples", b.samples.into_pyarray(py))?;
         Ok(Some(d))
     }
+}
+
+/// The data of `store` at `paths`: one dataset (its split the store's, read with `opts`), or a
+/// list, each part read as the store's manifest records it (format, split, hard labels or none).
+fn open_data(
+    store: &LabelStore,
+    paths: &[PathBuf],
+    opts: &datasets::OpenOptions,
+) -> Result<Arc<dyn datasets::Dataset>, datasets::DataError> {
+    let m = &store.manifest;
+    if let ([one], true) = (paths, m.datasets.is_empty()) {
+        return Ok(datasets::open_with(one, None, &m.dataset.split, opts)?.into());
+    }
+    if paths.len() != m.datasets.len() {
+        return Err(datasets::DataError::invalid(
+            "data",
+            format!(
+                "{} data paths for a store labelled from {} datasets",
+                paths.len(),
+                m.datasets.len().max(1)
+            ),
+        ));
+    }
+    let parts = paths
+        .iter()
+        .zip(&m.datasets)
+        .map(|(p, f)| {
+            let part = datasets::OpenOptions {
+                unlabelled: !f.labelled,
+                ..opts.clone()
+            };
+            datasets::open_with(p, f.format.parse().ok(), &f.split, &part)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Arc::new(datasets::DataList::new(parts)?))
 }
 
 /// u8 pixels `[h, w]` or `[h, w, c]` (c ≤ 4), or the box `(x, y, w, h)` of them (copied as

@@ -765,6 +765,11 @@ pub fn check_store(
 ) -> Result<(), ReplayError> {
     let m = &store.manifest;
     let dir = store.dir.display();
+    if let Some(diff) = formats::manifest::parts_mismatch(&m.datasets, data.parts()) {
+        return Err(ReplayError::Mismatch(format!(
+            "{dir} was not labelled from this data: {diff}"
+        )));
+    }
     if let Some(diff) = m.dataset.mismatch(data.fingerprint()) {
         return Err(ReplayError::Mismatch(format!(
             "{dir} was not labelled from this data: {diff}"

@@ -38,7 +38,7 @@ pub struct InspectArgs {
     show: Option<(u64, u64)>,
     /// The dataset the store was labelled from (for --show).
     #[command(flatten)]
-    data: DataArgs,
+    pub data: DataArgs,
     /// PNG file written by --show.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -185,7 +185,7 @@ fn show(a: &InspectArgs, range: (u64, u64)) -> Result<ExitCode> {
     }
     let d = &a.data;
     let data = d.open(
-        d.split_or(&store.manifest.dataset.split),
+        &d.split_or(&store.manifest.dataset.split),
         Some(store.manifest.classes),
         Some(&store),
     )?;

@@ -325,7 +325,7 @@ pub fn label(a: LabelArgs) -> Result<ExitCode> {
     // batch job whose predecessor still runs) fails at once, before any slow set-up.
     let lock = label_store::WriterLock::acquire(&a.out)
         .with_context(|| format!("labelling into {}", a.out.display()))?;
-    let data = a.data.open(a.data.split_or("train"), None, None)?;
+    let data = a.data.open(&a.data.split_or("train"), None, None)?;
     let json = a.json;
     let cfg = label_config(a, data)?;
     let range = teacher_infer::pipeline::shard_range(cfg.data.as_ref(), cfg.shard)?;

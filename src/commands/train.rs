@@ -388,8 +388,8 @@ pub fn train_config(
         ScheduleFlag::Constant => Schedule::Constant,
     };
     Ok(TrainConfig {
-        data: a.data.path()?.display().to_string(),
-        split: a.data.split_or("train").to_string(),
+        data: a.data.describe()?,
+        split: a.data.split_or("train"),
         labels: a.labels.as_ref().map(|p| p.display().to_string()),
         labels_identity: store.map(student_train::config::store_identity),
         eval_labels: a.eval_labels.as_ref().map(|p| p.display().to_string()),
@@ -518,7 +518,7 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
     let classes = labels.as_ref().map(|s| s.manifest.classes);
     let train_data = a
         .data
-        .open(a.data.split_or("train"), classes, labels.as_deref())?;
+        .open(&a.data.split_or("train"), classes, labels.as_deref())?;
     let mut cfg = train_config(&a, train_data.as_ref(), labels.as_deref())?;
     let teacher: Option<Arc<dyn OnlineTeacher>> = if a.online.teachers.is_empty() {
         None
@@ -538,10 +538,11 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
     // labels where that store's data had none, or the training data has none).
     let test = match a.test_split.as_str() {
         "none" => None,
-        split => Some(
-            a.data
-                .open(split, classes, eval_labels.as_deref().or(labels.as_deref()))?,
-        ),
+        split => Some(a.data.open_first(
+            split,
+            classes,
+            eval_labels.as_deref().or(labels.as_deref()),
+        )?),
     };
     let data = RunData {
         train: train_data,
@@ -581,9 +582,11 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let ck = student_checkpoint(&a.run, a.epoch)?;
     let labels = a.labels.as_deref().map(open_store).transpose()?;
     let split = a.data.split_or("test");
-    let data = a
-        .data
-        .open(split, Some(ck.meta.input.classes as u32), labels.as_deref())?;
+    let data = a.data.open(
+        &split,
+        Some(ck.meta.input.classes as u32),
+        labels.as_deref(),
+    )?;
     let device = a.device.inference().map_err(anyhow::Error::msg)?;
     let r = evaluate_checkpoint(
         &ck,
@@ -597,9 +600,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     .with_context(|| {
         format!(
             "evaluating on {} (split {split})",
-            a.data
-                .path()
-                .map_or("?".into(), |p| p.display().to_string())
+            a.data.describe().unwrap_or_else(|_| "?".into())
         )
     })?;
     let mut out = std::io::stdout().lock();

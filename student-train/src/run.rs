@@ -192,12 +192,6 @@ impl<'a> StudentRun<'a> {
     ) -> Result<Self, TrainError> {
         let started = Instant::now();
         cfg.validate()?;
-        if !data.train.labelled() && cfg.loss.needs_hard_labels(cfg.epochs) {
-            return Err(TrainError::config(
-                "the training data has no hard labels (`unlabelled`): this `loss` needs them; \
-                 train teacher-only (kd with `kd_weight` 1, or usi with `kd_only`)",
-            ));
-        }
         if data.teacher.is_some() != cfg.online.is_some() {
             return Err(TrainError::config(
                 "an online teacher must be given with its description (`online`) and only then",
@@ -223,7 +217,14 @@ impl<'a> StudentRun<'a> {
                     .unwrap_or_default(),
             ),
         };
+        // After the stream, which checks a store against the data (a list read otherwise).
         let stream = Arc::new(Self::stream(cfg, data)?);
+        if !data.train.labelled() && cfg.loss.needs_hard_labels(cfg.epochs) {
+            return Err(TrainError::config(
+                "the training data has no hard labels (`unlabelled`): this `loss` needs them; \
+                 train teacher-only (kd with `kd_weight` 1, or usi with `kd_only`)",
+            ));
+        }
         let evaluator = Self::evaluator(cfg, data)?;
         let start_epoch = prepare_run_dir(cfg, run, resume)?;
         let students = Self::students(cfg, run, start_epoch, &device)?;

@@ -607,6 +607,7 @@ fn draft_manifest(
         created: formats::manifest::now_rfc3339(),
         teachers: sessions.iter().map(TeacherSession::info).collect(),
         dataset: cfg.data.fingerprint().clone(),
+        datasets: cfg.data.parts().to_vec(),
         recipe: serde_json::to_value(&cfg.recipe).unwrap_or_default(),
         seed: cfg.seed,
         epochs: cfg.epochs,

@@ -90,6 +90,7 @@ pub fn write_store(
         created: formats::manifest::now_rfc3339(),
         teachers: vec![],
         dataset: data.fingerprint().clone(),
+        datasets: data.parts().to_vec(),
         recipe: serde_json::to_value(recipe).unwrap_or_default(),
         seed,
         epochs,

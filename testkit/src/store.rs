@@ -129,6 +129,7 @@ pub fn draft(cfg: &SynthConfig, epochs: u32, codec: ValueCodec, chunk_records: u
             content_xxh3: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(content.as_bytes())),
             labelled: true,
         },
+        datasets: vec![],
         recipe: serde_json::to_value(Recipe::usi()).expect("a recipe is JSON"),
         seed: cfg.seed,
         epochs,

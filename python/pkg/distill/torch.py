@@ -66,6 +66,8 @@ class ReplayDataset(IterableDataset):
             if b["hard"] is not None:
                 out["hard"] = torch.from_numpy(b["hard"])
                 out["labels"] = torch.from_numpy(b["labels"].astype("int64"))
+            if "labelled" in b:
+                out["labelled"] = torch.from_numpy(b["labelled"])
             if "teacher" in b:
                 out["teacher"] = torch.from_numpy(b["teacher"])
             if self.pin_memory:
@@ -111,12 +113,18 @@ def _teacher(batch: dict, temperature: float, loss: str) -> torch.Tensor:
 
 def cross_entropy(student_logits: torch.Tensor, batch: dict) -> torch.Tensor:
     """Mean over the batch of `−Σ_c y_c · log softmax(s)_c` with the (mixed) hard labels `y`:
-    `distill train --loss ce`. A batch without hard labels (its store's data is unlabelled) is
+    `distill train --loss ce`; over the rows with a hard label where `batch["labelled"]` says
+    which (a list with unlabelled data). A batch without hard labels (its store's data is unlabelled) is
     refused: train it teacher-only (`kd_loss(weight=1)`, `usi(kd_only=True)`)."""
     if batch.get("hard") is None:
         raise ValueError("cross_entropy: the batch has no hard labels (its store's data is "
                          "unlabelled): use kd_loss with weight=1 or usi with kd_only=True")
-    return -(F.log_softmax(student_logits, dim=1) * batch["hard"]).sum(dim=1).mean()
+    per_row = -(F.log_softmax(student_logits, dim=1) * batch["hard"]).sum(dim=1)
+    labelled = batch.get("labelled")
+    if labelled is None:
+        return per_row.mean()
+    # A list with unlabelled data: the mean over the rows that have a hard label.
+    return per_row.sum() / labelled.sum().clamp_min(1)
 
 
 def kl_teacher_student(student_logits: torch.Tensor, teacher: torch.Tensor,
