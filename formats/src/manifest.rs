@@ -213,7 +213,7 @@ pub fn parts_mismatch(store: &[DatasetFingerprint], data: &[DatasetFingerprint])
             n => format!("a list of {n} datasets"),
         };
         return Some(format!(
-            "`datasets` differ: the store was labelled from {}, the data is {}",
+            "the datasets differ: the store was labelled from {}, the data is {}",
             n(store),
             n(data)
         ));
@@ -554,7 +554,7 @@ impl Manifest {
                     "datasets",
                     format!(
                         "{} datasets of {sum} samples in all do not make the {} samples of \
-                         `dataset`",
+                         dataset",
                         self.datasets.len(),
                         self.dataset.samples
                     ),

@@ -641,13 +641,8 @@ impl Loader {
         if self.stream.labelled() {
             // A list with unlabelled data: which rows hold a hard label (the others are zeros,
             // their `labels` 2^32 − 1).
-            if b.hard_rows < b.n {
-                let rows: Vec<bool> = b
-                    .hard
-                    .chunks(classes.max(1))
-                    .map(|r| r.iter().any(|&v| v != 0.0))
-                    .collect();
-                d.set_item("labelled", rows.into_pyarray(py))?;
+            if b.has_hard.iter().any(|&h| !h) {
+                d.set_item("labelled", b.has_hard.into_pyarray(py))?;
             }
             d.set_item(
                 "hard",

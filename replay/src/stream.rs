@@ -25,7 +25,7 @@ use std::sync::Arc;
 /// when there is one, the teacher's label. A store replays what a teacher labelled offline; a
 /// sampler draws fresh views every epoch and the batches carry hard labels only, for a
 /// hard-label run, evaluation, or a teacher that labels each batch as it comes (online
-/// distillation: the caller fills [`Batch::teacher`]).
+/// distillation: [`Stream::with_teacher`]).
 pub enum Source {
     /// A label store: stored parameters and soft labels.
     Store(Arc<LabelStore>),
@@ -155,9 +155,9 @@ pub struct Batch {
     /// `n × classes` mixed hard labels; a row of zeros for a record without one (its sample,
     /// or its mix partner, is unlabelled).
     pub hard: Vec<f32>,
-    /// How many rows of `hard` hold a label (`n` on labelled data): the records a
-    /// cross-entropy term averages over.
-    pub hard_rows: usize,
+    /// Whether each row of `hard` holds a label (every row on labelled data); the rows that do
+    /// are the records a cross-entropy term averages over ([`Batch::hard_rows`]).
+    pub has_hard: Vec<bool>,
     /// `n × classes` teacher distribution at the requested τ, when one was requested: the
     /// store's, or an online teacher's.
     pub teacher: Option<Vec<f32>>,
@@ -186,6 +186,11 @@ impl Batch {
         self.digests(channels, mean, std).0
     }
 
+    /// How many rows hold a hard label (`n` on labelled data).
+    pub fn hard_rows(&self) -> usize {
+        self.has_hard.iter().filter(|&&h| h).count()
+    }
+
     /// [`Batch::content_digest`] and the digest of the inputs alone (xxh3-64 of the normalized
     /// f32 inputs), the pixels turned into f32 once for both.
     pub fn digests(&self, channels: usize, mean: &[f32], std: &[f32]) -> (u64, u64) {
@@ -197,17 +202,17 @@ impl Batch {
                 &converted
             }
         };
-        let mut inputs = xxhash_rust::xxh3::Xxh3::new();
-        feed_le(&mut inputs, x);
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         feed_le(&mut h, x);
+        // The digest of the inputs alone is the state so far: one pass over them for both.
+        let inputs = h.clone().digest();
         feed_le(&mut h, &self.hard);
         if let Some(t) = &self.teacher {
             feed_le(&mut h, t);
         }
         feed_le(&mut h, &self.samples);
         feed_le(&mut h, &self.labels);
-        (h.digest(), inputs.digest())
+        (h.digest(), inputs)
     }
 }
 
@@ -685,7 +690,7 @@ impl Stream {
             n,
             inputs: Inputs::default(),
             hard: vec![0.0; n * cl],
-            hard_rows: 0,
+            has_hard: Vec::with_capacity(n),
             teacher: tau.map(|_| vec![0.0; n * cl]),
             teacher_gap: None,
             samples: entries.iter().map(|e| e.0).collect(),
@@ -724,8 +729,8 @@ impl Stream {
         for (i, m) in built.mixed.iter().enumerate() {
             if let Some(m) = m {
                 m.dense_into(&mut batch.hard[i * cl..(i + 1) * cl]);
-                batch.hard_rows += 1;
             }
+            batch.has_hard.push(m.is_some());
         }
         if let (Some(teacher), Some(t), Some(tau)) = (&self.teacher, batch.teacher.as_mut(), tau) {
             let labels = teacher.label(&built.inputs, &batch.samples, epoch)?;
@@ -847,7 +852,7 @@ mod tests {
             n: 2,
             inputs: Inputs::F32(inputs.clone()),
             hard: vec![0.0, 1.0, 0.3, 0.7],
-            hard_rows: 2,
+            has_hard: vec![true, true],
             teacher: Some(vec![0.5, 0.5, 0.9, 0.1]),
             teacher_gap: None,
             samples: vec![3, 9],

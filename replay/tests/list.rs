@@ -1,6 +1,6 @@
 //! A stream over a list of a labelled and an unlabelled dataset (issue 28's labelled + transfer
 //! set): a record has a hard label exactly when its sample and its mix partner both do, and
-//! `hard_rows` counts those rows, the records a cross-entropy term averages over.
+//! `hard_rows()` counts those rows, the records a cross-entropy term averages over.
 
 use datasets::{DataList, Dataset, OpenOptions, write_idx};
 use replay::sampler::{Sampler, load_recipe};
@@ -76,9 +76,10 @@ fn lists_carry_hard_labels_only_where_sample_and_partner_have_one() {
         let row = &batch.hard[i * 10..(i + 1) * 10];
         let sum: f32 = row.iter().sum();
         assert_eq!(sum > 0.5, has, "sample {s}, partner {partner:?}: {row:?}");
+        assert_eq!(batch.has_hard[i], has, "sample {s}");
         assert_eq!(batch.labels[i] == replay::batch::NO_LABEL, s >= N);
     }
-    assert_eq!(batch.hard_rows, want);
+    assert_eq!(batch.hard_rows(), want);
     assert!(
         mixed_across > 0,
         "some labelled samples mixed with unlabelled ones"

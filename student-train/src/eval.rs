@@ -107,8 +107,8 @@ impl Evaluator {
         }
         if !data.labelled() && labels.is_none() {
             return Err(TrainError::config(
-                "the evaluation data has no hard labels (`unlabelled`): give the teacher's test \
-                 labels of it (`eval_labels`) to measure agreement and KL",
+                "the evaluation data has no hard labels (`unlabelled`): give the teacher's labels \
+                 of it (a store labelled from it without augmentation) to measure agreement and KL",
             ));
         }
         // The teacher's classes (the data's, unless it has no hard labels).

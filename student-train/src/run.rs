@@ -442,7 +442,7 @@ impl<'a> StudentRun<'a> {
         if let Some(g) = batch.teacher_gap {
             pass.teacher_gap = Some(pass.teacher_gap.unwrap_or(0f32).max(g));
         }
-        let (n, hard_rows) = (batch.n, batch.hard_rows);
+        let (n, hard_rows) = (batch.n, batch.hard_rows());
         pass.seen += n;
         let chw = (input.channels, input.height, input.width);
         let x = upload(batch.inputs, n, chw, &cfg.mean, &cfg.std, &self.device);

@@ -9,7 +9,7 @@
 
 use crate::bank::TeacherBank;
 use crate::error::InferError;
-use crate::pipeline::LabelConfig;
+use crate::pipeline::{LabelConfig, check_normalization};
 use formats::{Record, RecordLayout, SoftLabel, TeacherInfo};
 use replay::ReplayError;
 use replay::batch::Inputs;
@@ -23,7 +23,6 @@ pub struct OnlineLabeller {
     bank: Mutex<TeacherBank>,
     teachers: Vec<TeacherInfo>,
     layout: RecordLayout,
-    k: usize,
     /// Input channels, height, width.
     chw: [usize; 3],
     scale: f32,
@@ -44,20 +43,12 @@ impl OnlineLabeller {
                 what: e.to_string(),
             }
         })?;
+        check_normalization(cfg)?;
         let c = usize::from(cfg.data.channels());
-        for (field, v) in [("mean", &cfg.mean), ("std", &cfg.std)] {
-            if v.len() != c {
-                return Err(InferError::Invalid {
-                    field,
-                    what: format!("{} values for {c}-channel images", v.len()),
-                });
-            }
-        }
         Ok(OnlineLabeller {
             teachers: bank.sessions().iter().map(|s| s.info()).collect(),
             bank: Mutex::new(bank),
             layout,
-            k: cfg.k as usize,
             chw: [c, h as usize, w as usize],
             scale: cfg.scale,
             mean: cfg.mean.clone(),
@@ -96,7 +87,8 @@ impl OnlineTeacher for OnlineLabeller {
             .map_err(|e| ReplayError::Teacher(e.to_string()))?;
         let classes = self.layout.classes as usize;
         let mut row = vec![0u8; self.layout.row_bytes()];
-        let mut rec = Record::empty(self.k);
+        let k = self.layout.k as usize;
+        let mut rec = Record::empty(k);
         let mut out = Vec::with_capacity(samples.len());
         for (j, l) in logits.chunks_exact(classes).enumerate() {
             let bad = |e: formats::FormatError| {
@@ -106,7 +98,7 @@ impl OnlineTeacher for OnlineLabeller {
                 ))
             };
             // Through the store's codec: what an offline store of these settings would hold.
-            rec.label = SoftLabel::from_logits(l, self.k).map_err(bad)?;
+            rec.label = SoftLabel::from_logits(l, k).map_err(bad)?;
             self.layout.encode(&rec, &mut row).map_err(bad)?;
             self.layout.decode_into(&row, &mut rec).map_err(bad)?;
             out.push(rec.label.clone());

@@ -369,20 +369,7 @@ impl LabelPlan {
         let data = &cfg.data;
         let c = u32::from(data.channels());
         let (w, h) = bank.input_size(cfg.size, data.as_ref())?;
-        for (field, v) in [("mean", &cfg.mean), ("std", &cfg.std)] {
-            if v.len() != c as usize {
-                return Err(InferError::Invalid {
-                    field,
-                    what: format!("{} values for {c} channels", v.len()),
-                });
-            }
-        }
-        if cfg.std.contains(&0.0) {
-            return Err(InferError::Invalid {
-                field: "std",
-                what: "a standard deviation of 0".into(),
-            });
-        }
+        check_normalization(cfg)?;
         let range = shard_range(data.as_ref(), cfg.shard)?;
         let sampler = Sampler::new(&cfg.recipe, cfg.seed, data.len(), w, h).map_err(|e| {
             InferError::Invalid {
@@ -590,6 +577,26 @@ fn plan_items(plan: &BlockPlan, writer: &StoreWriter, epochs: u32, batch: usize)
         }
     }
     todo
+}
+
+/// Checks `cfg.mean` and `cfg.std` have a value per channel of the data and no zero std.
+pub(crate) fn check_normalization(cfg: &LabelConfig) -> Result<(), InferError> {
+    let c = cfg.data.channels();
+    for (field, v) in [("mean", &cfg.mean), ("std", &cfg.std)] {
+        if v.len() != usize::from(c) {
+            return Err(InferError::Invalid {
+                field,
+                what: format!("{} values for {c} channels", v.len()),
+            });
+        }
+    }
+    if cfg.std.contains(&0.0) {
+        return Err(InferError::Invalid {
+            field: "std",
+            what: "a standard deviation of 0".into(),
+        });
+    }
+    Ok(())
 }
 
 fn draft_manifest(
