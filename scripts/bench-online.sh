@@ -23,21 +23,7 @@ bin=target/release/distill
 out=data/bench-online
 demo=data/demo/gen1
 mkdir -p "$out"
-# The demo's recipe (src/commands/demo/pipeline.rs `demo_recipe`) as a file, for the online runs
-# and the E = EPOCHS store.
-recipe=$out/demo-mnist.toml
-cat >"$recipe" <<'EOF'
-name = "demo-mnist"
-flip = 0.0
-[crop]
-scale = [0.6, 1.0]
-ratio = [0.8, 1.25]
-[mix]
-prob = 0.5
-switch_prob = 0.0
-mixup_alpha = 0.4
-cutmix_alpha = 0.0
-EOF
+recipe=scripts/demo-mnist.toml # the demo's recipe, for the online runs and the E = EPOCHS store
 label() { # teacher, epochs, out
     [ -f "$3/manifest.json" ] && return 0
     "$bin" label --json --teacher "$1" --data data/mnist --aug "$recipe" --epochs "$2" \

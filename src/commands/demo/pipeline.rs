@@ -358,3 +358,14 @@ impl<'a> Ctx<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The scripts that label or train as the demo does read its recipe from this file.
+    #[test]
+    fn the_recipe_file_is_the_demos() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo-mnist.toml");
+        let file = replay::sampler::load_recipe(path).unwrap();
+        assert_eq!(file, super::demo_recipe());
+    }
+}
