@@ -123,6 +123,15 @@ impl From<CodecFlag> for ValueCodec {
     }
 }
 
+impl From<CodecFlag> for formats::FeatureCodec {
+    fn from(f: CodecFlag) -> Self {
+        match f {
+            CodecFlag::Q8 => formats::FeatureCodec::Q8,
+            CodecFlag::F16 => formats::FeatureCodec::F16,
+        }
+    }
+}
+
 /// Library config fields whose flag is not `--` + the field with `-` for `_`.
 const FIELD_FLAGS: &[(&str, &str)] = &[
     ("eval_crop_pct", "--crop-pct"),

@@ -42,6 +42,32 @@ fn setup() -> Setup {
     }
 }
 
+/// The teacher's input for the record of sample `i` with `aug`: replayed, then normalized with
+/// the test's mean 0.5 and std 0.25.
+fn replayed_input(
+    view: &ViewRule,
+    aug: &formats::AugParams,
+    data: &dyn dataset::Dataset,
+    i: u32,
+) -> Vec<f32> {
+    let partner = aug.mix.map(|m| data.image(m.partner).unwrap());
+    let mut x = vec![0f32; SIDE * SIDE];
+    apply(
+        view,
+        aug,
+        &data.image(i).unwrap(),
+        partner.as_ref(),
+        SIDE as u32,
+        SIDE as u32,
+        &mut x,
+    )
+    .unwrap();
+    for v in &mut x {
+        *v = (*v - 0.5) / 0.25;
+    }
+    x
+}
+
 /// `distill label` arguments with the test's defaults; a flag in `extra` replaces its default
 /// (`--teacher` adds a teacher).
 fn label_args(s: &Setup, out: &std::path::Path, extra: &[&str]) -> Vec<String> {
@@ -101,21 +127,7 @@ fn records_match_a_direct_session_call_on_the_replayed_input() {
         // The stored parameters are the ones the sampler draws for (seed, epoch, sample)…
         assert_eq!(rec.aug, sampler.sample(e, i, &dims).unwrap());
         // …and the stored label is what the teacher says about the replayed input.
-        let partner = rec.aug.mix.map(|m| data.image(m.partner).unwrap());
-        let mut x = vec![0f32; SIDE * SIDE];
-        apply(
-            &bicubic,
-            &rec.aug,
-            &data.image(i).unwrap(),
-            partner.as_ref(),
-            SIDE as u32,
-            SIDE as u32,
-            &mut x,
-        )
-        .unwrap();
-        for v in &mut x {
-            *v = (*v - 0.5) / 0.25;
-        }
+        let x = replayed_input(&bicubic, &rec.aug, data.as_ref(), i);
         let mut logits = Vec::new();
         session.run(&x, 1, [1, SIDE, SIDE], &mut logits).unwrap();
         let want = formats::SoftLabel::from_logits(&logits, 5).unwrap();
@@ -157,20 +169,8 @@ fn ensembles_are_the_mean_of_single_teachers() {
     let mut s2 = TeacherSession::open(env, &s.teacher2, Device::Cpu, 1).unwrap();
     for i in [0u32, 9, 123] {
         let rec = both.get(1, i).unwrap();
-        let mut x = vec![0f32; SIDE * SIDE];
-        apply(
-            &ViewRule::of_store(2, &both.manifest.recipe).unwrap(),
-            &rec.aug,
-            &data.image(i).unwrap(),
-            None,
-            SIDE as u32,
-            SIDE as u32,
-            &mut x,
-        )
-        .unwrap();
-        for v in &mut x {
-            *v = (*v - 0.5) / 0.25;
-        }
+        let view = ViewRule::of_store(2, &both.manifest.recipe).unwrap();
+        let x = replayed_input(&view, &rec.aug, data.as_ref(), i);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         s1.run(&x, 1, [1, SIDE, SIDE], &mut a).unwrap();
         s2.run(&x, 1, [1, SIDE, SIDE], &mut b).unwrap();
@@ -267,6 +267,134 @@ fn killed_run_resumes_to_the_uninterrupted_store() {
     killed_run_resumes(&[], "partial");
 }
 
+/// With a feature head (the second teacher of an ensemble has the output): every file, labels
+/// and features, resumes to the bytes of the uninterrupted run.
+#[test]
+fn killed_run_with_features_resumes_to_the_uninterrupted_store() {
+    let t = tempfile::tempdir().unwrap();
+    let ft = t.path().join("features.onnx");
+    write_feature_teacher(&ft);
+    killed_run_resumes(
+        &["--teacher", ft.to_str().unwrap(), "--feature", "pooled"],
+        "partial",
+    );
+}
+
+/// The teacher's feature output of each record's exact view is stored beside its label,
+/// within q8's error; outputs are chosen by name, and a missing or misshapen one is refused
+/// naming what the model has.
+#[test]
+fn features_of_the_exact_view_are_stored_and_outputs_chosen_by_name() {
+    let s = setup();
+    let ft = s.root.join("features.onnx");
+    write_feature_teacher(&ft);
+    let only = |extra: &[&str]| -> Vec<String> {
+        let mut a = label_args(&s, &s.root.join(extra[0]), &extra[1..]);
+        // This test's teacher alone: drop the setup's.
+        let at = a.iter().position(|x| x == "--teacher").unwrap();
+        a.drain(at..at + 2);
+        a.extend([
+            "--teacher".into(),
+            ft.to_str().unwrap().into(),
+            "--json".into(),
+        ]);
+        a
+    };
+    let run = |extra: &[&str]| distill(&only(extra).iter().map(String::as_str).collect::<Vec<_>>());
+    let v = ok(&run(&["feat", "--feature", "pooled"]));
+    assert_eq!(v["records"], 800);
+    let store = LabelStore::open(&s.root.join("feat")).unwrap();
+    assert_eq!(store.manifest.format_version, 5);
+    assert_eq!(
+        store.manifest.classes, 10,
+        "the logits output, found by name"
+    );
+    let heads = store.feature_heads();
+    assert_eq!((heads.len(), heads[0].output.as_str()), (1, "pooled"));
+    assert_eq!(
+        (heads[0].dim, heads[0].stored_dim),
+        (POOLED as u32, POOLED as u32)
+    );
+    let feats = store.features(0).unwrap();
+    assert!(
+        feats.head.quality.mean_cosine > 0.999,
+        "{:?}",
+        feats.head.quality
+    );
+
+    let env = &teacher_infer::runtime::environment(None).unwrap().1;
+    let outputs = teacher_infer::Outputs {
+        logits: None,
+        feature: Some("pooled".into()),
+    };
+    let mut session =
+        TeacherSession::open_outputs(env, &ft, Device::Cpu, 1, Default::default(), &outputs)
+            .unwrap();
+    let data = dataset::open(&s.data, None, "train").unwrap();
+    let view = store.view_rule().unwrap();
+    let mut got = vec![0f32; POOLED];
+    for (e, i) in [(0u32, 0u32), (1, 77), (1, 399), (0, 250)] {
+        let rec = store.get(e, i).unwrap();
+        let x = replayed_input(&view, &rec.aug, data.as_ref(), i);
+        let (mut logits, mut want) = (Vec::new(), Vec::new());
+        session
+            .run_with_features(&x, 1, [1, SIDE, SIDE], &mut logits, Some(&mut want))
+            .unwrap();
+        feats.get_into(e, i, &mut got).unwrap();
+        let max = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (a, b) in want.iter().zip(&got) {
+            assert!(
+                (a - b).abs() <= max / 254.0 + 1e-6,
+                "epoch {e} sample {i}: {a} vs {b}"
+            );
+        }
+        let label = formats::SoftLabel::from_logits(&logits, 5).unwrap();
+        assert_eq!(rec.label.indices, label.indices);
+    }
+    // inspect reports the head: bytes per record and the reconstruction.
+    let o = distill(&["inspect", s.root.join("feat").to_str().unwrap(), "--json"]);
+    let v = ok(&o);
+    let f = &v["features"][0];
+    assert_eq!(f["output"], "pooled");
+    assert_eq!(f["codec"], "q8");
+    assert!(f["bytes_per_record"].as_f64().unwrap() > 0.0, "{f}");
+    assert!(f["quality"]["mean_cosine"].as_f64().unwrap() > 0.999, "{f}");
+    let o = distill(&["inspect", s.root.join("feat").to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("features") && text.contains("pooled"),
+        "{text}"
+    );
+
+    // Refusals name the outputs the model has, or the shape that is not a pooled embedding.
+    let o = run(&["a", "--feature", "nope"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("\"nope\""), "{err}");
+    assert!(
+        err.contains("pooled") && err.contains("logits") && err.contains("tokens"),
+        "{err}"
+    );
+    let o = run(&["b", "--feature", "tokens"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("[batch, D]") && err.contains("tokens"),
+        "{err}"
+    );
+    let o = run(&["c", "--logits", "nope"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--logits") && err.contains("pooled"),
+        "{err}"
+    );
+    // The pooled output named as the logits: a 6-class teacher, which the 10-class data refuses.
+    let o = run(&["d", "--logits", "pooled"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("has 6 classes"),
+        "{err}"
+    );
+}
+
 /// Decode-once blocks over a permutation (usi mixes) stage whole blocks in a log until the end:
 /// killed while staging, the run resumes after its last complete block to the same bytes.
 #[test]
@@ -355,11 +483,21 @@ fn killed_run_resumes(extra: &[&str], watch: &str) {
         v["labelled"].as_u64().unwrap() < 24_000,
         "resume relabelled everything: {v}"
     );
-    let name = "shard-0000000000-0000000400.dls";
-    assert_eq!(
-        std::fs::read(out.join(name)).unwrap(),
-        std::fs::read(s.root.join("reference").join(name)).unwrap()
-    );
+    // Every file: the label shard and, with --feature, the feature file.
+    let files = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".dls") || n.ends_with(".dlf"))
+            .map(|n| (n.clone(), std::fs::read(dir.join(&n)).unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let want = files(&s.root.join("reference"));
+    let feature = extra.contains(&"--feature");
+    assert_eq!(want.len(), 1 + usize::from(feature));
+    assert_eq!(files(&out), want);
     let strip = |p: PathBuf| {
         let mut m: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(p.join("manifest.json")).unwrap())

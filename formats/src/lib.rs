@@ -9,6 +9,7 @@
 
 pub mod aug;
 pub mod error;
+pub mod feature;
 pub mod field;
 pub mod manifest;
 pub mod onnx;
@@ -20,6 +21,7 @@ pub mod view;
 
 pub use aug::{AUG_BYTES, AugParams, Mix, MixKind, PixelBox};
 pub use error::FormatError;
+pub use feature::{FeatureCodec, FeatureHead, FeatureLayout, FeatureQuality, Features};
 pub use manifest::{
     BlockConfig, BlockOrder, DatasetFingerprint, DecodeProbe, FORMAT_NAME, FORMAT_VERSION,
     Manifest, Quality, QualitySums, SampleRange, ShardEntry, TeacherInfo, sha256_hex,

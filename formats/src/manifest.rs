@@ -21,7 +21,15 @@ pub const FORMAT_NAME: &str = "distill-label-store";
 /// with `--unlabelled`). Writers record the lowest version that describes a store
 /// ([`Manifest::needed_version`]), so stores of labelled data stay readable by version 3 readers
 /// while older readers refuse, rather than misread, a store whose data has no hard labels.
-pub const FORMAT_VERSION: u32 = 4;
+/// Version 5: the store may hold teacher features (`features`, in files of their own); older
+/// readers would drop them when merging or resuming, so they must refuse such a store.
+pub const FORMAT_VERSION: u32 = 5;
+
+/// The first version whose data may lack hard labels or be a list of datasets.
+pub const UNLABELLED_VERSION: u32 = 4;
+
+/// The first version whose stores may hold teacher features.
+pub const FEATURES_VERSION: u32 = 5;
 
 /// The last version before data without hard labels: what a store of labelled data is written as.
 pub const LABELLED_VERSION: u32 = 3;
@@ -251,6 +259,11 @@ impl ShardEntry {
     /// leading run (what `merge` writes when it cannot hard-link a shard into the store);
     /// refused: absolute paths, and `.`, empty or `..` parts anywhere else (FORMAT.md §1).
     pub fn file_problem(&self) -> Option<String> {
+        self.file_problem_named(&shard_file_name(self.samples))
+    }
+
+    /// [`ShardEntry::file_problem`] for a file whose last part must be `want`.
+    pub fn file_problem_named(&self, want: &str) -> Option<String> {
         let f = &self.file;
         if f.starts_with('/') || f.contains('\\') || f.contains('\0') {
             return Some(format!(
@@ -268,7 +281,6 @@ impl ShardEntry {
                 "{f:?}: only a leading run of `..` may leave the store directory"
             ));
         }
-        let want = shard_file_name(self.samples);
         (*name != want).then(|| {
             format!(
                 "{f:?}: the shard of samples {} is named {want}",
@@ -460,6 +472,10 @@ pub struct Manifest {
     /// Absent only in stores no labeller wrote (synthetic ones), which cannot be replayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher_input: Option<TeacherInput>,
+    /// The teachers' stored features (FORMAT.md §6), in files of their own; absent when the
+    /// store holds soft labels only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<crate::feature::Features>,
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -508,15 +524,27 @@ impl Manifest {
         self.shards.iter().map(|s| s.bytes).sum()
     }
 
-    /// The lowest format version that describes this store: [`FORMAT_VERSION`] when its data
-    /// has no hard labels or is a list of datasets, else [`LABELLED_VERSION`] (what older
-    /// readers read correctly).
+    /// The lowest format version that describes this store: [`FEATURES_VERSION`] when it holds
+    /// features, [`UNLABELLED_VERSION`] when its data has no hard labels or is a list of
+    /// datasets, else [`LABELLED_VERSION`] (what older readers read correctly).
     pub fn needed_version(&self) -> u32 {
-        if self.dataset.labelled && self.datasets.is_empty() {
+        if self.features.is_some() {
+            FEATURES_VERSION
+        } else if self.dataset.labelled && self.datasets.is_empty() {
             LABELLED_VERSION
         } else {
-            FORMAT_VERSION
+            UNLABELLED_VERSION
         }
+    }
+
+    /// Bytes of all feature files.
+    pub fn feature_bytes(&self) -> u64 {
+        self.features
+            .iter()
+            .flat_map(|f| &f.heads)
+            .flat_map(|h| &h.shards)
+            .map(|s| s.bytes)
+            .sum()
     }
 
     /// Total records (`samples × epochs`).
@@ -561,16 +589,25 @@ impl Manifest {
                 ));
             }
         }
-        if self.needed_version() == FORMAT_VERSION && self.format_version < FORMAT_VERSION {
+        // Stores of labelled data of versions 1 and 2 stay valid: only what later versions
+        // added needs them.
+        if self.needed_version() > LABELLED_VERSION && self.format_version < self.needed_version() {
+            let what = if self.features.is_some() {
+                "teacher features (features)"
+            } else {
+                "data without hard labels or a list of datasets (dataset.labelled false, or a \
+                 datasets list)"
+            };
             return Err(FormatError::invalid(
                 "format_version",
                 format!(
-                    "{} cannot describe data without hard labels or a list of datasets \
-                     (dataset.labelled false, or a datasets list; that needs {})",
-                    self.format_version, FORMAT_VERSION
+                    "{} cannot describe {what}; that needs {}",
+                    self.format_version,
+                    self.needed_version()
                 ),
             ));
         }
+        self.check_feature_heads()?;
         crate::record::RecordLayout::new(self.classes, self.k, self.codec)?;
         if self.epochs == 0 {
             return Err(FormatError::invalid("epochs", "must be at least 1"));
@@ -609,8 +646,89 @@ impl Manifest {
         Ok(())
     }
 
-    /// Checks that the shards tile `samples` in order, without gap or overlap.
+    /// Checks the feature heads' fields: a teacher that exists, stored dimensions within the
+    /// teacher's, distinct outputs.
+    fn check_feature_heads(&self) -> Result<(), FormatError> {
+        let Some(f) = &self.features else {
+            return Ok(());
+        };
+        if f.heads.is_empty() {
+            return Err(FormatError::invalid("features.heads", "no feature head"));
+        }
+        for (h, head) in f.heads.iter().enumerate() {
+            let field = |name: &str| format!("features.heads[{h}].{name}");
+            if head.teacher as usize >= self.teachers.len().max(1) {
+                return Err(FormatError::invalid(
+                    field("teacher"),
+                    format!(
+                        "teacher {} of a store of {}",
+                        head.teacher,
+                        self.teachers.len()
+                    ),
+                ));
+            }
+            crate::feature::FeatureLayout::new(head.stored_dim, f.codec)
+                .map_err(|e| FormatError::invalid(field("stored_dim"), e.to_string()))?;
+            if head.stored_dim > head.dim {
+                return Err(FormatError::invalid(
+                    field("stored_dim"),
+                    format!("{} is more than the output's {}", head.stored_dim, head.dim),
+                ));
+            }
+            if f.heads[..h]
+                .iter()
+                .any(|o| o.teacher == head.teacher && o.output == head.output)
+            {
+                return Err(FormatError::invalid(
+                    field("output"),
+                    format!("teacher {}'s {:?} appears twice", head.teacher, head.output),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the shards tile `samples` in order, without gap or overlap, and that every
+    /// feature head has one file for each of them.
     pub fn check_shards(&self) -> Result<(), FormatError> {
+        self.check_label_shards()?;
+        for (h, head) in self
+            .features
+            .iter()
+            .flat_map(|f| f.heads.iter().enumerate())
+        {
+            let field = format!("features.heads[{h}].shards");
+            if head.shards.len() != self.shards.len() {
+                return Err(FormatError::invalid(
+                    field,
+                    format!(
+                        "{} files for the store's {} shards",
+                        head.shards.len(),
+                        self.shards.len()
+                    ),
+                ));
+            }
+            for (i, (s, l)) in head.shards.iter().zip(&self.shards).enumerate() {
+                if s.samples != l.samples || s.records != l.records {
+                    return Err(FormatError::invalid(
+                        format!("{field}[{i}]"),
+                        format!(
+                            "samples {} ({} records), the label shard's are {} ({})",
+                            s.samples, s.records, l.samples, l.records
+                        ),
+                    ));
+                }
+                if let Some(why) =
+                    s.file_problem_named(&crate::feature::feature_file_name(h, s.samples))
+                {
+                    return Err(FormatError::invalid(format!("{field}[{i}].file"), why));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_label_shards(&self) -> Result<(), FormatError> {
         let mut at = self.samples.start;
         for (i, s) in self.shards.iter().enumerate() {
             if s.samples.start != at || s.samples.is_empty() {
@@ -715,6 +833,7 @@ mod tests {
             decode_probe: None,
             blocks: None,
             teacher_input: None,
+            features: None,
             extra: Default::default(),
         }
     }

@@ -10,6 +10,7 @@
 //! teacher or a student. `formats/FORMAT.md` is the layout.
 
 pub mod error;
+pub mod features;
 pub mod lock;
 pub mod merge;
 pub mod reader;
@@ -20,6 +21,7 @@ pub mod verify;
 pub mod writer;
 
 pub use error::{Result, StoreError};
+pub use features::{DecodedFeatures, FeatureStore};
 pub use lock::{LOCK_FILE, LockHolder, WriterLock};
 pub use merge::merge;
 pub use reader::{DecodedEpoch, EpochIter, LabelStore, Prefetcher, Shard, ShardBytes};

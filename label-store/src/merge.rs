@@ -79,6 +79,23 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<Manifest> {
     m.samples = SampleRange { start: 0, end: at };
     m.shards = shards;
     m.quality = Quality::from_sums(&sums);
+    if let Some(f) = &mut m.features {
+        for (h, head) in f.heads.iter_mut().enumerate() {
+            let mut files = Vec::new();
+            let mut sums = QualitySums::default();
+            for s in &stores {
+                let fs = s.features(h)?;
+                for (entry, shard) in fs.head.shards.iter().zip(fs.shards()) {
+                    sums.add(&shard.quality_sums()?);
+                    let mut e = entry.clone();
+                    e.file = place(&shard.path, out)?;
+                    files.push(e);
+                }
+            }
+            head.shards = files;
+            head.quality = formats::FeatureQuality::from_sums(&sums, head.dim);
+        }
+    }
     m.created = formats::manifest::now_rfc3339();
     m.check().map_err(format("merged manifest"))?;
     write_atomic(&out.join(MANIFEST_FILE), m.to_json().as_bytes())?;
@@ -91,7 +108,7 @@ fn incompatibility(a: &Manifest, b: &Manifest) -> Option<String> {
     if let Some(d) = a.dataset.mismatch(&b.dataset) {
         return Some(d);
     }
-    let fields: [(&str, String, String); 12] = [
+    let fields: [(&str, String, String); 13] = [
         (
             "format_version",
             a.format_version.to_string(),
@@ -116,11 +133,22 @@ fn incompatibility(a: &Manifest, b: &Manifest) -> Option<String> {
         ),
         ("extra", json(&a.extra), json(&b.extra)),
         ("decode_probe", json(&a.decode_probe), json(&b.decode_probe)),
+        ("features", feature_setup(a), feature_setup(b)),
     ];
     fields
         .into_iter()
         .find(|(_, x, y)| x != y)
         .map(|(f, x, y)| format!("{f} differs ({x} vs {y})"))
+}
+
+/// What the feature section of a store says beside its files and figures: codec and heads.
+fn feature_setup(m: &Manifest) -> String {
+    let mut f = m.features.clone();
+    for h in f.iter_mut().flat_map(|f| f.heads.iter_mut()) {
+        h.shards.clear();
+        h.quality = Default::default();
+    }
+    json(&f)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {

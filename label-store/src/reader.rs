@@ -6,7 +6,7 @@
 //! are decompressed. Nothing here ever writes.
 
 use crate::error::{Result, StoreError, corrupt, format, io};
-use crate::shard::{ChunkHeader, Footer, parse_footer, read_chunk};
+use crate::shard::{ChunkHeader, Footer, RowFormat, RowKind, parse_footer_of, read_chunk};
 use crate::writer::{MANIFEST_FILE, WRITING_FILE};
 use formats::{Manifest, QualitySums, Record, RecordLayout, SampleRange};
 use memmap2::Mmap;
@@ -40,16 +40,25 @@ pub struct Shard {
 impl Shard {
     /// Maps `path` read-only and checks its footer.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_kind(path, RowKind::Labels)
+    }
+
+    /// Maps `path`, a file of `kind`'s kind (label shard or feature file), and checks its footer.
+    pub fn open_kind(path: &Path, kind: RowKind) -> Result<Self> {
         let file = File::open(path).map_err(io(path))?;
         // SAFETY: finished shards are immutable (the writer renames a file into place only after
         // its last byte is written and never opens it again); a store is shared read-only.
         let map = unsafe { Mmap::map(&file) }.map_err(io(path))?;
-        Self::from_bytes(path, ShardBytes::Mapped(map))
+        Self::from_bytes_kind(path, ShardBytes::Mapped(map), kind)
     }
 
     /// Checks the footer of shard bytes already in memory.
     pub fn from_bytes(path: &Path, bytes: ShardBytes) -> Result<Self> {
-        let footer = parse_footer(path, &bytes)?;
+        Self::from_bytes_kind(path, bytes, RowKind::Labels)
+    }
+
+    fn from_bytes_kind(path: &Path, bytes: ShardBytes, kind: RowKind) -> Result<Self> {
+        let footer = parse_footer_of(path, &bytes, kind)?;
         Ok(Shard {
             path: path.to_path_buf(),
             bytes,
@@ -71,7 +80,7 @@ impl Shard {
     /// Decompresses chunk `i` (footer index position) into `rows`, checking its checksums.
     pub fn chunk_rows(&self, i: usize, scratch: &mut Vec<u8>, rows: &mut [u8]) -> Result<()> {
         let e = &self.footer.index[i];
-        let row = self.footer.info.layout().row_bytes();
+        let row = self.footer.info.rows.row_bytes();
         read_chunk(&self.bytes, e, row, scratch, rows).map_err(|what| {
             corrupt(
                 &self.path,
@@ -137,7 +146,7 @@ impl LabelStore {
                 )));
             }
             let shard = Shard::open(&path)?;
-            check_shard_against_manifest(&manifest, entry, &shard)?;
+            check_shard_against_manifest(&manifest, entry, &shard, None)?;
             shards.push(shard);
         }
         let layout = RecordLayout::new(manifest.classes, manifest.k, manifest.codec)
@@ -234,33 +243,13 @@ impl LabelStore {
                 self.epochs()
             )));
         }
-        let r = self.layout.row_bytes();
-        let start = self.samples().start;
-        // Fallible: a damaged or hostile manifest can claim more samples than memory holds;
-        // that is an error naming the store, not an abort.
-        let bytes = self.samples().len() as usize * r;
-        let mut rows = Vec::new();
-        rows.try_reserve_exact(bytes).map_err(|_| {
-            StoreError::Invalid(format!(
-                "{}: epoch {epoch} needs {bytes} bytes in memory ({} samples × {r} bytes), more \
-                 than can be allocated",
-                self.dir.display(),
-                self.samples().len()
-            ))
-        })?;
-        rows.resize(bytes, 0);
-        let mut scratch = Vec::new();
-        for (s, shard) in self.shards.iter().enumerate() {
-            for &c in &shard.footer.by_epoch[epoch as usize] {
-                let e = &shard.footer.index[c as usize];
-                let at = (e.first - start) as usize * r;
-                self.shards[s].chunk_rows(
-                    c as usize,
-                    &mut scratch,
-                    &mut rows[at..at + e.raw_len as usize],
-                )?;
-            }
-        }
+        let rows = epoch_rows(
+            &self.dir,
+            &self.shards,
+            epoch,
+            self.samples(),
+            self.layout.row_bytes(),
+        )?;
         Ok(DecodedEpoch {
             epoch,
             samples: self.samples(),
@@ -313,18 +302,75 @@ impl LabelStore {
     }
 }
 
+/// Every row of `epoch` of `shards` (tiling `samples`, rows of `r` bytes), row-major.
+pub(crate) fn epoch_rows(
+    dir: &Path,
+    shards: &[Shard],
+    epoch: u32,
+    samples: SampleRange,
+    r: usize,
+) -> Result<Vec<u8>> {
+    // Fallible: a damaged or hostile manifest can claim more samples than memory holds; that
+    // is an error naming the store, not an abort.
+    let bytes = samples.len() as usize * r;
+    let mut rows = Vec::new();
+    rows.try_reserve_exact(bytes).map_err(|_| {
+        StoreError::Invalid(format!(
+            "{}: epoch {epoch} needs {bytes} bytes in memory ({} samples × {r} bytes), more than \
+             can be allocated",
+            dir.display(),
+            samples.len()
+        ))
+    })?;
+    rows.resize(bytes, 0);
+    let mut scratch = Vec::new();
+    for shard in shards {
+        for &c in &shard.footer.by_epoch[epoch as usize] {
+            let e = &shard.footer.index[c as usize];
+            let at = (e.first - samples.start) as usize * r;
+            shard.chunk_rows(
+                c as usize,
+                &mut scratch,
+                &mut rows[at..at + e.raw_len as usize],
+            )?;
+        }
+    }
+    Ok(rows)
+}
+
 pub(crate) fn check_shard_against_manifest(
     m: &Manifest,
     entry: &formats::ShardEntry,
     shard: &Shard,
+    feature: Option<(&formats::FeatureHead, formats::FeatureCodec)>,
 ) -> Result<()> {
     let i = &shard.footer.info;
+    let (classes, k, codec) = match i.rows {
+        RowFormat::Labels(l) => (
+            (m.classes, l.classes),
+            (m.k, l.k),
+            (m.codec.name(), l.codec.name()),
+        ),
+        RowFormat::Features(f) => {
+            let (head, codec) = feature.expect("a feature file is checked against its head");
+            (
+                (head.stored_dim, f.dim),
+                (0, 0),
+                (codec.name(), f.codec.name()),
+            )
+        }
+    };
+    let dims = if feature.is_some() {
+        "stored_dim"
+    } else {
+        "classes"
+    };
     let checks: [(&str, String, String); 8] = [
         ("samples", entry.samples.to_string(), i.samples.to_string()),
         ("epochs", m.epochs.to_string(), i.epochs.to_string()),
-        ("classes", m.classes.to_string(), i.classes.to_string()),
-        ("k", m.k.to_string(), i.k.to_string()),
-        ("codec", m.codec.name().into(), i.codec.name().into()),
+        (dims, classes.0.to_string(), classes.1.to_string()),
+        ("k", k.0.to_string(), k.1.to_string()),
+        ("codec", codec.0.into(), codec.1.into()),
         (
             "chunk_records",
             m.chunk_records.to_string(),

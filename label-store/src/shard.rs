@@ -11,11 +11,13 @@
 //! ```
 
 use crate::error::{Result, corrupt};
-use formats::{QualitySums, RecordLayout, SampleRange, ValueCodec};
+use formats::{FeatureCodec, FeatureLayout, QualitySums, RecordLayout, SampleRange, ValueCodec};
 use std::path::Path;
 use xxhash_rust::xxh3::xxh3_64;
 
 pub const FILE_MAGIC: &[u8; 8] = b"DSTLSHRD";
+/// Header magic of a feature file (FORMAT.md §6): the label shard's container, other rows.
+pub const FEATURE_MAGIC: &[u8; 8] = b"DSTLFEAT";
 pub const FOOTER_MAGIC: &[u8; 8] = b"DSTLEND\0";
 pub const CHUNK_MAGIC: &[u8; 4] = b"DLCK";
 pub const FILE_HEADER_BYTES: usize = 16;
@@ -44,16 +46,16 @@ pub fn checksum_text(index_xxh3: u64) -> String {
     format!("xxh3:{index_xxh3:016x}")
 }
 
-/// The 16-byte file header of a shard of format `version`.
-pub fn file_header(version: u32) -> [u8; FILE_HEADER_BYTES] {
+/// The 16-byte file header of a shard of format `version` holding `rows`.
+pub fn file_header(version: u32, kind: RowKind) -> [u8; FILE_HEADER_BYTES] {
     let mut h = [0u8; FILE_HEADER_BYTES];
-    h[..8].copy_from_slice(FILE_MAGIC);
+    h[..8].copy_from_slice(kind.magic());
     h[8..12].copy_from_slice(&version.to_le_bytes());
     h
 }
 
-/// Checks the file header of `bytes`.
-pub fn check_file_header(file: &Path, bytes: &[u8]) -> Result<()> {
+/// Checks the file header of `bytes`, a file of `kind`.
+pub fn check_file_header(file: &Path, bytes: &[u8], kind: RowKind) -> Result<()> {
     if bytes.len() < FILE_HEADER_BYTES {
         return Err(corrupt(
             file,
@@ -63,8 +65,18 @@ pub fn check_file_header(file: &Path, bytes: &[u8]) -> Result<()> {
             ),
         ));
     }
-    if &bytes[..8] != FILE_MAGIC {
-        return Err(corrupt(file, "wrong magic: not a distill shard file"));
+    if &bytes[..8] != kind.magic() {
+        let what = match (&bytes[..8], kind) {
+            (m, RowKind::Labels) if m == FEATURE_MAGIC => {
+                "a feature file where a label shard belongs"
+            }
+            (m, RowKind::Features) if m == FILE_MAGIC => {
+                "a label shard where a feature file belongs"
+            }
+            (_, RowKind::Labels) => "not a distill shard file",
+            (_, RowKind::Features) => "not a distill feature file",
+        };
+        return Err(corrupt(file, format!("wrong magic: {what}")));
     }
     check_version(file, u32_at(bytes, 8))?;
     if u32_at(bytes, 12) != 0 {
@@ -206,6 +218,100 @@ impl IndexEntry {
     }
 }
 
+/// Which kind of file: a label shard (`.dls`) or a feature file (`.dlf`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowKind {
+    Labels,
+    Features,
+}
+
+impl RowKind {
+    /// The file header magic of this kind.
+    pub fn magic(self) -> &'static [u8; 8] {
+        match self {
+            RowKind::Labels => FILE_MAGIC,
+            RowKind::Features => FEATURE_MAGIC,
+        }
+    }
+}
+
+/// What a file's rows hold: label records (a `.dls` shard) or feature vectors (a `.dlf` file).
+/// Both kinds share the container (chunks, index, footer); the footer's classes, k and codec
+/// fields hold a feature file's stored dimensions, 0 and its feature codec id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowFormat {
+    Labels(RecordLayout),
+    Features(FeatureLayout),
+}
+
+impl RowFormat {
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> usize {
+        match self {
+            RowFormat::Labels(l) => l.row_bytes(),
+            RowFormat::Features(f) => f.row_bytes(),
+        }
+    }
+
+    /// Which kind of file holds these rows.
+    pub fn kind(&self) -> RowKind {
+        match self {
+            RowFormat::Labels(_) => RowKind::Labels,
+            RowFormat::Features(_) => RowKind::Features,
+        }
+    }
+
+    /// The footer's (classes, k, codec id).
+    fn footer_fields(&self) -> (u32, u32, u8) {
+        match self {
+            RowFormat::Labels(l) => (l.classes, l.k, l.codec.id()),
+            RowFormat::Features(f) => (f.dim, 0, f.codec.id()),
+        }
+    }
+
+    /// The rows the footer's (classes, k, codec id) describe, of the kind `kind` has.
+    fn from_footer(
+        kind: RowKind,
+        classes: u32,
+        k: u32,
+        codec: u8,
+    ) -> std::result::Result<Self, String> {
+        match kind {
+            RowKind::Labels => {
+                let codec = ValueCodec::from_id(codec).map_err(|e| e.to_string())?;
+                RecordLayout::new(classes, k, codec)
+                    .map(RowFormat::Labels)
+                    .map_err(|e| e.to_string())
+            }
+            RowKind::Features => {
+                let codec = FeatureCodec::from_id(codec).map_err(|e| e.to_string())?;
+                if k != 0 {
+                    return Err(format!("k is {k} in a feature file (always 0)"));
+                }
+                FeatureLayout::new(classes, codec)
+                    .map(RowFormat::Features)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The label layout (`None` for a feature file).
+    pub fn labels(&self) -> Option<RecordLayout> {
+        match self {
+            RowFormat::Labels(l) => Some(*l),
+            RowFormat::Features(_) => None,
+        }
+    }
+
+    /// The feature layout (`None` for a label shard).
+    pub fn features(&self) -> Option<FeatureLayout> {
+        match self {
+            RowFormat::Features(f) => Some(*f),
+            RowFormat::Labels(_) => None,
+        }
+    }
+}
+
 /// What the footer says about its shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShardInfo {
@@ -213,18 +319,11 @@ pub struct ShardInfo {
     pub version: u32,
     pub epochs: u32,
     pub samples: SampleRange,
-    pub classes: u32,
-    pub k: u32,
-    pub codec: ValueCodec,
+    pub rows: RowFormat,
     pub chunk_records: u32,
 }
 
 impl ShardInfo {
-    /// The record layout rows of this shard use.
-    pub fn layout(&self) -> RecordLayout {
-        RecordLayout::new(self.classes, self.k, self.codec).expect("checked when parsed")
-    }
-
     /// Number of chunks each epoch stream has.
     pub fn chunks_per_epoch(&self) -> u32 {
         self.samples.len().div_ceil(self.chunk_records)
@@ -271,11 +370,12 @@ pub fn encode_footer(info: &ShardInfo, index: &[IndexEntry], index_offset: u64) 
     f[12..16].copy_from_slice(&info.epochs.to_le_bytes());
     f[16..20].copy_from_slice(&info.samples.start.to_le_bytes());
     f[20..24].copy_from_slice(&info.samples.end.to_le_bytes());
-    f[24..28].copy_from_slice(&info.classes.to_le_bytes());
-    f[28..32].copy_from_slice(&info.k.to_le_bytes());
+    let (classes, k, codec) = info.rows.footer_fields();
+    f[24..28].copy_from_slice(&classes.to_le_bytes());
+    f[28..32].copy_from_slice(&k.to_le_bytes());
     f[32..36].copy_from_slice(&info.chunk_records.to_le_bytes());
-    f[36..40].copy_from_slice(&(info.layout().row_bytes() as u32).to_le_bytes());
-    f[40] = info.codec.id();
+    f[36..40].copy_from_slice(&(info.rows.row_bytes() as u32).to_le_bytes());
+    f[40] = codec;
     f[48..56].copy_from_slice(&index_xxh3.to_le_bytes());
     f[56..60].copy_from_slice(&info.version.to_le_bytes());
     f[64..72].copy_from_slice(FOOTER_MAGIC);
@@ -291,6 +391,11 @@ pub fn encode_footer(info: &ShardInfo, index: &[IndexEntry], index_offset: u64) 
 /// checksum, and that every epoch stream's chunks tile the shard's samples at the fixed chunk
 /// boundaries. It does not read chunk payloads (see `verify`).
 pub fn parse_footer(file: &Path, bytes: &[u8]) -> Result<Footer> {
+    parse_footer_of(file, bytes, RowKind::Labels)
+}
+
+/// [`parse_footer`] for a file of `kind` (a label shard or a feature file).
+pub fn parse_footer_of(file: &Path, bytes: &[u8], kind: RowKind) -> Result<Footer> {
     let len = bytes.len();
     if len < FILE_HEADER_BYTES + FOOTER_BYTES {
         return Err(corrupt(
@@ -301,7 +406,7 @@ pub fn parse_footer(file: &Path, bytes: &[u8]) -> Result<Footer> {
             ),
         ));
     }
-    check_file_header(file, bytes)?;
+    check_file_header(file, bytes, kind)?;
     let f = &bytes[len - FOOTER_BYTES..];
     if &f[64..72] != FOOTER_MAGIC {
         return Err(corrupt(
@@ -314,7 +419,7 @@ pub fn parse_footer(file: &Path, bytes: &[u8]) -> Result<Footer> {
         return Err(corrupt(file, "footer checksum mismatch"));
     }
     let bad = |what: String| corrupt(file, format!("footer: {what}"));
-    let codec = ValueCodec::from_id(f[40]).map_err(|e| bad(e.to_string()))?;
+    let rows = RowFormat::from_footer(kind, u32_at(f, 24), u32_at(f, 28), f[40]).map_err(bad)?;
     let info = ShardInfo {
         version: u32_at(f, 56),
         epochs: u32_at(f, 12),
@@ -322,19 +427,20 @@ pub fn parse_footer(file: &Path, bytes: &[u8]) -> Result<Footer> {
             start: u32_at(f, 16),
             end: u32_at(f, 20),
         },
-        classes: u32_at(f, 24),
-        k: u32_at(f, 28),
-        codec,
+        rows,
         chunk_records: u32_at(f, 32),
     };
-    let layout = RecordLayout::new(info.classes, info.k, codec).map_err(|e| bad(e.to_string()))?;
-    if u32_at(f, 36) as usize != layout.row_bytes() {
+    if u32_at(f, 36) as usize != rows.row_bytes() {
+        let what = match rows {
+            RowFormat::Labels(l) => format!("k = {} with {} classes", l.k, l.classes),
+            RowFormat::Features(fl) => {
+                format!("{} dimensions in {}", fl.dim, fl.codec.name())
+            }
+        };
         return Err(bad(format!(
-            "row size {} does not match k = {} with {} classes ({} bytes)",
+            "row size {} does not match {what} ({} bytes)",
             u32_at(f, 36),
-            info.k,
-            info.classes,
-            layout.row_bytes()
+            rows.row_bytes()
         )));
     }
     if info.epochs == 0 || info.samples.is_empty() || info.chunk_records == 0 {
@@ -384,7 +490,7 @@ pub fn parse_footer(file: &Path, bytes: &[u8]) -> Result<Footer> {
             return Err(bad(format!("{where_}: appears twice")));
         }
         *slot = i as u32;
-        if e.raw_len as usize != e.count as usize * layout.row_bytes() {
+        if e.raw_len as usize != e.count as usize * rows.row_bytes() {
             return Err(bad(format!(
                 "{where_}: raw length {} is not count × row size",
                 e.raw_len

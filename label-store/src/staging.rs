@@ -10,14 +10,16 @@
 //! written (FORMAT.md §1.3).
 //!
 //! Layout, little-endian: a 40-byte header (`DLSSTAGE`, version u32, row bytes u32, epochs u32,
-//! sample start u32, end u32, 4 zero bytes, xxh3 of the first 32 bytes), then groups: a 40-byte
+//! sample start u32, end u32, row kind u8 (0 labels, 1 features), 3 zero bytes, xxh3 of the first 32 bytes), then groups: a 40-byte
 //! group header (`GRUP`, count u32, group u64, raw_len u32, payload_len u32, payload xxh3 u64,
 //! xxh3 of the first 32 bytes) and a zstd frame of `count` records of [`STAGED_EXTRA`] + row
 //! bytes each: epoch u32, sample u32, flags u8 (1: reconstruction KL measured, 2: ground truth
-//! known, 4: teacher right), top-k mass f64, entropy f64, KL at τ = 1 f64, KL at τ = 4 f64, row.
+//! known, 4: teacher right), top-k mass f64, entropy f64, KL at τ = 1 f64, KL at τ = 4 f64, row;
+//! for feature rows flags 0 and cosine, `‖x − r‖²`, `‖x‖²`, 0.
 
 use crate::error::{Result, StoreError, corrupt, io};
-use crate::shard::ShardInfo;
+use crate::shard::{RowFormat, ShardInfo};
+use formats::QualitySums;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -31,13 +33,45 @@ const GROUP_HEADER_BYTES: usize = 40;
 /// Bytes a staged record carries besides its row.
 pub const STAGED_EXTRA: usize = 41;
 
-/// What one record adds to its chunk's quality sums, computed when it is appended.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct RowStats {
-    pub mass: f64,
-    pub entropy: f64,
-    pub kl: Option<(f64, f64)>,
-    pub correct: Option<bool>,
+/// What one record adds to its chunk's quality sums, computed when it is appended. Staged as
+/// flags and four f64 (the file header's row kind says how): for a label row top-k mass,
+/// entropy and the two KLs, for a feature row the cosine, `‖x − r‖²` and `‖x‖²`.
+pub type RowStats = QualitySums;
+
+/// The flags byte and four f64 a staged record carries for `s`.
+fn pack(rows: &RowFormat, s: &RowStats) -> (u8, [f64; 4]) {
+    match rows {
+        RowFormat::Labels(_) => {
+            let flags = u8::from(s.kl_records > 0.0)
+                | (u8::from(s.labelled > 0.0) << 1)
+                | (u8::from(s.correct > 0.0) << 2);
+            (flags, [s.top_mass, s.entropy, s.kl_tau1, s.kl_tau4])
+        }
+        RowFormat::Features(_) => {
+            let a = s.to_array();
+            (0, [a[1], a[2], a[3], 0.0])
+        }
+    }
+}
+
+/// Inverse of [`pack`].
+fn unpack(rows: &RowFormat, flags: u8, v: [f64; 4]) -> RowStats {
+    match rows {
+        RowFormat::Labels(_) => {
+            let kl = flags & 1 != 0;
+            QualitySums {
+                records: 1.0,
+                top_mass: v[0],
+                entropy: v[1],
+                kl_records: f64::from(u8::from(kl)),
+                kl_tau1: if kl { v[2] } else { 0.0 },
+                kl_tau4: if kl { v[3] } else { 0.0 },
+                labelled: f64::from(flags >> 1 & 1),
+                correct: f64::from(flags >> 2 & 1),
+            }
+        }
+        RowFormat::Features(_) => formats::feature::feature_sums(v[0], v[1], v[2]),
+    }
 }
 
 /// One staged record: its key, its encoded row and its statistics.
@@ -53,6 +87,7 @@ pub struct StagedRow {
 pub struct StagingLog {
     path: PathBuf,
     file: File,
+    rows: RowFormat,
     row_bytes: usize,
     groups: u64,
     records: u64,
@@ -68,6 +103,8 @@ fn header(info: &ShardInfo, row_bytes: usize) -> [u8; HEADER_BYTES] {
     h[16..20].copy_from_slice(&info.epochs.to_le_bytes());
     h[20..24].copy_from_slice(&info.samples.start.to_le_bytes());
     h[24..28].copy_from_slice(&info.samples.end.to_le_bytes());
+    // The row kind (0 for label rows, as logs written before feature rows have).
+    h[28] = u8::from(matches!(info.rows, RowFormat::Features(_)));
     let sum = xxh3_64(&h[..32]);
     h[32..40].copy_from_slice(&sum.to_le_bytes());
     h
@@ -115,7 +152,8 @@ impl StagingLog {
     /// Opens the log at `path` for a shard `info` with rows of `row_bytes`: a new one, or an
     /// existing one kept up to its last complete group (anything after it, a group being written
     /// when the process died, is cut off).
-    pub fn open(path: &Path, info: &ShardInfo, row_bytes: usize, level: i32) -> Result<Self> {
+    pub fn open(path: &Path, info: &ShardInfo, level: i32) -> Result<Self> {
+        let row_bytes = info.rows.row_bytes();
         let want = header(info, row_bytes);
         let file = OpenOptions::new()
             .read(true)
@@ -128,6 +166,7 @@ impl StagingLog {
         let mut log = StagingLog {
             path: path.to_path_buf(),
             file,
+            rows: info.rows,
             row_bytes,
             groups: 0,
             records: 0,
@@ -202,15 +241,11 @@ impl StagingLog {
                     self.row_bytes
                 )));
             }
-            let s = &r.stats;
-            let flags = u8::from(s.kl.is_some())
-                | (u8::from(s.correct.is_some()) << 1)
-                | (u8::from(s.correct == Some(true)) << 2);
-            let (kl1, kl4) = s.kl.unwrap_or((0.0, 0.0));
+            let (flags, values) = pack(&self.rows, &r.stats);
             self.raw.extend_from_slice(&r.epoch.to_le_bytes());
             self.raw.extend_from_slice(&r.sample.to_le_bytes());
             self.raw.push(flags);
-            for v in [s.mass, s.entropy, kl1, kl4] {
+            for v in values {
                 self.raw.extend_from_slice(&v.to_le_bytes());
             }
             self.raw.extend_from_slice(&r.row);
@@ -250,6 +285,7 @@ impl StagingLog {
             path: self.path.clone(),
             reader: BufReader::with_capacity(1 << 20, f),
             at: HEADER_BYTES as u64,
+            rows: self.rows,
             row_bytes: self.row_bytes,
             payload: Vec::new(),
             done: false,
@@ -262,6 +298,7 @@ pub struct GroupIter {
     path: PathBuf,
     reader: BufReader<File>,
     at: u64,
+    rows: RowFormat,
     row_bytes: usize,
     payload: Vec<u8>,
     done: bool,
@@ -325,12 +362,11 @@ impl Iterator for GroupIter {
                 StagedRow {
                     epoch: u32_at(b, 0),
                     sample: u32_at(b, 4),
-                    stats: RowStats {
-                        mass: f64_at(b, 9),
-                        entropy: f64_at(b, 17),
-                        kl: (flags & 1 != 0).then(|| (f64_at(b, 25), f64_at(b, 33))),
-                        correct: (flags & 2 != 0).then_some(flags & 4 != 0),
-                    },
+                    stats: unpack(
+                        &self.rows,
+                        flags,
+                        [f64_at(b, 9), f64_at(b, 17), f64_at(b, 25), f64_at(b, 33)],
+                    ),
                     row: b[STAGED_EXTRA..].to_vec(),
                 }
             })

@@ -42,6 +42,28 @@ pub struct Summary {
     pub blocks: Option<formats::BlockConfig>,
     /// How many records have each class as the teacher's top-1.
     pub top1_histogram: Vec<u64>,
+    /// The stored features, one entry per head (empty without features).
+    pub features: Vec<FeatureSummary>,
+}
+
+/// What `inspect` shows of one feature head.
+#[derive(Clone, Debug, Serialize)]
+pub struct FeatureSummary {
+    /// The teacher's file name and the output stored.
+    pub teacher: String,
+    pub output: String,
+    /// The output's dimensions and those stored per record.
+    pub dim: u32,
+    pub stored_dim: u32,
+    pub codec: String,
+    /// Bytes of the head's files, and per record.
+    pub bytes: u64,
+    pub bytes_per_record: f64,
+    /// The writer's reconstruction figures (cosine, errors) over every record.
+    pub quality: formats::FeatureQuality,
+    /// The largest of the cosine thresholds at least 99% of records reach (a lower bound on
+    /// the 1st percentile), when any is.
+    pub p1_cosine_at_least: Option<f64>,
 }
 
 /// Summarizes `store`, reading every record once for the top-1 histogram.
@@ -116,5 +138,33 @@ pub fn summarize(store: &LabelStore) -> Result<Summary> {
         decode_probe: m.decode_probe.clone(),
         blocks: m.blocks,
         top1_histogram: hist,
+        features: feature_summaries(m, records),
     })
+}
+
+/// The manifest's feature heads as [`FeatureSummary`] entries (nothing of their files is read).
+fn feature_summaries(m: &formats::Manifest, records: u64) -> Vec<FeatureSummary> {
+    let Some(f) = &m.features else {
+        return Vec::new();
+    };
+    f.heads
+        .iter()
+        .map(|h| {
+            let bytes: u64 = h.shards.iter().map(|s| s.bytes).sum();
+            FeatureSummary {
+                teacher: m
+                    .teachers
+                    .get(h.teacher as usize)
+                    .map_or_else(|| h.teacher.to_string(), |t| t.file.clone()),
+                output: h.output.clone(),
+                dim: h.dim,
+                stored_dim: h.stored_dim,
+                codec: f.codec.name().into(),
+                bytes,
+                bytes_per_record: bytes as f64 / records.max(1) as f64,
+                p1_cosine_at_least: h.quality.p1_at_least(),
+                quality: h.quality.clone(),
+            }
+        })
+        .collect()
 }

@@ -2,6 +2,7 @@
 //! shards. Unlike opening a store, it keeps going after a fault and reports them all.
 
 use crate::reader::{Shard, check_shard_against_manifest};
+use crate::shard::RowKind;
 use crate::writer::MANIFEST_FILE;
 use formats::{Manifest, Record, RecordLayout};
 use serde::Serialize;
@@ -33,30 +34,90 @@ pub fn verify(dir: &Path) -> VerifyReport {
     };
     let layout = RecordLayout::new(manifest.classes, manifest.k, manifest.codec)
         .expect("checked manifest has a valid layout");
-    let row = layout.row_bytes();
     let mut rec = Record::empty(layout.k as usize);
-    let (mut rows, mut scratch) = (Vec::new(), Vec::new());
     for entry in &manifest.shards {
-        let path = dir.join(&entry.file);
+        let file = File {
+            dir,
+            manifest: &manifest,
+            entry,
+            what: "shard".into(),
+            head: None,
+        };
+        file.check(layout.row_bytes(), &mut report, |r| {
+            layout.decode_into(r, &mut rec).map(|_| ())
+        });
+    }
+    if let Some(f) = &manifest.features {
+        for (h, head) in f.heads.iter().enumerate() {
+            // The manifest check refused a head whose layout is invalid.
+            let Ok(layout) = formats::FeatureLayout::new(head.stored_dim, f.codec) else {
+                continue;
+            };
+            let mut v = vec![0f32; head.stored_dim as usize];
+            for entry in &head.shards {
+                let file = File {
+                    dir,
+                    manifest: &manifest,
+                    entry,
+                    what: format!("feature file of head {h}"),
+                    head: Some((head, f.codec)),
+                };
+                file.check(layout.row_bytes(), &mut report, |r| {
+                    layout.decode_into(r, &mut v)
+                });
+            }
+        }
+    }
+    report.ok = report.errors.is_empty();
+    report
+}
+
+/// One file of a store to verify: a label shard, or a feature head's file.
+struct File<'a> {
+    dir: &'a Path,
+    manifest: &'a Manifest,
+    entry: &'a formats::ShardEntry,
+    /// How errors name it.
+    what: String,
+    head: Option<(&'a formats::FeatureHead, formats::FeatureCodec)>,
+}
+
+impl File<'_> {
+    /// Checks the footer against the manifest, every chunk's checksums, and every row with
+    /// `decode`, reporting every fault.
+    fn check(
+        &self,
+        row: usize,
+        report: &mut VerifyReport,
+        mut decode: impl FnMut(&[u8]) -> Result<(), formats::FormatError>,
+    ) {
+        let path = self.dir.join(&self.entry.file);
         if !path.exists() {
             report.errors.push(format!(
-                "{}: shard {} (samples {}) is missing",
-                dir.display(),
-                entry.file,
-                entry.samples
+                "{}: {} {} (samples {}) is missing",
+                self.dir.display(),
+                self.what,
+                self.entry.file,
+                self.entry.samples
             ));
-            continue;
+            return;
         }
-        let shard = match Shard::open(&path) {
+        let kind = if self.head.is_some() {
+            RowKind::Features
+        } else {
+            RowKind::Labels
+        };
+        let shard = match Shard::open_kind(&path, kind) {
             Ok(s) => s,
             Err(e) => {
                 report.errors.push(e.to_string());
-                continue;
+                return;
             }
         };
-        if let Err(e) = check_shard_against_manifest(&manifest, entry, &shard) {
+        if let Err(e) = check_shard_against_manifest(self.manifest, self.entry, &shard, self.head) {
             report.errors.push(e.to_string());
         }
+        let (mut rows, mut scratch) = (Vec::new(), Vec::new());
         for (i, e) in shard.footer.index.iter().enumerate() {
             report.chunks_checked += 1;
             rows.resize(e.raw_len as usize, 0);
@@ -65,8 +126,10 @@ pub fn verify(dir: &Path) -> VerifyReport {
                 continue;
             }
             for (n, r) in rows.chunks_exact(row).enumerate() {
-                report.records_checked += 1;
-                if let Err(err) = layout.decode_into(r, &mut rec) {
+                if self.head.is_none() {
+                    report.records_checked += 1;
+                }
+                if let Err(err) = decode(r) {
                     report.errors.push(format!(
                         "{}: chunk {i}: record (epoch {}, sample {}): {err}",
                         path.display(),
@@ -78,6 +141,4 @@ pub fn verify(dir: &Path) -> VerifyReport {
             }
         }
     }
-    report.ok = report.errors.is_empty();
-    report
 }

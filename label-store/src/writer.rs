@@ -18,11 +18,12 @@
 use crate::error::{Result, StoreError, corrupt, format, io};
 use crate::lock::WriterLock;
 use crate::shard::{
-    CHUNK_HEADER_BYTES, ChunkHeader, FILE_HEADER_BYTES, IndexEntry, ShardInfo, check_file_header,
-    encode_footer, file_header, rows_to_columns,
+    CHUNK_HEADER_BYTES, ChunkHeader, FILE_HEADER_BYTES, IndexEntry, RowFormat, ShardInfo,
+    check_file_header, encode_footer, file_header, rows_to_columns,
 };
 use crate::staging::{RowStats, StagedRow, StagingLog};
-use formats::{Manifest, Quality, QualitySums, Record, RecordLayout, ShardEntry};
+use formats::feature::{FeatureQuality, feature_file_name};
+use formats::{FeatureLayout, Manifest, Quality, QualitySums, Record, RecordLayout, ShardEntry};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -69,12 +70,11 @@ struct EpochStream {
     stats: QualitySums,
 }
 
-/// Appends the chunks of one shard file.
+/// Appends the chunks of one shard file (label records, or one head's feature vectors).
 pub struct ShardWriter {
     path: PathBuf,
     file: File,
     info: ShardInfo,
-    layout: RecordLayout,
     streams: Vec<EpochStream>,
     index: Vec<IndexEntry>,
     /// Sums over written chunks, in file order.
@@ -91,13 +91,12 @@ impl ShardWriter {
     /// Creates (truncating) a partial shard file at `path`.
     pub fn create(path: &Path, info: ShardInfo, level: i32) -> Result<Self> {
         let mut file = File::create(path).map_err(io(path))?;
-        file.write_all(&file_header(info.version))
+        file.write_all(&file_header(info.version, info.rows.kind()))
             .map_err(io(path))?;
         Self::new(path, file, info, level, FILE_HEADER_BYTES as u64)
     }
 
     fn new(path: &Path, file: File, info: ShardInfo, level: i32, offset: u64) -> Result<Self> {
-        let layout = info.layout();
         let streams = (0..info.epochs)
             .map(|_| EpochStream {
                 next: info.samples.start,
@@ -109,7 +108,6 @@ impl ShardWriter {
             path: path.to_path_buf(),
             file,
             info,
-            layout,
             streams,
             index: Vec::new(),
             written: QualitySums::default(),
@@ -136,9 +134,9 @@ impl ShardWriter {
             drop(file);
             return Self::create(path, info, level);
         }
-        check_file_header(path, &bytes)?;
+        check_file_header(path, &bytes, info.rows.kind())?;
         let mut w = Self::new(path, file, info, level, FILE_HEADER_BYTES as u64)?;
-        let row = w.layout.row_bytes();
+        let row = info.rows.row_bytes();
         let mut at = FILE_HEADER_BYTES;
         while let Ok(h) = ChunkHeader::decode(&bytes[at..]) {
             let Some(stream) = w.streams.get(h.epoch as usize) else {
@@ -202,6 +200,45 @@ impl ShardWriter {
         rec: &Record,
         quality: &RecordQuality,
     ) -> Result<()> {
+        let layout = self.label_layout()?;
+        self.push(epoch, sample, |row| {
+            layout.encode(rec, row)?;
+            Ok(row_stats(rec, quality, layout.classes as usize))
+        })
+    }
+
+    /// Appends the feature vector `x` of (`epoch`, `sample`) to a feature file, measuring its
+    /// reconstruction; same order rules as [`ShardWriter::append`].
+    pub fn append_feature(&mut self, epoch: u32, sample: u32, x: &[f32]) -> Result<()> {
+        let layout = self.feature_layout()?;
+        self.push(epoch, sample, |row| encode_feature(&layout, x, row))
+    }
+
+    fn label_layout(&self) -> Result<RecordLayout> {
+        self.info.rows.labels().ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "{}: a label record appended to a feature file",
+                self.path.display()
+            ))
+        })
+    }
+
+    fn feature_layout(&self) -> Result<FeatureLayout> {
+        self.info.rows.features().ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "{}: a feature vector appended to a label shard",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// Appends the row `fill` encodes (returning what it adds to the sums) in sample order.
+    fn push(
+        &mut self,
+        epoch: u32,
+        sample: u32,
+        fill: impl FnOnce(&mut [u8]) -> std::result::Result<RowStats, formats::FormatError>,
+    ) -> Result<()> {
         if self.failed {
             return Err(StoreError::Invalid(format!(
                 "{}: an earlier write failed; resume the store to continue",
@@ -230,16 +267,18 @@ impl ShardWriter {
                 "record (epoch {epoch}, sample {sample}) appended out of order: {why}"
             )));
         }
-        let row = self.layout.row_bytes();
+        let row = info.rows.row_bytes();
         let at = stream.rows.len();
         stream.rows.resize(at + row, 0);
-        if let Err(e) = self.layout.encode(rec, &mut stream.rows[at..]) {
-            stream.rows.truncate(at);
-            return Err(format(format!("record (epoch {epoch}, sample {sample})"))(
-                e,
-            ));
-        }
-        let stats = row_stats(rec, quality, self.layout.classes as usize);
+        let stats = match fill(&mut stream.rows[at..]) {
+            Ok(s) => s,
+            Err(e) => {
+                stream.rows.truncate(at);
+                return Err(format(format!("record (epoch {epoch}, sample {sample})"))(
+                    e,
+                ));
+            }
+        };
         self.count(epoch, sample, &stats)
     }
 
@@ -247,19 +286,7 @@ impl ShardWriter {
     fn count(&mut self, epoch: u32, sample: u32, st: &RowStats) -> Result<()> {
         let info = self.info;
         let stream = &mut self.streams[epoch as usize];
-        let s = &mut stream.stats;
-        s.records += 1.0;
-        s.top_mass += st.mass;
-        s.entropy += st.entropy;
-        if let Some((kl1, kl4)) = st.kl {
-            s.kl_records += 1.0;
-            s.kl_tau1 += kl1;
-            s.kl_tau4 += kl4;
-        }
-        if let Some(ok) = st.correct {
-            s.labelled += 1.0;
-            s.correct += f64::from(u8::from(ok));
-        }
+        stream.stats.add(st);
         stream.next += 1;
         let j = (sample - info.samples.start) / info.chunk_records;
         if stream.next == info.chunk_samples(j).end {
@@ -287,12 +314,7 @@ impl ShardWriter {
             s.rows.clear();
             s.stats = QualitySums::default();
         }
-        self.staging = Some(StagingLog::open(
-            path,
-            &self.info,
-            self.layout.row_bytes(),
-            level,
-        )?);
+        self.staging = Some(StagingLog::open(path, &self.info, level)?);
         Ok(())
     }
 
@@ -304,6 +326,33 @@ impl ShardWriter {
     /// Stages the next group of records (staged writing only); any (epoch, sample) order, each
     /// record exactly once over the whole run. A rejected group changes nothing.
     pub fn append_group(&mut self, records: &[(u32, u32, Record, RecordQuality)]) -> Result<()> {
+        let layout = self.label_layout()?;
+        self.stage_group(records.len(), |i, row| {
+            let (epoch, sample, rec, q) = &records[i];
+            layout.encode(rec, row)?;
+            Ok((*epoch, *sample, row_stats(rec, q, layout.classes as usize)))
+        })
+    }
+
+    /// Stages the next group of feature vectors: (epoch, sample, vector); see
+    /// [`ShardWriter::append_group`].
+    pub fn append_feature_group(&mut self, vectors: &[(u32, u32, &[f32])]) -> Result<()> {
+        let layout = self.feature_layout()?;
+        self.stage_group(vectors.len(), |i, row| {
+            let (epoch, sample, x) = vectors[i];
+            Ok((epoch, sample, encode_feature(&layout, x, row)?))
+        })
+    }
+
+    /// Stages a group of `n` records, row `i` filled by `fill` (which names its key).
+    fn stage_group(
+        &mut self,
+        n: usize,
+        fill: impl Fn(
+            usize,
+            &mut [u8],
+        ) -> std::result::Result<(u32, u32, RowStats), formats::FormatError>,
+    ) -> Result<()> {
         if self.failed {
             return Err(StoreError::Invalid(format!(
                 "{}: an earlier write failed; resume the store to continue",
@@ -315,23 +364,22 @@ impl ShardWriter {
                 "append_group on a store written in sample order".into(),
             ));
         };
-        let (info, layout) = (self.info, self.layout);
-        let mut rows = Vec::with_capacity(records.len());
-        for (epoch, sample, rec, q) in records {
-            if *epoch >= info.epochs || !info.samples.contains(*sample) {
+        let info = self.info;
+        let mut rows = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut row = vec![0u8; info.rows.row_bytes()];
+            let (epoch, sample, stats) =
+                fill(i, &mut row).map_err(format(format!("record {i} of the group")))?;
+            if epoch >= info.epochs || !info.samples.contains(sample) {
                 return Err(StoreError::Invalid(format!(
                     "record (epoch {epoch}, sample {sample}) is outside the store (epochs 0..{}, samples {})",
                     info.epochs, info.samples
                 )));
             }
-            let mut row = vec![0u8; layout.row_bytes()];
-            layout
-                .encode(rec, &mut row)
-                .map_err(format(format!("record (epoch {epoch}, sample {sample})")))?;
             rows.push(StagedRow {
-                epoch: *epoch,
-                sample: *sample,
-                stats: row_stats(rec, q, layout.classes as usize),
+                epoch,
+                sample,
+                stats,
                 row,
             });
         }
@@ -348,7 +396,7 @@ impl ShardWriter {
             return Ok(());
         };
         let info = self.info;
-        let row = self.layout.row_bytes();
+        let row = info.rows.row_bytes();
         let epochs = info.epochs as usize;
         let per_sample = (epochs * (row + std::mem::size_of::<RowStats>() + 1)) as u64;
         let chunk = u64::from(info.chunk_records);
@@ -411,7 +459,7 @@ impl ShardWriter {
     }
 
     fn flush(&mut self, epoch: u32) -> Result<()> {
-        let row = self.layout.row_bytes();
+        let row = self.info.rows.row_bytes();
         let stream = &mut self.streams[epoch as usize];
         let count = (stream.rows.len() / row) as u32;
         let first = stream.next - count;
@@ -495,12 +543,29 @@ pub const STAGED_FINISH_BYTES: u64 = 1 << 30;
 /// What `rec` adds to the quality sums.
 fn row_stats(rec: &Record, q: &RecordQuality, classes: usize) -> RowStats {
     let (mass, entropy) = rec.label.mass_and_entropy(classes);
-    RowStats {
-        mass,
+    let (kl1, kl4) = q.reconstruction_kl.unwrap_or((0.0, 0.0));
+    QualitySums {
+        records: 1.0,
+        top_mass: mass,
         entropy,
-        kl: q.reconstruction_kl,
-        correct: q.teacher_correct,
+        kl_records: f64::from(u8::from(q.reconstruction_kl.is_some())),
+        kl_tau1: kl1,
+        kl_tau4: kl4,
+        labelled: f64::from(u8::from(q.teacher_correct.is_some())),
+        correct: f64::from(u8::from(q.teacher_correct == Some(true))),
     }
+}
+
+/// Encodes `x` into `row` and measures how well the row reconstructs it.
+fn encode_feature(
+    layout: &FeatureLayout,
+    x: &[f32],
+    row: &mut [u8],
+) -> std::result::Result<RowStats, formats::FormatError> {
+    layout.encode(x, row)?;
+    let mut r = vec![0f32; x.len()];
+    layout.decode_into(row, &mut r)?;
+    Ok(formats::feature::reconstruction_sums(x, &r))
 }
 
 /// The manifest entry of the finished shard at `path`.
@@ -528,7 +593,8 @@ fn file_name(p: &Path) -> String {
 }
 
 /// Writes a store directory holding one shard: the whole dataset, or with `--shard I/N` a
-/// contiguous part of it that `merge` later joins with the others.
+/// contiguous part of it that `merge` later joins with the others. A store with features has,
+/// beside the label shard, one feature file per head (FORMAT.md §6), written in step with it.
 ///
 /// The writer holds the directory's [`WriterLock`] for its whole life, so a second writer (a
 /// retried batch job whose predecessor still runs) is refused at once instead of racing it.
@@ -540,13 +606,61 @@ pub struct StoreWriter {
 }
 
 enum WriterState {
-    /// Records still to come.
-    Writing(Box<ShardWriter>),
-    /// Resuming a store whose shard was renamed into place before the crash: only the manifest
-    /// is missing.
-    ShardDone(ShardEntry, QualitySums),
+    /// Records still to come (some files may be complete already after a crash).
+    Writing(Box<Files>),
     /// Resuming a store that is already finished, with the same settings: nothing to do.
     Complete(Box<Manifest>),
+}
+
+/// One file of the store being written: still open, or renamed into place before a crash.
+enum FileState {
+    Open(Box<ShardWriter>),
+    Done(ShardEntry, QualitySums),
+}
+
+impl FileState {
+    fn next_sample(&self, epoch: u32, end: u32) -> u32 {
+        match self {
+            FileState::Open(w) => w.next_sample(epoch),
+            FileState::Done(..) => end,
+        }
+    }
+
+    fn staged_groups(&self) -> Option<u64> {
+        match self {
+            FileState::Open(w) => w.staged_groups(),
+            FileState::Done(..) => Some(u64::MAX),
+        }
+    }
+}
+
+/// The label shard and the feature files of one store, fed the same records in the same order.
+/// After a crash they may have reached different points: each skips what it already holds.
+struct Files {
+    labels: FileState,
+    features: Vec<FileState>,
+    end: u32,
+    /// The next group number (staged writing): the fewest any file has staged, plus those
+    /// appended since.
+    next_group: u64,
+}
+
+impl Files {
+    fn next_sample(&self, epoch: u32) -> u32 {
+        std::iter::once(&self.labels)
+            .chain(&self.features)
+            .map(|f| f.next_sample(epoch, self.end))
+            .min()
+            .unwrap_or(self.end)
+    }
+
+    fn staged_groups(&self) -> Option<u64> {
+        std::iter::once(&self.labels)
+            .chain(&self.features)
+            .map(FileState::staged_groups)
+            .min()
+            .flatten()
+    }
 }
 
 impl StoreWriter {
@@ -560,10 +674,10 @@ impl StoreWriter {
     /// loads its teachers, so that a second run fails at once).
     ///
     /// With [`OpenMode::Resume`] a store that is already finished is accepted when `draft`
-    /// matches its manifest (teachers, dataset, recipe, seed, epochs, k, codec, samples, …):
-    /// the writer then has nothing to do and `finish` returns the existing manifest, so a
-    /// retried job whose predecessor finished succeeds. A different setting is an error naming
-    /// the field.
+    /// matches its manifest (teachers, dataset, recipe, seed, epochs, k, codec, samples,
+    /// features, …): the writer then has nothing to do and `finish` returns the existing
+    /// manifest, so a retried job whose predecessor finished succeeds. A different setting is
+    /// an error naming the field.
     pub fn open_locked(
         lock: WriterLock,
         mut draft: Manifest,
@@ -572,33 +686,42 @@ impl StoreWriter {
     ) -> Result<Self> {
         let dir = lock.dir().to_path_buf();
         let dir = dir.as_path();
-        draft.shards.clear();
-        draft.quality = Quality::default();
+        clear_results(&mut draft);
         draft
             .check_fields()
             .map_err(format(dir.join(WRITING_FILE).display().to_string()))?;
-        let row = formats::RecordLayout::new(draft.classes, draft.k, draft.codec)
-            .map_err(format("manifest draft"))?
-            .row_bytes();
-        if u64::from(draft.chunk_records) * row as u64 > u64::from(u32::MAX) {
-            return Err(StoreError::Invalid(format!(
-                "chunk_records {} × {row}-byte rows exceeds the 4 GiB a chunk may hold",
-                draft.chunk_records
-            )));
+        let layout = formats::RecordLayout::new(draft.classes, draft.k, draft.codec)
+            .map_err(format("manifest draft"))?;
+        let mut kinds = vec![RowFormat::Labels(layout)];
+        if let Some(f) = &draft.features {
+            for h in &f.heads {
+                let l =
+                    FeatureLayout::new(h.stored_dim, f.codec).map_err(format("manifest draft"))?;
+                kinds.push(RowFormat::Features(l));
+            }
         }
-        let info = ShardInfo {
+        for k in &kinds {
+            let row = k.row_bytes();
+            if u64::from(draft.chunk_records) * row as u64 > u64::from(u32::MAX) {
+                return Err(StoreError::Invalid(format!(
+                    "chunk_records {} × {row}-byte rows exceeds the 4 GiB a chunk may hold",
+                    draft.chunk_records
+                )));
+            }
+        }
+        let info = |rows| ShardInfo {
             version: draft.format_version,
             epochs: draft.epochs,
             samples: draft.samples,
-            classes: draft.classes,
-            k: draft.k,
-            codec: draft.codec,
+            rows,
             chunk_records: draft.chunk_records,
         };
-        let name = shard_file_name(draft.samples);
-        let final_path = dir.join(&name);
-        let partial = dir.join(format!("{name}.partial"));
-        let staging = dir.join(format!("{name}.staging"));
+        let names: Vec<String> = (0..kinds.len())
+            .map(|i| match i {
+                0 => shard_file_name(draft.samples),
+                h => feature_file_name(h - 1, draft.samples),
+            })
+            .collect();
         // Blocks over a permutation make records in block order: they are staged (staging.rs).
         let staged = draft
             .blocks
@@ -654,35 +777,50 @@ impl StoreWriter {
                 )));
             }
             draft.created = old.created;
-            if final_path.exists() && !partial.exists() {
-                let done = finished_shard(&final_path, &info)?;
-                return Ok(writer(draft, WriterState::ShardDone(done.0, done.1)));
+        } else {
+            write_atomic(&state, draft.to_json().as_bytes())?;
+        }
+        let mut files = Vec::with_capacity(kinds.len());
+        for (kind, name) in kinds.iter().zip(&names) {
+            let info = info(*kind);
+            let final_path = dir.join(name);
+            let partial = dir.join(format!("{name}.partial"));
+            let staging = dir.join(format!("{name}.staging"));
+            if unfinished && final_path.exists() && !partial.exists() {
+                let (entry, sums) = finished_shard(&final_path, &info)?;
+                files.push(FileState::Done(entry, sums));
+                continue;
             }
-            let mut shard = if partial.exists() {
+            let mut shard = if unfinished && partial.exists() {
                 ShardWriter::resume(&partial, info, level)?
             } else {
                 ShardWriter::create(&partial, info, level)?
             };
             if staged {
+                if !unfinished {
+                    // A log left by an earlier store in this directory must not be resumed.
+                    remove_if_exists(&staging)?;
+                }
                 shard.stage(&staging, level)?;
             }
-            return Ok(writer(draft, WriterState::Writing(Box::new(shard))));
+            files.push(FileState::Open(Box::new(shard)));
         }
-        write_atomic(&state, draft.to_json().as_bytes())?;
-        let mut shard = ShardWriter::create(&partial, info, level)?;
-        if staged {
-            // A log left by an earlier store in this directory must not be resumed.
-            remove_if_exists(&staging)?;
-            shard.stage(&staging, level)?;
-        }
-        Ok(writer(draft, WriterState::Writing(Box::new(shard))))
+        let mut files = files.into_iter();
+        let mut f = Files {
+            labels: files.next().expect("the label shard"),
+            features: files.collect(),
+            end: draft.samples.end,
+            next_group: 0,
+        };
+        f.next_group = f.staged_groups().unwrap_or(0);
+        Ok(writer(draft, WriterState::Writing(Box::new(f))))
     }
 
     /// The next sample index epoch `epoch` expects; a resumed run skips records below it.
     pub fn next_sample(&self, epoch: u32) -> u32 {
         match &self.state {
-            WriterState::Writing(s) => s.next_sample(epoch),
-            _ => self.draft.samples.end,
+            WriterState::Writing(f) => f.next_sample(epoch),
+            WriterState::Complete(_) => self.draft.samples.end,
         }
     }
 
@@ -690,19 +828,64 @@ impl StoreWriter {
     /// run continues with the next one.
     pub fn staged_groups(&self) -> Option<u64> {
         match &self.state {
-            WriterState::Writing(s) => s.staged_groups(),
-            _ => None,
+            WriterState::Writing(f) => f.staged_groups(),
+            WriterState::Complete(_) => None,
         }
     }
 
-    /// Stages one group of records; see [`ShardWriter::append_group`].
+    /// Feature heads the store has (0 without features).
+    pub fn feature_heads(&self) -> usize {
+        self.draft.features.as_ref().map_or(0, |f| f.heads.len())
+    }
+
+    /// Stages one group of records; see [`ShardWriter::append_group`]. A store with features
+    /// takes them through [`StoreWriter::append_group_with_features`].
     pub fn append_group(&mut self, records: &[(u32, u32, Record, RecordQuality)]) -> Result<()> {
-        match &mut self.state {
-            WriterState::Writing(s) => s.append_group(records),
-            _ => Err(StoreError::Invalid(
+        self.append_group_with_features(records, &[])
+    }
+
+    /// Stages one group of records and, for each feature head, the records' vectors in the same
+    /// order (`features[h][i]` is head `h`'s vector of record `i`).
+    pub fn append_group_with_features(
+        &mut self,
+        records: &[(u32, u32, Record, RecordQuality)],
+        features: &[Vec<&[f32]>],
+    ) -> Result<()> {
+        let heads = self.feature_heads();
+        let WriterState::Writing(files) = &mut self.state else {
+            return Err(StoreError::Invalid(
                 "records appended to a store whose shard is complete".into(),
-            )),
+            ));
+        };
+        check_heads(heads, features.len(), records.len(), features)?;
+        if files.staged_groups() == Some(u64::MAX) {
+            return Err(StoreError::Invalid(
+                "records appended to a store whose shard is complete".into(),
+            ));
         }
+        // A file that staged this group before a crash skips it; one written in sample order
+        // (no groups) refuses it.
+        let group = files.next_group;
+        let has = |w: &ShardWriter| w.staged_groups().is_some_and(|g| g > group);
+        if let FileState::Open(w) = &mut files.labels
+            && !has(w)
+        {
+            w.append_group(records)?;
+        }
+        for (h, f) in files.features.iter_mut().enumerate() {
+            if let FileState::Open(w) = f
+                && !has(w)
+            {
+                let v: Vec<(u32, u32, &[f32])> = records
+                    .iter()
+                    .zip(&features[h])
+                    .map(|((e, s, _, _), x)| (*e, *s, *x))
+                    .collect();
+                w.append_feature_group(&v)?;
+            }
+        }
+        files.next_group += 1;
+        Ok(())
     }
 
     /// Whether the store was already finished when opened (a resume with nothing to do).
@@ -716,7 +899,8 @@ impl StoreWriter {
         &self.draft
     }
 
-    /// Appends one record; see [`ShardWriter::append`].
+    /// Appends one record; see [`ShardWriter::append`]. A store with features takes them
+    /// through [`StoreWriter::append_with_features`].
     pub fn append(
         &mut self,
         epoch: u32,
@@ -724,45 +908,144 @@ impl StoreWriter {
         rec: &Record,
         quality: &RecordQuality,
     ) -> Result<()> {
-        match &mut self.state {
-            WriterState::Writing(s) => s.append(epoch, sample, rec, quality),
-            _ => Err(StoreError::Invalid(format!(
-                "record (epoch {epoch}, sample {sample}) appended to a store whose shard is complete"
-            ))),
-        }
+        self.append_with_features(epoch, sample, rec, quality, &[])
     }
 
-    /// Finishes the shard and writes `manifest.json`. Returns the final manifest (a store that
-    /// was already complete is returned untouched).
-    pub fn finish(self) -> Result<Manifest> {
-        let (entry, sums) = match self.state {
-            WriterState::Writing(s) => {
-                let final_path = self.dir.join(shard_file_name(self.draft.samples));
-                s.finish(&final_path)?
+    /// Appends one record and each feature head's vector of it (`features[h]`). A file that
+    /// already holds the record (it got further than the others before a crash) skips it.
+    pub fn append_with_features(
+        &mut self,
+        epoch: u32,
+        sample: u32,
+        rec: &Record,
+        quality: &RecordQuality,
+        features: &[&[f32]],
+    ) -> Result<()> {
+        let heads = self.feature_heads();
+        let WriterState::Writing(files) = &mut self.state else {
+            return Err(StoreError::Invalid(format!(
+                "record (epoch {epoch}, sample {sample}) appended to a store whose shard is complete"
+            )));
+        };
+        if features.len() != heads {
+            return Err(StoreError::Invalid(format!(
+                "record (epoch {epoch}, sample {sample}) comes with {} feature vectors, the \
+                 store has {heads} feature heads",
+                features.len()
+            )));
+        }
+        // Only a file ahead of the slowest skips: a sample below every file's next is out of
+        // order, which the slowest file's own check reports (as it reports an epoch beyond the
+        // store's).
+        let lowest = if epoch < self.draft.epochs {
+            files.next_sample(epoch)
+        } else {
+            0
+        };
+        if lowest == files.end {
+            return Err(StoreError::Invalid(format!(
+                "record (epoch {epoch}, sample {sample}) appended to a store whose shard is complete"
+            )));
+        }
+        let ahead = |w: &ShardWriter| {
+            epoch < w.info().epochs && sample >= lowest && sample < w.next_sample(epoch)
+        };
+        if let FileState::Open(w) = &mut files.labels
+            && !ahead(w)
+        {
+            w.append(epoch, sample, rec, quality)?;
+        }
+        for (f, x) in files.features.iter_mut().zip(features) {
+            if let FileState::Open(w) = f
+                && !ahead(w)
+            {
+                w.append_feature(epoch, sample, x)?;
             }
-            WriterState::ShardDone(entry, sums) => (entry, sums),
+        }
+        Ok(())
+    }
+
+    /// Finishes the shard (and feature files) and writes `manifest.json`. Returns the final
+    /// manifest (a store that was already complete is returned untouched).
+    pub fn finish(self) -> Result<Manifest> {
+        let files = match self.state {
+            WriterState::Writing(f) => f,
             WriterState::Complete(m) => return Ok(*m),
         };
+        let Files {
+            labels, features, ..
+        } = *files;
+        let finish = |f: FileState, name: String| -> Result<(ShardEntry, QualitySums)> {
+            match f {
+                FileState::Open(w) => w.finish(&self.dir.join(name)),
+                FileState::Done(e, s) => Ok((e, s)),
+            }
+        };
         let mut m = self.draft;
+        let mut done = Vec::with_capacity(features.len());
+        for (h, f) in features.into_iter().enumerate() {
+            done.push(finish(f, feature_file_name(h, m.samples))?);
+        }
+        let (entry, sums) = finish(labels, shard_file_name(m.samples))?;
         m.shards = vec![entry];
         m.quality = Quality::from_sums(&sums);
+        if let Some(f) = &mut m.features {
+            for (head, (entry, sums)) in f.heads.iter_mut().zip(done) {
+                head.shards = vec![entry];
+                head.quality = FeatureQuality::from_sums(&sums, head.dim);
+            }
+        }
         m.check().map_err(format("finished manifest"))?;
         write_atomic(&self.dir.join(MANIFEST_FILE), m.to_json().as_bytes())?;
         let state = self.dir.join(WRITING_FILE);
         fs::remove_file(&state).map_err(io(&state))?;
-        let staging = self
-            .dir
-            .join(format!("{}.staging", shard_file_name(m.samples)));
-        remove_if_exists(&staging)?;
+        let heads = m.features.as_ref().map_or(0, |f| f.heads.len());
+        let names = std::iter::once(shard_file_name(m.samples))
+            .chain((0..heads).map(|h| feature_file_name(h, m.samples)));
+        for name in names {
+            remove_if_exists(&self.dir.join(format!("{name}.staging")))?;
+        }
         sync_dir(&self.dir)?;
         Ok(m)
+    }
+}
+
+/// Checks a group's feature vectors: one list per head, one vector per record.
+fn check_heads(heads: usize, given: usize, records: usize, features: &[Vec<&[f32]>]) -> Result<()> {
+    if given != heads {
+        return Err(StoreError::Invalid(format!(
+            "a group comes with vectors of {given} feature heads, the store has {heads}"
+        )));
+    }
+    if let Some((h, v)) = features
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v.len() != records)
+    {
+        return Err(StoreError::Invalid(format!(
+            "a group of {records} records comes with {} vectors of feature head {h}",
+            v.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Empties what a writer fills in: the shard lists and the quality figures.
+fn clear_results(m: &mut Manifest) {
+    m.shards.clear();
+    m.quality = Quality::default();
+    if let Some(f) = &mut m.features {
+        for h in &mut f.heads {
+            h.shards.clear();
+            h.quality = FeatureQuality::default();
+        }
     }
 }
 
 /// Reads a complete shard left by a writer that died between renaming it and writing the
 /// manifest, and checks it is the shard `info` describes.
 fn finished_shard(path: &Path, info: &ShardInfo) -> Result<(ShardEntry, QualitySums)> {
-    let shard = crate::reader::Shard::open(path)?;
+    let shard = crate::reader::Shard::open_kind(path, info.rows.kind())?;
     if shard.footer.info != *info {
         return Err(corrupt(
             path,
@@ -784,8 +1067,11 @@ fn draft_mismatch(old: &Manifest, new: &Manifest) -> Option<String> {
     if let Some(d) = old.dataset.mismatch(&new.dataset) {
         return Some(d);
     }
-    let a = serde_json::to_value(old).ok()?;
-    let b = serde_json::to_value(new).ok()?;
+    let (mut old, mut new) = (old.clone(), new.clone());
+    clear_results(&mut old);
+    clear_results(&mut new);
+    let a = serde_json::to_value(&old).ok()?;
+    let b = serde_json::to_value(&new).ok()?;
     let (a, b) = (a.as_object()?, b.as_object()?);
     // Both ways: a field only one side has (e.g. `blocks`) is a difference too.
     for key in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
@@ -822,7 +1108,11 @@ pub fn remove_store_files(dir: &Path) -> Result<()> {
             || (name.starts_with("shard-")
                 && (name.ends_with(".dls")
                     || name.ends_with(".dls.partial")
-                    || name.ends_with(".dls.staging")));
+                    || name.ends_with(".dls.staging")))
+            || (name.starts_with("features-")
+                && (name.ends_with(".dlf")
+                    || name.ends_with(".dlf.partial")
+                    || name.ends_with(".dlf.staging")));
         if ours {
             fs::remove_file(entry.path()).map_err(io(entry.path()))?;
         }

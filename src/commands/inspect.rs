@@ -371,7 +371,49 @@ fn print_summary(out: &mut impl Write, path: &std::path::Path, s: &Summary) -> s
         s.classes,
         top.join(", ")
     )?;
+    for f in &s.features {
+        print_features(out, f)?;
+    }
     Ok(())
+}
+
+/// One feature head: what is stored, its size and how faithfully it reconstructs the teacher's.
+fn print_features(
+    out: &mut impl Write,
+    f: &label_store::summary::FeatureSummary,
+) -> std::io::Result<()> {
+    let dims = if f.stored_dim == f.dim {
+        format!("{} dims", f.dim)
+    } else {
+        format!("{} of {} dims", f.stored_dim, f.dim)
+    };
+    writeln!(
+        out,
+        "  features     {} of {}: {dims}, codec {}, {} ({:.1} B/record)",
+        f.output,
+        f.teacher,
+        f.codec,
+        human_bytes(f.bytes),
+        f.bytes_per_record
+    )?;
+    let q = &f.quality;
+    let p1 = match f.p1_cosine_at_least {
+        Some(t) => format!("1st percentile ≥ {t}"),
+        None => "over 1% of records below 0.9".into(),
+    };
+    let below: Vec<String> = formats::feature::COSINE_THRESHOLDS
+        .iter()
+        .zip(&q.cosine_below)
+        .map(|(t, b)| format!("{:.2}% < {t}", 100.0 * b))
+        .collect();
+    writeln!(
+        out,
+        "               reconstruction cosine mean {:.6}, {p1} ({}); per-dimension RMS error {:.3e} ({:.4} of the features' RMS)",
+        q.mean_cosine,
+        below.join(", "),
+        q.rms_error,
+        q.relative_rms_error
+    )
 }
 
 fn fmt_box(b: &PixelBox) -> String {

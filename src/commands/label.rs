@@ -112,6 +112,18 @@ pub struct LabelArgs {
     /// How several teachers combine.
     #[arg(long, value_enum, default_value_t = EnsembleFlag::Probs)]
     pub ensemble: EnsembleFlag,
+    /// The teacher output holding the logits (default: the output named `logits`, else the
+    /// first output that is not --feature).
+    #[arg(long, value_name = "NAME")]
+    pub logits: Option<String>,
+    /// Also store this `[batch, D]` teacher output (a pooled embedding) for every record: the
+    /// teacher's features of the exact view, for feature distillation. In an ensemble, stored
+    /// for each teacher that has it.
+    #[arg(long, value_name = "NAME")]
+    pub feature: Option<String>,
+    /// Codec of the stored features: q8 (int8 with a scale per vector) or f16.
+    #[arg(long, value_enum, default_value_t = CodecFlag::Q8, requires = "feature")]
+    pub feature_codec: CodecFlag,
     /// ONNX Runtime library to load instead of searching.
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
@@ -178,6 +190,11 @@ pub fn label_config(a: LabelArgs, data: Arc<dyn Dataset>) -> Result<LabelConfig>
         ensemble: a.ensemble.into(),
         ort_lib: a.ort_lib,
         blocks,
+        outputs: teacher_infer::Outputs {
+            logits: a.logits,
+            feature: a.feature,
+        },
+        feature_codec: a.feature_codec.into(),
     })
 }
 

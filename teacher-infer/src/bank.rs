@@ -11,6 +11,8 @@ use std::path::PathBuf;
 /// The teachers of a run, opened on the run's device.
 pub struct TeacherBank {
     sessions: Vec<TeacherSession>,
+    /// The sessions that have the feature output asked for, in order: one feature head each.
+    heads: Vec<usize>,
     ensemble: Ensemble,
     classes: u32,
     /// One member's output (ensembles).
@@ -28,8 +30,36 @@ impl TeacherBank {
         let sessions = cfg
             .teachers
             .iter()
-            .map(|p| TeacherSession::open_with(env, p, cfg.device, cfg.session_threads, cfg.cuda))
+            .map(|p| {
+                TeacherSession::open_outputs(
+                    env,
+                    p,
+                    cfg.device,
+                    cfg.session_threads,
+                    cfg.cuda,
+                    &cfg.outputs,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
+        let heads: Vec<usize> = (0..sessions.len())
+            .filter(|&i| sessions[i].feature.is_some())
+            .collect();
+        if let Some(name) = &cfg.outputs.feature
+            && heads.is_empty()
+        {
+            return Err(model_err(
+                &sessions[0],
+                format!(
+                    "has no output {name:?} (--feature){}; its outputs: {}",
+                    if sessions.len() > 1 {
+                        ", nor has any other teacher"
+                    } else {
+                        ""
+                    },
+                    sessions[0].output_list.join(", ")
+                ),
+            ));
+        }
         let classes = sessions[0].classes;
         for s in &sessions {
             if s.classes != classes {
@@ -57,6 +87,7 @@ impl TeacherBank {
         }
         Ok(TeacherBank {
             sessions,
+            heads,
             ensemble: cfg.ensemble,
             classes,
             each: Vec::new(),
@@ -67,6 +98,11 @@ impl TeacherBank {
     /// The class count every teacher has.
     pub fn classes(&self) -> u32 {
         self.classes
+    }
+
+    /// The indices of the teachers that have the feature output: one feature head each.
+    pub fn feature_heads(&self) -> &[usize] {
+        &self.heads
     }
 
     /// The teachers' sessions, in the order given.
@@ -110,7 +146,30 @@ impl TeacherBank {
         samples: &[u32],
         epoch: u32,
     ) -> Result<Vec<f32>, InferError> {
+        Ok(self.run_all(pixels, chw, samples, epoch, false)?.0)
+    }
+
+    /// [`TeacherBank::run`] and, for each feature head, its teacher's `n × D` feature values.
+    pub fn run_with_features(
+        &mut self,
+        pixels: &[f32],
+        chw: [usize; 3],
+        samples: &[u32],
+        epoch: u32,
+    ) -> Result<(Vec<f32>, Vec<Vec<f32>>), InferError> {
+        self.run_all(pixels, chw, samples, epoch, true)
+    }
+
+    fn run_all(
+        &mut self,
+        pixels: &[f32],
+        chw: [usize; 3],
+        samples: &[u32],
+        epoch: u32,
+        with_features: bool,
+    ) -> Result<(Vec<f32>, Vec<Vec<f32>>), InferError> {
         let n = samples.len();
+        let mut features = Vec::new();
         let cl = self.classes as usize;
         // Every teacher's output is checked before it is combined: an ensemble must not hide a
         // NaN from one of its members.
@@ -128,20 +187,54 @@ impl TeacherBank {
                 )),
             }
         };
-        if self.sessions.len() == 1 {
-            self.sessions[0].run(pixels, n, chw, &mut self.out)?;
-            finite(&self.sessions[0], &self.out)?;
-            return Ok(std::mem::take(&mut self.out));
+        let single = self.sessions.len() == 1;
+        if !single {
+            self.out.clear();
+            self.out.resize(n * cl, 0.0);
         }
-        self.out.clear();
-        self.out.resize(n * cl, 0.0);
         for s in self.sessions.iter_mut() {
-            s.run(pixels, n, chw, &mut self.each)?;
-            finite(s, &self.each)?;
-            combine(&mut self.out, &self.each, cl, self.ensemble);
+            let mut f = (with_features && s.feature.is_some()).then(Vec::new);
+            let logits = if single {
+                &mut self.out
+            } else {
+                &mut self.each
+            };
+            s.run_with_features(pixels, n, chw, logits, f.as_mut())?;
+            finite(s, logits)?;
+            if let Some(f) = f {
+                finite_features(s, &f, samples, epoch)?;
+                features.push(f);
+            }
+            if !single {
+                combine(&mut self.out, &self.each, cl, self.ensemble);
+            }
         }
-        finish_ensemble(&mut self.out, self.sessions.len(), self.ensemble);
-        Ok(std::mem::take(&mut self.out))
+        if !single {
+            finish_ensemble(&mut self.out, self.sessions.len(), self.ensemble);
+        }
+        Ok((std::mem::take(&mut self.out), features))
+    }
+}
+
+/// Checks a teacher's feature values are finite, naming the record and dimension when not.
+fn finite_features(
+    s: &TeacherSession,
+    f: &[f32],
+    samples: &[u32],
+    epoch: u32,
+) -> Result<(), InferError> {
+    let dim = s.feature.as_ref().map_or(1, |o| o.dim as usize);
+    match f.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(at) => Err(model_err(
+            s,
+            format!(
+                "feature value {} at dimension {} for sample {} (epoch {epoch}): teacher outputs must be finite",
+                f[at],
+                at % dim,
+                samples[at / dim],
+            ),
+        )),
     }
 }
 

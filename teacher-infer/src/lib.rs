@@ -18,4 +18,4 @@ pub use pipeline::{
     Ensemble, LabelConfig, LabelSummary, Progress, block_config, default_blocks, label,
     label_locked,
 };
-pub use session::{CudaOptions, Device, TeacherSession};
+pub use session::{CudaOptions, Device, Outputs, TeacherSession};

@@ -83,6 +83,10 @@ pub struct LabelConfig {
     /// Decode-once blocks (each image decoded once for all epochs of its block); `None`: every
     /// record decodes its own images. See [`default_blocks`].
     pub blocks: Option<BlockConfig>,
+    /// The teachers' outputs to read: logits by name, and a feature output to store.
+    pub outputs: crate::session::Outputs,
+    /// How stored features are encoded.
+    pub feature_codec: formats::FeatureCodec,
 }
 
 impl LabelConfig {
@@ -117,6 +121,8 @@ impl LabelConfig {
             ensemble: Ensemble::Probs,
             ort_lib: None,
             blocks: None,
+            outputs: Default::default(),
+            feature_codec: formats::FeatureCodec::Q8,
         }
     }
 }
@@ -303,10 +309,10 @@ pub fn label_locked(
             }
         };
         let n = b.samples.len() as u64;
-        match bank.run(&b.pixels, chw, &b.samples, b.epoch) {
-            Ok(logits) => {
+        match bank.run_with_features(&b.pixels, chw, &b.samples, b.epoch) {
+            Ok((logits, features)) => {
                 let _ = recycle.try_send(std::mem::take(&mut b.pixels));
-                if !sink.send(b, logits) {
+                if !sink.send(b, logits, features) {
                     break; // the writer stopped with an error; it is reported below
                 }
             }
@@ -607,6 +613,20 @@ fn draft_manifest(
     (w, h): (u32, u32),
     probe: formats::DecodeProbe,
 ) -> Manifest {
+    let heads: Vec<formats::FeatureHead> = sessions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            s.feature.as_ref().map(|f| formats::FeatureHead {
+                teacher: i as u32,
+                output: f.name.clone(),
+                dim: f.dim,
+                stored_dim: f.dim,
+                shards: vec![],
+                quality: Default::default(),
+            })
+        })
+        .collect();
     let mut m = Manifest {
         format: FORMAT_NAME.into(),
         format_version: FORMAT_VERSION,
@@ -635,6 +655,10 @@ fn draft_manifest(
             std: Some(cfg.std.clone()),
             ensemble: Some(cfg.ensemble.name().into()),
             sources: cfg.sources.clone(),
+        }),
+        features: (!heads.is_empty()).then_some(formats::Features {
+            codec: cfg.feature_codec,
+            heads,
         }),
         extra: Default::default(),
     };

@@ -1,5 +1,6 @@
 //! One ONNX teacher: its model checked against what labelling needs (one float NCHW input, a
-//! `[batch, classes]` float output), run on the CPU or CUDA execution provider.
+//! `[batch, classes]` float logits output and optionally a `[batch, D]` feature output, both
+//! chosen by name), run on the CPU or CUDA execution provider.
 
 use crate::error::InferError;
 use formats::TeacherInfo;
@@ -58,6 +59,23 @@ impl Default for CudaOptions {
     }
 }
 
+/// Which outputs of a teacher labelling reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outputs {
+    /// The logits output (`--logits`); `None`: the output named `logits`, else the first
+    /// output that is not the feature.
+    pub logits: Option<String>,
+    /// A pooled `[batch, D]` output stored per record beside the logits (`--feature`).
+    pub feature: Option<String>,
+}
+
+/// A teacher's feature output: its name and dimensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeatureOutput {
+    pub name: String,
+    pub dim: u32,
+}
+
 /// An opened teacher model.
 pub struct TeacherSession {
     pub file: PathBuf,
@@ -65,6 +83,10 @@ pub struct TeacherSession {
     session: Session,
     input_name: String,
     output_name: String,
+    /// The feature output asked for, when this teacher has it.
+    pub feature: Option<FeatureOutput>,
+    /// Every output of the model, `name [shape]`, for errors that must say what there is.
+    pub output_list: Vec<String>,
     /// Run through IoBinding with reused host buffers (always on CUDA; see [`Bound`]).
     use_binding: bool,
     bound: Option<Bound>,
@@ -87,6 +109,7 @@ struct Bound {
     binding: IoBinding,
     input: Tensor<f32>,
     output: Tensor<f32>,
+    feature: Option<Tensor<f32>>,
     // The allocators outlive the tensors they made.
     _allocators: Vec<Allocator>,
 }
@@ -134,6 +157,20 @@ impl TeacherSession {
         device: Device,
         threads: usize,
         cuda: CudaOptions,
+    ) -> Result<Self, InferError> {
+        Self::open_outputs(env, path, device, threads, cuda, &Outputs::default())
+    }
+
+    /// [`TeacherSession::open_with`] reading the outputs `outputs` names. A named logits output
+    /// the model lacks is an error listing its outputs; a named feature output it lacks leaves
+    /// [`TeacherSession::feature`] empty (an ensemble stores it for the teachers that have it).
+    pub fn open_outputs(
+        env: &ort::environment::Environment,
+        path: &Path,
+        device: Device,
+        threads: usize,
+        cuda: CudaOptions,
+        outputs: &Outputs,
     ) -> Result<Self, InferError> {
         let bytes = std::fs::read(path).map_err(|source| InferError::Io {
             path: path.to_path_buf(),
@@ -192,16 +229,63 @@ impl TeacherSession {
                 input.name()
             )));
         }
-        let output = session
+        let output_list: Vec<String> = session
             .outputs()
-            .first()
-            .ok_or_else(|| model("has no output".into()))?;
+            .iter()
+            .map(|o| match tensor_shape(o.dtype()) {
+                Some((ty, shape)) => format!("{} {ty:?} {shape:?}", o.name()),
+                None => format!("{} (not a tensor)", o.name()),
+            })
+            .collect();
+        let has = || format!("its outputs: {}", output_list.join(", "));
+        let feature = match &outputs.feature {
+            None => None,
+            Some(name) => match session.outputs().iter().find(|o| o.name() == name) {
+                None => None,
+                Some(o) => {
+                    let shape = tensor_shape(o.dtype()).filter(|(ty, shape)| {
+                        *ty == TensorElementType::Float32 && shape.len() == 2 && shape[1] > 0
+                    });
+                    let Some((_, shape)) = shape else {
+                        return Err(model(format!(
+                            "feature output {name:?} is not a float32 [batch, D] tensor (a \
+                             pooled embedding); {}",
+                            has()
+                        )));
+                    };
+                    Some(FeatureOutput {
+                        name: name.clone(),
+                        dim: shape[1] as u32,
+                    })
+                }
+            },
+        };
+        let not_feature = |n: &str| outputs.feature.as_deref() != Some(n);
+        let output = match &outputs.logits {
+            Some(name) => session
+                .outputs()
+                .iter()
+                .find(|o| o.name() == name)
+                .ok_or_else(|| model(format!("has no output {name:?} (--logits); {}", has())))?,
+            None => session
+                .outputs()
+                .iter()
+                .find(|o| o.name() == "logits")
+                .or_else(|| session.outputs().iter().find(|o| not_feature(o.name())))
+                .ok_or_else(|| {
+                    model(format!(
+                        "has no logits output besides the feature output; {}",
+                        has()
+                    ))
+                })?,
+        };
         let (oty, oshape) = tensor_shape(output.dtype())
             .ok_or_else(|| model(format!("output {:?} is not a tensor", output.name())))?;
         if oty != TensorElementType::Float32 || oshape.len() != 2 || oshape[1] <= 0 {
             return Err(model(format!(
-                "output {:?} is {oty:?} {oshape:?}; a teacher gives float32 [batch, classes] with a fixed class count",
-                output.name()
+                "output {:?} is {oty:?} {oshape:?}; a teacher gives float32 [batch, classes] with a fixed class count (--logits names another output); {}",
+                output.name(),
+                has()
             )));
         }
         let fixed_batch = (input_shape[0] > 0).then_some(input_shape[0] as usize);
@@ -211,6 +295,8 @@ impl TeacherSession {
             sha256,
             input_name: input.name().to_string(),
             output_name: output.name().to_string(),
+            feature,
+            output_list,
             use_binding: matches!(device, Device::Cuda(_)),
             bound: None,
             input_shape,
@@ -276,10 +362,36 @@ impl TeacherSession {
         chw: [usize; 3],
         logits: &mut Vec<f32>,
     ) -> Result<(), InferError> {
+        self.run_with_features(batch, n, chw, logits, None)
+    }
+
+    /// [`TeacherSession::run`], also writing the feature output's `n × D` values into
+    /// `features` when given (the session must have a feature output).
+    pub fn run_with_features(
+        &mut self,
+        batch: &[f32],
+        n: usize,
+        chw: [usize; 3],
+        logits: &mut Vec<f32>,
+        mut features: Option<&mut Vec<f32>>,
+    ) -> Result<(), InferError> {
         let per = chw[0] * chw[1] * chw[2];
         debug_assert_eq!(batch.len(), n * per);
         let classes = self.classes as usize;
         logits.clear();
+        let dim = match (&features, &self.feature) {
+            (None, _) => 0,
+            (Some(_), Some(f)) => f.dim as usize,
+            (Some(_), None) => {
+                return Err(InferError::Run {
+                    file: self.file.clone(),
+                    what: "features asked of a teacher without a feature output".into(),
+                });
+            }
+        };
+        if let Some(f) = features.as_deref_mut() {
+            f.clear();
+        }
         let step = self.fixed_batch.unwrap_or(n.max(1));
         let mut padded = Vec::new();
         for start in (0..n).step_by(step) {
@@ -300,9 +412,12 @@ impl TeacherSession {
             };
             let shape = [step, chw[0], chw[1], chw[2]];
             if self.use_binding {
-                if self.bound.as_ref().map(|b| b.shape) != Some(shape) {
+                let want_feature = features.is_some();
+                if self.bound.as_ref().map(|b| (b.shape, b.feature.is_some()))
+                    != Some((shape, want_feature))
+                {
                     self.bound = Some(
-                        self.bind(shape)
+                        self.bind(shape, want_feature)
                             .map_err(|e| fail(format!("binding: {e}")))?,
                     );
                 }
@@ -316,6 +431,9 @@ impl TeacherSession {
                     .map_err(|e| fail(format!("run failed: {e}")))?;
                 let values = b.output.extract_tensor().1;
                 logits.extend_from_slice(&values[..m * classes]);
+                if let (Some(f), Some(t)) = (features.as_deref_mut(), &b.feature) {
+                    f.extend_from_slice(&t.extract_tensor().1[..m * dim]);
+                }
                 continue;
             }
             let input = TensorRef::from_array_view((shape, slice))
@@ -324,7 +442,7 @@ impl TeacherSession {
                 .session
                 .run(ort::inputs![input])
                 .map_err(|e| fail(format!("run failed: {e}")))?;
-            let (shape, values) = outputs[0]
+            let (shape, values) = outputs[self.output_name.as_str()]
                 .try_extract_tensor::<f32>()
                 .map_err(|e| fail(format!("output is not float32: {e}")))?;
             if shape.len() != 2 || shape[0] as usize != step || shape[1] as usize != classes {
@@ -333,6 +451,18 @@ impl TeacherSession {
                 )));
             }
             logits.extend_from_slice(&values[..m * classes]);
+            if let (Some(f), Some(out)) = (features.as_deref_mut(), &self.feature) {
+                let (shape, values) = outputs[out.name.as_str()]
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| fail(format!("feature output is not float32: {e}")))?;
+                if shape.len() != 2 || shape[0] as usize != step || shape[1] as usize != dim {
+                    return Err(fail(format!(
+                        "feature output {:?} shape {shape:?}, expected [{step}, {dim}]",
+                        out.name
+                    )));
+                }
+                f.extend_from_slice(&values[..m * dim]);
+            }
         }
         Ok(())
     }
@@ -344,8 +474,9 @@ impl TeacherSession {
         self.bound = None;
     }
 
-    /// Allocates the input and logits buffers for `shape` and binds the logits.
-    fn bind(&self, shape: [usize; 4]) -> ort::Result<Bound> {
+    /// Allocates the input and output buffers for `shape` and binds the outputs (the feature
+    /// output too when `feature`).
+    fn bind(&self, shape: [usize; 4], feature: bool) -> ort::Result<Bound> {
         let (input_alloc, output_alloc) = match self.device {
             Device::Cuda(n) => {
                 let pinned = |kind| {
@@ -368,11 +499,20 @@ impl TeacherSession {
         let mut output = Tensor::<f32>::new(&output_alloc, [shape[0], self.classes as usize])?;
         let mut binding = self.session.create_binding()?;
         binding.bind_output(self.output_name.as_str(), &mut output)?;
+        let feature = match (&self.feature, feature) {
+            (Some(f), true) => {
+                let mut t = Tensor::<f32>::new(&output_alloc, [shape[0], f.dim as usize])?;
+                binding.bind_output(f.name.as_str(), &mut t)?;
+                Some(t)
+            }
+            _ => None,
+        };
         Ok(Bound {
             shape,
             binding,
             input,
             output,
+            feature,
             _allocators: vec![input_alloc, output_alloc],
         })
     }

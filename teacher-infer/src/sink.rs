@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 
 /// The writer thread of a labelling run and the channel that feeds it.
 pub(crate) struct RecordSink {
-    tx: Sender<(Batch, Vec<f32>)>,
+    tx: Sender<(Batch, Vec<f32>, Vec<Vec<f32>>)>,
     thread: JoinHandle<Result<StoreWriter, InferError>>,
 }
 
@@ -30,32 +30,50 @@ impl RecordSink {
         epochs: u32,
         plan: Arc<BlockPlan>,
     ) -> Self {
-        let (tx, rx) = crossbeam_channel::bounded::<(Batch, Vec<f32>)>(2);
+        let (tx, rx) = crossbeam_channel::bounded::<(Batch, Vec<f32>, Vec<Vec<f32>>)>(2);
         let out_dir = out.to_path_buf();
         let staged = writer.staged_groups().is_some();
+        let heads = writer.feature_heads();
         let thread = std::thread::Builder::new()
             .name("label-writer".into())
             .spawn(move || -> Result<StoreWriter, InferError> {
                 let mut group = Vec::new();
-                for (b, logits) in rx {
+                // Per head, the group's vectors end to end (staged writing).
+                let mut group_features: Vec<Vec<f32>> = vec![Vec::new(); heads];
+                for (b, logits, features) in rx {
+                    let n = b.samples.len();
+                    let dims: Vec<usize> = features.iter().map(|f| f.len() / n.max(1)).collect();
                     for (j, row) in logits.chunks_exact(classes as usize).enumerate() {
                         let (epoch, s) = (b.epoch, b.samples[j]);
                         let rec = record(&b, j, row, k as usize, &out_dir)?;
                         let q = quality(&b, j, row, &rec.label);
+                        let vectors: Vec<&[f32]> = features
+                            .iter()
+                            .zip(&dims)
+                            .map(|(f, &d)| &f[j * d..(j + 1) * d])
+                            .collect();
                         if staged {
                             group.push((epoch, s, rec, q));
+                            for (g, v) in group_features.iter_mut().zip(&vectors) {
+                                g.extend_from_slice(v);
+                            }
                         } else {
                             writer
-                                .append(epoch, s, &rec, &q)
+                                .append_with_features(epoch, s, &rec, &q, &vectors)
                                 .map_err(|e| store_err(&out_dir, e))?;
                         }
                     }
                     let block = plan.block(b.block as usize).len() * epochs as usize;
                     if staged && group.len() == block {
+                        let vectors: Vec<Vec<&[f32]>> = group_features
+                            .iter()
+                            .map(|g| g.chunks_exact(g.len() / block.max(1)).collect())
+                            .collect();
                         writer
-                            .append_group(&group)
+                            .append_group_with_features(&group, &vectors)
                             .map_err(|e| store_err(&out_dir, e))?;
                         group.clear();
+                        group_features.iter_mut().for_each(Vec::clear);
                     }
                 }
                 Ok(writer)
@@ -64,10 +82,10 @@ impl RecordSink {
         RecordSink { tx, thread }
     }
 
-    /// Hands a batch and its logits to the writer; false when the writer has stopped (with an
+    /// Hands a batch, its logits and each feature head's values to the writer; false when the writer has stopped (with an
     /// error that [`RecordSink::finish`] returns).
-    pub(crate) fn send(&self, batch: Batch, logits: Vec<f32>) -> bool {
-        self.tx.send((batch, logits)).is_ok()
+    pub(crate) fn send(&self, batch: Batch, logits: Vec<f32>, features: Vec<Vec<f32>>) -> bool {
+        self.tx.send((batch, logits, features)).is_ok()
     }
 
     /// Waits for the writer to write everything sent, and returns it (not yet finished: a run

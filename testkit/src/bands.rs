@@ -78,7 +78,7 @@ pub fn write_store(
     let n = data.len();
     let (w, h) = data.dims(0)?;
     let classes = data.classes() as usize;
-    let draft = Manifest {
+    let mut draft = Manifest {
         format: FORMAT_NAME.into(),
         format_version: FORMAT_VERSION,
         creator: concat!(
@@ -104,8 +104,10 @@ pub fn write_store(
         decode_probe: Some(datasets::probe::decode_probe(data)?),
         blocks,
         teacher_input: Some(formats::manifest::TeacherInput::size(w, h)),
+        features: None,
         extra: Default::default(),
     };
+    draft.format_version = draft.needed_version();
     let range = SampleRange { start: 0, end: n };
     let c = u64::from(data.channels());
     let plan = blocks

@@ -115,7 +115,7 @@ pub fn draft(cfg: &SynthConfig, epochs: u32, codec: ValueCodec, chunk_records: u
         .flat_map(|s| intrinsic(cfg, s).0.to_le_bytes())
         .collect();
     let content = format!("synthetic seed={} classes={}", cfg.seed, cfg.classes);
-    Manifest {
+    let mut m = Manifest {
         format: FORMAT_NAME.into(),
         format_version: FORMAT_VERSION,
         creator: concat!("distill ", env!("CARGO_PKG_VERSION"), " synth").into(),
@@ -146,8 +146,13 @@ pub fn draft(cfg: &SynthConfig, epochs: u32, codec: ValueCodec, chunk_records: u
         decode_probe: None,
         blocks: None,
         teacher_input: None,
+        features: None,
         extra: Default::default(),
-    }
+    };
+    // The lowest version that describes it, as labelling writes (readers of older versions
+    // read it).
+    m.format_version = m.needed_version();
+    m
 }
 
 /// What `write_store` measures per record besides writing it.

@@ -114,6 +114,67 @@ pub fn write_linear_teacher_with(
     std::fs::write(path, m.to_bytes()).unwrap();
 }
 
+/// Dimensions of [`write_feature_teacher`]'s pooled output.
+pub const POOLED: usize = 6;
+
+/// A teacher with a feature output: `pooled = relu(flatten(x) · F + c)` (`[batch, POOLED]`,
+/// listed first), `logits = pooled · G` (`[batch, 10]`), and `tokens`, `pooled` with a third
+/// axis (`[batch, POOLED, 1]`, not a pooled embedding).
+pub fn write_feature_teacher(path: &Path) {
+    let d = SIDE * SIDE;
+    let f: Vec<f32> = (0..d * POOLED)
+        .map(|i| ((i * 37 % 29) as f32 - 12.0) * 0.02)
+        .collect();
+    let c: Vec<f32> = (0..POOLED).map(|j| 0.1 * j as f32).collect();
+    let g: Vec<f32> = (0..POOLED * 10)
+        .map(|i| ((i * 11 % 13) as f32 - 6.0) * 0.3)
+        .collect();
+    let init = |name: &str, dims: Vec<i64>, v: Vec<f32>| Initializer {
+        name: name.into(),
+        dims,
+        data: InitData::Float(v),
+    };
+    let m = Model {
+        graph_name: "features".into(),
+        producer: "distill-tests".into(),
+        opset: 17,
+        nodes: vec![
+            Node::new("Flatten", "flat", &["image"], &["x"]).attr("axis", Attr::Int(1)),
+            Node::new("MatMul", "mm", &["x", "F"], &["xf"]),
+            Node::new("Add", "add", &["xf", "c"], &["pre"]),
+            Node::new("Relu", "relu", &["pre"], &["pooled"]),
+            Node::new("MatMul", "head", &["pooled", "G"], &["logits"]),
+            Node::new("Unsqueeze", "u", &["pooled", "axes"], &["tokens"]),
+        ],
+        initializers: vec![
+            init("F", vec![d as i64, POOLED as i64], f),
+            init("c", vec![POOLED as i64], c),
+            init("G", vec![POOLED as i64, 10], g),
+            Initializer {
+                name: "axes".into(),
+                dims: vec![1],
+                data: InitData::Int64(vec![2]),
+            },
+        ],
+        inputs: vec![image_input()],
+        outputs: vec![
+            ValueInfo::logits("pooled", POOLED as i64),
+            logits_output(),
+            ValueInfo {
+                name: "tokens".into(),
+                elem: formats::onnx::ElemType::Float,
+                dims: vec![
+                    formats::onnx::Dim::Symbolic("batch".into()),
+                    formats::onnx::Dim::Fixed(POOLED as i64),
+                    formats::onnx::Dim::Fixed(1),
+                ],
+            },
+        ],
+        metadata: vec![],
+    };
+    std::fs::write(path, m.to_bytes()).unwrap();
+}
+
 pub fn distill(args: &[&str]) -> Output {
     distill_env(&[], args)
 }

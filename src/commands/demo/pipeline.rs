@@ -271,6 +271,8 @@ impl<'a> Ctx<'a> {
             ensemble: teacher_infer::Ensemble::Probs,
             ort_lib: self.a.ort_lib.clone(),
             blocks: None,
+            outputs: Default::default(),
+            feature_codec: formats::FeatureCodec::Q8,
         };
         teacher_infer::label(&cfg, |_| {})?;
         Ok(false)
