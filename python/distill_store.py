@@ -53,6 +53,7 @@ __all__ = [
     "Shard",
     "Record",
     "EpochArrays",
+    "FeatureHead",
     "open_store",
     "decode_aug",
     "mix_primary_weight",
@@ -62,12 +63,13 @@ __all__ = [
 ]
 
 FORMAT_NAME = "distill-label-store"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 MANIFEST_FILE = "manifest.json"
 WRITING_FILE = "writing.json"
 
 FILE_MAGIC = b"DSTLSHRD"
+FEATURE_MAGIC = b"DSTLFEAT"
 FOOTER_MAGIC = b"DSTLEND\0"
 CHUNK_MAGIC = b"DLCK"
 FILE_HEADER_BYTES = 16
@@ -77,6 +79,8 @@ FOOTER_BYTES = 80
 AUG_BYTES = 39
 
 CODEC_IDS = {1: "f16", 2: "q8"}
+FEATURE_CODEC_IDS = {3: "q8", 4: "f16"}
+MAX_FEATURE_DIM = 1 << 16
 Q8_STEP = np.float32(0.125)
 Q8_TAIL_STEP = np.float32(1.0 / 16.0)
 
@@ -402,11 +406,19 @@ class IndexEntry:
     payload_xxh3: int
 
 
-class Shard:
-    """One shard file, memory-mapped; header, footer and index checked when opened."""
+def feature_row_bytes(dim: int, codec: str) -> int:
+    """Bytes of one stored feature vector (FORMAT.md 6.1)."""
+    return 4 + dim if codec == "q8" else 2 * dim
 
-    def __init__(self, path: str):
+
+class Shard:
+    """One shard file, memory-mapped; header, footer and index checked when opened. A feature
+    file (``features=True``, FORMAT.md 6) has the same container: ``classes`` is then its stored
+    dimensions, ``k`` 0 and ``codec`` its feature codec."""
+
+    def __init__(self, path: str, features: bool = False):
         self.path = path
+        self.features = features
         try:
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
@@ -425,8 +437,13 @@ class Shard:
                 f"file is {n} bytes, smaller than its header and footer "
                 f"({FILE_HEADER_BYTES + FOOTER_BYTES} bytes): truncated or unfinished",
             )
-        if b[:8] != FILE_MAGIC:
-            raise _err(p, "header.magic", "wrong magic: not a distill shard file")
+        want, other = (FEATURE_MAGIC, FILE_MAGIC) if self.features else (FILE_MAGIC, FEATURE_MAGIC)
+        if b[:8] != want:
+            what = "not a distill shard file"
+            if b[:8] == other:
+                what = ("a label shard where a feature file belongs" if self.features
+                        else "a feature file where a label shard belongs")
+            raise _err(p, "header.magic", f"wrong magic: {what}")
         _check_version(p, "header.version", _u32(b, 8))
         if _u32(b, 12) != 0:
             raise _err(p, "header.reserved", "reserved bytes are not zero")
@@ -441,16 +458,22 @@ class Shard:
         if _u64(f, 72) != xxh3_64(f[:72]):
             raise _err(p, "footer.checksum", "footer checksum mismatch")
         codec_id = f[40]
-        if codec_id not in CODEC_IDS:
+        ids = FEATURE_CODEC_IDS if self.features else CODEC_IDS
+        if codec_id not in ids:
             raise _err(p, "footer.codec", f"unknown codec id {codec_id}")
-        self.codec = CODEC_IDS[codec_id]
+        self.codec = ids[codec_id]
         self.epochs = _u32(f, 12)
         self.start, self.end = _u32(f, 16), _u32(f, 20)
         self.classes, self.k = _u32(f, 24), _u32(f, 28)
         self.chunk_records = _u32(f, 32)
-        if not (1 <= self.classes <= MAX_CLASSES) or not (1 <= self.k <= self.classes):
-            raise _err(p, "footer.k", f"k = {self.k} with {self.classes} classes")
-        self.row_bytes = row_bytes(self.classes, self.k, self.codec)
+        if self.features:
+            if not (1 <= self.classes <= MAX_FEATURE_DIM) or self.k != 0:
+                raise _err(p, "footer.k", f"a feature file of {self.classes} dimensions, k {self.k}")
+            self.row_bytes = feature_row_bytes(self.classes, self.codec)
+        else:
+            if not (1 <= self.classes <= MAX_CLASSES) or not (1 <= self.k <= self.classes):
+                raise _err(p, "footer.k", f"k = {self.k} with {self.classes} classes")
+            self.row_bytes = row_bytes(self.classes, self.k, self.codec)
         if _u32(f, 36) != self.row_bytes:
             raise _err(
                 p,
@@ -677,7 +700,100 @@ def shard_file_name(start: int, end: int) -> str:
     return f"shard-{start:010d}-{end:010d}.dls"
 
 
+def feature_file_name(head: int, start: int, end: int) -> str:
+    return f"features-{head}-{start:010d}-{end:010d}.dlf"
+
+
+def decode_features(rows: np.ndarray, dim: int, codec: str, where: str) -> np.ndarray:
+    """Rows (n, row_bytes) of a feature file -> float32 (n, dim) (FORMAT.md 6.1)."""
+    if codec == "q8":
+        scale = rows[:, :4].copy().view("<f4")[:, 0]
+        if not np.all(np.isfinite(scale) & (scale >= 0)):
+            raise _err(where, "features", "a q8 scale is negative or not finite")
+        codes = rows[:, 4:].view(np.int8)
+        if np.any(codes == -128):
+            raise _err(where, "features", "q8 code -128")
+        return codes.astype(np.float32) * scale[:, None]
+    v = rows.copy().view("<f2").astype(np.float32)
+    if not np.all(np.isfinite(v)):
+        raise _err(where, "features", "an f16 value is not finite")
+    return v
+
+
+class FeatureHead:
+    """One stored feature head (``manifest["features"]["heads"][i]``): its files opened and
+    checked against the manifest; vectors decoded to float32."""
+
+    def __init__(self, store: "Store", i: int, head: dict, codec: str):
+        where = f"{store.path}: features.heads[{i}]"
+        self.index, self.codec = i, codec
+        self.teacher = _require(head, "teacher", int, where)
+        self.output = _require(head, "output", str, where)
+        self.dim = _require(head, "dim", int, where)
+        self.stored_dim = _require(head, "stored_dim", int, where)
+        self.quality = head.get("quality", {})
+        if not (1 <= self.stored_dim <= min(self.dim, MAX_FEATURE_DIM)):
+            raise _err(where, "stored_dim", f"{self.stored_dim} of {self.dim} dimensions")
+        entries = _require(head, "shards", list, where)
+        if len(entries) != len(store.shards):
+            raise _err(where, "shards", f"{len(entries)} files for {len(store.shards)} shards")
+        self.shards: list[Shard] = []
+        for j, (entry, label) in enumerate(zip(entries, store.shards)):
+            w = f"{where}.shards[{j}]"
+            file = _require(entry, "file", str, w)
+            rng = _range(entry, "samples", w)
+            if (rng.start, rng.stop) != (label.start, label.end):
+                raise _err(w, "samples", f"{rng.start}..{rng.stop}, the label shard's are "
+                                         f"{label.start}..{label.end}")
+            problem = _file_problem(file, feature_file_name(i, rng.start, rng.stop), rng)
+            if problem:
+                raise _err(w, "file", problem)
+            path = os.path.join(store.path, file)
+            if not os.path.exists(path):
+                raise StoreError(f"{store.path}: feature file {file} is missing")
+            shard = Shard(path, features=True)
+            for field, want, got in [("epochs", store.epochs, shard.epochs),
+                                     ("stored_dim", self.stored_dim, shard.classes),
+                                     ("codec", codec, shard.codec),
+                                     ("chunk_records", store.chunk_records, shard.chunk_records),
+                                     ("bytes", entry.get("bytes"), shard.size),
+                                     ("checksum", entry.get("checksum"),
+                                      f"xxh3:{shard.index_xxh3:016x}")]:
+                if want != got:
+                    raise _err(path, field, f"manifest and file disagree: manifest says {want}, "
+                                            f"file has {got}")
+            self.shards.append(shard)
+
+    def epoch(self, epoch: int) -> np.ndarray:
+        """Every vector of ``epoch``, float32 (samples, stored_dim), in sample order."""
+        parts = []
+        for shard in self.shards:
+            for c in shard.by_epoch[epoch]:
+                e = shard.index[c]
+                where = f"{shard.path}: chunk {c} (epoch {epoch}, samples {e.first}..)"
+                parts.append(decode_features(shard.chunk_rows(c), self.stored_dim, self.codec, where))
+        return np.concatenate(parts)
+
+    def quality_sums(self) -> list[float]:
+        """The eight reconstruction sums (FORMAT.md 6.2) over all chunk headers."""
+        return _chunk_sums(self.shards)
+
+
+def _chunk_sums(shards: list[Shard]) -> list[float]:
+    """The eight f64 sums of every chunk header of ``shards``, added in file and shard order."""
+    total = [0.0] * 8
+    for shard in shards:
+        for i in range(len(shard.index)):
+            for j, v in enumerate(shard.chunk_header(i)["quality_sums"]):
+                total[j] += v
+    return total
+
+
 def _shard_file_problem(file: str, rng: range) -> str | None:
+    return _file_problem(file, shard_file_name(rng.start, rng.stop), rng)
+
+
+def _file_problem(file: str, want: str, rng: range) -> str | None:
     """Why a manifest's shard path could lead outside the shard it names (FORMAT.md 1.2)."""
     if file.startswith("/") or "\\" in file or "\0" in file:
         return f"{file!r}: absolute paths, backslashes and NUL are not allowed"
@@ -687,9 +803,8 @@ def _shard_file_problem(file: str, rng: range) -> str | None:
         ups += 1
     if any(d in ("", ".", "..") for d in dirs[ups:]):
         return f"{file!r}: only a leading run of `..` may leave the store directory"
-    want = shard_file_name(rng.start, rng.stop)
     if name != want:
-        return f"{file!r}: the shard of samples {rng.start}..{rng.stop} is named {want}"
+        return f"{file!r}: the file of samples {rng.start}..{rng.stop} is named {want}"
     return None
 
 
@@ -762,6 +877,9 @@ class Store:
         if not self.labelled and m["format_version"] < 4:
             raise _err(mpath, "format_version",
                        f"{m['format_version']} cannot describe data without hard labels (needs 4)")
+        if m.get("features") is not None and m["format_version"] < 5:
+            raise _err(mpath, "format_version",
+                       f"{m['format_version']} cannot describe teacher features (needs 5)")
         self.topk = _require(m, "k", int, mpath)
         self.codec = _require(m, "codec", str, mpath)
         self.chunk_records = _require(m, "chunk_records", int, mpath)
@@ -812,6 +930,27 @@ class Store:
             raise _err(mpath, "shards", f"samples {at}..{self.samples.stop} are in no shard")
         self._starts = [s.start for s in self.shards]
         self._cache: tuple[int, int, tuple] | None = None
+        f = m.get("features")
+        self.feature_heads: list[dict] = []
+        self._feature_codec = None
+        if f is not None:
+            if not isinstance(f, dict):
+                raise _err(mpath, "features", "not an object")
+            self._feature_codec = _require(f, "codec", str, f"{mpath}: features")
+            if self._feature_codec not in ("q8", "f16"):
+                raise _err(mpath, "features.codec", f"unknown codec {self._feature_codec!r}")
+            self.feature_heads = _require(f, "heads", list, f"{mpath}: features")
+            if not self.feature_heads:
+                raise _err(mpath, "features.heads", "no feature head")
+
+    def features(self, head: int = 0) -> FeatureHead:
+        """Feature head ``head``, its files opened only now (FORMAT.md 6)."""
+        if not self.feature_heads:
+            raise StoreError(f"{self.path}: the store holds no features (label it with --feature)")
+        if not (0 <= head < len(self.feature_heads)):
+            raise StoreError(f"{self.path}: no feature head {head} (the store has "
+                             f"{len(self.feature_heads)})")
+        return FeatureHead(self, head, self.feature_heads[head], self._feature_codec)
 
     def _check_shard(self, entry: dict, rng: range, s: Shard) -> None:
         checks = [
@@ -897,12 +1036,7 @@ class Store:
 
     def quality_sums(self) -> list[float]:
         """The eight quality sums (FORMAT.md 3.3) over all chunk headers, in file and shard order."""
-        total = [0.0] * 8
-        for shard in self.shards:
-            for i in range(len(shard.index)):
-                for j, v in enumerate(shard.chunk_header(i)["quality_sums"]):
-                    total[j] += v
-        return total
+        return _chunk_sums(self.shards)
 
     def verify(self) -> int:
         """Decodes and checks every chunk and record; returns the number of records checked."""

@@ -125,6 +125,8 @@ def batch_digest(b: dict) -> int:
     parts = [b["inputs"].astype("<f4"), b["hard"].astype("<f4")]
     if "teacher" in b:
         parts.append(b["teacher"].astype("<f4"))
+    if "features" in b:
+        parts.append(b["features"].astype("<f4"))
     parts += [b["samples"].astype("<u4"), b["labels"].astype("<u4")]
     return ds.xxh3_64(b"".join(p.tobytes() for p in parts))
 
@@ -350,6 +352,68 @@ def test_unlabelled_loader(distill_bin: str, work: str) -> int:
     return n
 
 
+def test_feature_loader(distill_bin: str, work: str) -> int:
+    """A student exported with its penultimate features (`export --feature-output`) labels the
+    digits with `--feature`: the Loader's `features` (`features=0`) equal `Store.features` of
+    each batch's samples, and with them in the digest the Loader's batches equal `distill train
+    --feature-weight`'s stream bit for bit."""
+    root = os.path.join(work, "features")
+    shutil.rmtree(root, ignore_errors=True)
+    digits = os.path.join(root, "digits")
+    write_npy_digits(digits, 60)
+    teacher = os.path.join(root, "teacher")
+    run_distill(distill_bin, "train", "--data", digits, "--model", "mlp", "--width", "0.125",
+                "--loss", "ce", "--epochs", "1", "--batch", "16", "--test-split", "none", "--out",
+                teacher, "--json")
+    run_distill(distill_bin, "export", teacher, "--onnx", teacher + ".onnx", "--feature-output",
+                "embedding")
+    store = os.path.join(root, "store")
+    run_distill(distill_bin, "label", "--teacher", teacher + ".onnx", "--data", digits, "--aug",
+                "usi", "--epochs", "2", "--topk", "3", "--feature", "embedding", "--out", store,
+                "--json")
+    st = distill.Store(store)
+    heads = st.manifest["features"]["heads"]
+    check(len(heads) == 1 and heads[0]["output"] == "embedding", f"heads {heads}")
+    dim = heads[0]["stored_dim"]
+    loader = distill.Loader(store, digits, 7, seed=3, temperature=4.0, threads=1, features=0)
+    rows = 0
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        want = st.features(loader.store_epoch(epoch), 0, 60, 0)
+        for b in loader:
+            f = b["features"]
+            check(f.dtype == np.float32 and f.shape == (b["samples"].shape[0], dim), "shape")
+            check(np.array_equal(f, want[b["samples"]]), "Loader features equal Store.features")
+            check(float(np.abs(f).max()) > 0.0, "features carry something")
+            rows += f.shape[0]
+    # The pure-Python reader (FORMAT.md 6, no Rust) decodes the same vectors, and its sums of the
+    # chunks' reconstruction figures give the manifest's.
+    py = ds.Store(store)
+    head = py.features(0)
+    for epoch in range(2):
+        check(np.array_equal(head.epoch(epoch), st.features(epoch, 0, 60, 0)),
+              f"epoch {epoch}: distill_store features equal distill.Store's")
+    sums = head.quality_sums()
+    q = heads[0]["quality"]
+    check(sums[0] == q["records"] == 120, f"records {sums[0]}")
+    check(abs(sums[1] / sums[0] - q["mean_cosine"]) < 1e-12, "mean cosine from the sums")
+    check(q["mean_cosine"] > 0.999, f"q8 reconstruction {q}")
+    expect(lambda: py.features(1), ds.StoreError, "no feature head 1")
+    plain = distill.Loader(store, digits, 7, seed=3, temperature=4.0, threads=1)
+    check("features" not in next(iter(plain)), "no features unless asked")
+    expect(lambda: distill.Loader(store, digits, 7, features=1), distill.StoreError,
+           "no feature head 1")
+    student = os.path.join(root, "student")
+    run_distill(distill_bin, "train", "--data", digits, "--labels", store, "--model", "mlp",
+                "--loss", "kd", "--temperature", "4", "--feature-weight", "0.5", "--epochs", "2",
+                "--batch", "7", "--seed", "3", "--threads", "2", "--stream-digest",
+                "--test-split", "none", "--out", student, "--json")
+    trained = [m["stream_xxh3"] for m in metrics(student)]
+    replayed = [epoch_digest(loader, e) for e in range(2)]
+    check(replayed == trained, f"feature Loader digests {replayed} != distill train's {trained}")
+    return rows
+
+
 def main(argv: list[str]) -> int:
     # `import distill` never imports torch; distill.torch does (and needs it).
     check("torch" not in sys.modules, "import distill imported torch")
@@ -371,6 +435,7 @@ def main(argv: list[str]) -> int:
     replayed = test_loader(os.path.abspath(argv[2]), work)
     batches = test_train_stream(os.path.abspath(argv[2]), work)
     total += test_unlabelled_loader(os.path.abspath(argv[2]), work)
+    total += test_feature_loader(os.path.abspath(argv[2]), work)
     print(f"OK: {total} records in {len(stores)} stores equal through distill (Rust) and "
           f"distill_store (Python); errors named; Loader replayed {replayed} records, teacher rows "
           f"equal to Store.probs, ranks disjoint; {batches} Loader batches equal distill train's "

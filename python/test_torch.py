@@ -3,7 +3,7 @@ with torch and the module installed, `pip install ./python torch zstandard`):
 
     python python/test_torch.py DISTILL WORK_DIR
 
-- `kd_loss`, `usi` and `cross_entropy` equal `distill train`'s losses on the cases of
+- `kd_loss`, `usi`, `cross_entropy` and `feature_loss` equal `distill train`'s losses on the cases of
   `loss_cases.json` (written and checked by student-train's `python_loss_cases_match` test, so
   they are what burn computes today);
 - `ReplayDataset` yields the Loader's batches as tensors (same values, int64 ids, no copy of the
@@ -50,7 +50,20 @@ def test_losses() -> int:
     expect(lambda: dt.usi(s, b), ValueError, "temperature=1.0")
     expect(lambda: dt.kd_loss(s, {"hard": hard}, 4.0, 0.9), ValueError, "no teacher")
     expect(lambda: dt.kd_loss(s, b, 2.0, 1.5), ValueError, "weight")
-    return len(cases["cases"])
+    # The feature term, through a projector holding burn's weights (torch stores W transposed).
+    sf, w, tf = (torch.tensor(cases[k], dtype=torch.float32)
+                 for k in ("student_features", "projector_weight", "teacher_features"))
+    proj = torch.nn.Linear(w.shape[0], w.shape[1])
+    with torch.no_grad():
+        proj.weight.copy_(w.T)
+        proj.bias.copy_(torch.tensor(cases["projector_bias"], dtype=torch.float32))
+    for case in cases["feature_cases"]:
+        got = dt.feature_loss(sf, {"features": tf}, proj, case["kind"]).detach()
+        want = case["value"]
+        check(abs(float(got) - want) <= 2e-6 * max(abs(want), 1.0), f"{case}: torch gives {got}")
+    expect(lambda: dt.feature_loss(sf, {}, proj), ValueError, "no teacher features")
+    expect(lambda: dt.feature_loss(sf, {"features": tf}, proj, "l2"), ValueError, "unknown kind")
+    return len(cases["cases"]) + len(cases["feature_cases"])
 
 
 def test_dataset(distill_bin: str, work: str) -> int:

@@ -32,13 +32,7 @@ label() { # teacher, epochs, out
 student=(--data data/mnist --model lenet5 --loss kd --temperature 4 --kd-weight 0.9
     --optimizer sgd --nesterov --lr 0.05 --schedule cosine --batch 64 --mean 0.1307
     --std 0.3081 --json)
-train() { # out, extra flags...
-    local run=$1
-    shift
-    [ -f "$run/student.ckpt" ] && return 0
-    rm -rf "$run"
-    "$bin" train "${student[@]}" --out "$run" "$@" >"$run.json"
-}
+source scripts/bench-students.sh # train RUN FLAGS...
 
 label "$demo/teacher.onnx" "$epochs" "$out/labels-e$epochs"
 for s in $(seq 1 "$seeds"); do

@@ -72,13 +72,7 @@ label "$out/labels-2k-6k" "${both[@]}"
 student=(--model lenet5 --loss kd --temperature 4 --kd-weight 0.9 --optimizer sgd --nesterov
     --lr 0.05 --schedule cosine --batch 64 --mean 0.1307 --std 0.3081 --json
     --eval-labels "$demo/labels-test")
-train() { # out, flags...
-    local run=$1
-    shift
-    [ -f "$run/student.ckpt" ] && return 0
-    rm -rf "$run"
-    "$bin" train "${student[@]}" --out "$run" "$@" >"$run.json"
-}
+source scripts/bench-students.sh # train RUN FLAGS...
 for s in $(seq 1 "$seeds"); do
     echo "transfer: seed $s" >&2
     train "$out/2k-e$epochs-s$s" "${small[@]}" --labels "$out/labels-2k" --epochs "$epochs" \

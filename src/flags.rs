@@ -24,6 +24,29 @@ pub enum LossFlag {
     Usi,
     /// Early-stopped KD: kd until --kd-until-epoch, then ce.
     Eskd,
+    /// No label term: the feature term (--feature-weight) alone.
+    Features,
+}
+
+/// `--feature-loss`: how projected student features meet the teacher's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FeatureLossFlag {
+    /// The mean of 1 − cos over the batch.
+    Cosine,
+    /// Smooth L1 (β = 1) over every value.
+    SmoothL1,
+    /// Mean squared error.
+    Mse,
+}
+
+impl From<FeatureLossFlag> for student_train::loss::FeatureLoss {
+    fn from(f: FeatureLossFlag) -> Self {
+        match f {
+            FeatureLossFlag::Cosine => Self::Cosine,
+            FeatureLossFlag::SmoothL1 => Self::SmoothL1,
+            FeatureLossFlag::Mse => Self::Mse,
+        }
+    }
 }
 
 /// `--optimizer`.

@@ -183,7 +183,10 @@ mod tests {
     fn fixed_choices_are_typed_and_listed() {
         let e = err(&train_with(&["--loss", "kl"]));
         assert!(e.contains("invalid value 'kl'"), "{e}");
-        assert!(e.contains("[possible values: ce, kd, usi, eskd]"), "{e}");
+        assert!(
+            e.contains("[possible values: ce, kd, usi, eskd, features]"),
+            "{e}"
+        );
         let e = err(&label_with(&["--codec", "f8"]));
         assert!(e.contains("[possible values: q8, f16]"), "{e}");
         let e = err(&train_with(&["--norm", "group"]));
@@ -202,7 +205,16 @@ mod tests {
             .unwrap()
             .render_long_help()
             .to_string();
-        for choice in ["cosine", "step", "constant", "sgd", "adamw", "eskd"] {
+        for choice in [
+            "cosine",
+            "step",
+            "constant",
+            "sgd",
+            "adamw",
+            "eskd",
+            "smooth-l1",
+            "mse",
+        ] {
             assert!(help.contains(choice), "train --help lacks {choice}");
         }
         // The values arrive typed.

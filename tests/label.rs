@@ -342,6 +342,10 @@ fn features_of_the_exact_view_are_stored_and_outputs_chosen_by_name() {
             .unwrap();
         feats.get_into(e, i, &mut got).unwrap();
         let max = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(
+            max > 1.0,
+            "the teacher's features carry something: {want:?}"
+        );
         for (a, b) in want.iter().zip(&got) {
             assert!(
                 (a - b).abs() <= max / 254.0 + 1e-6,
@@ -386,11 +390,11 @@ fn features_of_the_exact_view_are_stored_and_outputs_chosen_by_name() {
         !o.status.success() && err.contains("--logits") && err.contains("pooled"),
         "{err}"
     );
-    // The pooled output named as the logits: a 6-class teacher, which the 10-class data refuses.
+    // The pooled output named as the logits: a 12-class teacher, which the 10-class data refuses.
     let o = run(&["d", "--logits", "pooled"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success() && err.contains("has 6 classes"),
+        !o.status.success() && err.contains("has 12 classes"),
         "{err}"
     );
 }

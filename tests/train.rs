@@ -48,28 +48,7 @@ fn setup() -> Setup {
         ("train", path(&recipe), "store", "2"),
         ("test", "none", "test-store", "1"),
     ] {
-        ok(&distill(&[
-            "label",
-            "--json",
-            "--teacher",
-            path(&teacher),
-            "--data",
-            path(&data),
-            "--split",
-            split,
-            "--aug",
-            aug,
-            "--epochs",
-            epochs,
-            "--topk",
-            "5",
-            "--out",
-            path(&root.join(out)),
-            "--mean",
-            "0.5",
-            "--std",
-            "0.25",
-        ]));
+        label_split(&teacher, &data, (split, aug, epochs), &root.join(out), &[]);
     }
     Setup { _t: t, root, data }
 }
@@ -291,6 +270,7 @@ fn exported_students_match_the_burn_forward_pass() {
             std: (0..c).map(|k| 0.3 - 0.02 * k as f32).collect(),
             interpolation: None,
             crop_pct: None,
+            projector: None,
         };
         let normalized = |dev: &burn::tensor::Device| {
             let mut x = pixels.clone();
@@ -307,37 +287,51 @@ fn exported_students_match_the_burn_forward_pass() {
         let dir = t.path().join(format!("case{i}"));
         std::fs::create_dir_all(&dir).unwrap();
         checkpoint::save(&dir.join("student.ckpt"), &meta, &model, None).unwrap();
+        // Every student is exported with its penultimate features as a second output too.
         let onnx = dir.join("student.onnx");
         ok(&distill(&[
             "export",
             path(&dir),
             "--onnx",
             path(&onnx),
+            "--feature-output",
+            "embedding",
             "--json",
         ]));
 
         let infer = train_dev.clone().without_autodiff();
-        let want = model
-            .valid()
-            .forward(normalized(&infer))
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        let mut session = TeacherSession::open(env, &onnx, Device::Cpu, 1).unwrap();
-        let mut got = Vec::new();
-        session.run(&pixels, n, [c, side, side], &mut got).unwrap();
-        assert_eq!(got.len(), want.len());
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        let scale = want.iter().fold(0f32, |a, b| a.max(b.abs()));
-        eprintln!("{family} {norm:?}: max |onnx − burn| = {worst}, max |logit| {scale}");
-        assert!(
-            worst <= 1e-4,
-            "{family} {norm:?}: max |onnx − burn| = {worst}"
+        let (features, logits) = model.valid().forward_features(normalized(&infer));
+        let read = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+        let (want_f, want) = (read(features), read(logits));
+        let outputs = teacher_infer::Outputs {
+            logits: None,
+            feature: Some("embedding".into()),
+        };
+        let mut session =
+            TeacherSession::open_outputs(env, &onnx, Device::Cpu, 1, Default::default(), &outputs)
+                .unwrap();
+        assert_eq!(
+            session.feature.as_ref().map(|f| f.dim as usize),
+            Some(want_f.len() / n)
         );
+        let (mut got, mut got_f) = (Vec::new(), Vec::new());
+        session
+            .run_with_features(&pixels, n, [c, side, side], &mut got, Some(&mut got_f))
+            .unwrap();
+        for (what, got, want) in [("logits", &got, &want), ("features", &got_f, &want_f)] {
+            assert_eq!(got.len(), want.len());
+            let worst = got
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            let scale = want.iter().fold(0f32, |a, b| a.max(b.abs()));
+            eprintln!("{family} {norm:?} {what}: max |onnx − burn| = {worst}, max |value| {scale}");
+            assert!(
+                worst <= 1e-4 * scale.max(1.0),
+                "{family} {norm:?} {what}: max |onnx − burn| = {worst}"
+            );
+        }
     }
 }
 
@@ -422,6 +416,9 @@ fn bad_settings_are_refused_naming_their_flags() {
         (&["--mean", "0.1,0.2"][..], "--mean"),
         // A loss that needs teacher labels without a store: the flag to add.
         (&["--loss", "kd"][..], "--labels"),
+        (&["--loss", "features"][..], "--feature-weight"),
+        (&["--feature-weight", "0"][..], "--feature-weight"),
+        (&["--feature-weight", "1"][..], "--labels"),
     ] {
         let e = train(flags);
         assert!(e.contains(want) && !e.contains('`'), "{flags:?}: {e}");
@@ -431,4 +428,189 @@ fn bad_settings_are_refused_naming_their_flags() {
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
     let e = train(&[]);
     assert!(e.contains("--resume") && e.contains("--out"), "{e}");
+}
+
+/// A teacher with a feature output labels the data with `--feature pooled` (train and test
+/// stores); students learn its features through a projector alongside kd, or from them alone
+/// (`--loss features`): the test feature cosine rises, a resumed run (projector and its
+/// optimizer from the checkpoint) gives the uninterrupted run's numbers, and export drops the
+/// projector. A store without features is refused naming it.
+#[test]
+fn feature_students_learn_the_teachers_features_and_resume_to_the_same_numbers() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    let data = root.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_data(&data);
+    write_split(&data, "test", 100, 3);
+    let teacher = root.join("features.onnx");
+    write_feature_teacher(&teacher);
+    let label = |split: &str, aug: &str, out: &str, epochs: &str, extra: &[&str]| {
+        label_split(
+            &teacher,
+            &data,
+            (split, aug, epochs),
+            &root.join(out),
+            extra,
+        );
+    };
+    // Crops that keep most of each cross (a 12-pixel image cropped to 8% is another image).
+    let recipe = root.join("mild.toml");
+    std::fs::write(
+        &recipe,
+        "name = \"mild\"\n[crop]\nscale = [0.7, 1.0]\nratio = [0.8, 1.25]\n",
+    )
+    .unwrap();
+    label(
+        "train",
+        path(&recipe),
+        "store",
+        "2",
+        &["--feature", "pooled"],
+    );
+    label(
+        "test",
+        "none",
+        "test-store",
+        "1",
+        &["--feature", "pooled", "--feature-codec", "f16"],
+    );
+    label("train", path(&recipe), "plain", "2", &[]);
+    let (store, test_store) = (root.join("store"), root.join("test-store"));
+    // A small mlp from `labels`, evaluated against `eval`.
+    let train_on = |labels: &std::path::Path, eval: &std::path::Path, out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--json",
+            "--data",
+            path(&data),
+            "--labels",
+            path(labels),
+            "--eval-labels",
+            path(eval),
+            "--model",
+            "mlp",
+            "--width",
+            "0.25",
+            "--epochs",
+            "4",
+            "--batch",
+            "16",
+            "--lr",
+            "0.1",
+            "--seed",
+            "2",
+            "--threads",
+            "1",
+            "--mean",
+            "0.5",
+            "--std",
+            "0.25",
+            "--out",
+        ];
+        let out = root.join(out);
+        args.push(path(&out));
+        args.extend_from_slice(extra);
+        distill(&args)
+    };
+    let train = |out: &str, extra: &[&str]| train_on(&store, &test_store, out, extra);
+    let cosines = |run: &str| -> Vec<f64> {
+        metrics(&root.join(run))
+            .iter()
+            .map(|m| {
+                m["test_feature_cosine"]
+                    .as_f64()
+                    .expect("test_feature_cosine")
+            })
+            .collect()
+    };
+    ok(&train("kd", &["--loss", "kd", "--feature-weight", "1"]));
+    let kd = cosines("kd");
+    assert!(
+        kd[3] > kd[0] + 0.03 && kd[3] > 0.85,
+        "kd + features: {kd:?}"
+    );
+    let m = metrics(&root.join("kd"));
+
+    // The feature term alone, on un-augmented views of the training split evaluated on those
+    // very views (no normalization layers, so training and evaluation compute the same
+    // thing): the evaluated cosine is the training objective's.
+    label(
+        "train",
+        "none",
+        "train-views",
+        "1",
+        &["--feature", "pooled"],
+    );
+    let views = root.join("train-views");
+    ok(&train_on(
+        &views,
+        &views,
+        "alone",
+        &[
+            "--test-split",
+            "train",
+            "--norm",
+            "none",
+            "--loss",
+            "features",
+            "--feature-weight",
+            "1",
+        ],
+    ));
+    let alone = root.join("alone");
+    let last = metrics(&alone).pop().unwrap();
+    let (cos, loss) = (
+        last["test_feature_cosine"].as_f64().unwrap(),
+        last["train_loss"].as_f64().unwrap(),
+    );
+    assert!(
+        cos > 0.95 && (cos - (1.0 - loss)).abs() < 0.01,
+        "cosine {cos}, loss {loss}"
+    );
+
+    // Resume: drop epoch 4's checkpoint and the final student, as a crash would.
+    let run = root.join("kd");
+    std::fs::remove_file(run.join("checkpoints").join("epoch-0004.ckpt")).unwrap();
+    std::fs::remove_file(run.join("student.ckpt")).unwrap();
+    ok(&train(
+        "kd",
+        &["--loss", "kd", "--feature-weight", "1", "--resume"],
+    ));
+    let again = metrics(&run);
+    for (a, b) in m.iter().zip(&again) {
+        for key in ["train_loss", "test_feature_cosine", "test_kl"] {
+            assert_eq!(a[key], b[key], "epoch {}: {key}", a["epoch"]);
+        }
+    }
+    // The final checkpoint keeps the projector; the export is the student alone.
+    let ck = checkpoint::Checkpoint::read(&run.join("student.ckpt")).unwrap();
+    let p = ck.meta.projector.expect("a projector");
+    assert_eq!((p.outputs, p.optim_bytes), (POOLED, 0));
+    let onnx = root.join("kd.onnx");
+    let o = distill(&["export", path(&run), "--onnx", path(&onnx)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let env = &teacher_infer::runtime::environment(None).unwrap().1;
+    let s = TeacherSession::open(env, &onnx, Device::Cpu, 1).unwrap();
+    assert_eq!(s.classes, 10);
+
+    // A store without features, for a run with a feature term: refused, naming the store.
+    let mut args = vec!["train", "--data", path(&data), "--labels"];
+    let plain = root.join("plain");
+    args.push(path(&plain));
+    let out = root.join("refused");
+    args.extend_from_slice(&[
+        "--model",
+        "mlp",
+        "--feature-weight",
+        "1",
+        "--out",
+        path(&out),
+    ]);
+    let o = distill(&args);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("plain") && e.contains("--feature"),
+        "{e}"
+    );
 }

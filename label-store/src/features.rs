@@ -148,6 +148,11 @@ pub struct DecodedFeatures {
 }
 
 impl DecodedFeatures {
+    /// Stored dimensions per vector.
+    pub fn dim(&self) -> usize {
+        self.layout.dim as usize
+    }
+
     /// Decodes the vector of `sample` into `out` (the head's stored dimensions long).
     pub fn get_into(&self, sample: u32, out: &mut [f32]) -> Result<()> {
         if !self.samples.contains(sample) {

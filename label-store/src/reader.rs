@@ -255,6 +255,7 @@ impl LabelStore {
             samples: self.samples(),
             layout: self.layout,
             rows,
+            features: None,
         })
     }
 
@@ -281,13 +282,28 @@ impl LabelStore {
     /// Starts a background thread that decodes `epochs` in turn, at most one ahead of the
     /// consumer, so that reading an epoch in any order never waits on zstd after the first.
     pub fn prefetch(self: &Arc<Self>, epochs: Vec<u32>) -> Prefetcher {
+        self.prefetch_with_features(epochs, None)
+    }
+
+    /// [`LabelStore::prefetch`], each epoch decoded with `features`' vectors of it too
+    /// ([`DecodedEpoch::features`]).
+    pub fn prefetch_with_features(
+        self: &Arc<Self>,
+        epochs: Vec<u32>,
+        features: Option<Arc<crate::FeatureStore>>,
+    ) -> Prefetcher {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let store = Arc::clone(self);
         let handle = std::thread::Builder::new()
             .name("label-prefetch".into())
             .spawn(move || {
                 for e in epochs {
-                    let decoded = store.decode_epoch(e);
+                    let decoded = store.decode_epoch(e).and_then(|mut d| {
+                        if let Some(f) = &features {
+                            d.features = Some(f.decode_epoch(e)?);
+                        }
+                        Ok(d)
+                    });
                     let failed = decoded.is_err();
                     if tx.send(decoded).is_err() || failed {
                         break;
@@ -406,6 +422,8 @@ pub struct DecodedEpoch {
     pub samples: SampleRange,
     layout: RecordLayout,
     rows: Vec<u8>,
+    /// One feature head's vectors of the epoch, when the prefetcher was asked for them.
+    pub features: Option<crate::DecodedFeatures>,
 }
 
 impl DecodedEpoch {
@@ -441,7 +459,7 @@ impl DecodedEpoch {
 
     /// Bytes held in memory.
     pub fn memory_bytes(&self) -> usize {
-        self.rows.len()
+        self.rows.len() + self.features.as_ref().map_or(0, |f| f.memory_bytes())
     }
 }
 

@@ -321,6 +321,37 @@ impl Store {
             .into_pyarray(py))
     }
 
+    /// The teacher features of samples `start..stop` of `epoch`, feature head `head` (a store
+    /// labelled with `--feature`; `manifest["features"]["heads"]` lists them): `[n, d]` float32,
+    /// decoded from the stored codec.
+    #[pyo3(signature = (epoch, start, stop, head = 0))]
+    fn features<'py>(
+        &self,
+        py: Python<'py>,
+        epoch: u32,
+        start: u32,
+        stop: u32,
+        head: usize,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let (start, stop) = self.span(epoch, start, stop)?;
+        let (out, d) = py
+            .detach(|| -> Result<(Vec<f32>, usize), label_store::StoreError> {
+                let fs = self.store.features(head)?;
+                let d = fs.dim();
+                let epoch = fs.decode_epoch(epoch)?;
+                let mut out = vec![0f32; (stop - start) as usize * d];
+                for (s, row) in (start..stop).zip(out.chunks_exact_mut(d)) {
+                    epoch.get_into(s, row)?;
+                }
+                Ok((out, d))
+            })
+            .map_err(store_err)?;
+        let n = out.len() / d.max(1);
+        Ok(Array2::from_shape_vec((n, d), out)
+            .expect("n × d")
+            .into_pyarray(py))
+    }
+
     /// The pixels record (`epoch`, `sample`) replays to — what the teacher was shown — as u8
     /// `[height, width(, channels)]` at the store's input size, from `data` (the dataset the
     /// store was labelled from; checked by fingerprint). A mixup's input is a blend of two
@@ -419,7 +450,9 @@ impl Store {
 /// `labels = None`. A store of a list of datasets (`distill label --data A --data B …`) takes
 /// `data` as the list of their paths, each read as the store records it; where some rows have
 /// no hard label, batches carry `labelled` (a bool per row; the others' `hard` rows are zeros
-/// and their `labels` 2^32 − 1).
+/// and their `labels` 2^32 − 1). `features=H` (a store labelled with `--feature`) adds the
+/// teacher's stored features of each record's view, feature head `H`, as `features` (float32
+/// `[n, d]`, decoded in Rust), for `distill.torch.feature_loss`.
 #[pyclass]
 struct Loader {
     stream: Arc<Stream>,
@@ -439,7 +472,7 @@ impl Loader {
     #[pyo3(signature = (store, data, batch_size, shuffle = true, seed = 0, temperature = 1.0,
         threads = None, rank = 0, world_size = 1, drop_last = false, size = None, mean = None,
         std = None, shuffle_window = None, multi_crop = 1, pixels = false, label_key = None,
-        unlabelled = None))]
+        unlabelled = None, features = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -461,6 +494,7 @@ impl Loader {
         pixels: bool,
         label_key: Option<String>,
         unlabelled: Option<bool>,
+        features: Option<usize>,
     ) -> PyResult<Self> {
         let store = match store.extract::<PyRef<'_, Store>>() {
             Ok(s) => Arc::clone(&s.store),
@@ -519,7 +553,13 @@ impl Loader {
             ..StreamConfig::training(batch_size, threads, seed, mean.clone(), std.clone(), size)
         };
         let stream = py
-            .detach(|| Stream::new(ds, Source::Store(Arc::clone(&store)), cfg))
+            .detach(|| {
+                let s = Stream::new(ds, Source::Store(Arc::clone(&store)), cfg)?;
+                match features {
+                    Some(h) => s.with_features(h),
+                    None => Ok(s),
+                }
+            })
             .map_err(|e| match e {
                 // The stream checks the settings; its messages name its fields.
                 replay::ReplayError::Config(m) => PyValueError::new_err(keyword_names(&m)),
@@ -593,12 +633,14 @@ impl Loader {
                     .store_epochs(epoch)
                     .into_iter()
                     .map(|e| {
-                        store
-                            .decode_epoch(e)
-                            .map(Arc::new)
-                            .map_err(|e| e.to_string())
+                        let mut d = store.decode_epoch(e)?;
+                        if let Some(f) = stream.feature_store() {
+                            d.features = Some(f.decode_epoch(e)?);
+                        }
+                        Ok(Arc::new(d))
                     })
-                    .collect::<Result<Vec<_>, _>>()?;
+                    .collect::<Result<Vec<_>, label_store::StoreError>>()
+                    .map_err(|e| e.to_string())?;
                 stream
                     .epoch(epoch, decoded, Some(tau))
                     .map_err(|e| e.to_string())
@@ -660,6 +702,15 @@ impl Loader {
                 "teacher",
                 Array2::from_shape_vec((b.n, classes), t)
                     .expect("n × classes")
+                    .into_pyarray(py),
+            )?;
+        }
+        if let Some(f) = b.features {
+            let dim = f.len() / b.n.max(1);
+            d.set_item(
+                "features",
+                Array2::from_shape_vec((b.n, dim), f)
+                    .expect("n × d")
                     .into_pyarray(py),
             )?;
         }

@@ -17,7 +17,7 @@ use datasets::Dataset;
 use formats::BlockOrder;
 use formats::SampleRange;
 use formats::view::ViewRule;
-use label_store::{DecodedEpoch, LabelStore};
+use label_store::{DecodedEpoch, FeatureStore, LabelStore};
 use rand::seq::SliceRandom;
 use std::sync::Arc;
 
@@ -164,6 +164,9 @@ pub struct Batch {
     /// With an online teacher over a store: the largest difference between its distribution
     /// and the stored one, over the batch's classes and rows (the store's check).
     pub teacher_gap: Option<f32>,
+    /// `n × d` teacher features of each record's view, when the stream reads a feature head
+    /// ([`Stream::with_features`]).
+    pub features: Option<Vec<f32>>,
     /// The dataset index of each sample.
     pub samples: Vec<u32>,
     /// The ground-truth label of each sample's primary image (for accuracy);
@@ -180,7 +183,8 @@ pub struct Batch {
 impl Batch {
     /// xxh3-64 (seed 0) of the batch's bytes, little-endian, in this order: `inputs` (the
     /// normalized f32, computed from the pixels of a u8 batch with `channels`, `mean`, `std`),
-    /// `hard` (f32), `teacher` (f32, when present), `samples` (u32), `labels` (u32). Python
+    /// `hard` (f32), `teacher` (f32, when present), `features` (f32, when present), `samples`
+    /// (u32), `labels` (u32). Python
     /// computes the same from the numpy arrays of a `distill.Loader` batch.
     pub fn content_digest(&self, channels: usize, mean: &[f32], std: &[f32]) -> u64 {
         self.digests(channels, mean, std).0
@@ -209,6 +213,9 @@ impl Batch {
         feed_le(&mut h, &self.hard);
         if let Some(t) = &self.teacher {
             feed_le(&mut h, t);
+        }
+        if let Some(f) = &self.features {
+            feed_le(&mut h, f);
         }
         feed_le(&mut h, &self.samples);
         feed_le(&mut h, &self.labels);
@@ -287,6 +294,8 @@ pub struct Stream {
     /// A teacher run on every batch (online distillation), whose labels the batches carry
     /// instead of a store's.
     teacher: Option<Arc<dyn OnlineTeacher>>,
+    /// The store's feature head the batches carry ([`Stream::with_features`]).
+    features: Option<Arc<FeatureStore>>,
 }
 
 /// One epoch's batches, computed ahead on the worker threads, and the decodes they made.
@@ -418,7 +427,26 @@ impl Stream {
             plan,
             spec,
             teacher: None,
+            features: None,
         })
+    }
+
+    /// The stream with the store's feature head `head` in every batch ([`Batch::features`]):
+    /// the decoded epochs handed to [`Stream::epoch`] must carry it
+    /// ([`LabelStore::prefetch_with_features`] over [`Stream::feature_store`]).
+    pub fn with_features(mut self, head: usize) -> Result<Self, ReplayError> {
+        let Source::Store(store) = &self.source else {
+            return Err(ReplayError::config(
+                "teacher features come from a store labelled with --feature (`labels`)",
+            ));
+        };
+        self.features = Some(Arc::new(store.features(head)?));
+        Ok(self)
+    }
+
+    /// The feature head the batches carry, when any.
+    pub fn feature_store(&self) -> Option<&Arc<FeatureStore>> {
+        self.features.as_ref()
     }
 
     /// The stream with `teacher` run on every batch (online distillation): the batches' teacher
@@ -693,6 +721,7 @@ impl Stream {
             has_hard: Vec::with_capacity(n),
             teacher: tau.map(|_| vec![0.0; n * cl]),
             teacher_gap: None,
+            features: self.features.as_ref().map(|f| vec![0.0; n * f.dim()]),
             samples: entries.iter().map(|e| e.0).collect(),
             labels: Vec::with_capacity(n),
             digest: None,
@@ -709,6 +738,16 @@ impl Stream {
                     d.get_into(s, &mut rec)?;
                     if let (Some(t), Some(tau)) = (batch.teacher.as_mut(), tau) {
                         rec.label.dense_into(tau, &mut t[i * cl..(i + 1) * cl]);
+                    }
+                    if let Some(f) = batch.features.as_mut() {
+                        let df = d.features.as_ref().ok_or_else(|| {
+                            ReplayError::config(
+                                "a stream with features needs decoded epochs that carry them \
+                                 (prefetch_with_features)",
+                            )
+                        })?;
+                        let dim = df.dim();
+                        df.get_into(s, &mut f[i * dim..(i + 1) * dim])?;
                     }
                     rec.aug
                 }
@@ -855,6 +894,7 @@ mod tests {
             has_hard: vec![true, true],
             teacher: Some(vec![0.5, 0.5, 0.9, 0.1]),
             teacher_gap: None,
+            features: Some(vec![0.25, -1.5, 3.0, 0.0, 7.0, -0.125]),
             samples: vec![3, 9],
             labels: vec![1, 0],
             digest: None,
@@ -863,6 +903,7 @@ mod tests {
         let mut bytes = le(&inputs, f32::to_le_bytes);
         bytes.extend(le(&b.hard, f32::to_le_bytes));
         bytes.extend(le(b.teacher.as_ref().unwrap(), f32::to_le_bytes));
+        bytes.extend(le(b.features.as_ref().unwrap(), f32::to_le_bytes));
         bytes.extend(le(&b.samples, u32::to_le_bytes));
         bytes.extend(le(&b.labels, u32::to_le_bytes));
         assert_eq!(
@@ -871,6 +912,7 @@ mod tests {
         );
         let with_teacher = b.content_digest(1, &[0.0], &[1.0]);
         b.teacher = None;
+        b.features = None;
         assert_ne!(b.content_digest(1, &[0.0], &[1.0]), with_teacher);
         inputs[9_999] = f32::from_bits(inputs[9_999].to_bits() ^ 1);
         b.inputs = Inputs::F32(inputs.clone());

@@ -3,7 +3,8 @@
 
 use crate::commands::label::Chosen;
 use crate::flags::{
-    CodecFlag, DataArgs, EnsembleFlag, LossFlag, NormFlag, OptimizerFlag, ScheduleFlag, parse_size,
+    CodecFlag, DataArgs, EnsembleFlag, FeatureLossFlag, LossFlag, NormFlag, OptimizerFlag,
+    ScheduleFlag, parse_size,
 };
 use anyhow::{Context, Result, bail};
 use datasets::{DataFormat, Dataset};
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use student_train::EpochMetrics;
 use student_train::config::OnlineTeacherInfo;
 use student_train::eval::{KlReference, evaluate_checkpoint};
-use student_train::export::checkpoint_to_onnx;
+use student_train::export::checkpoint_to_onnx_with;
 use student_train::models::{InputShape, ModelFamily, ModelSpec, NormKind};
 use student_train::optim::{OptimConfig, OptimizerKind, Schedule};
 use student_train::run::Progress;
@@ -68,6 +69,19 @@ pub struct TrainArgs {
     /// eskd: distil for epochs below this, then train on hard labels.
     #[arg(long)]
     pub kd_until_epoch: Option<u32>,
+    /// Weight of the feature term, added to the loss: the student's penultimate features,
+    /// through a learned linear projector (kept in checkpoints, dropped at export), against
+    /// the teacher features of a store labelled with --feature. With --loss features, the
+    /// term alone.
+    #[arg(long)]
+    pub feature_weight: Option<f32>,
+    /// How the feature term compares them.
+    #[arg(long, value_enum, default_value_t = FeatureLossFlag::Cosine, requires = "feature_weight")]
+    pub feature_loss: FeatureLossFlag,
+    /// The store's feature head to match (in teacher order: 0 is the first teacher that has
+    /// the feature output).
+    #[arg(long, default_value_t = 0, requires = "feature_weight")]
+    pub feature_head: usize,
     /// Optimizer.
     #[arg(long, value_enum, default_value_t = OptimizerFlag::Sgd)]
     pub optimizer: OptimizerFlag,
@@ -340,6 +354,7 @@ pub fn loss_kind(a: &TrainArgs) -> Result<LossKind> {
                 .kd_until_epoch
                 .context("--loss eskd needs --kd-until-epoch")?,
         },
+        LossFlag::Features => LossKind::Features,
     };
     if a.kd_only && !matches!(loss, LossKind::Usi { .. }) {
         bail!("--kd-only applies to --loss usi");
@@ -437,6 +452,13 @@ pub fn train_config(
         stream_digest: a.stream_digest,
         prefetch: a.prefetch,
         online: None,
+        feature: a
+            .feature_weight
+            .map(|weight| student_train::config::FeatureTerm {
+                head: a.feature_head,
+                weight,
+                loss: a.feature_loss.into(),
+            }),
     })
 }
 
@@ -641,6 +663,10 @@ pub struct ExportArgs {
     /// the final student.
     #[arg(long)]
     pub epoch: Option<u32>,
+    /// Also output the student's penultimate features (`[batch, D]`, what its classifier reads)
+    /// under this name: a feature teacher for `distill label --feature NAME`.
+    #[arg(long, value_name = "NAME")]
+    pub feature_output: Option<String>,
     /// Print what was exported as JSON.
     #[arg(long)]
     pub json: bool,
@@ -649,8 +675,8 @@ pub struct ExportArgs {
 /// `distill export`.
 pub fn export(a: ExportArgs) -> Result<ExitCode> {
     let ck = student_checkpoint(&a.run, a.epoch)?;
-    let bytes =
-        checkpoint_to_onnx(&ck).with_context(|| format!("exporting {}", ck.path.display()))?;
+    let bytes = checkpoint_to_onnx_with(&ck, a.feature_output.as_deref())
+        .with_context(|| format!("exporting {}", ck.path.display()))?;
     label_store::writer::write_atomic(&a.onnx, &bytes)?;
     let i = ck.meta.input;
     let mut out = std::io::stdout().lock();
@@ -661,7 +687,7 @@ pub fn export(a: ExportArgs) -> Result<ExitCode> {
             serde_json::json!({
                 "onnx": a.onnx, "checkpoint": ck.path, "epochs_done": ck.meta.epochs_done,
                 "model": ck.meta.model, "input": [i.channels, i.height, i.width],
-                "classes": i.classes, "bytes": bytes.len(),
+                "classes": i.classes, "feature_output": a.feature_output, "bytes": bytes.len(),
             })
         )?;
     } else {

@@ -3,13 +3,16 @@
 //!
 //! Layout (little-endian): magic `DSTLCKPT`, version u32, meta length u32, model length u64,
 //! optimizer length u64, xxh3-64 of everything after this 40-byte header, then the meta JSON,
-//! the model's burnpack bytes and the optimizer's burnpack bytes. The file is written with the
+//! the model's burnpack bytes and the optimizer's burnpack bytes, and, for a student trained
+//! with a feature term, its projector's and the projector optimizer's bytes (their lengths in
+//! the meta's `projector`; a checkpoint without one is laid out as before). The file is written with the
 //! label store's `write_atomic` (temporary name, fsync, rename), so a crash or a full disk leaves
 //! the previous checkpoint as it was and never a half-written file under a checkpoint's name.
 
 use crate::error::TrainError;
 use crate::models::{InputShape, ModelSpec, Student};
 use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
 use burn::optim::ModuleOptimizer;
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
@@ -38,6 +41,26 @@ pub struct CheckpointMeta {
     /// The centre-crop fraction it is evaluated with on image folders; exported as metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crop_pct: Option<f64>,
+    /// The feature term's projector, when the student was trained with one (filled by
+    /// [`save`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projector: Option<ProjectorMeta>,
+}
+
+/// The projector a checkpoint holds: a linear map from the student's features to the teacher's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProjectorMeta {
+    pub inputs: usize,
+    pub outputs: usize,
+    /// Bytes of its parameters and of its optimizer state (0 in a final student).
+    pub bytes: u64,
+    pub optim_bytes: u64,
+}
+
+/// A student's feature projector and its optimizer, as [`save`] takes them.
+pub struct ProjectorState<'a> {
+    pub projector: &'a Linear,
+    pub optim: Option<&'a ModuleOptimizer>,
 }
 
 /// A checkpoint read back from disk.
@@ -46,6 +69,8 @@ pub struct Checkpoint {
     pub meta: CheckpointMeta,
     model: Vec<u8>,
     optim: Vec<u8>,
+    projector: Vec<u8>,
+    projector_optim: Vec<u8>,
 }
 
 /// The file name of the checkpoint after `epochs_done` epochs.
@@ -60,6 +85,17 @@ pub fn save(
     model: &Student,
     optim: Option<&ModuleOptimizer>,
 ) -> Result<(), TrainError> {
+    save_with(path, meta, model, optim, None)
+}
+
+/// [`save`] with the feature term's projector (and its optimizer state) when there is one.
+pub fn save_with(
+    path: &Path,
+    meta: &CheckpointMeta,
+    model: &Student,
+    optim: Option<&ModuleOptimizer>,
+    projector: Option<ProjectorState<'_>>,
+) -> Result<(), TrainError> {
     let what = |e: burn::store::RecordError| TrainError::corrupt(path, e.to_string());
     // burn folds BatchNorm running statistics in lazily (per thread) and a module's record
     // reads them unsynchronized; `valid()` synchronizes them first, so the checkpoint holds
@@ -69,27 +105,51 @@ pub fn save(
         Some(o) => Some(o.into_bytes().map_err(what)?),
         None => None,
     };
-    let meta_json = serde_json::to_vec(meta).expect("checkpoint meta serializes");
-    let bytes = encode(
-        &meta_json,
-        &model_bytes,
-        optim_bytes.as_deref().unwrap_or(&[]),
-    );
+    let mut meta = meta.clone();
+    let mut tail = Vec::new();
+    if let Some(p) = projector {
+        let bytes = p
+            .projector
+            .clone()
+            .into_record()
+            .into_bytes()
+            .map_err(what)?;
+        let optim = match p.optim {
+            Some(o) => o.into_bytes().map_err(what)?.to_vec(),
+            None => Vec::new(),
+        };
+        let [inputs, outputs] = p.projector.weight.dims();
+        meta.projector = Some(ProjectorMeta {
+            inputs,
+            outputs,
+            bytes: bytes.len() as u64,
+            optim_bytes: optim.len() as u64,
+        });
+        tail.extend_from_slice(&bytes);
+        tail.extend_from_slice(&optim);
+    }
+    let meta_json = serde_json::to_vec(&meta).expect("checkpoint meta serializes");
+    let mut optim_all = optim_bytes.map(|b| b.to_vec()).unwrap_or_default();
+    let optim_len = optim_all.len();
+    optim_all.extend_from_slice(&tail);
+    let bytes = encode(&meta_json, &model_bytes, &optim_all, optim_len);
     label_store::writer::write_atomic(path, &bytes)?;
     Ok(())
 }
 
-fn encode(meta: &[u8], model: &[u8], optim: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(meta.len() + model.len() + optim.len());
+/// The file of `meta`, `model` and `rest` (the optimizer's `optim_len` bytes, then the
+/// projector's, whose lengths the meta records).
+fn encode(meta: &[u8], model: &[u8], rest: &[u8], optim_len: usize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(meta.len() + model.len() + rest.len());
     body.extend_from_slice(meta);
     body.extend_from_slice(model);
-    body.extend_from_slice(optim);
+    body.extend_from_slice(rest);
     let mut out = Vec::with_capacity(HEADER + body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
     out.extend_from_slice(&(model.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(optim.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(optim_len as u64).to_le_bytes());
     out.extend_from_slice(&xxh3_64(&body).to_le_bytes());
     out.extend_from_slice(&body);
     out
@@ -115,7 +175,23 @@ impl Checkpoint {
         }
         let (m, model, optim) = (u32_at(12) as u64, u64_at(16), u64_at(24));
         let body = &bytes[HEADER..];
-        let want = m.checked_add(model).and_then(|s| s.checked_add(optim));
+        let listed = m.checked_add(model).and_then(|s| s.checked_add(optim));
+        if listed.is_none_or(|l| l > body.len() as u64) {
+            return Err(bad(format!(
+                "truncated: header promises {} body bytes, file has {}",
+                listed.map_or("too many".into(), |w| w.to_string()),
+                body.len()
+            )));
+        }
+        if xxh3_64(body) != u64_at(32) {
+            return Err(bad("checksum mismatch: the checkpoint is corrupt".into()));
+        }
+        let meta: CheckpointMeta =
+            serde_json::from_slice(&body[..m as usize]).map_err(|e| bad(format!("meta: {e}")))?;
+        let (p, po) = meta.projector.map_or((0, 0), |p| (p.bytes, p.optim_bytes));
+        let want = [model, optim, p, po]
+            .into_iter()
+            .try_fold(m, |a, b| a.checked_add(b));
         if want != Some(body.len() as u64) {
             return Err(bad(format!(
                 "truncated or padded: header promises {} body bytes, file has {}",
@@ -123,17 +199,14 @@ impl Checkpoint {
                 body.len()
             )));
         }
-        if xxh3_64(body) != u64_at(32) {
-            return Err(bad("checksum mismatch: the checkpoint is corrupt".into()));
-        }
-        let (m, model) = (m as usize, model as usize);
-        let meta: CheckpointMeta =
-            serde_json::from_slice(&body[..m]).map_err(|e| bad(format!("meta: {e}")))?;
+        let at = |a: u64, len: u64| body[a as usize..(a + len) as usize].to_vec();
         Ok(Checkpoint {
             path: path.to_path_buf(),
+            model: at(m, model),
+            optim: at(m + model, optim),
+            projector: at(m + model + optim, p),
+            projector_optim: at(m + model + optim + p, po),
             meta,
-            model: body[m..m + model].to_vec(),
-            optim: body[m + model..].to_vec(),
         })
     }
 
@@ -154,6 +227,37 @@ impl Checkpoint {
         model
             .try_load_record(record)
             .map_err(|e| TrainError::corrupt(&self.path, format!("model: {e}")))
+    }
+
+    /// The feature term's projector it holds, on `device` (`None` when the student was trained
+    /// without one).
+    pub fn projector(&self, device: &Device) -> Result<Option<Linear>, TrainError> {
+        let Some(p) = self.meta.projector else {
+            return Ok(None);
+        };
+        let fresh = LinearConfig::new(p.inputs, p.outputs).init(device);
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(self.projector.clone()))
+            .map_err(|e| TrainError::corrupt(&self.path, format!("projector: {e}")))?;
+        fresh
+            .try_load_record(record)
+            .map(Some)
+            .map_err(|e| TrainError::corrupt(&self.path, format!("projector: {e}")))
+    }
+
+    /// Restores the projector optimizer state it holds into `optim`.
+    pub fn projector_optimizer(
+        &self,
+        optim: ModuleOptimizer,
+    ) -> Result<ModuleOptimizer, TrainError> {
+        if self.projector_optim.is_empty() {
+            return Err(TrainError::corrupt(
+                &self.path,
+                "holds no projector optimizer state",
+            ));
+        }
+        optim
+            .from_bytes(Bytes::from_bytes_vec(self.projector_optim.clone()))
+            .map_err(|e| TrainError::corrupt(&self.path, format!("projector optimizer: {e}")))
     }
 
     /// Restores the optimizer state it holds into `optim`.

@@ -67,6 +67,20 @@ pub struct TrainConfig {
     /// labels are kept; the [`crate::RunData::teacher`] must be them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online: Option<OnlineTeacherInfo>,
+    /// The feature term: each student's penultimate features, through a learned linear
+    /// projector, matched against a feature head of the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature: Option<FeatureTerm>,
+}
+
+/// The feature term of a run (`--feature-weight`), added to the soft-label loss.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FeatureTerm {
+    /// The store's feature head (`features.heads[head]`).
+    pub head: usize,
+    /// The term's weight.
+    pub weight: f32,
+    pub loss: crate::loss::FeatureLoss,
 }
 
 /// What a run records of its online teachers (part of what makes runs equal).
@@ -133,6 +147,7 @@ impl TrainConfig {
             stream_digest: false,
             prefetch: None,
             online: None,
+            feature: None,
         }
     }
 
@@ -160,6 +175,23 @@ impl TrainConfig {
         }
         for m in &self.models {
             m.check(&self.input).map_err(TrainError::Mismatch)?;
+        }
+        if let Some(f) = &self.feature {
+            if !(f.weight > 0.0 && f.weight.is_finite()) {
+                return Err(TrainError::config(format!(
+                    "`feature_weight` {} must be > 0",
+                    f.weight
+                )));
+            }
+            if self.labels.is_none() {
+                return Err(TrainError::config(
+                    "`feature_weight` needs a store labelled with --feature (`labels`)",
+                ));
+            }
+        } else if self.loss == LossKind::Features {
+            return Err(TrainError::config(
+                "the features `loss` is the feature term alone: give `feature_weight`",
+            ));
         }
         if self.labels.is_none() && self.online.is_none() && self.loss != LossKind::Ce {
             return Err(TrainError::config(

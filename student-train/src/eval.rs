@@ -6,6 +6,7 @@ use crate::error::TrainError;
 use crate::input::upload;
 use crate::models::Student;
 use burn::module::Module;
+use burn::nn::Linear;
 use burn::tensor::Device;
 use datasets::Dataset;
 use formats::Recipe;
@@ -30,6 +31,10 @@ pub struct EvalReport {
     /// fidelity gaps measured (label the test split with `--topk` = classes).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub kl_vs: Option<KlReference>,
+    /// Mean cosine between the student's projected features and the teacher's stored ones,
+    /// when both are at hand ([`Evaluator::with_features`] and a projector).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub feature_cosine: Option<f64>,
     pub samples: u64,
 }
 
@@ -62,6 +67,8 @@ pub struct Evaluator {
     /// a format version 1 store's crops through the 2×2 kernel it was labelled with).
     replayed: Option<Arc<label_store::reader::DecodedEpoch>>,
     teacher: Option<TeacherTest>,
+    /// The teacher's stored features of every test sample (`n × d`), for the feature cosine.
+    features: Option<(Vec<f32>, usize)>,
     /// The students' normalization, applied on the device.
     mean: Vec<f32>,
     std: Vec<f32>,
@@ -193,9 +200,25 @@ impl Evaluator {
             stream: Arc::new(stream),
             replayed,
             teacher,
+            features: None,
             mean: mean.to_vec(),
             std: std.to_vec(),
         })
+    }
+
+    /// The evaluator measuring, for students with a projector, the cosine of their projected
+    /// features with the teacher test store's feature head `head` (an error naming the store
+    /// when it has none).
+    pub fn with_features(mut self, store: &LabelStore, head: usize) -> Result<Self, TrainError> {
+        let fs = store.features(head)?;
+        let epoch = fs.decode_epoch(0)?;
+        let (n, d) = (store.samples().end, fs.dim());
+        let mut all = vec![0f32; n as usize * d];
+        for (s, row) in (0..n).zip(all.chunks_exact_mut(d)) {
+            epoch.get_into(s, row)?;
+        }
+        self.features = Some((all, d));
+        Ok(self)
     }
 
     /// Accuracy (and agreement and KL with teacher labels) of `model`, run on `device` in
@@ -214,10 +237,25 @@ impl Evaluator {
         models: &[&Student],
         device: &Device,
     ) -> Result<Vec<EvalReport>, TrainError> {
-        let models: Vec<Student> = models.iter().map(|m| m.valid()).collect();
+        let with: Vec<(&Student, Option<&Linear>)> = models.iter().map(|m| (*m, None)).collect();
+        self.evaluate_projected(&with, device)
+    }
+
+    /// [`Evaluator::evaluate_all`] of students with their feature projectors: with the
+    /// teacher's test features ([`Evaluator::with_features`]), a student with a projector also
+    /// gets its [`EvalReport::feature_cosine`].
+    pub fn evaluate_projected(
+        &self,
+        models: &[(&Student, Option<&Linear>)],
+        device: &Device,
+    ) -> Result<Vec<EvalReport>, TrainError> {
+        let projectors: Vec<Option<Linear>> =
+            models.iter().map(|m| m.1.map(|p| p.valid())).collect();
+        let models: Vec<Student> = models.iter().map(|m| m.0.valid()).collect();
         let device = device.clone().without_autodiff();
         let cl = self.stream.classes();
         let mut sums = vec![(0u64, 0u64, 0f64); models.len()];
+        let mut cosines = vec![0f64; models.len()];
         let (mut n_all, mut labelled) = (0u64, 0u64);
         let loader = self
             .stream
@@ -228,9 +266,28 @@ impl Evaluator {
         for batch in loader {
             let b = batch?;
             let x = upload(b.inputs, b.n, (c, h, w), &self.mean, &self.std, &device);
-            for (model, (correct, agree, kl)) in models.iter().zip(&mut sums) {
-                let logits = model
-                    .forward(x.clone())
+            for (mi, (model, (correct, agree, kl))) in models.iter().zip(&mut sums).enumerate() {
+                let (features, logits) = model.forward_features(x.clone());
+                if let (Some(p), Some((tf, d))) = (&projectors[mi], &self.features) {
+                    let projected = p
+                        .forward(features)
+                        .into_data()
+                        .try_to_vec::<f32>()
+                        .map_err(|e| TrainError::config(format!("reading features: {e:?}")))?;
+                    if projected.len() != b.n * d {
+                        return Err(TrainError::Mismatch(format!(
+                            "the projector gives {} values per sample, the test store's \
+                             features have {d}",
+                            projected.len() / b.n.max(1)
+                        )));
+                    }
+                    for (i, row) in projected.chunks_exact(*d).enumerate() {
+                        let s = b.samples[i] as usize;
+                        let t = &tf[s * d..(s + 1) * d];
+                        cosines[mi] += formats::feature::reconstruction(t, row).0;
+                    }
+                }
+                let logits = logits
                     .into_data()
                     .try_to_vec::<f32>()
                     .map_err(|e| TrainError::config(format!("reading logits: {e:?}")))?;
@@ -250,11 +307,14 @@ impl Evaluator {
         let n = n_all.max(1) as f64;
         Ok(sums
             .into_iter()
-            .map(|(correct, agree, kl)| EvalReport {
+            .zip(cosines)
+            .zip(&projectors)
+            .map(|(((correct, agree, kl), cos), p)| EvalReport {
                 accuracy: (labelled > 0).then(|| correct as f64 / labelled as f64),
                 agreement: self.teacher.as_ref().map(|_| agree as f64 / n),
                 kl: self.teacher.as_ref().map(|_| kl / n),
                 kl_vs: self.teacher.as_ref().map(|t| t.reference),
+                feature_cosine: (p.is_some() && self.features.is_some()).then_some(cos / n),
                 samples: n_all,
             })
             .collect())

@@ -27,6 +27,22 @@ pub const OUTPUT: &str = "logits";
 
 /// The ONNX model of `student` (built for `meta.input`, normalized with `meta.mean`/`meta.std`).
 pub fn to_onnx(student: &Student, meta: &CheckpointMeta) -> Result<Vec<u8>, String> {
+    to_onnx_with(student, meta, None)
+}
+
+/// [`to_onnx`], with the student's penultimate features (what its classifier reads, `[batch,
+/// D]`) as a second output named `feature_output` when given: a student exported so is a
+/// feature teacher for `distill label --feature NAME` (born-again feature distillation).
+pub fn to_onnx_with(
+    student: &Student,
+    meta: &CheckpointMeta,
+    feature_output: Option<&str>,
+) -> Result<Vec<u8>, String> {
+    if feature_output.is_some_and(|n| n == OUTPUT || n == INPUT || n.is_empty()) {
+        return Err(format!(
+            "the feature output needs a name other than {OUTPUT:?} and {INPUT:?}"
+        ));
+    }
     let i = meta.input;
     if meta.mean.len() != i.channels || meta.std.len() != i.channels {
         return Err(format!(
@@ -42,14 +58,29 @@ pub fn to_onnx(student: &Student, meta: &CheckpointMeta) -> Result<Vec<u8>, Stri
     let std = g.init("std", vec![1, c, 1, 1], meta.std.clone());
     let x = g.node("Sub", &[INPUT, &mean], vec![]);
     let x = g.node("Div", &[&x, &std], vec![]);
-    let logits = match student {
-        Student::Mlp(m) => g.mlp(&x, m),
-        Student::Lenet5(m) => g.lenet5(&x, m),
-        Student::Resnet(m) => g.resnet(&x, m),
+    let (features, head) = match student {
+        Student::Mlp(m) => (g.mlp(&x, m), &m.head),
+        Student::Lenet5(m) => (g.lenet5(&x, m), &m.fc3),
+        Student::Resnet(m) => (g.resnet(&x, m), &m.head),
     };
+    let logits = g.linear(&features, head);
     g.nodes
         .push(Node::new("Identity", "output", &[&logits], &[OUTPUT]));
     let batch = || Dim::Symbolic("batch".into());
+    let mut outputs = vec![ValueInfo {
+        name: OUTPUT.into(),
+        elem: ElemType::Float,
+        dims: vec![batch(), Dim::Fixed(i.classes as i64)],
+    }];
+    if let Some(name) = feature_output {
+        g.nodes
+            .push(Node::new("Identity", "feature", &[&features], &[name]));
+        outputs.push(ValueInfo {
+            name: name.into(),
+            elem: ElemType::Float,
+            dims: vec![batch(), Dim::Fixed(student.feature_dim() as i64)],
+        });
+    }
     let model = Model {
         graph_name: format!("distill-{}", meta.model.family),
         producer: concat!("distill ", env!("CARGO_PKG_VERSION")).into(),
@@ -66,11 +97,7 @@ pub fn to_onnx(student: &Student, meta: &CheckpointMeta) -> Result<Vec<u8>, Stri
                 Dim::Fixed(i.width as i64),
             ],
         }],
-        outputs: vec![ValueInfo {
-            name: OUTPUT.into(),
-            elem: ElemType::Float,
-            dims: vec![batch(), Dim::Fixed(i.classes as i64)],
-        }],
+        outputs,
         // Normalization is inside the graph, so the input it expects is pixel/255 as is.
         metadata: formats::preprocess::Preprocessing {
             mean: Some(vec![0.0; i.channels]),
@@ -85,8 +112,18 @@ pub fn to_onnx(student: &Student, meta: &CheckpointMeta) -> Result<Vec<u8>, Stri
 
 /// The student `ck` holds as an ONNX model ([`to_onnx`]), built on the CPU.
 pub fn checkpoint_to_onnx(ck: &Checkpoint) -> Result<Vec<u8>, TrainError> {
+    checkpoint_to_onnx_with(ck, None)
+}
+
+/// [`checkpoint_to_onnx`] with the penultimate features as output `feature_output`
+/// ([`to_onnx_with`]).
+pub fn checkpoint_to_onnx_with(
+    ck: &Checkpoint,
+    feature_output: Option<&str>,
+) -> Result<Vec<u8>, TrainError> {
     let student = ck.student(&burn::tensor::Device::flex())?;
-    to_onnx(&student, &ck.meta).map_err(|e| TrainError::corrupt(&ck.path, format!("export: {e}")))
+    to_onnx_with(&student, &ck.meta, feature_output)
+        .map_err(|e| TrainError::corrupt(&ck.path, format!("export: {e}")))
 }
 
 #[derive(Default)]
@@ -270,6 +307,8 @@ impl Graph {
         self.node("Flatten", &[x], vec![("axis", Attr::Int(1))])
     }
 
+    /// LeNet-5 up to its penultimate features (the classifier is added by the caller); so are
+    /// the other families'.
     fn lenet5(&mut self, x: &str, m: &Lenet5) -> String {
         let y = self.conv(x, &m.conv1);
         let y = self.norm(&y, &m.norm1);
@@ -283,8 +322,7 @@ impl Graph {
         let y = self.linear(&y, &m.fc1);
         let y = self.relu(&y);
         let y = self.linear(&y, &m.fc2);
-        let y = self.relu(&y);
-        self.linear(&y, &m.fc3)
+        self.relu(&y)
     }
 
     fn mlp(&mut self, x: &str, m: &Mlp) -> String {
@@ -299,7 +337,7 @@ impl Graph {
             }
             y = self.relu(&y);
         }
-        self.linear(&y, &m.head)
+        y
     }
 
     fn block(&mut self, x: &str, b: &BasicBlock) -> String {
@@ -330,7 +368,6 @@ impl Graph {
             y = self.block(&y, b);
         }
         let y = self.node("GlobalAveragePool", &[&y], vec![]);
-        let y = self.flatten(&y);
-        self.linear(&y, &m.head)
+        self.flatten(&y)
     }
 }

@@ -32,6 +32,51 @@ pub fn kl_teacher_student(logits: Tensor<2>, teacher: Tensor<2>, tau: f32) -> Te
     (teacher * (log_p - log_q)).sum_dim(1).mean()
 }
 
+/// How a student's projected features are compared with the teacher's stored ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FeatureLoss {
+    /// Mean over rows of `1 − cos(p, t)`, `cos = Σ p·t / sqrt(max(Σp² · Σt², ε²))`, ε = 1e-8.
+    Cosine,
+    /// PyTorch's `smooth_l1_loss` (β = 1), the mean over every value.
+    SmoothL1,
+    /// Mean squared error over every value.
+    Mse,
+}
+
+impl FeatureLoss {
+    /// The name the CLI and configs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            FeatureLoss::Cosine => "cosine",
+            FeatureLoss::SmoothL1 => "smooth-l1",
+            FeatureLoss::Mse => "mse",
+        }
+    }
+}
+
+/// The feature term between `projected` student features and `teacher` features (`[n, d]`).
+pub fn feature_loss(projected: Tensor<2>, teacher: Tensor<2>, kind: FeatureLoss) -> Tensor<1> {
+    match kind {
+        FeatureLoss::Cosine => {
+            let dot = (projected.clone() * teacher.clone()).sum_dim(1);
+            let pp = projected.powi_scalar(2).sum_dim(1);
+            let tt = teacher.powi_scalar(2).sum_dim(1);
+            let cos = dot / (pp * tt).clamp_min(1e-16).sqrt();
+            cos.neg().add_scalar(1.0).mean()
+        }
+        FeatureLoss::SmoothL1 => {
+            let d = (projected - teacher).abs();
+            // 0.5·d² where d < 1, d − 0.5 elsewhere.
+            let small = d.clone().lower_elem(1.0);
+            let quad = d.clone().powi_scalar(2).mul_scalar(0.5);
+            let lin = d.sub_scalar(0.5);
+            lin.mask_where(small, quad).mean()
+        }
+        FeatureLoss::Mse => (projected - teacher).powi_scalar(2).mean(),
+    }
+}
+
 /// Which loss a student trains with.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase", tag = "name")]
@@ -44,6 +89,9 @@ pub enum LossKind {
     Usi { weight: f32, kd_only: bool },
     /// Early-stopped KD: `kd` for epochs below `until`, then `ce`.
     Eskd { weight: f32, tau: f32, until: u32 },
+    /// No label term: the feature term alone (`--feature-weight`), as for a teacher that only
+    /// embeds.
+    Features,
 }
 
 impl LossKind {
@@ -59,7 +107,7 @@ impl LossKind {
             Ok(())
         };
         match *self {
-            LossKind::Ce => Ok(()),
+            LossKind::Ce | LossKind::Features => Ok(()),
             LossKind::Kd { weight, tau } | LossKind::Eskd { weight, tau, .. } => kd(weight, tau),
             LossKind::Usi { weight, .. } => {
                 if weight >= 0.0 && weight.is_finite() {
@@ -80,6 +128,7 @@ impl LossKind {
             LossKind::Kd { weight, .. } => weight < 1.0,
             LossKind::Usi { kd_only, .. } => !kd_only,
             LossKind::Eskd { weight, until, .. } => weight < 1.0 || until < epochs,
+            LossKind::Features => false,
         }
     }
 
@@ -91,6 +140,7 @@ impl LossKind {
             LossKind::Kd { tau, .. } => Some(tau),
             LossKind::Usi { .. } => Some(1.0),
             LossKind::Eskd { tau, until, .. } => (epoch < until).then_some(tau),
+            LossKind::Features => None,
         }
     }
 
@@ -142,6 +192,8 @@ impl LossKind {
                     cross_entropy(logits, targets) + kl
                 }
             }
+            // Zero that still depends on the logits, so the graph reaches every parameter.
+            LossKind::Features => logits.sum().mul_scalar(0.0),
         }
     }
 }
@@ -407,12 +459,37 @@ mod tests {
                                    "kd_only": kd_only, "value": v})
             })
             .collect();
-        let rows = |v: &[f32]| v.chunks(c).map(<[f32]>::to_vec).collect::<Vec<_>>();
+        let rows = |v: &[f32], c: usize| v.chunks(c).map(<[f32]>::to_vec).collect::<Vec<_>>();
+        // The feature term: student features [n, ps] through a linear projector (W [ps, d] as
+        // burn stores it, b [d]) against teacher features [n, d], one row at zero (cosine's ε).
+        let (ps, d) = (5usize, 4usize);
+        let mut draw = |len: usize, scale: f64| -> Vec<f32> {
+            (0..len).map(|_| ((next() - 0.5) * scale) as f32).collect()
+        };
+        let student = draw(n * ps, 4.0);
+        let w = draw(ps * d, 1.0);
+        let bias = draw(d, 0.5);
+        let mut tf = draw(n * d, 6.0);
+        tf[2 * d..3 * d].fill(0.0);
+        let projected = t(&student, ps)
+            .matmul(t(&w, d))
+            .add(t(&bias, d).reshape([1, d]));
+        let feature_cases: Vec<serde_json::Value> =
+            [FeatureLoss::Cosine, FeatureLoss::SmoothL1, FeatureLoss::Mse]
+                .into_iter()
+                .map(|k| {
+                    let v = scalar(feature_loss(projected.clone(), t(&tf, d), k));
+                    serde_json::json!({"kind": k.name(), "value": v})
+                })
+                .collect();
         let want = serde_json::json!({
             "comment": "written by student-train's loss::tests::python_loss_cases_match: \
                         distill train's losses (burn, f32) on these inputs",
-            "logits": rows(&logits), "hard": rows(&hard), "teacher": rows(&teacher),
+            "logits": rows(&logits, c), "hard": rows(&hard, c), "teacher": rows(&teacher, c),
             "cases": cases,
+            "student_features": rows(&student, ps), "projector_weight": rows(&w, d),
+            "projector_bias": bias, "teacher_features": rows(&tf, d),
+            "feature_cases": feature_cases,
         });
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/loss_cases.json");
@@ -422,7 +499,15 @@ mod tests {
         }
         let text = std::fs::read_to_string(&path).expect("python/loss_cases.json");
         let have: serde_json::Value = serde_json::from_str(&text).unwrap();
-        for (key, v) in [("logits", &logits), ("hard", &hard), ("teacher", &teacher)] {
+        let bias_rows = [bias.clone()].concat();
+        for (key, v) in [
+            ("logits", &logits),
+            ("hard", &hard),
+            ("teacher", &teacher),
+            ("student_features", &student),
+            ("projector_weight", &w),
+            ("teacher_features", &tf),
+        ] {
             // As f32: serde_json's parsing of f64 text may be off by an ulp of f64.
             let got: Vec<f32> = have[key]
                 .as_array()
@@ -433,16 +518,28 @@ mod tests {
                 .collect();
             assert_eq!(&got, v, "{key} of {}", path.display());
         }
-        let (have, want) = (
-            have["cases"].as_array().unwrap(),
-            want["cases"].as_array().unwrap(),
-        );
-        assert_eq!(have.len(), want.len());
-        for (h, w) in have.iter().zip(want) {
-            let (a, b) = (h["value"].as_f64().unwrap(), w["value"].as_f64().unwrap());
-            assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{h} vs {w}");
-            for key in ["loss", "weight", "temperature", "kd_only"] {
-                assert_eq!(h[key], w[key], "{h} vs {w}");
+        let got_bias: Vec<f32> = have["projector_bias"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(got_bias, bias_rows);
+        for (cases, keys) in [
+            ("cases", &["loss", "weight", "temperature", "kd_only"][..]),
+            ("feature_cases", &["kind"][..]),
+        ] {
+            let (have, want) = (
+                have[cases].as_array().unwrap(),
+                want[cases].as_array().unwrap(),
+            );
+            assert_eq!(have.len(), want.len());
+            for (h, w) in have.iter().zip(want) {
+                let (a, b) = (h["value"].as_f64().unwrap(), w["value"].as_f64().unwrap());
+                assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{h} vs {w}");
+                for key in keys {
+                    assert_eq!(h[key], w[key], "{h} vs {w}");
+                }
             }
         }
     }

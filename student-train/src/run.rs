@@ -8,7 +8,7 @@
 //! `student.ckpt` (the final parameters). One student trains in the run directory itself;
 //! several (`--model` repeated) train from one stream, each in a subdirectory named after it.
 
-use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
+use crate::checkpoint::{self, Checkpoint, CheckpointMeta, ProjectorState};
 use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::eval::{EvalView, Evaluator};
@@ -18,6 +18,7 @@ use crate::rundir::{
     CHECKPOINTS, EpochMetrics, FINAL_FILE, METRICS_FILE, append_metrics, prepare_run_dir,
     prune_checkpoints, read_metrics, write_metrics,
 };
+use burn::nn::{Linear, LinearConfig};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use datasets::Dataset;
@@ -85,6 +86,8 @@ struct StudentState {
     model: Option<Student>,
     optim: ModuleOptimizer,
     metrics: Vec<EpochMetrics>,
+    /// The feature term's projector (student features → teacher features) and its optimizer.
+    projector: Option<(Linear, ModuleOptimizer)>,
 }
 
 /// Steps between reads of the losses from the device (and at each epoch's end): each read
@@ -227,12 +230,13 @@ impl<'a> StudentRun<'a> {
         }
         let evaluator = Self::evaluator(cfg, data)?;
         let start_epoch = prepare_run_dir(cfg, run, resume)?;
-        let students = Self::students(cfg, run, start_epoch, &device)?;
+        let feature_dim = stream.feature_store().map(|f| f.dim());
+        let students = Self::students(cfg, run, start_epoch, &device, feature_dim)?;
         let prefetch = data.labels.as_ref().map(|s| {
             let epochs = (start_epoch..cfg.epochs)
                 .flat_map(|e| stream.store_epochs(e))
                 .collect();
-            s.prefetch(epochs)
+            s.prefetch_with_features(epochs, stream.feature_store().cloned())
         });
         Ok(StudentRun {
             cfg,
@@ -283,8 +287,12 @@ impl<'a> StudentRun<'a> {
                 )
             },
         )?;
-        Ok(match &data.teacher {
+        let stream = match &data.teacher {
             Some(t) => stream.with_teacher(Arc::clone(t))?,
+            None => stream,
+        };
+        Ok(match cfg.feature {
+            Some(f) => stream.with_features(f.head)?,
             None => stream,
         })
     }
@@ -310,7 +318,7 @@ impl<'a> StudentRun<'a> {
         cfg.input
             .check_data(test.as_ref(), "the test split")
             .map_err(TrainError::Mismatch)?;
-        Ok(Some(Evaluator::new(
+        let ev = Evaluator::new(
             Arc::clone(test),
             data.eval_labels.clone(),
             EvalView {
@@ -321,7 +329,14 @@ impl<'a> StudentRun<'a> {
             },
             cfg.batch.max(256),
             cfg.threads.max(1),
-        )?))
+        )?;
+        // The feature cosine, when the teacher's test store has the head the run matches.
+        Ok(Some(match (&cfg.feature, &data.eval_labels) {
+            (Some(f), Some(store)) if store.feature_heads().len() > f.head => {
+                ev.with_features(store, f.head)?
+            }
+            _ => ev,
+        }))
     }
 
     /// Every student of the run: fresh (seeded per student), or read back from its checkpoint
@@ -331,12 +346,14 @@ impl<'a> StudentRun<'a> {
         run: &Path,
         start_epoch: u32,
         device: &Device,
+        feature_dim: Option<usize>,
     ) -> Result<Vec<StudentState>, TrainError> {
         let dirs = cfg.student_dirs(run);
         let mut students = Vec::with_capacity(dirs.len());
         for (i, (dir, spec)) in dirs.iter().zip(&cfg.models).enumerate() {
             fs::create_dir_all(dir.join(CHECKPOINTS)).map_err(TrainError::io(dir))?;
             let mut optim = cfg.optim.init();
+            let mut projector = None;
             let (model, metrics) = if start_epoch > 0 {
                 let ck = Checkpoint::read(
                     &dir.join(CHECKPOINTS)
@@ -350,12 +367,25 @@ impl<'a> StudentRun<'a> {
                 }
                 optim = ck.optimizer(optim)?;
                 let metrics = read_metrics(&dir.join(METRICS_FILE), start_epoch)?;
+                if feature_dim.is_some() {
+                    let p = ck.projector(device)?.ok_or_else(|| {
+                        TrainError::corrupt(
+                            &ck.path,
+                            "holds no feature projector, but the run has a feature term",
+                        )
+                    })?;
+                    projector = Some((p, ck.projector_optimizer(cfg.optim.init())?));
+                }
                 (ck.student(device)?, metrics)
             } else {
                 device.seed(cfg.seed.wrapping_add(i as u64));
                 let model = spec
                     .init(&cfg.input, device)
                     .map_err(TrainError::Mismatch)?;
+                if let Some(d) = feature_dim {
+                    let p = LinearConfig::new(model.feature_dim(), d).init(device);
+                    projector = Some((p, cfg.optim.init()));
+                }
                 (model, Vec::new())
             };
             // The metrics file holds exactly the epochs the checkpoint has (a crash after
@@ -367,6 +397,7 @@ impl<'a> StudentRun<'a> {
                 model: Some(model),
                 optim,
                 metrics,
+                projector,
             });
         }
         Ok(students)
@@ -453,15 +484,37 @@ impl<'a> StudentRun<'a> {
         let t = batch
             .teacher
             .map(|t| Tensor::<2>::from_data(TensorData::new(t, [n, input.classes]), &self.device));
+        let tf = batch.features.map(|f| {
+            let d = f.len() / n.max(1);
+            Tensor::<2>::from_data(TensorData::new(f, [n, d]), &self.device)
+        });
         pass.lr = cfg.optim.lr_at(epoch, step, steps, cfg.epochs);
         for (si, s) in self.students.iter_mut().enumerate() {
             let model = s.model.take().expect("model present between steps");
-            let logits = model.forward(x.clone());
-            let loss = cfg
-                .loss
-                .loss_rows(epoch, logits, y.clone(), hard_rows, t.clone());
+            let (loss, projector) = match (s.projector.take(), &tf, cfg.feature) {
+                (Some((p, po)), Some(tf), Some(term)) => {
+                    let (features, logits) = model.forward_features(x.clone());
+                    let label = cfg
+                        .loss
+                        .loss_rows(epoch, logits, y.clone(), hard_rows, t.clone());
+                    let f = crate::loss::feature_loss(p.forward(features), tf.clone(), term.loss);
+                    (label + f.mul_scalar(term.weight), Some((p, po)))
+                }
+                (p, _, _) => {
+                    let logits = model.forward(x.clone());
+                    let loss = cfg
+                        .loss
+                        .loss_rows(epoch, logits, y.clone(), hard_rows, t.clone());
+                    (loss, p)
+                }
+            };
             pass.losses[si].add(&loss, n, step);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let mut grads = loss.backward();
+            if let Some((p, mut po)) = projector {
+                let pg = GradientsParams::from_module(&mut grads, &p);
+                s.projector = Some((po.step(pass.lr, p, pg), po));
+            }
+            let grads = GradientsParams::from_grads(grads, &model);
             s.model = Some(s.optim.step(pass.lr, model, grads));
         }
         // Reading a loss waits for the device: only every LOSS_READ_EVERY steps.
@@ -489,12 +542,17 @@ impl<'a> StudentRun<'a> {
         // One pass over the test split feeds every student.
         let reports = match &self.evaluator {
             Some(ev) => {
-                let models: Vec<&Student> = self
+                let models: Vec<(&Student, Option<&Linear>)> = self
                     .students
                     .iter()
-                    .map(|s| s.model.as_ref().expect("model present"))
+                    .map(|s| {
+                        (
+                            s.model.as_ref().expect("model present"),
+                            s.projector.as_ref().map(|p| &p.0),
+                        )
+                    })
                     .collect();
-                ev.evaluate_all(&models, &self.infer_device)?
+                ev.evaluate_projected(&models, &self.infer_device)?
                     .into_iter()
                     .map(Some)
                     .collect()
@@ -518,19 +576,24 @@ impl<'a> StudentRun<'a> {
                 test_agreement: report.as_ref().and_then(|r| r.agreement),
                 test_kl: report.as_ref().and_then(|r| r.kl),
                 test_kl_vs: report.as_ref().and_then(|r| r.kl_vs),
+                test_feature_cosine: report.as_ref().and_then(|r| r.feature_cosine),
             };
             let meta = self.meta(si, epoch + 1);
             let s = &mut self.students[si];
             // The metrics line first, then the checkpoint: a crash between them leaves a line
             // that resume drops (and recomputes), never a checkpoint without its line.
             append_metrics(&s.dir.join(METRICS_FILE), &m)?;
-            checkpoint::save(
+            checkpoint::save_with(
                 &s.dir
                     .join(CHECKPOINTS)
                     .join(checkpoint::file_name(epoch + 1)),
                 &meta,
                 s.model.as_ref().expect("model present"),
                 Some(&s.optim),
+                s.projector.as_ref().map(|(p, po)| ProjectorState {
+                    projector: p,
+                    optim: Some(po),
+                }),
             )?;
             progress.checkpoint_saved(si, epoch + 1);
             s.metrics.push(m.clone());
@@ -556,6 +619,7 @@ impl<'a> StudentRun<'a> {
             std: self.cfg.std.clone(),
             interpolation: self.interpolation,
             crop_pct: self.crop_pct,
+            projector: None,
         }
     }
 
@@ -563,11 +627,17 @@ impl<'a> StudentRun<'a> {
     pub fn finish(self) -> Result<RunSummary, TrainError> {
         let mut out = Vec::with_capacity(self.students.len());
         for (si, s) in self.students.iter().enumerate() {
-            checkpoint::save(
+            // The projector stays with the student (born-again feature students, evaluation);
+            // export drops it.
+            checkpoint::save_with(
                 &s.dir.join(FINAL_FILE),
                 &self.meta(si, self.cfg.epochs),
                 s.model.as_ref().expect("model present"),
                 None,
+                s.projector.as_ref().map(|(p, _)| ProjectorState {
+                    projector: p,
+                    optim: None,
+                }),
             )?;
             out.push(StudentSummary {
                 dir: s.dir.clone(),

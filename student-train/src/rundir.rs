@@ -50,6 +50,10 @@ pub struct EpochMetrics {
     /// What `test_kl` measured against: `full` or `top-k rebuild` ([`crate::eval::KlReference`]).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub test_kl_vs: Option<crate::eval::KlReference>,
+    /// Mean cosine between the projected student features and the teacher's stored ones on
+    /// the test split (a run with a feature term and a test store with that feature head).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub test_feature_cosine: Option<f64>,
 }
 
 pub(crate) const CONFIG_FILE: &str = "config.json";

@@ -140,6 +140,7 @@ fn config(loss: LossKind, epochs: u32) -> TrainConfig {
         stream_digest: false,
         prefetch: None,
         online: None,
+        feature: None,
     }
 }
 

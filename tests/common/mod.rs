@@ -115,20 +115,33 @@ pub fn write_linear_teacher_with(
 }
 
 /// Dimensions of [`write_feature_teacher`]'s pooled output.
-pub const POOLED: usize = 6;
+pub const POOLED: usize = 12;
 
-/// A teacher with a feature output: `pooled = relu(flatten(x) · F + c)` (`[batch, POOLED]`,
-/// listed first), `logits = pooled · G` (`[batch, 10]`), and `tokens`, `pooled` with a third
-/// axis (`[batch, POOLED, 1]`, not a pooled embedding).
+/// A teacher with a feature output: `pooled = relu(flatten(x) · F + 2)` (`[batch, POOLED]`,
+/// listed first; dimension c < 10 responds to class c's cross, 10 and 11 to the rows and
+/// columns of the upper half), `logits = pooled · G` (`[batch, 10]`, G = 2 · identity on the
+/// first ten), and `tokens`, `pooled` with a third axis (`[batch, POOLED, 1]`, not a pooled
+/// embedding).
 pub fn write_feature_teacher(path: &Path) {
     let d = SIDE * SIDE;
-    let f: Vec<f32> = (0..d * POOLED)
-        .map(|i| ((i * 37 % 29) as f32 - 12.0) * 0.02)
-        .collect();
-    let c: Vec<f32> = (0..POOLED).map(|j| 0.1 * j as f32).collect();
-    let g: Vec<f32> = (0..POOLED * 10)
-        .map(|i| ((i * 11 % 13) as f32 - 6.0) * 0.3)
-        .collect();
+    let mut f = vec![0f32; d * POOLED];
+    for y in 0..SIDE {
+        for x in 0..SIDE {
+            let k = y * SIDE + x;
+            for c in 0..10 {
+                if y == c || x == c {
+                    f[k * POOLED + c] = 0.05;
+                }
+            }
+            f[k * POOLED + 10] = if y < SIDE / 2 { 0.01 } else { 0.0 };
+            f[k * POOLED + 11] = if x < SIDE / 2 { 0.01 } else { 0.0 };
+        }
+    }
+    let c = vec![2.0f32; POOLED];
+    let mut g = vec![0f32; POOLED * 10];
+    for j in 0..10 {
+        g[j * 10 + j] = 2.0;
+    }
     let init = |name: &str, dims: Vec<i64>, v: Vec<f32>| Initializer {
         name: name.into(),
         dims,
@@ -173,6 +186,47 @@ pub fn write_feature_teacher(path: &Path) {
         metadata: vec![],
     };
     std::fs::write(path, m.to_bytes()).unwrap();
+}
+
+/// `distill label --json` of split `split` of `data` with `teacher`, recipe `aug`, `epochs`
+/// epochs, top-5 and the tests' normalization (mean 0.5, std 0.25) into `out`, then `extra`;
+/// checked to succeed.
+pub fn label_split(
+    teacher: &Path,
+    data: &Path,
+    (split, aug, epochs): (&str, &str, &str),
+    out: &Path,
+    extra: &[&str],
+) -> serde_json::Value {
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let mut args: Vec<String> = [
+        "label",
+        "--json",
+        "--teacher",
+        &s(teacher),
+        "--data",
+        &s(data),
+        "--split",
+        split,
+        "--aug",
+        aug,
+        "--epochs",
+        epochs,
+        "--topk",
+        "5",
+        "--out",
+        &s(out),
+        "--mean",
+        "0.5",
+        "--std",
+        "0.25",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    ok(&distill(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ))
 }
 
 pub fn distill(args: &[&str]) -> Output {

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import IterableDataset, get_worker_info
 
-__all__ = ["ReplayDataset", "cross_entropy", "finish_inputs", "kd_loss", "kl_teacher_student",
-           "usi"]
+__all__ = ["ReplayDataset", "cross_entropy", "feature_loss", "finish_inputs", "kd_loss",
+           "kl_teacher_student", "usi"]
 
 
 class ReplayDataset(IterableDataset):
@@ -157,3 +157,31 @@ def usi(student_logits: torch.Tensor, batch: dict, weight: float = 5.0,
         raise ValueError(f"usi: weight {weight} must be ≥ 0")
     kl = weight * kl_teacher_student(student_logits, _teacher(batch, 1.0, "usi"), 1.0)
     return kl if kd_only else cross_entropy(student_logits, batch) + kl
+
+
+def feature_loss(student_features: torch.Tensor, batch: dict, projector: torch.nn.Module,
+                 kind: str = "cosine") -> torch.Tensor:
+    """The feature term of `distill train --feature-weight w --feature-loss KIND` (add `w` times
+    it to a soft-label loss): the student's penultimate features `[n, p]` through `projector`
+    (a learned `torch.nn.Linear(p, d)`, trained with the student and dropped after) against the
+    teacher's stored features `batch["features"]` `[n, d]` (a Loader made with `features=H`).
+    `cosine`: the mean over rows of `1 − cos`, `cos = Σ p·t / sqrt(max(Σp²·Σt², 1e-16))`;
+    `smooth-l1`: `smooth_l1_loss` (β = 1), `mse`: the mean squared error, each over every value."""
+    t = batch.get("features")
+    if t is None:
+        raise ValueError("feature_loss: the batch has no teacher features (make the Loader with "
+                         "features=H from a store labelled with --feature)")
+    p = projector(student_features)
+    if p.shape != t.shape:
+        raise ValueError(f"feature_loss: the projector gives {tuple(p.shape)}, the teacher's "
+                         f"features are {tuple(t.shape)}")
+    if kind == "cosine":
+        dot = (p * t).sum(dim=1)
+        norms = (p.pow(2).sum(dim=1) * t.pow(2).sum(dim=1)).clamp_min(1e-16).sqrt()
+        return (1.0 - dot / norms).mean()
+    if kind == "smooth-l1":
+        return F.smooth_l1_loss(p, t, beta=1.0)
+    if kind == "mse":
+        return F.mse_loss(p, t)
+    raise ValueError(f"feature_loss: unknown kind {kind!r} (cosine, smooth-l1 or mse)")
+

@@ -164,6 +164,7 @@ impl<'a> Ctx<'a> {
             stream_digest: false,
             prefetch: None,
             online: None,
+            feature: None,
         }
     }
 

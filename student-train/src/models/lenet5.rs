@@ -63,6 +63,11 @@ impl Lenet5Config {
 impl Lenet5 {
     /// Logits for a batch of `[n, channels, size, size]` images.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.fc3.forward(self.features(x))
+    }
+
+    /// The penultimate features (the 84 · width units after `fc2`'s ReLU).
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let x = self
             .pool
             .forward(relu(self.norm1.forward(self.conv1.forward(x))));
@@ -71,7 +76,6 @@ impl Lenet5 {
             .forward(relu(self.norm2.forward(self.conv2.forward(x))));
         let x: Tensor<2> = x.flatten(1, 3);
         let x = relu(self.fc1.forward(x));
-        let x = relu(self.fc2.forward(x));
-        self.fc3.forward(x)
+        relu(self.fc2.forward(x))
     }
 }

@@ -64,6 +64,11 @@ impl MlpConfig {
 impl Mlp {
     /// Logits for a batch of images (flattened here).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.head.forward(self.features(x))
+    }
+
+    /// The last hidden layer's activations.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x: Tensor<2> = x.flatten(1, 3);
         for (i, l) in self.layers.iter().enumerate() {
             x = l.forward(x);
@@ -75,6 +80,6 @@ impl Mlp {
             }
             x = relu(x);
         }
-        self.head.forward(x)
+        x
     }
 }

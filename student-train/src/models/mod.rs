@@ -32,6 +32,26 @@ impl Student {
             Student::Resnet(m) => m.forward(x),
         }
     }
+
+    /// The penultimate features (what the classifier reads) and the logits, in one pass.
+    pub fn forward_features(&self, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        let (f, head) = match self {
+            Student::Mlp(m) => (m.features(x), &m.head),
+            Student::Lenet5(m) => (m.features(x), &m.fc3),
+            Student::Resnet(m) => (m.features(x), &m.head),
+        };
+        (f.clone(), head.forward(f))
+    }
+
+    /// Dimensions of [`Student::forward_features`]' features.
+    pub fn feature_dim(&self) -> usize {
+        let head = match self {
+            Student::Mlp(m) => &m.head,
+            Student::Lenet5(m) => &m.fc3,
+            Student::Resnet(m) => &m.head,
+        };
+        head.weight.dims()[0]
+    }
 }
 
 /// A student architecture as the CLI names it (`mlp`, `lenet5`, `resnet20`, `resnet56`,

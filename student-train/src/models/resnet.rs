@@ -159,6 +159,11 @@ impl ResnetConfig {
 impl Resnet {
     /// Logits for a batch of `[n, channels, h, w]` images.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.head.forward(self.features(x))
+    }
+
+    /// The pooled features the classifier reads.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = relu(self.stem_norm.forward(self.stem.forward(x)));
         if let Some(p) = &self.stem_pool {
             x = p.forward(x);
@@ -166,6 +171,6 @@ impl Resnet {
         for b in &self.blocks {
             x = b.forward(x);
         }
-        self.head.forward(self.pool.forward(x).flatten(1, 3))
+        self.pool.forward(x).flatten(1, 3)
     }
 }
