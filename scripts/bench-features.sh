@@ -11,6 +11,10 @@
 #    from it with kd alone and with kd + the feature term (--feature-weight W, cosine): test
 #    agreement, KL, accuracy and feature cosine, mean ± sd.
 #
+# 3. Bytes per record and reconstruction of each feature codec on real teacher features
+#    (teacher-infer's `features` bench over data/feature-sample/*.npy, when present: q8, f16, and
+#    PCA to D/4 and D/8 fitted on nine views in ten).
+#
 # Everything goes under data/bench-features (reused when run again; delete it to start over).
 # Usage: scripts/bench-features.sh [SEEDS] [EPOCHS] [D] [LABEL_EPOCHS]
 set -euo pipefail
@@ -36,6 +40,16 @@ if [ ! -s "$out/label-runs-d$dim.jsonl" ]; then
         cargo bench --quiet -p teacher-infer --bench label_images | grep '^{' \
         >"$out/label-runs-d$dim.jsonl.tmp"
     mv "$out/label-runs-d$dim.jsonl.tmp" "$out/label-runs-d$dim.jsonl"
+fi
+
+# 3 (first, it is quick). The codecs on real features, when scripts/feature-sample.py has written
+#    them to data/feature-sample (it needs a venv with torch; see that script).
+if ls data/feature-sample/*.npy >/dev/null 2>&1; then
+    inputs=$(for f in data/feature-sample/*.npy; do
+        printf '%s=%s,' "$(basename "$f" .npy)" "$PWD/$f"
+    done)
+    DISTILL_FEATURES=${inputs%,} cargo bench --quiet -p teacher-infer --bench features \
+        >"$out/codecs.md"
 fi
 
 # 2. MNIST students.
@@ -66,6 +80,9 @@ python3 - "$out" "$seeds" "$epochs" "$dim" "$weight" <<'EOF'
 import json, os, statistics, sys
 out, seeds, epochs, dim, weight = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 runs = [json.loads(l) for l in open(os.path.join(out, f"label-runs-d{dim}.jsonl"))]
+codecs = os.path.join(out, "codecs.md")
+if os.path.exists(codecs):
+    print(open(codecs).read())
 print(f"| E | path | records | s | records/s | label B/record | feature B/record | vs blocks |")
 print("|---:|---|---:|---:|---:|---:|---:|---:|")
 for e in sorted({r["epochs"] for r in runs}):

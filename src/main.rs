@@ -13,7 +13,7 @@ mod flags;
 #[global_allocator]
 static ALLOCATOR: alloc::Distill = alloc::Distill;
 
-use commands::{data, demo, doctor, inspect, label, merge, train};
+use commands::{data, demo, doctor, features, inspect, label, merge, train};
 
 /// Offline knowledge distillation: label a dataset once with ONNX teachers, train many students
 /// from the stored soft labels.
@@ -53,6 +53,10 @@ enum Command {
     /// Check the set-up: where ONNX Runtime was found, whether it loads, which execution
     /// providers work, the command that fixes what is missing, and the memory allocator.
     Doctor(doctor::DoctorArgs),
+    /// Stored teacher features: `distill features fit` fits a PCA basis for `label
+    /// --feature-basis`.
+    #[command(subcommand)]
+    Features(features::FeaturesCommand),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => train::eval(a),
         Command::Export(a) => train::export(a),
         Command::Demo(a) => demo::demo(*a),
+        Command::Features(c) => features::features(c),
     };
     match result {
         Ok(code) => code,
@@ -109,9 +114,17 @@ fn parse_bound() -> anyhow::Result<Cli> {
         Command::Label(a) => Some(&mut a.data),
         Command::Train(a) => Some(&mut a.data),
         Command::Eval(a) => Some(&mut a.data),
+        Command::Features(features::FeaturesCommand::Fit(a)) => Some(&mut a.label.data),
         _ => None,
     };
-    if let (Some(d), Some((_, sub))) = (data, matches.subcommand()) {
+    // The matches of the command that holds the data flags (`features fit` is one level down).
+    let sub = matches
+        .subcommand()
+        .map(|(name, sub)| match sub.subcommand() {
+            Some((_, inner)) if name == "features" => inner,
+            _ => sub,
+        });
+    if let (Some(d), Some(sub)) = (data, sub) {
         d.bind(sub)?;
     }
     Ok(cli)

@@ -68,6 +68,35 @@ fn replayed_input(
     x
 }
 
+/// A session of `teacher` reading its `pooled` feature output beside the logits.
+fn pooled_session(teacher: &Path) -> TeacherSession {
+    let env = &teacher_infer::runtime::environment(None).unwrap().1;
+    let outputs = teacher_infer::Outputs {
+        logits: None,
+        feature: Some("pooled".into()),
+    };
+    TeacherSession::open_outputs(env, teacher, Device::Cpu, 1, Default::default(), &outputs)
+        .unwrap()
+}
+
+/// Record (`e`, `i`) of `store`, and `session`'s logits and features of its replayed view.
+fn on_record(
+    session: &mut TeacherSession,
+    store: &LabelStore,
+    view: &ViewRule,
+    data: &dyn dataset::Dataset,
+    e: u32,
+    i: u32,
+) -> (formats::Record, Vec<f32>, Vec<f32>) {
+    let rec = store.get(e, i).unwrap();
+    let x = replayed_input(view, &rec.aug, data, i);
+    let (mut logits, mut features) = (Vec::new(), Vec::new());
+    session
+        .run_with_features(&x, 1, [1, SIDE, SIDE], &mut logits, Some(&mut features))
+        .unwrap();
+    (rec, logits, features)
+}
+
 /// `distill label` arguments with the test's defaults; a flag in `extra` replaces its default
 /// (`--teacher` adds a teacher).
 fn label_args(s: &Setup, out: &std::path::Path, extra: &[&str]) -> Vec<String> {
@@ -322,24 +351,12 @@ fn features_of_the_exact_view_are_stored_and_outputs_chosen_by_name() {
         feats.head.quality
     );
 
-    let env = &teacher_infer::runtime::environment(None).unwrap().1;
-    let outputs = teacher_infer::Outputs {
-        logits: None,
-        feature: Some("pooled".into()),
-    };
-    let mut session =
-        TeacherSession::open_outputs(env, &ft, Device::Cpu, 1, Default::default(), &outputs)
-            .unwrap();
+    let mut session = pooled_session(&ft);
     let data = dataset::open(&s.data, None, "train").unwrap();
     let view = store.view_rule().unwrap();
     let mut got = vec![0f32; POOLED];
     for (e, i) in [(0u32, 0u32), (1, 77), (1, 399), (0, 250)] {
-        let rec = store.get(e, i).unwrap();
-        let x = replayed_input(&view, &rec.aug, data.as_ref(), i);
-        let (mut logits, mut want) = (Vec::new(), Vec::new());
-        session
-            .run_with_features(&x, 1, [1, SIDE, SIDE], &mut logits, Some(&mut want))
-            .unwrap();
+        let (rec, logits, want) = on_record(&mut session, &store, &view, data.as_ref(), e, i);
         feats.get_into(e, i, &mut got).unwrap();
         let max = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert!(
@@ -1265,4 +1282,139 @@ fn teacher_metadata_sets_the_preprocessing_unless_a_flag_does() {
     let m = manifest("born-again");
     assert_eq!(m["teacher_input"]["sources"], all("model"));
     assert_eq!(m["recipe"]["interpolation"], "bicubic");
+}
+
+/// `distill features fit` fits a PCA basis on the teacher's features of the views `label`
+/// makes; `label --feature-basis` stores d coefficients per record that reconstruct the
+/// teacher's vector through the file's basis; shard stores of one basis merge, of two are
+/// refused, and a resume with another basis is refused.
+#[test]
+fn a_fitted_basis_stores_d_coefficients_and_guards_merge_and_resume() {
+    let s = setup();
+    let ft = s.root.join("features.onnx");
+    write_feature_teacher(&ft);
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+    let base = |out: &Path| -> Vec<String> {
+        [
+            "--teacher",
+            &p(&ft),
+            "--data",
+            &p(&s.data),
+            "--aug",
+            "usi",
+            "--epochs",
+            "2",
+            "--seed",
+            "3",
+            "--topk",
+            "5",
+            "--mean",
+            "0.5",
+            "--std",
+            "0.25",
+            "--feature",
+            "pooled",
+            "--json",
+            "--out",
+            &p(out),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let run = |cmd: &[&str], out: &Path, extra: &[&str]| {
+        let mut a: Vec<String> = cmd.iter().map(|c| c.to_string()).collect();
+        a.extend(base(out));
+        a.extend(extra.iter().map(|x| x.to_string()));
+        distill(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let fit = |name: &str, dim: &str| -> (PathBuf, serde_json::Value) {
+        let out = s.root.join(name);
+        let v = ok(&run(
+            &["features", "fit"],
+            &out,
+            &["--dim", dim, "--samples", "200"],
+        ));
+        (out, v)
+    };
+    let (b4, v) = fit("b4.dlb", "4");
+    let head = &v["heads"][0];
+    assert_eq!(
+        (head["dim"].as_u64(), head["stored_dim"].as_u64()),
+        (Some(12), Some(4))
+    );
+    assert!(head["cosine_mean"].as_f64().unwrap() > 0.9, "{v}");
+    let kept = head["variance_kept"].as_f64().unwrap();
+    assert!(kept > 0.5 && kept <= 1.0 + 1e-9, "{v}");
+    assert!(
+        !s.root.join("b4.dlb.fit-scratch").exists(),
+        "the scratch store is removed"
+    );
+    let (b3, _) = fit("b3.dlb", "3");
+
+    let shard = |name: &str, basis: &Path, i: &str| {
+        let out = s.root.join(name);
+        ok(&run(
+            &["label"],
+            &out,
+            &["--feature-basis", &p(basis), "--shard", i],
+        ));
+        out
+    };
+    let (a, b) = (shard("a", &b4, "0/2"), shard("b", &b4, "1/2"));
+    let store = LabelStore::open(&a).unwrap();
+    let h = &store.feature_heads()[0];
+    let file = formats::basis::BasisFile::from_bytes(&std::fs::read(&b4).unwrap()).unwrap();
+    assert_eq!((h.dim, h.stored_dim), (12, 4));
+    assert_eq!(h.basis.as_ref().unwrap().checksum, file.checksum());
+    assert!(h.quality.mean_cosine > 0.9, "{:?}", h.quality);
+    // The stored coefficients, through the file's basis, give the teacher's vector back.
+    let mut session = pooled_session(&ft);
+    let data = dataset::open(&s.data, None, "train").unwrap();
+    let view = store.view_rule().unwrap();
+    let feats = store.features(0).unwrap();
+    let (mut y, mut r) = (vec![0f32; 4], vec![0f32; 12]);
+    for (e, i) in [(0u32, 3u32), (1, 150)] {
+        let (_, _, want) = on_record(&mut session, &store, &view, data.as_ref(), e, i);
+        feats.get_into(e, i, &mut y).unwrap();
+        file.bases[0].reconstruct(&y, &mut r);
+        let (cos, _, _) = formats::feature::reconstruction(&want, &r);
+        assert!(cos > 0.8, "epoch {e} sample {i}: cosine {cos}");
+    }
+    let text = String::from_utf8_lossy(&distill(&["inspect", &p(&a)]).stdout).into_owned();
+    assert!(text.contains("4 of 12 dims"), "{text}");
+    // One basis: the shards merge. Two: refused.
+    ok(&distill(&[
+        "merge",
+        &p(&a),
+        &p(&b),
+        "--out",
+        &p(&s.root.join("ab")),
+        "--json",
+    ]));
+    let c = shard("c", &b3, "1/2");
+    let o = distill(&["merge", &p(&a), &p(&c), "--out", &p(&s.root.join("ac"))]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("features differs"), "{e}");
+    // A resume with another basis is refused, naming the field.
+    let o = run(
+        &["label"],
+        &a,
+        &["--feature-basis", &p(&b3), "--shard", "0/2", "--resume"],
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("features differs"), "{e}");
+    // A basis file without the head's basis is refused, naming the output.
+    let other = s.root.join("other.onnx");
+    write_feature_teacher_scaled(&other, 2.0);
+    let mut a2 = vec!["label".to_string()];
+    a2.extend(base(&s.root.join("d")));
+    let at = a2.iter().position(|x| x == "--teacher").unwrap();
+    a2[at + 1] = p(&other);
+    a2.extend(["--feature-basis".into(), p(&b4)]);
+    let o = distill(&a2.iter().map(String::as_str).collect::<Vec<_>>());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("has no basis for output \"pooled\""),
+        "{e}"
+    );
 }

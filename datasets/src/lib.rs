@@ -33,6 +33,7 @@ pub use wds::WebDataset;
 
 use formats::manifest::DatasetFingerprint;
 use std::path::Path;
+use std::sync::Arc;
 use xxhash_rust::xxh3::Xxh3;
 
 /// One decoded image: `height × width × channels` bytes, row-major, channels last.
@@ -298,6 +299,76 @@ pub fn open_with(
         ));
     }
     Ok(ds)
+}
+
+/// Every `stride`-th sample of a dataset (samples `0, stride, 2·stride, …`): a spread-out sample
+/// of it, e.g. to fit a feature basis on without labelling everything (`distill features fit`).
+/// Its fingerprint is the inner one's with format `strided` and the stride in `split`.
+pub struct Strided {
+    inner: Arc<dyn Dataset>,
+    stride: u32,
+    fingerprint: DatasetFingerprint,
+}
+
+impl Strided {
+    /// Every `stride`-th sample of `inner` (`stride` ≥ 1).
+    pub fn new(inner: Arc<dyn Dataset>, stride: u32) -> Self {
+        let stride = stride.max(1);
+        let f = inner.fingerprint();
+        let fingerprint = DatasetFingerprint {
+            format: "strided".into(),
+            split: format!("{} every {stride}", f.split),
+            samples: u64::from(inner.len().div_ceil(stride)),
+            ..f.clone()
+        };
+        Strided {
+            inner,
+            stride,
+            fingerprint,
+        }
+    }
+}
+
+impl Dataset for Strided {
+    fn format(&self) -> &'static str {
+        self.inner.format()
+    }
+    fn len(&self) -> u32 {
+        self.inner.len().div_ceil(self.stride)
+    }
+    fn classes(&self) -> u32 {
+        self.inner.classes()
+    }
+    fn class_names(&self) -> Option<&[String]> {
+        self.inner.class_names()
+    }
+    fn label(&self, index: u32) -> Option<u32> {
+        self.inner.label(index * self.stride)
+    }
+    fn labelled(&self) -> bool {
+        self.inner.labelled()
+    }
+    fn channels(&self) -> u8 {
+        self.inner.channels()
+    }
+    fn dims(&self, index: u32) -> Result<(u32, u32), DataError> {
+        self.inner.dims(index * self.stride)
+    }
+    fn uniform_dims(&self) -> Result<(u32, u32), DataError> {
+        self.inner.uniform_dims()
+    }
+    fn image(&self, index: u32) -> Result<Image, DataError> {
+        self.inner.image(index * self.stride)
+    }
+    fn encoded(&self) -> bool {
+        self.inner.encoded()
+    }
+    fn decoder(&self) -> &'static str {
+        self.inner.decoder()
+    }
+    fn fingerprint(&self) -> &DatasetFingerprint {
+        &self.fingerprint
+    }
 }
 
 /// A split of in-memory arrays (MNIST, CIFAR, npy) read without its hard labels: the same

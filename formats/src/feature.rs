@@ -288,6 +288,9 @@ pub struct FeatureHead {
     pub dim: u32,
     /// Dimensions stored per record (`D`, or the basis's `d`).
     pub stored_dim: u32,
+    /// The PCA basis the vectors were projected with (`d` coefficients stored), when any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basis: Option<crate::basis::BasisRef>,
     /// The files of this head, one per label shard, tiling the same samples.
     pub shards: Vec<ShardEntry>,
     pub quality: FeatureQuality,

@@ -8,6 +8,7 @@
 //! crate is the normative description of the on-disk layout.
 
 pub mod aug;
+pub mod basis;
 pub mod error;
 pub mod feature;
 pub mod field;

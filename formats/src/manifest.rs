@@ -669,10 +669,13 @@ impl Manifest {
             }
             crate::feature::FeatureLayout::new(head.stored_dim, f.codec)
                 .map_err(|e| FormatError::invalid(field("stored_dim"), e.to_string()))?;
-            if head.stored_dim > head.dim {
+            if head.stored_dim > head.dim || (head.basis.is_none() && head.stored_dim != head.dim) {
                 return Err(FormatError::invalid(
                     field("stored_dim"),
-                    format!("{} is more than the output's {}", head.stored_dim, head.dim),
+                    format!(
+                        "{} for an output of {} (fewer only through a basis)",
+                        head.stored_dim, head.dim
+                    ),
                 ));
             }
             if f.heads[..h]

@@ -55,6 +55,8 @@ pub struct FeatureSummary {
     /// The output's dimensions and those stored per record.
     pub dim: u32,
     pub stored_dim: u32,
+    /// The PCA basis the vectors were projected with, when any.
+    pub basis: Option<formats::basis::BasisRef>,
     pub codec: String,
     /// Bytes of the head's files, and per record.
     pub bytes: u64,
@@ -159,6 +161,7 @@ fn feature_summaries(m: &formats::Manifest, records: u64) -> Vec<FeatureSummary>
                 output: h.output.clone(),
                 dim: h.dim,
                 stored_dim: h.stored_dim,
+                basis: h.basis.clone(),
                 codec: f.codec.name().into(),
                 bytes,
                 bytes_per_record: bytes as f64 / records.max(1) as f64,

@@ -22,11 +22,13 @@ use crate::shard::{
     check_file_header, encode_footer, file_header, rows_to_columns,
 };
 use crate::staging::{RowStats, StagedRow, StagingLog};
+use formats::basis::Basis;
 use formats::feature::{FeatureQuality, feature_file_name};
 use formats::{FeatureLayout, Manifest, Quality, QualitySums, Record, RecordLayout, ShardEntry};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Name of the draft file that marks an unfinished store.
@@ -85,6 +87,8 @@ pub struct ShardWriter {
     failed: bool,
     /// Records arrive in groups out of sample order and are staged until `finish`.
     staging: Option<StagingLog>,
+    /// A feature file's PCA basis: vectors are projected before they are encoded.
+    basis: Option<Arc<Basis>>,
 }
 
 impl ShardWriter {
@@ -116,6 +120,7 @@ impl ShardWriter {
             compressor: zstd::bulk::Compressor::new(level).map_err(io(path))?,
             failed: false,
             staging: None,
+            basis: None,
         })
     }
 
@@ -211,7 +216,16 @@ impl ShardWriter {
     /// reconstruction; same order rules as [`ShardWriter::append`].
     pub fn append_feature(&mut self, epoch: u32, sample: u32, x: &[f32]) -> Result<()> {
         let layout = self.feature_layout()?;
-        self.push(epoch, sample, |row| encode_feature(&layout, x, row))
+        let basis = self.basis.clone();
+        self.push(epoch, sample, |row| {
+            encode_feature(&layout, basis.as_deref(), x, row)
+        })
+    }
+
+    /// Projects every vector of this feature file through `basis` before it is encoded (its
+    /// `d` must be the file's stored dimensions).
+    pub fn set_basis(&mut self, basis: Arc<Basis>) {
+        self.basis = Some(basis);
     }
 
     fn label_layout(&self) -> Result<RecordLayout> {
@@ -338,9 +352,14 @@ impl ShardWriter {
     /// [`ShardWriter::append_group`].
     pub fn append_feature_group(&mut self, vectors: &[(u32, u32, &[f32])]) -> Result<()> {
         let layout = self.feature_layout()?;
+        let basis = self.basis.clone();
         self.stage_group(vectors.len(), |i, row| {
             let (epoch, sample, x) = vectors[i];
-            Ok((epoch, sample, encode_feature(&layout, x, row)?))
+            Ok((
+                epoch,
+                sample,
+                encode_feature(&layout, basis.as_deref(), x, row)?,
+            ))
         })
     }
 
@@ -556,15 +575,36 @@ fn row_stats(rec: &Record, q: &RecordQuality, classes: usize) -> RowStats {
     }
 }
 
-/// Encodes `x` into `row` and measures how well the row reconstructs it.
+/// Encodes `x` (projected through `basis` first, when there is one) into `row` and measures how
+/// well the row reconstructs it, in `x`'s own dimensions.
 fn encode_feature(
     layout: &FeatureLayout,
+    basis: Option<&Basis>,
     x: &[f32],
     row: &mut [u8],
 ) -> std::result::Result<RowStats, formats::FormatError> {
-    layout.encode(x, row)?;
-    let mut r = vec![0f32; x.len()];
-    layout.decode_into(row, &mut r)?;
+    let Some(b) = basis else {
+        layout.encode(x, row)?;
+        let mut r = vec![0f32; x.len()];
+        layout.decode_into(row, &mut r)?;
+        return Ok(formats::feature::reconstruction_sums(x, &r));
+    };
+    if x.len() != b.dim as usize {
+        return Err(formats::FormatError::invalid(
+            "features.dim",
+            format!(
+                "a vector of {} values, the basis projects {}",
+                x.len(),
+                b.dim
+            ),
+        ));
+    }
+    let d = b.stored_dim();
+    let (mut y, mut r) = (vec![0f32; d], vec![0f32; x.len()]);
+    b.project(x, &mut y);
+    layout.encode(&y, row)?;
+    layout.decode_into(row, &mut y)?;
+    b.reconstruct(&y, &mut r);
     Ok(formats::feature::reconstruction_sums(x, &r))
 }
 
@@ -680,9 +720,22 @@ impl StoreWriter {
     /// an error naming the field.
     pub fn open_locked(
         lock: WriterLock,
+        draft: Manifest,
+        mode: OpenMode,
+        level: i32,
+    ) -> Result<Self> {
+        Self::open_with_bases(lock, draft, mode, level, Vec::new())
+    }
+
+    /// [`StoreWriter::open_locked`] for a store whose feature heads name PCA bases
+    /// (`features.heads[h].basis`): `bases[h]` is head `h`'s (its dimensions checked against
+    /// the draft's), `None` for a head without one.
+    pub fn open_with_bases(
+        lock: WriterLock,
         mut draft: Manifest,
         mode: OpenMode,
         level: i32,
+        bases: Vec<Option<Arc<Basis>>>,
     ) -> Result<Self> {
         let dir = lock.dir().to_path_buf();
         let dir = dir.as_path();
@@ -693,11 +746,13 @@ impl StoreWriter {
         let layout = formats::RecordLayout::new(draft.classes, draft.k, draft.codec)
             .map_err(format("manifest draft"))?;
         let mut kinds = vec![RowFormat::Labels(layout)];
+        let basis_of = |h: usize| bases.get(h).cloned().flatten();
         if let Some(f) = &draft.features {
-            for h in &f.heads {
-                let l =
-                    FeatureLayout::new(h.stored_dim, f.codec).map_err(format("manifest draft"))?;
+            for (h, head) in f.heads.iter().enumerate() {
+                let l = FeatureLayout::new(head.stored_dim, f.codec)
+                    .map_err(format("manifest draft"))?;
                 kinds.push(RowFormat::Features(l));
+                check_basis(h, head, basis_of(h).as_deref())?;
             }
         }
         for k in &kinds {
@@ -796,6 +851,9 @@ impl StoreWriter {
             } else {
                 ShardWriter::create(&partial, info, level)?
             };
+            if let Some(b) = files.len().checked_sub(1).and_then(basis_of) {
+                shard.set_basis(b);
+            }
             if staged {
                 if !unfinished {
                     // A log left by an earlier store in this directory must not be resumed.
@@ -1007,6 +1065,26 @@ impl StoreWriter {
         }
         sync_dir(&self.dir)?;
         Ok(m)
+    }
+}
+
+/// Checks that head `h` gets the basis its draft names (`None` for none), of its dimensions.
+fn check_basis(h: usize, head: &formats::FeatureHead, basis: Option<&Basis>) -> Result<()> {
+    match (&head.basis, basis) {
+        (None, None) => Ok(()),
+        (Some(_), Some(b)) if b.dim == head.dim && b.stored_dim() == head.stored_dim as usize => {
+            Ok(())
+        }
+        (want, got) => Err(StoreError::Invalid(format!(
+            "feature head {h}: the draft names {} and the writer was given {}",
+            want.as_ref()
+                .map_or("no basis".into(), |r| format!("basis {}", r.checksum)),
+            got.map_or("none".into(), |b| format!(
+                "a basis of {} of {} dimensions",
+                b.stored_dim(),
+                b.dim
+            ))
+        ))),
     }
 }
 

@@ -28,6 +28,7 @@ fn head(output: &str, dim: u32) -> FeatureHead {
         output: output.into(),
         dim,
         stored_dim: dim,
+        basis: None,
         shards: vec![],
         quality: FeatureQuality::default(),
     }

@@ -382,10 +382,12 @@ fn print_features(
     out: &mut impl Write,
     f: &label_store::summary::FeatureSummary,
 ) -> std::io::Result<()> {
-    let dims = if f.stored_dim == f.dim {
-        format!("{} dims", f.dim)
-    } else {
-        format!("{} of {} dims", f.stored_dim, f.dim)
+    let dims = match &f.basis {
+        None => format!("{} dims", f.dim),
+        Some(b) => format!(
+            "{} of {} dims (PCA basis {}, {})",
+            f.stored_dim, f.dim, b.file, b.checksum
+        ),
     };
     writeln!(
         out,

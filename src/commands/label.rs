@@ -124,6 +124,11 @@ pub struct LabelArgs {
     /// Codec of the stored features: q8 (int8 with a scale per vector) or f16.
     #[arg(long, value_enum, default_value_t = CodecFlag::Q8, requires = "feature")]
     pub feature_codec: CodecFlag,
+    /// Store each feature vector as its coefficients in this PCA basis (a file from `distill
+    /// features fit` on the same teacher and output): d values instead of D. Every --shard job
+    /// and --resume must give the same file; stores of different bases never merge.
+    #[arg(long, value_name = "FILE", requires = "feature")]
+    pub feature_basis: Option<PathBuf>,
     /// ONNX Runtime library to load instead of searching.
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
@@ -195,6 +200,7 @@ pub fn label_config(a: LabelArgs, data: Arc<dyn Dataset>) -> Result<LabelConfig>
             feature: a.feature,
         },
         feature_codec: a.feature_codec.into(),
+        feature_basis: a.feature_basis,
     })
 }
 

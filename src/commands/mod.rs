@@ -5,6 +5,7 @@
 pub mod data;
 pub mod demo;
 pub mod doctor;
+pub mod features;
 pub mod inspect;
 pub mod label;
 pub mod merge;

@@ -5,12 +5,13 @@
 //! It depends on `formats`, `datasets`, `replay` and `label-store`, never on `student-train`.
 
 pub mod bank;
+pub mod basis;
 pub mod error;
 pub mod online;
 pub mod pipeline;
 pub mod runtime;
 pub mod session;
-mod sink;
+pub(crate) mod sink;
 
 pub use error::InferError;
 pub use online::OnlineLabeller;

@@ -87,6 +87,9 @@ pub struct LabelConfig {
     pub outputs: crate::session::Outputs,
     /// How stored features are encoded.
     pub feature_codec: formats::FeatureCodec,
+    /// A basis file (`distill features fit`): each head's vectors are stored as its `d` PCA
+    /// coefficients.
+    pub feature_basis: Option<PathBuf>,
 }
 
 impl LabelConfig {
@@ -123,6 +126,7 @@ impl LabelConfig {
             blocks: None,
             outputs: Default::default(),
             feature_codec: formats::FeatureCodec::Q8,
+            feature_basis: None,
         }
     }
 }
@@ -390,10 +394,16 @@ impl LabelPlan {
                 file: PathBuf::from("dataset"),
                 what: format!("decode probe: {e}"),
             })?;
-        let draft = draft_manifest(cfg, bank.sessions(), range, bank.classes(), (w, h), probe);
-        let writer =
-            StoreWriter::open_locked(lock, draft, cfg.mode, label_store::DEFAULT_ZSTD_LEVEL)
-                .map_err(|e| store_err(&cfg.out, e))?;
+        let mut draft = draft_manifest(cfg, bank.sessions(), range, bank.classes(), (w, h), probe);
+        let bases = head_bases(cfg, &mut draft)?;
+        let writer = StoreWriter::open_with_bases(
+            lock,
+            draft,
+            cfg.mode,
+            label_store::DEFAULT_ZSTD_LEVEL,
+            bases,
+        )
+        .map_err(|e| store_err(&cfg.out, e))?;
         let plan = Self::cut(cfg, c, (w, h), range, sampler, &writer)?;
         Ok((plan, writer))
     }
@@ -605,6 +615,57 @@ pub(crate) fn check_normalization(cfg: &LabelConfig) -> Result<(), InferError> {
     Ok(())
 }
 
+/// With `feature_basis`, each feature head's basis from the file (matched by teacher and output;
+/// a head without one is an error naming it), recorded in the draft (`stored_dim` d, the file's
+/// checksum); empty without.
+fn head_bases(
+    cfg: &LabelConfig,
+    draft: &mut Manifest,
+) -> Result<Vec<Option<Arc<formats::basis::Basis>>>, InferError> {
+    let (Some(path), Some(f)) = (&cfg.feature_basis, draft.features.as_mut()) else {
+        return Ok(Vec::new());
+    };
+    let bytes = std::fs::read(path).map_err(|source| InferError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let file = formats::basis::BasisFile::from_bytes(&bytes).map_err(|e| InferError::Model {
+        file: path.clone(),
+        what: e.to_string(),
+    })?;
+    let checksum = file.checksum();
+    let mut out = Vec::with_capacity(f.heads.len());
+    for head in &mut f.heads {
+        let teacher = &draft.teachers[head.teacher as usize];
+        let b = file.find(&teacher.sha256, &head.output).ok_or_else(|| InferError::Model {
+            file: path.clone(),
+            what: format!(
+                "has no basis for output {:?} of {} (fit one with `distill features fit` on this teacher)",
+                head.output, teacher.file
+            ),
+        })?;
+        if b.dim != head.dim {
+            return Err(InferError::Model {
+                file: path.clone(),
+                what: format!(
+                    "its basis for {:?} projects {} dimensions, the output has {}",
+                    head.output, b.dim, head.dim
+                ),
+            });
+        }
+        head.stored_dim = b.stored_dim() as u32;
+        head.basis = Some(formats::basis::BasisRef {
+            file: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            checksum: checksum.clone(),
+        });
+        out.push(Some(Arc::new(b.clone())));
+    }
+    Ok(out)
+}
+
 fn draft_manifest(
     cfg: &LabelConfig,
     sessions: &[TeacherSession],
@@ -622,6 +683,7 @@ fn draft_manifest(
                 output: f.name.clone(),
                 dim: f.dim,
                 stored_dim: f.dim,
+                basis: None,
                 shards: vec![],
                 quality: Default::default(),
             })

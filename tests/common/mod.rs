@@ -123,6 +123,12 @@ pub const POOLED: usize = 12;
 /// first ten), and `tokens`, `pooled` with a third axis (`[batch, POOLED, 1]`, not a pooled
 /// embedding).
 pub fn write_feature_teacher(path: &Path) {
+    write_feature_teacher_scaled(path, 1.0);
+}
+
+/// [`write_feature_teacher`] with every weight of its pooled layer times `scale` (another
+/// teacher file of the same outputs).
+pub fn write_feature_teacher_scaled(path: &Path, scale: f32) {
     let d = SIDE * SIDE;
     let mut f = vec![0f32; d * POOLED];
     for y in 0..SIDE {
@@ -130,7 +136,7 @@ pub fn write_feature_teacher(path: &Path) {
             let k = y * SIDE + x;
             for c in 0..10 {
                 if y == c || x == c {
-                    f[k * POOLED + c] = 0.05;
+                    f[k * POOLED + c] = 0.05 * scale;
                 }
             }
             f[k * POOLED + 10] = if y < SIDE / 2 { 0.01 } else { 0.0 };

@@ -274,6 +274,7 @@ impl<'a> Ctx<'a> {
             blocks: None,
             outputs: Default::default(),
             feature_codec: formats::FeatureCodec::Q8,
+            feature_basis: None,
         };
         teacher_infer::label(&cfg, |_| {})?;
         Ok(false)
