@@ -666,6 +666,42 @@ fn the_binding_path_equals_the_plain_path() {
             "batch of {n}"
         );
     }
+    // With a feature output both outputs are bound, and features asked for or not (the
+    // binding follows) the two paths agree on both.
+    let ft = s.root.join("features.onnx");
+    write_feature_teacher(&ft);
+    let (mut plain, mut bound) = (pooled_session(&ft), pooled_session(&ft));
+    bound.set_binding(true);
+    for (round, (n, with)) in [(7usize, true), (7, false), (32, true), (3, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let x: Vec<f32> = (0..n * per)
+            .map(|i| ((i * 7919 + round * 131) % 255) as f32 / 255.0)
+            .collect();
+        let (mut a, mut b, mut fa, mut fb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        plain
+            .run_with_features(&x, n, [1, SIDE, SIDE], &mut a, with.then_some(&mut fa))
+            .unwrap();
+        bound
+            .run_with_features(&x, n, [1, SIDE, SIDE], &mut b, with.then_some(&mut fb))
+            .unwrap();
+        assert_eq!(
+            (a.len(), fa.len()),
+            (n * 10, if with { n * POOLED } else { 0 })
+        );
+        let same = |p: &[f32], q: &[f32]| {
+            p.len() == q.len() && p.iter().zip(q).all(|(x, y)| x.to_bits() == y.to_bits())
+        };
+        assert!(
+            same(&a, &b) && same(&fa, &fb),
+            "batch of {n}, features {with}"
+        );
+        assert!(
+            !with || fa.iter().any(|&v| v > 0.0),
+            "features carry something"
+        );
+    }
 }
 
 /// The arguments of a labelling run long enough (about a second or more) that a second
