@@ -1295,6 +1295,32 @@ fn teacher_metadata_sets_the_preprocessing_unless_a_flag_does() {
             err.contains(needle) && err.contains("bad.onnx"),
             "{meta:?}: {err}"
         );
+        // The same teacher run online names train's flag for it.
+        if meta.0 == "mean" {
+            let run = root.join("online");
+            let o = distill(&[
+                "train",
+                "--data",
+                data.to_str().unwrap(),
+                "--teacher",
+                bad.to_str().unwrap(),
+                "--aug",
+                "light",
+                "--size",
+                "16",
+                "--model",
+                "mlp",
+                "--epochs",
+                "1",
+                "--out",
+                run.to_str().unwrap(),
+            ]);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                !o.status.success() && err.contains("give --teacher-mean"),
+                "{err}"
+            );
+        }
     }
 
     // A student trained from the bicubic store exports its pre-processing: the normalization

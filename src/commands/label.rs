@@ -225,17 +225,22 @@ impl Chosen {
             interpolation: a.interpolation.map(Into::into),
             crop_pct: a.crop_pct,
         };
-        Self::resolve(&a.teachers, flags, &a.aug, channels)
+        Self::resolve(&a.teachers, flags, &a.aug, channels, &|key| {
+            format!("--{}", key.replace('_', "-"))
+        })
     }
 
     /// The pre-processing of `teachers` for `channels`-channel images with the recipe `aug`:
     /// each of `flags` where given, else the files' metadata, else the recipe's or the default
-    /// (`distill train --teacher` resolves its teachers' the same way).
+    /// (`distill train --teacher` resolves its teachers' the same way). Errors name the flag
+    /// that settles a setting as `flag_of(key)` gives it (`--mean` in `label`, `--teacher-mean`
+    /// in `train`).
     pub(crate) fn resolve(
         teachers: &[PathBuf],
         flags: formats::preprocess::Preprocessing,
         aug: &str,
         channels: usize,
+        flag_of: &dyn Fn(&str) -> String,
     ) -> Result<Self> {
         use formats::preprocess::Preprocessing;
         // What the teacher files declare, and the file that declared each key first. A key a
@@ -246,6 +251,10 @@ impl Chosen {
             let p = teacher_infer::session::model_preprocessing(t)
                 .with_context(|| format!("reading {}'s metadata", t.display()))?;
             let mean = p.mean.filter(|_| flags.mean.is_none());
+            let mut whose = Whose {
+                files: &mut whose,
+                flag_of,
+            };
             agree(&mut model.mean, mean, "mean", t, &mut whose)?;
             let std = p.std.filter(|_| flags.std.is_none());
             agree(&mut model.std, std, "std", t, &mut whose)?;
@@ -260,9 +269,10 @@ impl Chosen {
                 && v.len() != channels
             {
                 bail!(
-                    "{}: metadata {key} has {} values for {channels}-channel images (give --{key})",
+                    "{}: metadata {key} has {} values for {channels}-channel images (give {})",
                     whose[key].display(),
-                    v.len()
+                    v.len(),
+                    flag_of(key)
                 );
             }
         }
@@ -316,6 +326,12 @@ fn pick<T>(
     v
 }
 
+/// The file that declared each setting first, and how errors name a setting's flag.
+struct Whose<'a, 'b> {
+    files: &'b mut std::collections::BTreeMap<&'static str, &'a std::path::Path>,
+    flag_of: &'b dyn Fn(&str) -> String,
+}
+
 /// Takes `value` (declared by `file`) into `slot` for `key`; a teacher declaring another value
 /// than an earlier one is an error naming both files and the flag that settles it.
 fn agree<'a, T: PartialEq + std::fmt::Debug>(
@@ -323,20 +339,20 @@ fn agree<'a, T: PartialEq + std::fmt::Debug>(
     value: Option<T>,
     key: &'static str,
     file: &'a std::path::Path,
-    whose: &mut std::collections::BTreeMap<&'static str, &'a std::path::Path>,
+    whose: &mut Whose<'a, '_>,
 ) -> Result<()> {
     let Some(v) = value else { return Ok(()) };
     match slot {
         Some(w) if *w != v => bail!(
-            "the teachers' metadata disagree on {key}: {} has {w:?}, {} has {v:?} (give --{})",
-            whose[key].display(),
+            "the teachers' metadata disagree on {key}: {} has {w:?}, {} has {v:?} (give {})",
+            whose.files[key].display(),
             file.display(),
-            key.replace('_', "-")
+            (whose.flag_of)(key)
         ),
         Some(_) => {}
         None => {
             *slot = Some(v);
-            whose.insert(key, file);
+            whose.files.insert(key, file);
         }
     }
     Ok(())

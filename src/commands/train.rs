@@ -245,7 +245,18 @@ fn open_online(
         interpolation: None,
         crop_pct: None,
     };
-    let pre = Chosen::resolve(&o.teachers, flags, aug, usize::from(data.channels()))?;
+    // Online teachers' normalization flags are --teacher-mean and --teacher-std.
+    let flag_of = |key: &str| match key {
+        "mean" | "std" => format!("--teacher-{key}"),
+        other => format!("--{}", other.replace('_', "-")),
+    };
+    let pre = Chosen::resolve(
+        &o.teachers,
+        flags,
+        aug,
+        usize::from(data.channels()),
+        &flag_of,
+    )?;
     let mut cfg = LabelConfig::new(o.teachers.clone(), Arc::clone(data), PathBuf::new());
     cfg.k = o.topk;
     cfg.codec = o.codec.into();
