@@ -246,15 +246,14 @@ impl Chosen {
         // What the teacher files declare, and the file that declared each key first. A key a
         // flag sets is not taken from the files, so teachers may disagree on it.
         let mut model = Preprocessing::default();
-        let mut whose: std::collections::BTreeMap<&str, &std::path::Path> = Default::default();
+        let mut whose = Whose {
+            files: Default::default(),
+            flag_of,
+        };
         for t in teachers {
             let p = teacher_infer::session::model_preprocessing(t)
                 .with_context(|| format!("reading {}'s metadata", t.display()))?;
             let mean = p.mean.filter(|_| flags.mean.is_none());
-            let mut whose = Whose {
-                files: &mut whose,
-                flag_of,
-            };
             agree(&mut model.mean, mean, "mean", t, &mut whose)?;
             let std = p.std.filter(|_| flags.std.is_none());
             agree(&mut model.std, std, "std", t, &mut whose)?;
@@ -270,7 +269,7 @@ impl Chosen {
             {
                 bail!(
                     "{}: metadata {key} has {} values for {channels}-channel images (give {})",
-                    whose[key].display(),
+                    whose.files[key].display(),
                     v.len(),
                     flag_of(key)
                 );
@@ -328,7 +327,7 @@ fn pick<T>(
 
 /// The file that declared each setting first, and how errors name a setting's flag.
 struct Whose<'a, 'b> {
-    files: &'b mut std::collections::BTreeMap<&'static str, &'a std::path::Path>,
+    files: std::collections::BTreeMap<&'static str, &'a std::path::Path>,
     flag_of: &'b dyn Fn(&str) -> String,
 }
 

@@ -491,26 +491,30 @@ impl<'a> StudentRun<'a> {
         pass.lr = cfg.optim.lr_at(epoch, step, steps, cfg.epochs);
         for (si, s) in self.students.iter_mut().enumerate() {
             let model = s.model.take().expect("model present between steps");
-            let (loss, projector) = match (s.projector.take(), &tf, cfg.feature) {
-                (Some((p, po)), Some(tf), Some(term)) => {
+            // The feature term, when the run has one and the batch carries the features.
+            let feature = match (&s.projector, &tf, cfg.feature) {
+                (Some((p, _)), Some(tf), Some(term)) => Some((p, tf, term)),
+                _ => None,
+            };
+            let (logits, feature) = match feature {
+                Some((p, tf, term)) => {
                     let (features, logits) = model.forward_features(x.clone());
-                    let label = cfg
-                        .loss
-                        .loss_rows(epoch, logits, y.clone(), hard_rows, t.clone());
                     let f = crate::loss::feature_loss(p.forward(features), tf.clone(), term.loss);
-                    (label + f.mul_scalar(term.weight), Some((p, po)))
+                    (logits, Some(f.mul_scalar(term.weight)))
                 }
-                (p, _, _) => {
-                    let logits = model.forward(x.clone());
-                    let loss = cfg
-                        .loss
-                        .loss_rows(epoch, logits, y.clone(), hard_rows, t.clone());
-                    (loss, p)
-                }
+                None => (model.forward(x.clone()), None),
+            };
+            let with_feature = feature.is_some();
+            let label = cfg
+                .loss
+                .loss_rows(epoch, logits, y.clone(), hard_rows, t.clone());
+            let loss = match feature {
+                Some(f) => label + f,
+                None => label,
             };
             pass.losses[si].add(&loss, n, step);
             let mut grads = loss.backward();
-            if let Some((p, mut po)) = projector {
+            if with_feature && let Some((p, mut po)) = s.projector.take() {
                 let pg = GradientsParams::from_module(&mut grads, &p);
                 s.projector = Some((po.step(pass.lr, p, pg), po));
             }

@@ -70,14 +70,14 @@ fn main() {
             .flat_map(|s| x[s * d..(s + 1) * d].iter().copied())
             .collect();
         let basis = |k: usize| {
-            let (mean, components, variance) = teacher_infer::basis::fit_pca(&fit_on, *d, k);
+            let pca = teacher_infer::basis::fit_pca(&fit_on, *d, k);
             Arc::new(Basis {
                 teacher_sha256: "0".repeat(64),
                 output: name.clone(),
                 dim: *d as u32,
-                mean,
-                components,
-                variance,
+                mean: pca.mean,
+                components: pca.components,
+                variance: pca.variance,
             })
         };
         let runs = [

@@ -10,9 +10,20 @@ use nalgebra::{DMatrix, SymmetricEigen};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The principal directions of `vectors` (`n × dim`, row-major): the mean, the `d` directions
-/// of largest variance (rows of `d × dim`, orthonormal) and those variances, largest first.
-pub fn fit_pca(vectors: &[f32], dim: usize, d: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+/// The principal directions of a sample of vectors.
+pub struct Pca {
+    pub mean: Vec<f32>,
+    /// The `d` directions of largest variance, rows of `d × dim`, orthonormal.
+    pub components: Vec<f32>,
+    /// The variance along each, largest first.
+    pub variance: Vec<f32>,
+    /// The sample's variance over all `dim` dimensions (the covariance's trace), of which
+    /// `variance` keeps a share.
+    pub total_variance: f64,
+}
+
+/// The principal directions of `vectors` (`n × dim`, row-major), `d` of them.
+pub fn fit_pca(vectors: &[f32], dim: usize, d: usize) -> Pca {
     let n = vectors.len() / dim.max(1);
     let mut mean = vec![0f64; dim];
     for row in vectors.chunks_exact(dim) {
@@ -23,6 +34,7 @@ pub fn fit_pca(vectors: &[f32], dim: usize, d: usize) -> (Vec<f32>, Vec<f32>, Ve
     mean.iter_mut().for_each(|m| *m /= n.max(1) as f64);
     let centred = DMatrix::from_fn(n, dim, |i, j| f64::from(vectors[i * dim + j]) - mean[j]);
     let cov = centred.tr_mul(&centred) / n.max(1) as f64;
+    let total_variance = cov.trace();
     let eig = SymmetricEigen::new(cov);
     let mut order: Vec<usize> = (0..dim).collect();
     order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]));
@@ -33,11 +45,12 @@ pub fn fit_pca(vectors: &[f32], dim: usize, d: usize) -> (Vec<f32>, Vec<f32>, Ve
         components.extend(col.iter().map(|&v| v as f32));
         variance.push(eig.eigenvalues[k].max(0.0) as f32);
     }
-    (
-        mean.iter().map(|&m| m as f32).collect(),
+    Pca {
+        mean: mean.iter().map(|&m| m as f32).collect(),
         components,
         variance,
-    )
+        total_variance,
+    }
 }
 
 /// How well a fitted basis reconstructs vectors it was not fitted on.
@@ -128,10 +141,14 @@ pub fn fit_basis(
                 i += 1;
             }
         }
-        let (mean, components, variance) = fit_pca(&fitted, dim, d as usize);
-        let total = total_variance(&fitted, dim);
-        let kept =
-            variance.iter().map(|&v| f64::from(v)).sum::<f64>() / total.max(f64::MIN_POSITIVE);
+        let Pca {
+            mean,
+            components,
+            variance,
+            total_variance,
+        } = fit_pca(&fitted, dim, d as usize);
+        let kept = variance.iter().map(|&v| f64::from(v)).sum::<f64>()
+            / total_variance.max(f64::MIN_POSITIVE);
         let teacher = &store.manifest.teachers[head.teacher as usize];
         let basis = Basis {
             teacher_sha256: teacher.sha256.clone(),
@@ -174,18 +191,6 @@ pub fn fit_basis(
     Ok((BasisFile { bases }, reports))
 }
 
-/// Σ over dimensions of the sample variance of `vectors` (`n × dim`).
-fn total_variance(vectors: &[f32], dim: usize) -> f64 {
-    let n = (vectors.len() / dim.max(1)).max(1) as f64;
-    (0..dim)
-        .map(|j| {
-            let col = vectors.iter().skip(j).step_by(dim).map(|&v| f64::from(v));
-            let (s, s2) = col.fold((0f64, 0f64), |(a, b), v| (a + v, b + v * v));
-            s2 / n - (s / n) * (s / n)
-        })
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,7 +205,12 @@ mod tests {
             let z = if i % 4 == 0 || i % 4 == 3 { 0.1 } else { -0.1 };
             v.extend_from_slice(&[3.0 + t, -1.0 + t, 2.0 + z]);
         }
-        let (mean, c, var) = fit_pca(&v, 3, 2);
+        let Pca {
+            mean,
+            components: c,
+            variance: var,
+            total_variance,
+        } = fit_pca(&v, 3, 2);
         assert!(
             (mean[0] - 2.95).abs() < 1e-4 && (mean[2] - 2.0).abs() < 1e-4,
             "{mean:?}"
@@ -212,6 +222,6 @@ mod tests {
         );
         assert!(c[5].abs() > 0.9999, "{c:?}");
         assert!(var[0] > 60.0 && (var[1] - 0.01).abs() < 1e-4, "{var:?}");
-        assert!((total_variance(&v, 3) - f64::from(var[0] + var[1])).abs() < 1e-3);
+        assert!((total_variance - f64::from(var[0] + var[1])).abs() < 1e-3);
     }
 }
