@@ -89,6 +89,8 @@ pub struct ShardWriter {
     staging: Option<StagingLog>,
     /// A feature file's PCA basis: vectors are projected before they are encoded.
     basis: Option<Arc<Basis>>,
+    /// The buffer [`encode_feature`] reuses record to record.
+    scratch: Vec<f32>,
 }
 
 impl ShardWriter {
@@ -121,6 +123,7 @@ impl ShardWriter {
             failed: false,
             staging: None,
             basis: None,
+            scratch: Vec::new(),
         })
     }
 
@@ -217,9 +220,12 @@ impl ShardWriter {
     pub fn append_feature(&mut self, epoch: u32, sample: u32, x: &[f32]) -> Result<()> {
         let layout = self.feature_layout()?;
         let basis = self.basis.clone();
-        self.push(epoch, sample, |row| {
-            encode_feature(&layout, basis.as_deref(), x, row)
-        })
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let appended = self.push(epoch, sample, |row| {
+            encode_feature(&layout, basis.as_deref(), x, row, &mut scratch)
+        });
+        self.scratch = scratch;
+        appended
     }
 
     /// Projects every vector of this feature file through `basis` before it is encoded (its
@@ -353,13 +359,11 @@ impl ShardWriter {
     pub fn append_feature_group(&mut self, vectors: &[(u32, u32, &[f32])]) -> Result<()> {
         let layout = self.feature_layout()?;
         let basis = self.basis.clone();
+        let mut scratch = Vec::new();
         self.stage_group(vectors.len(), |i, row| {
             let (epoch, sample, x) = vectors[i];
-            Ok((
-                epoch,
-                sample,
-                encode_feature(&layout, basis.as_deref(), x, row)?,
-            ))
+            let stats = encode_feature(&layout, basis.as_deref(), x, row, &mut scratch)?;
+            Ok((epoch, sample, stats))
         })
     }
 
@@ -367,7 +371,7 @@ impl ShardWriter {
     fn stage_group(
         &mut self,
         n: usize,
-        fill: impl Fn(
+        mut fill: impl FnMut(
             usize,
             &mut [u8],
         ) -> std::result::Result<(u32, u32, RowStats), formats::FormatError>,
@@ -576,18 +580,20 @@ fn row_stats(rec: &Record, q: &RecordQuality, classes: usize) -> RowStats {
 }
 
 /// Encodes `x` (projected through `basis` first, when there is one) into `row` and measures how
-/// well the row reconstructs it, in `x`'s own dimensions.
+/// well the row reconstructs it, in `x`'s own dimensions. `scratch` holds the decoded values
+/// (and coefficients), reused from call to call.
 fn encode_feature(
     layout: &FeatureLayout,
     basis: Option<&Basis>,
     x: &[f32],
     row: &mut [u8],
+    scratch: &mut Vec<f32>,
 ) -> std::result::Result<RowStats, formats::FormatError> {
     let Some(b) = basis else {
         layout.encode(x, row)?;
-        let mut r = vec![0f32; x.len()];
-        layout.decode_into(row, &mut r)?;
-        return Ok(formats::feature::reconstruction_sums(x, &r));
+        scratch.resize(x.len(), 0.0);
+        layout.decode_into(row, scratch)?;
+        return Ok(formats::feature::reconstruction_sums(x, scratch));
     };
     if x.len() != b.dim as usize {
         return Err(formats::FormatError::invalid(
@@ -600,12 +606,13 @@ fn encode_feature(
         ));
     }
     let d = b.stored_dim();
-    let (mut y, mut r) = (vec![0f32; d], vec![0f32; x.len()]);
-    b.project(x, &mut y);
-    layout.encode(&y, row)?;
-    layout.decode_into(row, &mut y)?;
-    b.reconstruct(&y, &mut r);
-    Ok(formats::feature::reconstruction_sums(x, &r))
+    scratch.resize(d + x.len(), 0.0);
+    let (y, r) = scratch.split_at_mut(d);
+    b.project(x, y);
+    layout.encode(y, row)?;
+    layout.decode_into(row, y)?;
+    b.reconstruct(y, r);
+    Ok(formats::feature::reconstruction_sums(x, r))
 }
 
 /// The manifest entry of the finished shard at `path`.
