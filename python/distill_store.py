@@ -1,4 +1,4 @@
-"""Pure-Python reader of distill label stores (format versions 1 to 4).
+"""Pure-Python reader of distill label stores (format versions 1 to 6).
 
 Written from ``formats/FORMAT.md``, the byte-level specification; it depends only on numpy,
 the ``zstandard`` package and the ``xxhash`` package. A store is opened through its ``manifest.json``; every shard's header,
@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 FORMAT_NAME = "distill-label-store"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 
 MANIFEST_FILE = "manifest.json"
 WRITING_FILE = "writing.json"
@@ -232,7 +232,14 @@ def _tail_logit(logits: np.ndarray, tail: np.ndarray, classes: int, tau: np.floa
     return min(t, np.float32(logits[-1]))
 
 
+def _no_soft_labels(classes: int) -> None:
+    if classes == 0:
+        raise StoreError("the store holds no soft labels (an embedding-only teacher's views and "
+                         "features): there is no distribution to rebuild")
+
+
 def _top_probs(logits: np.ndarray, tail: np.ndarray, classes: int, tau: float):
+    _no_soft_labels(classes)
     t32 = _check_tau(tau)
     inv = 1.0 / float(t32)
     # Same operations as distill's SoftLabel::probabilities_into: f64 exponentials, a sequential
@@ -257,6 +264,7 @@ def dense_probs(
     """Vectorized rebuild (FORMAT.md 5) of many records: ``indices``/``logits`` (n, k),
     ``tail`` (n, 2) -> (n, classes) float32. Agrees with :meth:`Record.probs` to float rounding
     (numpy's exp may differ from the C library's in the last bit)."""
+    _no_soft_labels(classes)
     t32 = _check_tau(tau)
     inv = 1.0 / float(t32)
     logits = np.asarray(logits, dtype=np.float32)
@@ -389,7 +397,9 @@ def _check_version(where: str, field: str, v: int) -> None:
 
 
 def row_bytes(classes: int, k: int, codec: str) -> int:
-    """Bytes of one row (FORMAT.md 4)."""
+    """Bytes of one row (FORMAT.md 4); a store without soft labels (k 0) keeps the view alone."""
+    if k == 0:
+        return AUG_BYTES
     w = 2 if classes <= 65536 else 4
     gap, tail = (1, 2) if codec == "q8" else (2, 4)
     return AUG_BYTES + k * w + (k - 1) * gap + tail
@@ -471,7 +481,10 @@ class Shard:
                 raise _err(p, "footer.k", f"a feature file of {self.classes} dimensions, k {self.k}")
             self.row_bytes = feature_row_bytes(self.classes, self.codec)
         else:
-            if not (1 <= self.classes <= MAX_CLASSES) or not (1 <= self.k <= self.classes):
+            views_only = self.classes == 0 and self.k == 0
+            if not views_only and (
+                not (1 <= self.classes <= MAX_CLASSES) or not (1 <= self.k <= self.classes)
+            ):
                 raise _err(p, "footer.k", f"k = {self.k} with {self.classes} classes")
             self.row_bytes = row_bytes(self.classes, self.k, self.codec)
         if _u32(f, 36) != self.row_bytes:
@@ -626,6 +639,11 @@ def _decode_rows(rows: np.ndarray, classes: int, k: int, codec: str, where, firs
         r = int(np.argmax(code != 0))
         field, what = _AUG_ERRORS[int(code[r])]
         raise _err(where(first + r), field, what)
+    if k == 0:
+        # A store without soft labels: the rows are the views.
+        empty = np.zeros((n, 0), dtype=np.int64)
+        return (np.ascontiguousarray(aug), empty, empty.astype(np.float32),
+                np.zeros((n, 2), dtype=np.float32))
     w = 2 if classes <= 65536 else 4
     at = AUG_BYTES
     idx = rows[:, at : at + k * w].copy().view("<u2" if w == 2 else "<u4").astype(np.int64)
@@ -881,14 +899,23 @@ class Store:
             raise _err(mpath, "format_version",
                        f"{m['format_version']} cannot describe teacher features (needs 5)")
         self.topk = _require(m, "k", int, mpath)
+        # Version 6: an embedding-only teacher's store holds no soft labels (classes and k 0).
+        self.has_labels = not (self.classes == 0 and self.topk == 0)
+        if not self.has_labels:
+            if m["format_version"] < 6:
+                raise _err(mpath, "format_version",
+                           f"{m['format_version']} cannot describe a store without soft labels "
+                           "(needs 6)")
+            if m.get("features") is None:
+                raise _err(mpath, "k", "0 (no soft labels) in a store without features")
         self.codec = _require(m, "codec", str, mpath)
         self.chunk_records = _require(m, "chunk_records", int, mpath)
         self.samples = _range(m, "samples", mpath)
         if self.codec not in ("q8", "f16"):
             raise _err(mpath, "codec", f"unknown codec {self.codec!r} (expected f16 or q8)")
-        if not (1 <= self.classes <= MAX_CLASSES):
+        if self.has_labels and not (1 <= self.classes <= MAX_CLASSES):
             raise _err(mpath, "classes", f"{self.classes} is not between 1 and {MAX_CLASSES}")
-        if not (1 <= self.topk <= self.classes):
+        if self.has_labels and not (1 <= self.topk <= self.classes):
             raise _err(mpath, "k", f"k = {self.topk} must be between 1 and {self.classes}")
         if self.epochs < 1:
             raise _err(mpath, "epochs", "must be at least 1")

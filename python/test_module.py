@@ -411,6 +411,40 @@ def test_feature_loader(distill_bin: str, work: str) -> int:
     trained = [m["stream_xxh3"] for m in metrics(student)]
     replayed = [epoch_digest(loader, e) for e in range(2)]
     check(replayed == trained, f"feature Loader digests {replayed} != distill train's {trained}")
+    rows += embedding_only(distill_bin, root, digits, store, teacher + ".onnx")
+    return rows
+
+
+def embedding_only(distill_bin: str, root: str, digits: str, store: str, onnx: str) -> int:
+    """The same teacher read as embedding-only (`--logits none`): a store of views and features
+    without soft labels (format version 6), whose Loader batches are the labelled store's less
+    the teacher distribution, and which both readers read."""
+    views = os.path.join(root, "views")
+    run_distill(distill_bin, "label", "--teacher", onnx, "--data", digits, "--aug", "usi",
+                "--epochs", "2", "--logits", "none", "--feature", "embedding", "--out", views,
+                "--json")
+    st = distill.Store(views)
+    check((st.classes, st.k, st.manifest["format_version"]) == (0, 0, 6), f"{st}")
+    expect(lambda: st.probs(0, 0, 4), distill.StoreError, "no soft labels")
+    a = distill.Loader(store, digits, 7, seed=3, temperature=4.0, threads=1, features=0)
+    b = distill.Loader(views, digits, 7, seed=3, temperature=4.0, threads=1, features=0)
+    rows = 0
+    for epoch in range(2):
+        a.set_epoch(epoch)
+        b.set_epoch(epoch)
+        for x, y in zip(a, b, strict=True):
+            check("teacher" in x and "teacher" not in y, "no teacher distribution without labels")
+            for key in ("inputs", "hard", "labels", "samples", "features"):
+                check(np.array_equal(x[key], y[key]), f"epoch {epoch}: {key} differ")
+            rows += y["samples"].shape[0]
+    py, labelled = ds.Store(views), ds.Store(store)
+    check(not py.has_labels and labelled.has_labels, "has_labels")
+    for sample in (0, 17, 59):
+        r, want = py.record(1, sample), labelled.record(1, sample)
+        check(r.aug == want.aug and r.k == 0, f"sample {sample}: the labelled store's view")
+    expect(lambda: py.record(0, 0).probs(1.0), ds.StoreError, "no soft labels")
+    check(np.array_equal(py.features(0).epoch(1), labelled.features(0).epoch(1)),
+          "the labelled store's features")
     return rows
 
 

@@ -73,6 +73,7 @@ fn pooled_session(teacher: &Path) -> TeacherSession {
     let env = &teacher_infer::runtime::environment(None).unwrap().1;
     let outputs = teacher_infer::Outputs {
         logits: None,
+        no_logits: false,
         feature: Some("pooled".into()),
     };
     TeacherSession::open_outputs(env, teacher, Device::Cpu, 1, Default::default(), &outputs)
@@ -412,6 +413,112 @@ fn features_of_the_exact_view_are_stored_and_outputs_chosen_by_name() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && err.contains("has 12 classes"),
+        "{err}"
+    );
+}
+
+/// An embedding-only teacher (its one output the feature) or `--logits none` labels a store of
+/// views and features without soft labels (version 6): the same views and the same feature
+/// bytes as a store with soft labels, inspect and verify read it, and what cannot be done with
+/// it is refused naming why.
+#[test]
+fn embedding_only_teachers_store_views_and_features_without_soft_labels() {
+    let s = setup();
+    let (ft, et) = (s.root.join("features.onnx"), s.root.join("embed.onnx"));
+    write_feature_teacher(&ft);
+    write_embedding_teacher(&et);
+    let run = |teachers: &[&Path], out: &str, extra: &[&str]| -> Output {
+        let mut a = label_args(&s, &s.root.join(out), extra);
+        let at = a.iter().position(|x| x == "--teacher").unwrap();
+        a.drain(at..at + 2);
+        for t in teachers {
+            a.extend(["--teacher".into(), t.to_str().unwrap().into()]);
+        }
+        a.push("--json".into());
+        distill(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    ok(&run(&[&ft], "labelled", &["--feature", "pooled"]));
+    let v = ok(&run(&[&et], "embed", &["--feature", "pooled"]));
+    assert_eq!(v["records"], 800);
+    ok(&run(
+        &[&ft],
+        "none",
+        &["--feature", "pooled", "--logits", "none"],
+    ));
+    let labelled = LabelStore::open(&s.root.join("labelled")).unwrap();
+    for dir in ["embed", "none"] {
+        let store = LabelStore::open(&s.root.join(dir)).unwrap();
+        let m = &store.manifest;
+        assert_eq!((m.format_version, m.classes, m.k), (6, 0, 0), "{dir}");
+        assert!(!store.layout.has_labels());
+        assert_eq!(m.teachers[0].classes, 0);
+        // The views are the labelled store's, record for record.
+        for (e, i) in [(0u32, 0u32), (1, 77), (1, 399), (0, 250)] {
+            let (a, b) = (store.get(e, i).unwrap(), labelled.get(e, i).unwrap());
+            assert_eq!(a.aug, b.aug, "{dir}: epoch {e} sample {i}");
+            assert_eq!(a.label.k(), 0);
+        }
+        // The stored features are the labelled store's, bit for bit (the files differ only in
+        // their version fields and checksums).
+        let (fa, fb) = (store.features(0).unwrap(), labelled.features(0).unwrap());
+        let (mut a, mut b) = (vec![0f32; POOLED], vec![0f32; POOLED]);
+        for e in 0..2 {
+            for i in 0..400 {
+                fa.get_into(e, i, &mut a).unwrap();
+                fb.get_into(e, i, &mut b).unwrap();
+                assert!(a == b, "{dir}: epoch {e} sample {i}: {a:?} vs {b:?}");
+            }
+        }
+        // Rows of the view alone: far smaller shards than the labelled store's.
+        assert!(m.stored_bytes() < labelled.manifest.stored_bytes(), "{dir}");
+    }
+    let dir = s.root.join("embed");
+    let o = distill(&[
+        "inspect",
+        dir.to_str().unwrap(),
+        "--verify",
+        "--json",
+        "--records",
+        "0..2",
+    ]);
+    let v = ok(&o);
+    assert_eq!(v["verify"]["ok"], true, "{v}");
+    assert_eq!((v["k"].as_u64(), v["classes"].as_u64()), (Some(0), Some(0)));
+    assert!(v["top1_histogram"].as_array().unwrap().is_empty());
+    assert_eq!(v["features"][0]["output"], "pooled");
+    let rec = &v["dump"][1];
+    assert_eq!(rec["sample"], 1);
+    assert!(
+        rec["aug"].is_object() && rec.get("probabilities").is_none(),
+        "{rec}"
+    );
+    let o = distill(&["inspect", dir.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && text.contains("labels       none: an embedding-only teacher"),
+        "{text}"
+    );
+    assert!(!text.contains("top-1 accuracy"), "{text}");
+
+    // Refused: nothing to store, and an ensemble of teachers with and without logits.
+    let o = run(&[&ft], "a", &["--logits", "none"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("gives nothing to store"),
+        "{err}"
+    );
+    // Without --feature, the one output is taken for the logits (the default), here refused
+    // for its 12 "classes".
+    let o = run(&[&et], "b", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("has 12 classes"),
+        "{err}"
+    );
+    let o = run(&[&ft, &et], "c", &["--feature", "pooled"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("all give logits or none"),
         "{err}"
     );
 }

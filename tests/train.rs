@@ -305,6 +305,7 @@ fn exported_students_match_the_burn_forward_pass() {
         let (want_f, want) = (read(features), read(logits));
         let outputs = teacher_infer::Outputs {
             logits: None,
+            no_logits: false,
             feature: Some("embedding".into()),
         };
         let mut session =
@@ -543,21 +544,17 @@ fn feature_students_learn_the_teachers_features_and_resume_to_the_same_numbers()
         &["--feature", "pooled"],
     );
     let views = root.join("train-views");
-    ok(&train_on(
-        &views,
-        &views,
-        "alone",
-        &[
-            "--test-split",
-            "train",
-            "--norm",
-            "none",
-            "--loss",
-            "features",
-            "--feature-weight",
-            "1",
-        ],
-    ));
+    let alone_flags = [
+        "--test-split",
+        "train",
+        "--norm",
+        "none",
+        "--loss",
+        "features",
+        "--feature-weight",
+        "1",
+    ];
+    ok(&train_on(&views, &views, "alone", &alone_flags));
     let alone = root.join("alone");
     let last = metrics(&alone).pop().unwrap();
     let (cos, loss) = (
@@ -567,6 +564,65 @@ fn feature_students_learn_the_teachers_features_and_resume_to_the_same_numbers()
     assert!(
         cos > 0.95 && (cos - (1.0 - loss)).abs() < 0.01,
         "cosine {cos}, loss {loss}"
+    );
+
+    // The same views labelled by the teacher read as embedding-only (--logits none): no soft
+    // labels, the same features, so the feature term alone trains the very same student.
+    label(
+        "train",
+        "none",
+        "emb-views",
+        "1",
+        &["--feature", "pooled", "--logits", "none"],
+    );
+    let emb = root.join("emb-views");
+    ok(&train_on(&emb, &emb, "emb-alone", &alone_flags));
+    let (a, b) = (metrics(&alone), metrics(&root.join("emb-alone")));
+    for (a, b) in a.iter().zip(&b) {
+        for key in ["train_loss", "test_feature_cosine", "test_accuracy"] {
+            assert_eq!(a[key], b[key], "epoch {}: {key}", a["epoch"]);
+        }
+        assert!(a["test_agreement"].is_number() && b["test_agreement"].is_null());
+    }
+    // A loss that needs soft labels is refused, naming the store.
+    let o = train_on(&emb, &emb, "emb-kd", &["--loss", "kd"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("emb-views") && e.contains("no soft labels"),
+        "{e}"
+    );
+    // Over data read --unlabelled neither the store nor the data has classes: the students'
+    // count is asked for, and then they train on the feature term.
+    label(
+        "train",
+        "none",
+        "emb-unlabelled",
+        "1",
+        &["--unlabelled", "--feature", "pooled", "--logits", "none"],
+    );
+    let unl = root.join("emb-unlabelled");
+    let mut flags = vec![
+        "--test-split",
+        "train",
+        "--loss",
+        "features",
+        "--feature-weight",
+        "1",
+    ];
+    let o = train_on(&unl, &unl, "unl-refused", &flags);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("--student-classes") && e.contains("emb-unlabelled"),
+        "{e}"
+    );
+    flags.extend(["--student-classes", "7"]);
+    ok(&train_on(&unl, &unl, "unl", &flags));
+    let ck = checkpoint::Checkpoint::read(&root.join("unl").join("student.ckpt")).unwrap();
+    assert_eq!(ck.meta.input.classes, 7);
+    let last = metrics(&root.join("unl")).pop().unwrap();
+    assert!(
+        last["test_feature_cosine"].as_f64().unwrap() > 0.5 && last["test_accuracy"].is_null(),
+        "{last}"
     );
 
     // Resume: drop epoch 4's checkpoint and the final student, as a crash would.

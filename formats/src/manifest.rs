@@ -23,13 +23,19 @@ pub const FORMAT_NAME: &str = "distill-label-store";
 /// while older readers refuse, rather than misread, a store whose data has no hard labels.
 /// Version 5: the store may hold teacher features (`features`, in files of their own); older
 /// readers would drop them when merging or resuming, so they must refuse such a store.
-pub const FORMAT_VERSION: u32 = 5;
+/// Version 6: the store may hold no soft labels (`classes` and `k` 0: an embedding-only
+/// teacher's features, rows of the realized views alone); older readers would take its rows for
+/// labels of a layout they cannot build.
+pub const FORMAT_VERSION: u32 = 6;
 
 /// The first version whose data may lack hard labels or be a list of datasets.
 pub const UNLABELLED_VERSION: u32 = 4;
 
 /// The first version whose stores may hold teacher features.
 pub const FEATURES_VERSION: u32 = 5;
+
+/// The first version whose stores may hold no soft labels (views and features only).
+pub const VIEWS_ONLY_VERSION: u32 = 6;
 
 /// The last version before data without hard labels: what a store of labelled data is written as.
 pub const LABELLED_VERSION: u32 = 3;
@@ -524,17 +530,26 @@ impl Manifest {
         self.shards.iter().map(|s| s.bytes).sum()
     }
 
-    /// The lowest format version that describes this store: [`FEATURES_VERSION`] when it holds
-    /// features, [`UNLABELLED_VERSION`] when its data has no hard labels or is a list of
-    /// datasets, else [`LABELLED_VERSION`] (what older readers read correctly).
+    /// The lowest format version that describes this store: [`VIEWS_ONLY_VERSION`] when it
+    /// holds no soft labels, [`FEATURES_VERSION`] when it holds features,
+    /// [`UNLABELLED_VERSION`] when its data has no hard labels or is a list of datasets, else
+    /// [`LABELLED_VERSION`] (what older readers read correctly).
     pub fn needed_version(&self) -> u32 {
-        if self.features.is_some() {
+        if !self.has_labels() {
+            VIEWS_ONLY_VERSION
+        } else if self.features.is_some() {
             FEATURES_VERSION
         } else if self.dataset.labelled && self.datasets.is_empty() {
             LABELLED_VERSION
         } else {
             UNLABELLED_VERSION
         }
+    }
+
+    /// Whether records hold soft labels: false for an embedding-only teacher's store (`k` 0),
+    /// whose records are views whose teacher features live in the feature files.
+    pub fn has_labels(&self) -> bool {
+        self.k > 0
     }
 
     /// Bytes of all feature files.
@@ -592,7 +607,9 @@ impl Manifest {
         // Stores of labelled data of versions 1 and 2 stay valid: only what later versions
         // added needs them.
         if self.needed_version() > LABELLED_VERSION && self.format_version < self.needed_version() {
-            let what = if self.features.is_some() {
+            let what = if !self.has_labels() {
+                "a store without soft labels (k 0)"
+            } else if self.features.is_some() {
                 "teacher features (features)"
             } else {
                 "data without hard labels or a list of datasets (dataset.labelled false, or a \
@@ -609,6 +626,13 @@ impl Manifest {
         }
         self.check_feature_heads()?;
         crate::record::RecordLayout::new(self.classes, self.k, self.codec)?;
+        if !self.has_labels() && self.features.is_none() {
+            return Err(FormatError::invalid(
+                "k",
+                "0 (no soft labels) in a store without features: its records would hold nothing \
+                 a teacher said",
+            ));
+        }
         if self.epochs == 0 {
             return Err(FormatError::invalid("epochs", "must be at least 1"));
         }
@@ -927,6 +951,47 @@ mod tests {
         let mut m = manifest();
         m.k = 11;
         assert!(m.check().unwrap_err().to_string().contains("k = 11"));
+    }
+
+    #[test]
+    fn stores_without_soft_labels_need_features_and_version_6() {
+        let mut m = manifest();
+        m.classes = 0;
+        m.k = 0;
+        let e = m.check().unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid k:") && e.contains("without features"),
+            "{e}"
+        );
+        m.features = Some(crate::feature::Features {
+            codec: crate::feature::FeatureCodec::Q8,
+            heads: vec![crate::feature::FeatureHead {
+                teacher: 0,
+                output: "embedding".into(),
+                dim: 8,
+                stored_dim: 8,
+                basis: None,
+                shards: vec![],
+                quality: Default::default(),
+            }],
+        });
+        assert!(!m.has_labels());
+        assert_eq!(m.needed_version(), VIEWS_ONLY_VERSION);
+        m.check_fields().unwrap();
+        m.format_version = FEATURES_VERSION;
+        let e = m.check_fields().unwrap_err().to_string();
+        assert!(
+            e.contains("without soft labels") && e.contains("needs 6"),
+            "{e}"
+        );
+        // A store with labels and features stays at version 5.
+        m.format_version = VIEWS_ONLY_VERSION;
+        m.classes = 10;
+        m.k = 3;
+        assert_eq!(m.needed_version(), FEATURES_VERSION);
+        // k 0 with classes, or classes 0 with k, is no layout.
+        m.k = 0;
+        assert!(m.check_fields().is_err());
     }
 
     #[test]

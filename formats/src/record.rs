@@ -116,8 +116,12 @@ pub struct RecordLayout {
 
 impl RecordLayout {
     /// A layout for `classes` classes and top-`k`; errors when `classes` is 0 or above
-    /// [`MAX_CLASSES`], or `k` is 0 or above `classes`.
+    /// [`MAX_CLASSES`], or `k` is 0 or above `classes`. `classes` and `k` both 0 is the layout
+    /// of a store without soft labels ([`RecordLayout::views_only`]).
     pub fn new(classes: u32, k: u32, codec: ValueCodec) -> Result<Self, FormatError> {
+        if classes == 0 && k == 0 {
+            return Ok(Self::views_only(codec));
+        }
         if classes == 0 || classes > MAX_CLASSES {
             return Err(FormatError::invalid(
                 "classes",
@@ -133,6 +137,21 @@ impl RecordLayout {
         Ok(RecordLayout { classes, k, codec })
     }
 
+    /// The rows of an embedding-only teacher's store: the realized view and no soft label
+    /// (`classes` and `k` 0; the codec is recorded but stores nothing).
+    pub fn views_only(codec: ValueCodec) -> Self {
+        RecordLayout {
+            classes: 0,
+            k: 0,
+            codec,
+        }
+    }
+
+    /// Whether rows hold a soft label (not [`RecordLayout::views_only`]).
+    pub fn has_labels(&self) -> bool {
+        self.k > 0
+    }
+
     /// Bytes per class index: 2 when every class fits a u16, else 4.
     pub fn index_bytes(&self) -> usize {
         if self.classes <= 1 << 16 { 2 } else { 4 }
@@ -140,6 +159,9 @@ impl RecordLayout {
 
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
+        if !self.has_labels() {
+            return AUG_BYTES;
+        }
         let k = self.k as usize;
         AUG_BYTES
             + k * self.index_bytes()
@@ -160,6 +182,10 @@ impl RecordLayout {
                     self.k
                 ),
             ));
+        }
+        if !self.has_labels() {
+            rec.aug.encode(&mut out[..AUG_BYTES]);
+            return Ok(());
         }
         label.validate(self.classes as usize)?;
         rec.aug.encode(&mut out[..AUG_BYTES]);
@@ -222,6 +248,10 @@ impl RecordLayout {
         let label = &mut rec.label;
         label.indices.clear();
         label.logits.clear();
+        if !self.has_labels() {
+            label.tail = [0.0; 2];
+            return Ok(());
+        }
         let mut at = AUG_BYTES;
         let ib = self.index_bytes();
         for _ in 0..k {
@@ -330,6 +360,28 @@ mod tests {
         let l = RecordLayout::new(100_000, 5, ValueCodec::Q8).unwrap();
         assert_eq!(l.index_bytes(), 4);
         assert!(RecordLayout::new(10, 11, ValueCodec::Q8).is_err());
+        assert!(RecordLayout::new(10, 0, ValueCodec::Q8).is_err());
+        assert!(RecordLayout::new(0, 3, ValueCodec::Q8).is_err());
+    }
+
+    #[test]
+    fn views_only_rows_hold_the_view_alone() {
+        let l = RecordLayout::new(0, 0, ValueCodec::Q8).unwrap();
+        assert_eq!(l, RecordLayout::views_only(ValueCodec::Q8));
+        assert!(!l.has_labels());
+        assert_eq!(l.row_bytes(), AUG_BYTES);
+        let mut rec = record(20, 4);
+        let mut row = vec![0u8; l.row_bytes()];
+        // A record with a label is refused: the store keeps none.
+        let e = l.encode(&rec, &mut row).unwrap_err().to_string();
+        assert!(e.contains("the store keeps 0"), "{e}");
+        rec.label = SoftLabel::none();
+        l.encode(&rec, &mut row).unwrap();
+        // Decoding into a record that held a label clears it.
+        let mut back = record(20, 4);
+        l.decode_into(&row, &mut back).unwrap();
+        assert_eq!(back, rec);
+        assert!(l.decode(&row[..AUG_BYTES - 1]).is_err());
     }
 
     #[test]

@@ -111,6 +111,16 @@ impl SoftLabel {
         })
     }
 
+    /// The label of a record in a store without soft labels (an embedding-only teacher's):
+    /// no class kept.
+    pub fn none() -> Self {
+        SoftLabel {
+            indices: Vec::new(),
+            logits: Vec::new(),
+            tail: [0.0; 2],
+        }
+    }
+
     /// Number of stored classes.
     pub fn k(&self) -> usize {
         self.indices.len()

@@ -86,7 +86,13 @@ pub fn summarize(store: &LabelStore) -> Result<Summary> {
     let r = store.layout.row_bytes();
     let index_at = formats::AUG_BYTES;
     let wide = store.layout.index_bytes() == 4;
-    for e in 0..store.epochs() {
+    // A store without soft labels has no top-1 to count (and rows of the view alone).
+    let epochs = if store.layout.has_labels() {
+        store.epochs()
+    } else {
+        0
+    };
+    for e in 0..epochs {
         let epoch = store.decode_epoch(e)?;
         for s in store.samples().start..store.samples().end {
             let row = epoch.row(s);

@@ -565,7 +565,12 @@ pub const STAGED_FINISH_BYTES: u64 = 1 << 30;
 
 /// What `rec` adds to the quality sums.
 fn row_stats(rec: &Record, q: &RecordQuality, classes: usize) -> RowStats {
-    let (mass, entropy) = rec.label.mass_and_entropy(classes);
+    // A store without soft labels (k 0) has no distribution to sum.
+    let (mass, entropy) = if rec.label.k() == 0 {
+        (0.0, 0.0)
+    } else {
+        rec.label.mass_and_entropy(classes)
+    };
     let (kl1, kl4) = q.reconstruction_kl.unwrap_or((0.0, 0.0));
     QualitySums {
         records: 1.0,

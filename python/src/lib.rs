@@ -304,6 +304,13 @@ impl Store {
                 "temperature {temperature} must be > 0"
             )));
         }
+        if !self.store.manifest.has_labels() {
+            return Err(store_err(format!(
+                "{}: the store holds no soft labels (an embedding-only teacher's views and \
+                 features; read them with features())",
+                self.store.dir.display()
+            )));
+        }
         let classes = self.store.manifest.classes as usize;
         let out = py
             .detach(|| -> Result<Vec<f32>, String> {
@@ -377,7 +384,10 @@ impl Store {
             let opts = datasets::OpenOptions {
                 label_key,
                 classes: None,
-                default_classes: Some(store.manifest.classes),
+                default_classes: store
+                    .manifest
+                    .has_labels()
+                    .then_some(store.manifest.classes),
                 decoder: replay::stream::store_decoder(store).map_err(store_err)?,
                 unlabelled: !store.manifest.dataset.labelled,
             };
@@ -520,7 +530,10 @@ impl Loader {
         let opts = datasets::OpenOptions {
             label_key,
             classes: None,
-            default_classes: Some(store.manifest.classes),
+            default_classes: store
+                .manifest
+                .has_labels()
+                .then_some(store.manifest.classes),
             decoder: replay::stream::store_decoder(&store).map_err(store_err)?,
             // As the store's data was read, unless told (then the store checks it).
             unlabelled: unlabelled.unwrap_or(!store.manifest.dataset.labelled),
@@ -641,9 +654,9 @@ impl Loader {
                     })
                     .collect::<Result<Vec<_>, label_store::StoreError>>()
                     .map_err(|e| e.to_string())?;
-                stream
-                    .epoch(epoch, decoded, Some(tau))
-                    .map_err(|e| e.to_string())
+                // A store without soft labels gives views and features only.
+                let tau = store.manifest.has_labels().then_some(tau);
+                stream.epoch(epoch, decoded, tau).map_err(|e| e.to_string())
             })
             .map_err(store_err)?;
         slf.current = Some(batches);

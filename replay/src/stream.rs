@@ -406,9 +406,10 @@ impl Stream {
             }
         };
         // A store's classes are its teacher's (the data's, unless the data has no hard labels).
+        // A store without soft labels (an embedding-only teacher's) has no classes: the data's.
         let classes = match &source {
-            Source::Store(store) => store.manifest.classes,
-            Source::Sampler(_) => data.classes(),
+            Source::Store(store) if store.manifest.has_labels() => store.manifest.classes,
+            _ => data.classes(),
         } as usize;
         let spec = ViewSpec {
             rule,
@@ -462,6 +463,11 @@ impl Stream {
             ));
         }
         let tc = teacher.classes();
+        if let Source::Store(store) = &self.source
+            && !store.manifest.has_labels()
+        {
+            return Err(no_soft_labels(store));
+        }
         let want = match &self.source {
             Source::Store(store) => Some((store.manifest.classes, "the store")),
             Source::Sampler(_) if self.data.labelled() => Some((self.data.classes(), "the data")),
@@ -642,6 +648,13 @@ impl Stream {
                  (`teachers`)",
             ));
         }
+        if let Source::Store(store) = &self.source
+            && tau.is_some()
+            && self.teacher.is_none()
+            && !store.manifest.has_labels()
+        {
+            return Err(no_soft_labels(store));
+        }
         let o = self.epoch_order(epoch);
         let b = self.cfg.batch;
         let n = o.entries.len().div_ceil(b);
@@ -801,6 +814,15 @@ impl Stream {
     }
 }
 
+/// The error of asking a store without soft labels for a teacher distribution.
+pub fn no_soft_labels(store: &LabelStore) -> ReplayError {
+    ReplayError::config(format!(
+        "{} holds no soft labels (an embedding-only teacher's views and features, k = 0), \
+         and teacher labels were asked for",
+        store.dir.display()
+    ))
+}
+
 /// Refuses a store that was not labelled from `data` at input size `size`, naming the field.
 pub fn check_store(
     store: &LabelStore,
@@ -830,7 +852,7 @@ pub fn check_store(
             data.decoder()
         )));
     }
-    if data.labelled() && m.classes != data.classes() {
+    if data.labelled() && m.has_labels() && m.classes != data.classes() {
         return Err(ReplayError::Mismatch(format!(
             "{dir}: field classes is {} but the data has {} classes",
             m.classes,

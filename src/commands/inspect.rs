@@ -186,7 +186,10 @@ fn show(a: &InspectArgs, range: (u64, u64)) -> Result<ExitCode> {
     let d = &a.data;
     let data = d.open(
         &d.split_or(&store.manifest.dataset.split),
-        Some(store.manifest.classes),
+        store
+            .manifest
+            .has_labels()
+            .then_some(store.manifest.classes),
         Some(&store),
     )?;
     let (w, h) = match &store.manifest.teacher_input {
@@ -220,6 +223,10 @@ fn dump_records(
     keys.into_iter()
         .map(|(e, s)| {
             let rec = store.get(e, s)?;
+            if !store.layout.has_labels() {
+                // An embedding-only teacher's store: the record is its view.
+                return Ok(serde_json::json!({"epoch": e, "sample": s, "aug": rec.aug}));
+            }
             let r = rec.label.probabilities(classes, tau);
             Ok(serde_json::json!({
                 "epoch": e,
@@ -264,20 +271,36 @@ fn print_summary(out: &mut impl Write, path: &std::path::Path, s: &Summary) -> s
         "  records      {} = {} epochs × {} samples ({})",
         s.records, s.epochs, s.samples, s.sample_range
     )?;
-    writeln!(
-        out,
-        "  labels       {} classes, top-{}, codec {}, {} shard(s), {} chunks",
-        s.classes, s.k, s.codec, s.shards, s.chunks
-    )?;
-    writeln!(
-        out,
-        "  on disk      {} ({} bytes), {:.2} B/record, {:.1}x smaller than dense f32 logits ({} B/record)",
-        human_bytes(s.bytes_on_disk),
-        s.bytes_on_disk,
-        s.bytes_per_record,
-        s.compression_vs_dense_f32,
-        4 * s.classes
-    )?;
+    if s.k == 0 {
+        writeln!(
+            out,
+            "  labels       none: an embedding-only teacher (records hold their views; features \
+             below), {} shard(s), {} chunks",
+            s.shards, s.chunks
+        )?;
+        writeln!(
+            out,
+            "  on disk      {} ({} bytes) of views, {:.2} B/record",
+            human_bytes(s.bytes_on_disk),
+            s.bytes_on_disk,
+            s.bytes_per_record
+        )?;
+    } else {
+        writeln!(
+            out,
+            "  labels       {} classes, top-{}, codec {}, {} shard(s), {} chunks",
+            s.classes, s.k, s.codec, s.shards, s.chunks
+        )?;
+        writeln!(
+            out,
+            "  on disk      {} ({} bytes), {:.2} B/record, {:.1}x smaller than dense f32 logits ({} B/record)",
+            human_bytes(s.bytes_on_disk),
+            s.bytes_on_disk,
+            s.bytes_per_record,
+            s.compression_vs_dense_f32,
+            4 * s.classes
+        )?;
+    }
     let d = &s.dataset;
     let labels = if d.labelled {
         format!("labels xxh3 {}", d.labels_xxh3)
@@ -322,6 +345,17 @@ fn print_summary(out: &mut impl Write, path: &std::path::Path, s: &Summary) -> s
         )?;
     }
     writeln!(out, "  seed         {}", s.seed)?;
+    if s.k > 0 {
+        print_label_quality(out, s)?;
+    }
+    for f in &s.features {
+        print_features(out, f)?;
+    }
+    Ok(())
+}
+
+/// The soft labels' figures: mass and entropy, reconstruction, teacher accuracy, top-1 classes.
+fn print_label_quality(out: &mut impl Write, s: &Summary) -> std::io::Result<()> {
     let q = &s.quality;
     writeln!(
         out,
@@ -370,11 +404,7 @@ fn print_summary(out: &mut impl Write, path: &std::path::Path, s: &Summary) -> s
         "  top-1        {seen} of {} classes are some record's top-1; most often {}",
         s.classes,
         top.join(", ")
-    )?;
-    for f in &s.features {
-        print_features(out, f)?;
-    }
-    Ok(())
+    )
 }
 
 /// One feature head: what is stored, its size and how faithfully it reconstructs the teacher's.

@@ -113,7 +113,9 @@ pub struct LabelArgs {
     #[arg(long, value_enum, default_value_t = EnsembleFlag::Probs)]
     pub ensemble: EnsembleFlag,
     /// The teacher output holding the logits (default: the output named `logits`, else the
-    /// first output that is not --feature).
+    /// first output that is not --feature). `none`: read no logits, store --feature alone (an
+    /// embedding-only teacher: a model whose one output is --feature is one by default); the
+    /// store then holds views and features, no soft labels.
     #[arg(long, value_name = "NAME")]
     pub logits: Option<String>,
     /// Also store this `[batch, D]` teacher output (a pooled embedding) for every record: the
@@ -196,7 +198,8 @@ pub fn label_config(a: LabelArgs, data: Arc<dyn Dataset>) -> Result<LabelConfig>
         ort_lib: a.ort_lib,
         blocks,
         outputs: teacher_infer::Outputs {
-            logits: a.logits,
+            no_logits: a.logits.as_deref() == Some("none"),
+            logits: a.logits.filter(|l| l != "none"),
             feature: a.feature,
         },
         feature_codec: a.feature_codec.into(),

@@ -82,6 +82,11 @@ pub struct TrainArgs {
     /// the feature output).
     #[arg(long, default_value_t = 0, requires = "feature_weight")]
     pub feature_head: usize,
+    /// The students' class count when neither the store nor the data gives one: an
+    /// embedding-only teacher's store (no soft labels) over data read --unlabelled, where the
+    /// classifier stays untrained (for fine-tuning later) and only the feature term teaches.
+    #[arg(long)]
+    pub student_classes: Option<u32>,
     /// Optimizer.
     #[arg(long, value_enum, default_value_t = OptimizerFlag::Sgd)]
     pub optimizer: OptimizerFlag,
@@ -373,6 +378,45 @@ pub fn loss_kind(a: &TrainArgs) -> Result<LossKind> {
     Ok(loss)
 }
 
+/// The students' classes: a store's are its teacher's (the data's, unless read unlabelled); a
+/// store without soft labels has none, so the data's; `--student-classes` only where neither
+/// has any.
+fn student_classes(a: &TrainArgs, data: &dyn Dataset, store: Option<&LabelStore>) -> Result<u32> {
+    let known = match store {
+        Some(s) if s.manifest.has_labels() => s.manifest.classes,
+        _ => data.classes(),
+    };
+    match (known, a.student_classes) {
+        // An online teacher's classes are set once it is opened.
+        (0, None) if !a.online.teachers.is_empty() => Ok(0),
+        (_, Some(_)) if !a.online.teachers.is_empty() => {
+            bail!(
+                "--student-classes with --teacher: the students take the online teacher's classes"
+            )
+        }
+        (0, Some(0)) => bail!("--student-classes 0: a student needs at least one class"),
+        (0, Some(c)) => Ok(c),
+        (0, None) => bail!(
+            "neither {} nor the data (read --unlabelled) gives the students a class count: give \
+             --student-classes N (the classifier then stays untrained; the feature term teaches)",
+            store.map_or_else(
+                || "a store".to_string(),
+                |s| format!("{} (no soft labels)", s.dir.display())
+            )
+        ),
+        (c, Some(given)) if given != c => bail!(
+            "--student-classes {given}, but the {} has {c}: --student-classes is for data and \
+             stores without any",
+            if store.is_some_and(|s| s.manifest.has_labels()) {
+                "store"
+            } else {
+                "data"
+            }
+        ),
+        (c, _) => Ok(c),
+    }
+}
+
 /// The full training configuration from the flags, the opened data and the opened store.
 pub fn train_config(
     a: &TrainArgs,
@@ -432,8 +476,7 @@ pub fn train_config(
             channels: c,
             height: h as usize,
             width: w as usize,
-            // A store's classes are its teacher's (the data's, unless read unlabelled).
-            classes: store.map_or(data.classes(), |s| s.manifest.classes) as usize,
+            classes: student_classes(a, data, store)? as usize,
         },
         loss: loss_kind(a)?,
         optim: OptimConfig {
@@ -548,7 +591,10 @@ impl Progress for Bars {
 pub fn train(a: TrainArgs) -> Result<ExitCode> {
     let labels = a.labels.as_deref().map(open_store).transpose()?;
     let eval_labels = a.eval_labels.as_deref().map(open_store).transpose()?;
-    let classes = labels.as_ref().map(|s| s.manifest.classes);
+    let classes = labels
+        .as_ref()
+        .filter(|s| s.manifest.has_labels())
+        .map(|s| s.manifest.classes);
     let train_data = a
         .data
         .open(&a.data.split_or("train"), classes, labels.as_deref())?;

@@ -118,9 +118,11 @@ impl Evaluator {
                  of it (a store labelled from it without augmentation) to measure agreement and KL",
             ));
         }
-        // The teacher's classes (the data's, unless it has no hard labels).
+        // The teacher's classes (the data's, unless it has no hard labels); the data's for a
+        // store without soft labels (an embedding-only teacher's: features only).
         let classes = labels
             .as_ref()
+            .filter(|s| s.manifest.has_labels())
             .map_or(data.classes(), |s| s.manifest.classes) as usize;
         let recipe = match &labels {
             Some(store) => eval_recipe(store)?,
@@ -172,27 +174,12 @@ impl Evaluator {
                     )));
                 }
                 let decoded = Arc::new(store.decode_epoch(0)?);
-                let mut top1 = Vec::with_capacity(n as usize);
-                let mut probs = vec![0f32; n as usize * classes];
-                let mut rec = formats::Record::empty(0);
-                for s in 0..n {
-                    decoded.get_into(s, &mut rec)?;
-                    top1.push(rec.label.indices[0]);
-                    let i = s as usize;
-                    rec.label
-                        .dense_into(1.0, &mut probs[i * classes..(i + 1) * classes]);
-                }
-                let reference = if store.manifest.k >= store.manifest.classes {
-                    KlReference::Full
-                } else {
-                    KlReference::TopK
-                };
-                let teacher = TeacherTest {
-                    top1,
-                    probs,
-                    reference,
-                };
-                (Some(teacher), Some(decoded))
+                let teacher = store
+                    .manifest
+                    .has_labels()
+                    .then(|| teacher_test(store, &decoded, n, classes))
+                    .transpose()?;
+                (teacher, Some(decoded))
             }
             None => (None, None),
         };
@@ -253,7 +240,6 @@ impl Evaluator {
             models.iter().map(|m| m.1.map(|p| p.valid())).collect();
         let models: Vec<Student> = models.iter().map(|m| m.0.valid()).collect();
         let device = device.clone().without_autodiff();
-        let cl = self.stream.classes();
         let mut sums = vec![(0u64, 0u64, 0f64); models.len()];
         let mut cosines = vec![0f64; models.len()];
         let (mut n_all, mut labelled) = (0u64, 0u64);
@@ -291,7 +277,10 @@ impl Evaluator {
                     .into_data()
                     .try_to_vec::<f32>()
                     .map_err(|e| TrainError::config(format!("reading logits: {e:?}")))?;
-                for (i, row) in logits.chunks(cl).enumerate() {
+                // The students' classes (the stream's, or `--student-classes` where the data and
+                // store have none).
+                let cl = logits.len() / b.n.max(1);
+                for (i, row) in logits.chunks(cl.max(1)).enumerate() {
                     let pred = argmax(row);
                     let s = b.samples[i] as usize;
                     *correct += u64::from(pred == b.labels[i]);
@@ -353,6 +342,36 @@ pub fn kl_from_logits(p: &[f32], logits: &[f32]) -> f64 {
 
 /// The recipe of a teacher test store, when it is one the evaluator can replay (`none` or a
 /// centre crop); an error naming the store otherwise.
+/// The teacher's top-1 and distribution at τ = 1 of every sample of a test store (a store
+/// without soft labels has none: its views alone are replayed, for the feature cosine).
+fn teacher_test(
+    store: &LabelStore,
+    decoded: &label_store::DecodedEpoch,
+    n: u32,
+    classes: usize,
+) -> Result<TeacherTest, TrainError> {
+    let mut top1 = Vec::with_capacity(n as usize);
+    let mut probs = vec![0f32; n as usize * classes];
+    let mut rec = formats::Record::empty(0);
+    for s in 0..n {
+        decoded.get_into(s, &mut rec)?;
+        top1.push(rec.label.indices[0]);
+        let i = s as usize;
+        rec.label
+            .dense_into(1.0, &mut probs[i * classes..(i + 1) * classes]);
+    }
+    let reference = if store.manifest.k >= store.manifest.classes {
+        KlReference::Full
+    } else {
+        KlReference::TopK
+    };
+    Ok(TeacherTest {
+        top1,
+        probs,
+        reference,
+    })
+}
+
 fn eval_recipe(store: &LabelStore) -> Result<Recipe, TrainError> {
     let recipe: Recipe = serde_json::from_value(store.manifest.recipe.clone()).map_err(|e| {
         TrainError::Mismatch(format!(

@@ -228,6 +228,18 @@ impl<'a> StudentRun<'a> {
                  train teacher-only (kd with `kd_weight` 1, or usi with `kd_only`)",
             ));
         }
+        if let Some(store) = &data.labels
+            && !store.manifest.has_labels()
+            && data.teacher.is_none()
+            && (0..cfg.epochs).any(|e| cfg.loss.teacher_tau(e).is_some())
+        {
+            return Err(TrainError::config(format!(
+                "{} holds no soft labels (an embedding-only teacher's store, k = 0): this `loss` \
+                 needs teacher labels; train with the features loss (the feature term alone) or \
+                 ce with a feature term (`feature_weight`)",
+                store.dir.display()
+            )));
+        }
         let evaluator = Self::evaluator(cfg, data)?;
         let start_epoch = prepare_run_dir(cfg, run, resume)?;
         let feature_dim = stream.feature_store().map(|f| f.dim());
@@ -477,10 +489,14 @@ impl<'a> StudentRun<'a> {
         pass.seen += n;
         let chw = (input.channels, input.height, input.width);
         let x = upload(batch.inputs, n, chw, &cfg.mean, &cfg.std, &self.device);
-        let y = Tensor::<2>::from_data(
-            TensorData::new(batch.hard, [n, input.classes]),
-            &self.device,
-        );
+        // Data without classes (read unlabelled, a store without soft labels, the students'
+        // count given) has no hard-label rows to carry: zeros, which no loss term reads.
+        let hard = if batch.hard.is_empty() {
+            vec![0f32; n * input.classes]
+        } else {
+            batch.hard
+        };
+        let y = Tensor::<2>::from_data(TensorData::new(hard, [n, input.classes]), &self.device);
         let t = batch
             .teacher
             .map(|t| Tensor::<2>::from_data(TensorData::new(t, [n, input.classes]), &self.device));

@@ -166,6 +166,7 @@ fn main() {
                         blocks,
                         outputs: teacher_infer::Outputs {
                             logits: None,
+                            no_logits: false,
                             feature: (path == "blocks+features").then(|| "pooled".into()),
                         },
                         ..LabelConfig::new(

@@ -61,7 +61,25 @@ impl TeacherBank {
             ));
         }
         let classes = sessions[0].classes;
+        let gives = |c: u32| {
+            if c == 0 {
+                "no logits (an embedding-only teacher)".to_string()
+            } else {
+                format!("{c} classes")
+            }
+        };
         for s in &sessions {
+            if s.classes != classes && (s.classes == 0 || classes == 0) {
+                return Err(model_err(
+                    s,
+                    format!(
+                        "gives {}, {} gives {}: an ensemble's teachers all give logits or none",
+                        gives(s.classes),
+                        sessions[0].file.display(),
+                        gives(classes)
+                    ),
+                ));
+            }
             if s.classes != classes {
                 return Err(model_err(
                     s,
@@ -74,7 +92,8 @@ impl TeacherBank {
             }
         }
         let data = &cfg.data;
-        if data.labelled() && data.classes() != classes {
+        // An embedding-only teacher has no classes to check against the data's.
+        if data.labelled() && classes > 0 && data.classes() != classes {
             return Err(model_err(
                 &sessions[0],
                 format!(
@@ -95,9 +114,15 @@ impl TeacherBank {
         })
     }
 
-    /// The class count every teacher has.
+    /// The class count every teacher has; 0 for embedding-only teachers.
     pub fn classes(&self) -> u32 {
         self.classes
+    }
+
+    /// The classes kept per record when `k` are asked for: `k`, or 0 (no soft labels) for
+    /// embedding-only teachers, whatever `--topk` says.
+    pub fn kept(&self, k: u32) -> u32 {
+        if self.classes == 0 { 0 } else { k }
     }
 
     /// The indices of the teachers that have the feature output: one feature head each.

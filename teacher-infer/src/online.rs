@@ -37,6 +37,14 @@ impl OnlineLabeller {
     pub fn open(cfg: &LabelConfig, size: (u32, u32)) -> Result<Self, InferError> {
         let bank = TeacherBank::open(cfg)?;
         let (w, h) = bank.input_size(Some(size), cfg.data.as_ref())?;
+        if bank.classes() == 0 {
+            return Err(InferError::Invalid {
+                field: "teachers",
+                what: "an online teacher gives soft labels; an embedding-only teacher has no \
+                       logits output (label its features offline, with --feature)"
+                    .into(),
+            });
+        }
         let layout = RecordLayout::new(bank.classes(), cfg.k, cfg.codec).map_err(|e| {
             InferError::Invalid {
                 field: "k",

@@ -290,7 +290,7 @@ pub fn label_locked(
         writer,
         &cfg.out,
         bank.classes(),
-        cfg.k,
+        bank.kept(cfg.k),
         cfg.epochs,
         Arc::clone(&plan.blocks),
     );
@@ -394,7 +394,14 @@ impl LabelPlan {
                 file: PathBuf::from("dataset"),
                 what: format!("decode probe: {e}"),
             })?;
-        let mut draft = draft_manifest(cfg, bank.sessions(), range, bank.classes(), (w, h), probe);
+        let mut draft = draft_manifest(
+            cfg,
+            bank.sessions(),
+            range,
+            (bank.classes(), bank.kept(cfg.k)),
+            (w, h),
+            probe,
+        );
         let bases = head_bases(cfg, &mut draft)?;
         let writer = StoreWriter::open_with_bases(
             lock,
@@ -670,7 +677,7 @@ fn draft_manifest(
     cfg: &LabelConfig,
     sessions: &[TeacherSession],
     range: SampleRange,
-    classes: u32,
+    (classes, k): (u32, u32),
     (w, h): (u32, u32),
     probe: formats::DecodeProbe,
 ) -> Manifest {
@@ -701,7 +708,7 @@ fn draft_manifest(
         seed: cfg.seed,
         epochs: cfg.epochs,
         classes,
-        k: cfg.k,
+        k,
         codec: cfg.codec,
         chunk_records: cfg.chunk_records,
         samples: range,

@@ -63,8 +63,12 @@ impl Default for CudaOptions {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outputs {
     /// The logits output (`--logits`); `None`: the output named `logits`, else the first
-    /// output that is not the feature.
+    /// output that is not the feature, else none (a model whose one output is the feature is
+    /// an embedding-only teacher).
     pub logits: Option<String>,
+    /// Read no logits even when the model has them (`--logits none`): the teacher is used for
+    /// its feature output alone, and the store holds no soft labels.
+    pub no_logits: bool,
     /// A pooled `[batch, D]` output stored per record beside the logits (`--feature`).
     pub feature: Option<String>,
 }
@@ -82,7 +86,8 @@ pub struct TeacherSession {
     pub sha256: String,
     session: Session,
     input_name: String,
-    output_name: String,
+    /// The logits output; `None` for an embedding-only teacher (its classes are 0).
+    output_name: Option<String>,
     /// The feature output asked for, when this teacher has it.
     pub feature: Option<FeatureOutput>,
     /// Every output of the model, `name [shape]`, for errors that must say what there is.
@@ -92,6 +97,7 @@ pub struct TeacherSession {
     bound: Option<Bound>,
     /// Model input shape, -1 for dynamic dimensions.
     pub input_shape: Vec<i64>,
+    /// Classes of the logits output; 0 for an embedding-only teacher.
     pub classes: u32,
     /// The batch size a model exported with a fixed batch dimension accepts.
     pub fixed_batch: Option<usize>,
@@ -108,7 +114,7 @@ struct Bound {
     shape: [usize; 4],
     binding: IoBinding,
     input: Tensor<f32>,
-    output: Tensor<f32>,
+    output: Option<Tensor<f32>>,
     feature: Option<Tensor<f32>>,
     // The allocators outlive the tensors they made.
     _allocators: Vec<Allocator>,
@@ -262,45 +268,71 @@ impl TeacherSession {
         };
         let not_feature = |n: &str| outputs.feature.as_deref() != Some(n);
         let output = match &outputs.logits {
-            Some(name) => session
-                .outputs()
-                .iter()
-                .find(|o| o.name() == name)
-                .ok_or_else(|| model(format!("has no output {name:?} (--logits); {}", has())))?,
+            _ if outputs.no_logits => None,
+            Some(name) => Some(
+                session
+                    .outputs()
+                    .iter()
+                    .find(|o| o.name() == name)
+                    .ok_or_else(|| {
+                        model(format!("has no output {name:?} (--logits); {}", has()))
+                    })?,
+            ),
             None => session
                 .outputs()
                 .iter()
                 .find(|o| o.name() == "logits")
-                .or_else(|| session.outputs().iter().find(|o| not_feature(o.name())))
-                .ok_or_else(|| {
-                    model(format!(
-                        "has no logits output besides the feature output; {}",
-                        has()
-                    ))
-                })?,
+                .or_else(|| session.outputs().iter().find(|o| not_feature(o.name()))),
         };
-        let (oty, oshape) = tensor_shape(output.dtype())
-            .ok_or_else(|| model(format!("output {:?} is not a tensor", output.name())))?;
-        if oty != TensorElementType::Float32 || oshape.len() != 2 || oshape[1] <= 0 {
-            return Err(model(format!(
-                "output {:?} is {oty:?} {oshape:?}; a teacher gives float32 [batch, classes] with a fixed class count (--logits names another output); {}",
-                output.name(),
-                has()
-            )));
-        }
+        let classes = match output {
+            Some(output) => {
+                let (oty, oshape) = tensor_shape(output.dtype())
+                    .ok_or_else(|| model(format!("output {:?} is not a tensor", output.name())))?;
+                if oty != TensorElementType::Float32 || oshape.len() != 2 || oshape[1] <= 0 {
+                    return Err(model(format!(
+                        "output {:?} is {oty:?} {oshape:?}; a teacher gives float32 [batch, \
+                         classes] with a fixed class count (--logits names another output, \
+                         --logits none reads none: an embedding-only teacher); {}",
+                        output.name(),
+                        has()
+                    )));
+                }
+                oshape[1] as u32
+            }
+            // Without logits the teacher is its feature output, which must be there.
+            None if feature.is_none() => {
+                return Err(model(match &outputs.feature {
+                    Some(name) => format!(
+                        "has no feature output {name:?} (--feature) and {}; {}",
+                        if outputs.no_logits {
+                            "--logits none reads no logits"
+                        } else {
+                            "no logits output besides it"
+                        },
+                        has()
+                    ),
+                    None => format!(
+                        "gives nothing to store: --logits none reads no logits and no --feature \
+                         names an output; {}",
+                        has()
+                    ),
+                }));
+            }
+            None => 0,
+        };
         let fixed_batch = (input_shape[0] > 0).then_some(input_shape[0] as usize);
         let sha256 = formats::sha256_hex(&bytes);
         Ok(TeacherSession {
             file: path.to_path_buf(),
             sha256,
             input_name: input.name().to_string(),
-            output_name: output.name().to_string(),
+            output_name: output.map(|o| o.name().to_string()),
             feature,
             output_list,
             use_binding: matches!(device, Device::Cuda(_)),
             bound: None,
             input_shape,
-            classes: oshape[1] as u32,
+            classes,
             fixed_batch,
             device,
             session,
@@ -353,7 +385,7 @@ impl TeacherSession {
     }
 
     /// Runs `n` images (`batch` is `n × c × h × w` floats, NCHW) and writes `n × classes`
-    /// logits into `logits`. A model with a fixed batch size is run in slices of that size
+    /// logits into `logits` (none for an embedding-only teacher). A model with a fixed batch size is run in slices of that size
     /// (padding the last one with copies of its first image).
     pub fn run(
         &mut self,
@@ -429,8 +461,9 @@ impl TeacherSession {
                 self.session
                     .run_binding(&b.binding)
                     .map_err(|e| fail(format!("run failed: {e}")))?;
-                let values = b.output.extract_tensor().1;
-                logits.extend_from_slice(&values[..m * classes]);
+                if let Some(out) = &b.output {
+                    logits.extend_from_slice(&out.extract_tensor().1[..m * classes]);
+                }
                 if let (Some(f), Some(t)) = (features.as_deref_mut(), &b.feature) {
                     f.extend_from_slice(&t.extract_tensor().1[..m * dim]);
                 }
@@ -442,15 +475,17 @@ impl TeacherSession {
                 .session
                 .run(ort::inputs![input])
                 .map_err(|e| fail(format!("run failed: {e}")))?;
-            let (shape, values) = outputs[self.output_name.as_str()]
-                .try_extract_tensor::<f32>()
-                .map_err(|e| fail(format!("output is not float32: {e}")))?;
-            if shape.len() != 2 || shape[0] as usize != step || shape[1] as usize != classes {
-                return Err(fail(format!(
-                    "output shape {shape:?}, expected [{step}, {classes}]"
-                )));
+            if let Some(name) = &self.output_name {
+                let (shape, values) = outputs[name.as_str()]
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| fail(format!("output is not float32: {e}")))?;
+                if shape.len() != 2 || shape[0] as usize != step || shape[1] as usize != classes {
+                    return Err(fail(format!(
+                        "output shape {shape:?}, expected [{step}, {classes}]"
+                    )));
+                }
+                logits.extend_from_slice(&values[..m * classes]);
             }
-            logits.extend_from_slice(&values[..m * classes]);
             if let (Some(f), Some(out)) = (features.as_deref_mut(), &self.feature) {
                 let (shape, values) = outputs[out.name.as_str()]
                     .try_extract_tensor::<f32>()
@@ -496,9 +531,15 @@ impl TeacherSession {
             Device::Cpu => (Allocator::default(), Allocator::default()),
         };
         let input = Tensor::<f32>::new(&input_alloc, shape)?;
-        let mut output = Tensor::<f32>::new(&output_alloc, [shape[0], self.classes as usize])?;
         let mut binding = self.session.create_binding()?;
-        binding.bind_output(self.output_name.as_str(), &mut output)?;
+        let output = match &self.output_name {
+            Some(name) => {
+                let mut t = Tensor::<f32>::new(&output_alloc, [shape[0], self.classes as usize])?;
+                binding.bind_output(name.as_str(), &mut t)?;
+                Some(t)
+            }
+            None => None,
+        };
         let feature = match (&self.feature, feature) {
             (Some(f), true) => {
                 let mut t = Tensor::<f32>::new(&output_alloc, [shape[0], f.dim as usize])?;

@@ -43,8 +43,11 @@ impl RecordSink {
                 for (b, logits, features) in rx {
                     let n = b.samples.len();
                     let dims: Vec<usize> = features.iter().map(|f| f.len() / n.max(1)).collect();
-                    for (j, row) in logits.chunks_exact(classes as usize).enumerate() {
+                    let cl = classes as usize;
+                    for j in 0..n {
                         let (epoch, s) = (b.epoch, b.samples[j]);
+                        // An embedding-only teacher's batch has no logits: records of views.
+                        let row = &logits[j * cl..(j + 1) * cl];
                         let rec = record(&b, j, row, k as usize, &out_dir)?;
                         let q = quality(&b, j, row, &rec.label);
                         let vectors: Vec<&[f32]> = features
@@ -98,6 +101,12 @@ impl RecordSink {
 
 /// The record of row `j` of batch `b`: its augmentation and the top-`k` of its logits.
 fn record(b: &Batch, j: usize, row: &[f32], k: usize, out: &Path) -> Result<Record, InferError> {
+    if k == 0 {
+        return Ok(Record {
+            aug: b.aug[j],
+            label: SoftLabel::none(),
+        });
+    }
     let label = SoftLabel::from_logits(row, k).map_err(|e| InferError::Run {
         file: out.to_path_buf(),
         what: format!(
@@ -112,8 +121,14 @@ fn record(b: &Batch, j: usize, row: &[f32], k: usize, out: &Path) -> Result<Reco
 }
 
 /// The reconstruction KL of `label` at τ = 1 and 4, and whether the teacher's top class is the
-/// true one (unmixed records of labelled samples only).
+/// true one (unmixed records of labelled samples only); nothing for a record without a label.
 fn quality(b: &Batch, j: usize, row: &[f32], label: &SoftLabel) -> RecordQuality {
+    if label.k() == 0 {
+        return RecordQuality {
+            reconstruction_kl: None,
+            teacher_correct: None,
+        };
+    }
     let correct = b.truth[j]
         .as_ref()
         .filter(|t| t.partner.is_none())

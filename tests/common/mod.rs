@@ -129,6 +129,17 @@ pub fn write_feature_teacher(path: &Path) {
 /// [`write_feature_teacher`] with every weight of its pooled layer times `scale` (another
 /// teacher file of the same outputs).
 pub fn write_feature_teacher_scaled(path: &Path, scale: f32) {
+    std::fs::write(path, feature_model(scale, true).to_bytes()).unwrap();
+}
+
+/// [`write_feature_teacher`] without its classifier: an embedding-only teacher whose one
+/// output is `pooled`, the same values as the feature teacher's.
+pub fn write_embedding_teacher(path: &Path) {
+    std::fs::write(path, feature_model(1.0, false).to_bytes()).unwrap();
+}
+
+/// The feature teacher's graph; without `head`, only its pooled output.
+fn feature_model(scale: f32, head: bool) -> Model {
     let d = SIDE * SIDE;
     let mut f = vec![0f32; d * POOLED];
     for y in 0..SIDE {
@@ -153,7 +164,7 @@ pub fn write_feature_teacher_scaled(path: &Path, scale: f32) {
         dims,
         data: InitData::Float(v),
     };
-    let m = Model {
+    let mut m = Model {
         graph_name: "features".into(),
         producer: "distill-tests".into(),
         opset: 17,
@@ -191,7 +202,12 @@ pub fn write_feature_teacher_scaled(path: &Path, scale: f32) {
         ],
         metadata: vec![],
     };
-    std::fs::write(path, m.to_bytes()).unwrap();
+    if !head {
+        m.nodes.truncate(4);
+        m.initializers.retain(|i| i.name == "F" || i.name == "c");
+        m.outputs.truncate(1);
+    }
+    m
 }
 
 /// `distill label --json` of split `split` of `data` with `teacher`, recipe `aug`, `epochs`

@@ -102,7 +102,8 @@ def finish_inputs(pixels: torch.Tensor, partner: torch.Tensor | None, lam: torch
 
 def _teacher(batch: dict, temperature: float, loss: str) -> torch.Tensor:
     if "teacher" not in batch:
-        raise ValueError(f"{loss}: the batch has no teacher distribution")
+        raise ValueError(f"{loss}: the batch has no teacher distribution (a store without soft "
+                         "labels, an embedding-only teacher's, teaches through feature_loss)")
     have = batch.get("temperature")
     if have is not None and abs(float(have) - float(temperature)) > 1e-6 * float(temperature):
         raise ValueError(
