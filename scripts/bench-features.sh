@@ -77,7 +77,9 @@ for s in $(seq 1 "$seeds"); do
 done
 
 python3 - "$out" "$seeds" "$epochs" "$dim" "$weight" <<'EOF'
-import json, os, statistics, sys
+import json, os, sys
+sys.path.insert(0, "scripts")
+from bench_stats import fidelity, spread
 out, seeds, epochs, dim, weight = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 runs = [json.loads(l) for l in open(os.path.join(out, f"label-runs-d{dim}.jsonl"))]
 codecs = os.path.join(out, "codecs.md")
@@ -94,20 +96,11 @@ for e in sorted({r["epochs"] for r in runs}):
               f"{r['label_bytes'] / n:.1f} | {r['feature_bytes'] / n:.1f} | "
               f"{r['records_per_sec'] / base:.3f}x |")
 print()
-def last(run):
-    with open(os.path.join(run, "metrics.jsonl")) as f:
-        return json.loads(f.read().splitlines()[-1])
-def spread(v):
-    return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
 print(f"| demo kd student, {seeds} seeds, {epochs} epochs | agreement % | KL (nats) | accuracy % | feature cosine |")
 print("|---|---|---|---|---|")
 for name, prefix in [("kd", "kd"), (f"kd + feature term (cosine, w = {weight})", f"kd-feat-w{weight}")]:
-    m = [last(os.path.join(out, f"{prefix}-s{s}")) for s in range(1, seeds + 1)]
-    ag = spread([100 * x["test_agreement"] for x in m])
-    kl = spread([x["test_kl"] for x in m])
-    acc = spread([100 * x["test_accuracy"] for x in m])
+    m, _, cells = fidelity([os.path.join(out, f"{prefix}-s{s}") for s in range(1, seeds + 1)])
     cos = [x.get("test_feature_cosine") for x in m]
     cos = "–" if None in cos else "{:.4f} ± {:.4f}".format(*spread(cos))
-    print(f"| {name} | {ag[0]:.2f} ± {ag[1]:.2f} | {kl[0]:.4f} ± {kl[1]:.4f} | "
-          f"{acc[0]:.2f} ± {acc[1]:.2f} | {cos} |")
+    print(f"| {name} | {cells} | {cos} |")
 EOF

