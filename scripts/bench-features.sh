@@ -14,6 +14,8 @@
 # 3. Bytes per record and reconstruction of each feature codec on real teacher features
 #    (teacher-infer's `features` bench over data/feature-sample/*.npy, when present: q8, f16, and
 #    PCA to D/4 and D/8 fitted on nine views in ten).
+# 4. As 2, the teacher read as embedding-only (--logits none: a store without soft labels): ce
+#    students with and without the feature term, evaluated against 2's test store.
 #
 # Everything goes under data/bench-features (reused when run again; delete it to start over).
 # Usage: scripts/bench-features.sh [SEEDS] [EPOCHS] [D] [LABEL_EPOCHS]
@@ -76,6 +78,19 @@ for s in $(seq 1 "$seeds"); do
     train "$out/kd-feat-w$weight-s$s" --seed "$s" --feature-weight "$weight"
 done
 
+# 4. The same teacher read as embedding-only (--logits none): a store of views and features, no
+#    soft labels. Students with hard labels alone (ce) against ce + the feature term, evaluated
+#    against the labelled test store (agreement and KL with the teacher's logits, feature cosine).
+label "$out/labels-train-emb" --aug scripts/demo-mnist.toml --epochs 8 --logits none
+student=(--data data/mnist --labels "$out/labels-train-emb" --eval-labels "$out/labels-test"
+    --model lenet5 --loss ce --optimizer sgd --nesterov --lr 0.05 --schedule cosine --batch 64
+    --mean 0.1307 --std 0.3081 --epochs "$epochs" --json)
+for s in $(seq 1 "$seeds"); do
+    echo "embedding-only: seed $s" >&2
+    train "$out/emb-ce-s$s" --seed "$s"
+    train "$out/emb-ce-feat-w$weight-s$s" --seed "$s" --feature-weight "$weight"
+done
+
 python3 - "$out" "$seeds" "$epochs" "$dim" "$weight" <<'EOF'
 import json, os, sys
 sys.path.insert(0, "scripts")
@@ -98,7 +113,10 @@ for e in sorted({r["epochs"] for r in runs}):
 print()
 print(f"| demo kd student, {seeds} seeds, {epochs} epochs | agreement % | KL (nats) | accuracy % | feature cosine |")
 print("|---|---|---|---|---|")
-for name, prefix in [("kd", "kd"), (f"kd + feature term (cosine, w = {weight})", f"kd-feat-w{weight}")]:
+for name, prefix in [("kd", "kd"), (f"kd + feature term (cosine, w = {weight})", f"kd-feat-w{weight}"),
+                     ("embedding-only store: ce", "emb-ce"),
+                     (f"embedding-only store: ce + feature term (cosine, w = {weight})",
+                      f"emb-ce-feat-w{weight}")]:
     m, _, cells = fidelity([os.path.join(out, f"{prefix}-s{s}") for s in range(1, seeds + 1)])
     cos = [x.get("test_feature_cosine") for x in m]
     cos = "–" if None in cos else "{:.4f} ± {:.4f}".format(*spread(cos))

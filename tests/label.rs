@@ -498,7 +498,31 @@ fn embedding_only_teachers_store_views_and_features_without_soft_labels() {
         o.status.success() && text.contains("labels       none: an embedding-only teacher"),
         "{text}"
     );
-    assert!(!text.contains("top-1 accuracy"), "{text}");
+    assert!(
+        !text.contains("top-1 accuracy") && text.contains("no logits (embedding-only)"),
+        "{text}"
+    );
+    let o = distill(&["inspect", dir.to_str().unwrap(), "--records", "1..2"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("epoch 0 sample 1: ") && !text.contains("tail"),
+        "{text}"
+    );
+
+    // An ensemble of embedding-only teachers: a head each (here the same network twice).
+    let v = ok(&run(
+        &[&ft, &et],
+        "pair",
+        &["--feature", "pooled", "--logits", "none"],
+    ));
+    assert_eq!(v["records"], 800);
+    let pair = LabelStore::open(&s.root.join("pair")).unwrap();
+    assert_eq!((pair.feature_heads().len(), pair.manifest.k), (2, 0));
+    let (h0, h1) = (pair.features(0).unwrap(), pair.features(1).unwrap());
+    let (mut a, mut b) = (vec![0f32; POOLED], vec![0f32; POOLED]);
+    h0.get_into(1, 123, &mut a).unwrap();
+    h1.get_into(1, 123, &mut b).unwrap();
+    assert!(a == b && a.iter().any(|&x| x != 0.0), "{a:?} vs {b:?}");
 
     // Refused: nothing to store, and an ensemble of teachers with and without logits.
     let o = run(&[&ft], "a", &["--logits", "none"]);

@@ -584,6 +584,35 @@ fn feature_students_learn_the_teachers_features_and_resume_to_the_same_numbers()
         }
         assert!(a["test_agreement"].is_number() && b["test_agreement"].is_null());
     }
+    // With an online teacher the views of that store get the teacher's labels: the kd student
+    // equals the one trained offline from the labelled store of the same views (the online
+    // labels are kept as the store keeps them: top-5, q8).
+    let kd = ["--test-split", "train", "--norm", "none", "--loss", "kd"];
+    ok(&train_on(&views, &views, "views-kd", &kd));
+    let online = [
+        &kd[..],
+        &[
+            "--teacher",
+            path(&teacher),
+            "--teacher-mean",
+            "0.5",
+            "--teacher-std",
+            "0.25",
+        ],
+        &["--topk", "5"],
+    ]
+    .concat();
+    ok(&train_on(&emb, &views, "emb-online-kd", &online));
+    let (a, b) = (
+        metrics(&root.join("views-kd")),
+        metrics(&root.join("emb-online-kd")),
+    );
+    assert_eq!(a.len(), b.len());
+    for (a, b) in a.iter().zip(&b) {
+        for key in ["train_loss", "test_agreement", "test_kl"] {
+            assert_eq!(a[key], b[key], "epoch {}: {key}", a["epoch"]);
+        }
+    }
     // A loss that needs soft labels is refused, naming the store.
     let o = train_on(&emb, &emb, "emb-kd", &["--loss", "kd"]);
     let e = String::from_utf8_lossy(&o.stderr);
@@ -624,6 +653,30 @@ fn feature_students_learn_the_teachers_features_and_resume_to_the_same_numbers()
         last["test_feature_cosine"].as_f64().unwrap() > 0.5 && last["test_accuracy"].is_null(),
         "{last}"
     );
+    // Evaluated against a store of soft labels over other classes, or one that measures nothing
+    // on data without hard labels: refused, saying why.
+    label("train", "none", "unl-labels", "1", &["--unlabelled"]);
+    let eval = |labels: &str| {
+        let run = root.join("unl");
+        let labels = root.join(labels);
+        let args = [
+            "eval",
+            "--run",
+            path(&run),
+            "--data",
+            path(&data),
+            "--split",
+            "train",
+        ];
+        distill(&[&args[..], &["--labels", path(&labels)]].concat())
+    };
+    let e = String::from_utf8_lossy(&eval("unl-labels").stderr).to_string();
+    assert!(
+        e.contains("the student has 7 classes, the teacher test labels 10"),
+        "{e}"
+    );
+    let e = String::from_utf8_lossy(&eval("emb-unlabelled").stderr).to_string();
+    assert!(e.contains("nothing to measure"), "{e}");
 
     // Resume: drop epoch 4's checkpoint and the final student, as a crash would.
     let run = root.join("kd");

@@ -453,9 +453,9 @@ impl Stream {
     /// The stream with `teacher` run on every batch (online distillation): the batches' teacher
     /// distributions are its labels of their views, on fresh views from a sampler or on a
     /// store's replayed views (then each batch also says how far they are from the stored
-    /// ones, [`Batch::teacher_gap`]). The batches must be u8 pixels (`pixels`), which the
-    /// teacher normalizes its own way; its classes must be the store's, or the data's unless the
-    /// data has no hard labels.
+    /// ones, [`Batch::teacher_gap`], when the store has soft labels). The batches must be u8
+    /// pixels (`pixels`), which the teacher normalizes its own way; its classes must be the
+    /// store's (when it has soft labels), or the data's unless the data has no hard labels.
     pub fn with_teacher(mut self, teacher: Arc<dyn OnlineTeacher>) -> Result<Self, ReplayError> {
         if !self.cfg.pixels {
             return Err(ReplayError::config(
@@ -463,12 +463,12 @@ impl Stream {
             ));
         }
         let tc = teacher.classes();
-        if let Source::Store(store) = &self.source
-            && !store.manifest.has_labels()
-        {
-            return Err(no_soft_labels(store));
-        }
         let want = match &self.source {
+            // A store without soft labels: its views (and features) with the teacher's labels.
+            Source::Store(store) if !store.manifest.has_labels() => self
+                .data
+                .labelled()
+                .then(|| (self.data.classes(), "the data")),
             Source::Store(store) => Some((store.manifest.classes, "the store")),
             Source::Sampler(_) if self.data.labelled() => Some((self.data.classes(), "the data")),
             Source::Sampler(_) => None,
@@ -648,13 +648,7 @@ impl Stream {
                  (`teachers`)",
             ));
         }
-        if let Source::Store(store) = &self.source
-            && tau.is_some()
-            && self.teacher.is_none()
-            && !store.manifest.has_labels()
-        {
-            return Err(no_soft_labels(store));
-        }
+        self.check_teacher(tau)?;
         let o = self.epoch_order(epoch);
         let b = self.cfg.batch;
         let n = o.entries.len().div_ceil(b);
@@ -724,6 +718,7 @@ impl Stream {
         tau: Option<f32>,
         cache: &DecodeCache,
     ) -> Result<Batch, ReplayError> {
+        self.check_teacher(tau)?;
         let c = usize::from(self.data.channels());
         let n = entries.len();
         let cl = self.classes;
@@ -749,7 +744,9 @@ impl Stream {
                         ReplayError::config("a store-fed epoch needs its decoded records")
                     })?;
                     d.get_into(s, &mut rec)?;
-                    if let (Some(t), Some(tau)) = (batch.teacher.as_mut(), tau) {
+                    if let (Some(t), Some(tau), true) =
+                        (batch.teacher.as_mut(), tau, rec.label.k() > 0)
+                    {
                         rec.label.dense_into(tau, &mut t[i * cl..(i + 1) * cl]);
                     }
                     if let Some(f) = batch.features.as_mut() {
@@ -786,7 +783,7 @@ impl Stream {
         }
         if let (Some(teacher), Some(t), Some(tau)) = (&self.teacher, batch.teacher.as_mut(), tau) {
             let labels = teacher.label(&built.inputs, &batch.samples, epoch)?;
-            let stored = matches!(self.source, Source::Store(_));
+            let stored = matches!(&self.source, Source::Store(s) if s.manifest.has_labels());
             let mut row = vec![0f32; cl];
             let mut gap = 0f32;
             for (i, label) in labels.iter().enumerate() {
@@ -811,6 +808,21 @@ impl Stream {
             batch.inputs_digest = Some(inputs);
         }
         Ok(batch)
+    }
+}
+
+impl Stream {
+    /// Refuses a teacher distribution (`tau`) that neither the store nor an online teacher
+    /// gives: a store without soft labels has none.
+    fn check_teacher(&self, tau: Option<f32>) -> Result<(), ReplayError> {
+        match &self.source {
+            Source::Store(store)
+                if tau.is_some() && self.teacher.is_none() && !store.manifest.has_labels() =>
+            {
+                Err(no_soft_labels(store))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

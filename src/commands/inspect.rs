@@ -316,10 +316,15 @@ fn print_summary(out: &mut impl Write, path: &std::path::Path, s: &Summary) -> s
         writeln!(out, "  teachers     (none recorded)")?;
     }
     for t in &s.teachers {
+        let gives = if t.classes == 0 {
+            "no logits (embedding-only)".to_string()
+        } else {
+            format!("{} classes", t.classes)
+        };
         writeln!(
             out,
-            "  teacher      {} sha256 {} input {:?}, {} classes",
-            t.file, t.sha256, t.input_shape, t.classes
+            "  teacher      {} sha256 {} input {:?}, {gives}",
+            t.file, t.sha256, t.input_shape
         )?;
     }
     match &s.decode_probe {
@@ -486,6 +491,18 @@ fn fmt_aug(a: &AugParams) -> String {
 
 fn print_dump(out: &mut impl Write, d: &[serde_json::Value]) -> std::io::Result<()> {
     for r in d {
+        if r.get("probabilities").is_none() {
+            // A store without soft labels: the record is its view.
+            let aug: AugParams = serde_json::from_value(r["aug"].clone()).unwrap_or_default();
+            writeln!(
+                out,
+                "epoch {} sample {}: {}",
+                r["epoch"],
+                r["sample"],
+                fmt_aug(&aug)
+            )?;
+            continue;
+        }
         let classes = r["classes"].as_array().cloned().unwrap_or_default();
         let probs = r["probabilities"].as_array().cloned().unwrap_or_default();
         let top: Vec<String> = classes

@@ -403,17 +403,23 @@ pub fn label(a: LabelArgs) -> Result<ExitCode> {
             .quality
             .teacher_top1_accuracy
             .map_or("n/a".into(), |v| format!("{:.2}%", 100.0 * v));
+        let labels = if s.k == 0 {
+            "no soft labels (an embedding-only teacher): views and features".to_string()
+        } else {
+            format!(
+                "teacher top-1 {acc} on un-mixed records, mean top-{} mass {:.3}",
+                s.k, s.quality.mean_top_k_mass
+            )
+        };
         writeln!(
             out,
-            "labelled {} records ({} in this run) into {} in {:.1}s ({:.0} records/s, {} images decoded); teacher top-1 {acc} on un-mixed records, mean top-{} mass {:.3}",
+            "labelled {} records ({} in this run) into {} in {:.1}s ({:.0} records/s, {} images decoded); {labels}",
             s.records,
             s.labelled,
             s.out.display(),
             s.seconds,
             s.images_per_sec,
             s.images_decoded,
-            cfg.k,
-            s.quality.mean_top_k_mass
         )?;
     }
     Ok(ExitCode::SUCCESS)

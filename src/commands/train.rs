@@ -615,11 +615,14 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
     };
     // The test split is read as the store that labelled it decoded it (and without hard
     // labels where that store's data had none, or the training data has none).
+    // Tar shards of a test split take the training data's class count where the store has none
+    // (a test split may lack the top class).
+    let test_classes = classes.or(Some(cfg.input.classes as u32).filter(|&c| c > 0));
     let test = match a.test_split.as_str() {
         "none" => None,
         split => Some(a.data.open_first(
             split,
-            classes,
+            test_classes,
             eval_labels.as_deref().or(labels.as_deref()),
         )?),
     };

@@ -77,6 +77,8 @@ pub struct Evaluator {
 /// A teacher's test labels: top-1 class and rebuilt distribution at τ = 1 per sample.
 struct TeacherTest {
     top1: Vec<u32>,
+    /// `samples × classes`, the store's classes.
+    classes: usize,
     probs: Vec<f32>,
     reference: KlReference,
 }
@@ -280,6 +282,15 @@ impl Evaluator {
                 // The students' classes (the stream's, or `--student-classes` where the data and
                 // store have none).
                 let cl = logits.len() / b.n.max(1);
+                if let Some(t) = &self.teacher
+                    && t.classes != cl
+                {
+                    return Err(TrainError::Mismatch(format!(
+                        "the student has {cl} classes, the teacher test labels {}: agreement and \
+                         KL compare distributions over the same classes",
+                        t.classes
+                    )));
+                }
                 for (i, row) in logits.chunks(cl.max(1)).enumerate() {
                     let pred = argmax(row);
                     let s = b.samples[i] as usize;
@@ -340,8 +351,6 @@ pub fn kl_from_logits(p: &[f32], logits: &[f32]) -> f64 {
         .sum()
 }
 
-/// The recipe of a teacher test store, when it is one the evaluator can replay (`none` or a
-/// centre crop); an error naming the store otherwise.
 /// The teacher's top-1 and distribution at τ = 1 of every sample of a test store (a store
 /// without soft labels has none: its views alone are replayed, for the feature cosine).
 fn teacher_test(
@@ -367,11 +376,14 @@ fn teacher_test(
     };
     Ok(TeacherTest {
         top1,
+        classes,
         probs,
         reference,
     })
 }
 
+/// The recipe of a teacher test store, when it is one the evaluator can replay (`none` or a
+/// centre crop); an error naming the store otherwise.
 fn eval_recipe(store: &LabelStore) -> Result<Recipe, TrainError> {
     let recipe: Recipe = serde_json::from_value(store.manifest.recipe.clone()).map_err(|e| {
         TrainError::Mismatch(format!(
@@ -404,6 +416,16 @@ pub fn evaluate_checkpoint(
     input
         .check_data(data.as_ref(), "the evaluation data")
         .map_err(|e| TrainError::Mismatch(format!("{}: {e}", ck.path.display())))?;
+    if let Some(store) = &labels
+        && !data.labelled()
+        && !store.manifest.has_labels()
+    {
+        return Err(TrainError::config(format!(
+            "{} holds no soft labels and the evaluation data no hard labels: nothing to measure \
+             (evaluate against a store with the teacher's labels, or labelled data)",
+            store.dir.display()
+        )));
+    }
     let ev = Evaluator::new(
         data,
         labels,

@@ -319,11 +319,19 @@ impl<'a> StudentRun<'a> {
             }
             return Ok(None);
         };
-        if !test.labelled() && data.eval_labels.is_none() {
+        // A test store measures agreement and KL when it has soft labels, the feature cosine
+        // when it has the head the run matches.
+        let measures = |s: &LabelStore| {
+            s.manifest.has_labels()
+                || cfg
+                    .feature
+                    .is_some_and(|f| s.feature_heads().len() > f.head)
+        };
+        if !test.labelled() && !data.eval_labels.as_deref().is_some_and(measures) {
             // Neither hard labels nor the teacher's: nothing to measure on it.
             tracing::warn!(
-                "the test split has no hard labels and no teacher test labels (`eval_labels`) \
-                 were given: no test metrics"
+                "the test split has no hard labels, and no teacher test labels (`eval_labels`) \
+                 with soft labels or the run's feature head were given: no test metrics"
             );
             return Ok(None);
         }

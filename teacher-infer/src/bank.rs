@@ -212,7 +212,8 @@ impl TeacherBank {
                 )),
             }
         };
-        let single = self.sessions.len() == 1;
+        // Embedding-only teachers have no logits to combine, only features to keep.
+        let single = self.sessions.len() == 1 || cl == 0;
         if !single {
             self.out.clear();
             self.out.resize(n * cl, 0.0);

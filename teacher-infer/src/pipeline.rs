@@ -184,6 +184,8 @@ pub struct LabelSummary {
     /// The decode-once blocks of the store, if any.
     pub blocks: Option<BlockConfig>,
     pub samples: SampleRange,
+    /// Classes kept per record; 0 for a store without soft labels (embedding-only teachers).
+    pub k: u32,
     pub quality: Quality,
 }
 
@@ -348,6 +350,7 @@ pub fn label_locked(
         images_decoded: plan.images.decoded(),
         blocks: m.blocks,
         samples: m.samples,
+        k: m.k,
         quality: m.quality,
     })
 }
