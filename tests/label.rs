@@ -123,6 +123,18 @@ fn label_args(s: &Setup, out: &std::path::Path, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// [`label`] with `teachers` instead of the setup's teacher.
+fn label_teachers(s: &Setup, teachers: &[&Path], out: &str, extra: &[&str]) -> Output {
+    let mut a = label_args(s, &s.root.join(out), extra);
+    let at = a.iter().position(|x| x == "--teacher").unwrap();
+    a.drain(at..at + 2);
+    for t in teachers {
+        a.extend(["--teacher".into(), t.to_str().unwrap().into()]);
+    }
+    a.push("--json".into());
+    distill(&a.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 /// Runs `distill label --json` with the test's defaults (see [`label_args`]) into `ROOT/out`.
 fn label(s: &Setup, out: &str, extra: &[&str]) -> Output {
     let mut args = label_args(s, &s.root.join(out), extra);
@@ -318,19 +330,8 @@ fn features_of_the_exact_view_are_stored_and_outputs_chosen_by_name() {
     let s = setup();
     let ft = s.root.join("features.onnx");
     write_feature_teacher(&ft);
-    let only = |extra: &[&str]| -> Vec<String> {
-        let mut a = label_args(&s, &s.root.join(extra[0]), &extra[1..]);
-        // This test's teacher alone: drop the setup's.
-        let at = a.iter().position(|x| x == "--teacher").unwrap();
-        a.drain(at..at + 2);
-        a.extend([
-            "--teacher".into(),
-            ft.to_str().unwrap().into(),
-            "--json".into(),
-        ]);
-        a
-    };
-    let run = |extra: &[&str]| distill(&only(extra).iter().map(String::as_str).collect::<Vec<_>>());
+    // This test's teacher alone; `extra[0]` names the store.
+    let run = |extra: &[&str]| label_teachers(&s, &[&ft], extra[0], &extra[1..]);
     let v = ok(&run(&["feat", "--feature", "pooled"]));
     assert_eq!(v["records"], 800);
     let store = LabelStore::open(&s.root.join("feat")).unwrap();
@@ -427,16 +428,8 @@ fn embedding_only_teachers_store_views_and_features_without_soft_labels() {
     let (ft, et) = (s.root.join("features.onnx"), s.root.join("embed.onnx"));
     write_feature_teacher(&ft);
     write_embedding_teacher(&et);
-    let run = |teachers: &[&Path], out: &str, extra: &[&str]| -> Output {
-        let mut a = label_args(&s, &s.root.join(out), extra);
-        let at = a.iter().position(|x| x == "--teacher").unwrap();
-        a.drain(at..at + 2);
-        for t in teachers {
-            a.extend(["--teacher".into(), t.to_str().unwrap().into()]);
-        }
-        a.push("--json".into());
-        distill(&a.iter().map(String::as_str).collect::<Vec<_>>())
-    };
+    let run =
+        |teachers: &[&Path], out: &str, extra: &[&str]| label_teachers(&s, teachers, out, extra);
     ok(&run(&[&ft], "labelled", &["--feature", "pooled"]));
     let v = ok(&run(&[&et], "embed", &["--feature", "pooled"]));
     assert_eq!(v["records"], 800);

@@ -552,6 +552,12 @@ impl Manifest {
         self.k > 0
     }
 
+    /// The classes of the store's soft labels: `classes`, or `None` for a store without soft
+    /// labels (whose `classes` 0 says nothing of the data's or a student's).
+    pub fn label_classes(&self) -> Option<u32> {
+        self.has_labels().then_some(self.classes)
+    }
+
     /// Bytes of all feature files.
     pub fn feature_bytes(&self) -> u64 {
         self.features

@@ -384,10 +384,7 @@ impl Store {
             let opts = datasets::OpenOptions {
                 label_key,
                 classes: None,
-                default_classes: store
-                    .manifest
-                    .has_labels()
-                    .then_some(store.manifest.classes),
+                default_classes: store.manifest.label_classes(),
                 decoder: replay::stream::store_decoder(store).map_err(store_err)?,
                 unlabelled: !store.manifest.dataset.labelled,
             };
@@ -530,10 +527,7 @@ impl Loader {
         let opts = datasets::OpenOptions {
             label_key,
             classes: None,
-            default_classes: store
-                .manifest
-                .has_labels()
-                .then_some(store.manifest.classes),
+            default_classes: store.manifest.label_classes(),
             decoder: replay::stream::store_decoder(&store).map_err(store_err)?,
             // As the store's data was read, unless told (then the store checks it).
             unlabelled: unlabelled.unwrap_or(!store.manifest.dataset.labelled),

@@ -408,9 +408,10 @@ impl Stream {
         // A store's classes are its teacher's (the data's, unless the data has no hard labels).
         // A store without soft labels (an embedding-only teacher's) has no classes: the data's.
         let classes = match &source {
-            Source::Store(store) if store.manifest.has_labels() => store.manifest.classes,
-            _ => data.classes(),
-        } as usize;
+            Source::Store(store) => store.manifest.label_classes(),
+            Source::Sampler(_) => None,
+        }
+        .unwrap_or(data.classes()) as usize;
         let spec = ViewSpec {
             rule,
             size: cfg.size,
@@ -626,6 +627,22 @@ impl Stream {
         }
     }
 
+    /// Refuses a teacher distribution (`tau`) that neither the source nor an online teacher
+    /// gives: sampled views have none, nor does a store without soft labels.
+    fn check_teacher(&self, tau: Option<f32>) -> Result<(), ReplayError> {
+        if tau.is_none() || self.teacher.is_some() {
+            return Ok(());
+        }
+        match &self.source {
+            Source::Sampler(_) => Err(ReplayError::config(
+                "this loss needs teacher labels: give a store (`labels`) or a teacher \
+                 (`teachers`)",
+            )),
+            Source::Store(store) if !store.manifest.has_labels() => Err(no_soft_labels(store)),
+            Source::Store(_) => Ok(()),
+        }
+    }
+
     /// The batches of student epoch `epoch`, computed ahead on the worker threads. `decoded`
     /// holds the store epochs [`Stream::store_epochs`] names, in that order (from a
     /// prefetcher); `tau` asks for the teacher distribution at that temperature.
@@ -641,12 +658,6 @@ impl Stream {
             return Err(ReplayError::config(format!(
                 "student epoch {epoch} needs store epochs {want:?}, got {got:?}"
             )));
-        }
-        if tau.is_some() && matches!(self.source, Source::Sampler(_)) && self.teacher.is_none() {
-            return Err(ReplayError::config(
-                "this loss needs teacher labels: give a store (`labels`) or a teacher \
-                 (`teachers`)",
-            ));
         }
         self.check_teacher(tau)?;
         let o = self.epoch_order(epoch);
@@ -808,21 +819,6 @@ impl Stream {
             batch.inputs_digest = Some(inputs);
         }
         Ok(batch)
-    }
-}
-
-impl Stream {
-    /// Refuses a teacher distribution (`tau`) that neither the store nor an online teacher
-    /// gives: a store without soft labels has none.
-    fn check_teacher(&self, tau: Option<f32>) -> Result<(), ReplayError> {
-        match &self.source {
-            Source::Store(store)
-                if tau.is_some() && self.teacher.is_none() && !store.manifest.has_labels() =>
-            {
-                Err(no_soft_labels(store))
-            }
-            _ => Ok(()),
-        }
     }
 }
 

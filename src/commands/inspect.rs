@@ -186,10 +186,7 @@ fn show(a: &InspectArgs, range: (u64, u64)) -> Result<ExitCode> {
     let d = &a.data;
     let data = d.open(
         &d.split_or(&store.manifest.dataset.split),
-        store
-            .manifest
-            .has_labels()
-            .then_some(store.manifest.classes),
+        store.manifest.label_classes(),
         Some(&store),
     )?;
     let (w, h) = match &store.manifest.teacher_input {

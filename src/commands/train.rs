@@ -382,10 +382,9 @@ pub fn loss_kind(a: &TrainArgs) -> Result<LossKind> {
 /// store without soft labels has none, so the data's; `--student-classes` only where neither
 /// has any.
 fn student_classes(a: &TrainArgs, data: &dyn Dataset, store: Option<&LabelStore>) -> Result<u32> {
-    let known = match store {
-        Some(s) if s.manifest.has_labels() => s.manifest.classes,
-        _ => data.classes(),
-    };
+    let known = store
+        .and_then(|s| s.manifest.label_classes())
+        .unwrap_or(data.classes());
     match (known, a.student_classes) {
         // An online teacher's classes are set once it is opened.
         (0, None) if !a.online.teachers.is_empty() => Ok(0),
@@ -591,10 +590,7 @@ impl Progress for Bars {
 pub fn train(a: TrainArgs) -> Result<ExitCode> {
     let labels = a.labels.as_deref().map(open_store).transpose()?;
     let eval_labels = a.eval_labels.as_deref().map(open_store).transpose()?;
-    let classes = labels
-        .as_ref()
-        .filter(|s| s.manifest.has_labels())
-        .map(|s| s.manifest.classes);
+    let classes = labels.as_ref().and_then(|s| s.manifest.label_classes());
     let train_data = a
         .data
         .open(&a.data.split_or("train"), classes, labels.as_deref())?;

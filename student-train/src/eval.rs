@@ -124,8 +124,8 @@ impl Evaluator {
         // store without soft labels (an embedding-only teacher's: features only).
         let classes = labels
             .as_ref()
-            .filter(|s| s.manifest.has_labels())
-            .map_or(data.classes(), |s| s.manifest.classes) as usize;
+            .and_then(|s| s.manifest.label_classes())
+            .unwrap_or(data.classes()) as usize;
         let recipe = match &labels {
             Some(store) => eval_recipe(store)?,
             // Photos of varied sizes (image folders, tar shards): the standard centre crop.

@@ -124,10 +124,7 @@ fn record(b: &Batch, j: usize, row: &[f32], k: usize, out: &Path) -> Result<Reco
 /// true one (unmixed records of labelled samples only); nothing for a record without a label.
 fn quality(b: &Batch, j: usize, row: &[f32], label: &SoftLabel) -> RecordQuality {
     if label.k() == 0 {
-        return RecordQuality {
-            reconstruction_kl: None,
-            teacher_correct: None,
-        };
+        return RecordQuality::default();
     }
     let correct = b.truth[j]
         .as_ref()
